@@ -1,0 +1,1 @@
+"""iondiff_stream."""

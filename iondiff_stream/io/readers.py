@@ -1,0 +1,309 @@
+"""MDAnalysis readers and topology parsers for VASP XDATCAR and extended XYZ.
+
+Importing this module registers the formats ``XDATCAR`` and ``EXTXYZ`` with
+MDAnalysis (through the reader/parser metaclasses), so that::
+
+    mda.Universe("XDATCAR.gz", format="XDATCAR", topology_format="XDATCAR")
+    mda.Universe("run.extxyz")
+
+work like any other trajectory. Both readers load the whole file into memory on
+opening (they subclass :class:`MDAnalysis.coordinates.memory.MemoryReader`):
+AIMD trajectories are small (10^3-10^5 frames of a few hundred atoms).
+
+Cells are put into MDAnalysis's canonical orientation (``a`` along x, ``b`` in
+the xy plane); Cartesian positions are rebuilt from the fractional ones in that
+orientation so that positions and box always agree. Lengths in Å.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+from typing import Any
+
+import numpy as np
+from MDAnalysis.coordinates.memory import MemoryReader
+from MDAnalysis.core.topology import Topology
+from MDAnalysis.core.topologyattrs import (
+    Atomids,
+    Atomnames,
+    Atomtypes,
+    Elements,
+    Masses,
+    Resids,
+    Resnums,
+    Segids,
+)
+from MDAnalysis.lib.mdamath import triclinic_box, triclinic_vectors
+from MDAnalysis.topology.base import TopologyReaderBase
+from MDAnalysis.guesser.tables import masses as _MASS_TABLE
+
+from ..errors import TrajectoryFileNotFoundError, TrajectoryFormatError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["XDATCARReader", "XDATCARParser", "ExtXYZReader", "ExtXYZParser", "read_xdatcar"]
+
+
+def _open_text(path: str | os.PathLike[str]) -> str:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise TrajectoryFileNotFoundError(f"trajectory file not found: {path}")
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rt") as fh:  # type: ignore[operator]
+            return fh.read()
+    except (OSError, EOFError) as exc:
+        raise TrajectoryFormatError(f"cannot read {path}: {exc} (truncated or corrupt file?)") from exc
+
+
+def _canonical(lattice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (box dimensions (6,), canonical lattice matrix (3, 3), rows = vectors)."""
+    dims = triclinic_box(*lattice)
+    if not np.all(np.isfinite(dims)) or np.any(dims[:3] <= 0):
+        raise TrajectoryFormatError(f"degenerate cell {lattice.tolist()}")
+    return dims.astype(np.float64), triclinic_vectors(dims).astype(np.float64)
+
+
+class XDATCARData:
+    """Parsed content of an XDATCAR file.
+
+    Attributes
+    ----------
+    species : list of str, length n_atoms
+    frac : ndarray, shape (n_frames, n_atoms, 3)
+        Fractional coordinates.
+    lattices : ndarray, shape (n_frames, 3, 3)
+        Lattice vectors (rows), Å.
+    """
+
+    def __init__(self, species: list[str], frac: np.ndarray, lattices: np.ndarray) -> None:
+        self.species = species
+        self.frac = frac
+        self.lattices = lattices
+
+
+def read_xdatcar(path: str | os.PathLike[str], allow_truncated: bool = False) -> XDATCARData:
+    """Parse a VASP 5 XDATCAR (plain or gzip), fixed or variable cell.
+
+    Parameters
+    ----------
+    path : path-like
+    allow_truncated : bool
+        If True, an incomplete last frame (killed run) is dropped with a
+        warning; otherwise it raises :class:`TrajectoryFormatError`.
+    """
+    path = os.fspath(path)
+    lines = _open_text(path).splitlines()
+    if len(lines) < 8:
+        raise TrajectoryFormatError(f"{path}: too short to be an XDATCAR ({len(lines)} lines)")
+
+    def header(at: int) -> tuple[np.ndarray, list[str], list[int]]:
+        try:
+            scale = float(lines[at + 1].split()[0])
+            lat = np.array([[float(v) for v in lines[at + k].split()[:3]] for k in (2, 3, 4)])
+            names = lines[at + 5].split()
+            counts = [int(v) for v in lines[at + 6].split()]
+        except (ValueError, IndexError) as exc:
+            raise TrajectoryFormatError(
+                f"{path}: malformed XDATCAR header at line {at + 1}: {exc} "
+                "(VASP 5 format with element names on line 6 is required)"
+            ) from exc
+        if len(names) != len(counts):
+            raise TrajectoryFormatError(f"{path}: {len(names)} element names but {len(counts)} counts")
+        if scale < 0:  # negative scale = target volume
+            scale = (-scale / abs(np.linalg.det(lat))) ** (1.0 / 3.0)
+        return lat * scale, names, counts
+
+    lat0, names, counts = header(0)
+    species = [n for n, c in zip(names, counts) for _ in range(c)]
+    natoms = len(species)
+    config_idx = [i for i, ln in enumerate(lines) if "configuration" in ln.lower()]
+    if not config_idx:
+        raise TrajectoryFormatError(f"{path}: no 'Direct configuration=' block found")
+    if "cartesian" in lines[config_idx[0]].lower():
+        raise TrajectoryFormatError(f"{path}: Cartesian XDATCAR blocks are not supported")
+    frames: list[np.ndarray] = []
+    lattices: list[np.ndarray] = []
+    lat = lat0
+    for n, ci in enumerate(config_idx):
+        if n > 0 and ci - config_idx[n - 1] > natoms + 1:  # variable cell: header repeated
+            lat, names_n, counts_n = header(ci - 7)
+            if [x for x, c in zip(names_n, counts_n) for _ in range(c)] != species:
+                raise TrajectoryFormatError(f"{path}: species change at frame {n}")
+        block = lines[ci + 1 : ci + 1 + natoms]
+        nxt = config_idx[n + 1] if n + 1 < len(config_idx) else len(lines)
+        try:
+            if len(block) < natoms or (nxt - ci - 1) < natoms:
+                raise ValueError(f"only {min(len(block), nxt - ci - 1)} of {natoms} atom lines")
+            arr = np.array(" ".join(ln[:80] for ln in block).split(), dtype=np.float64)
+            arr = arr.reshape(natoms, -1)[:, :3]
+            if arr.shape[1] != 3 or not np.all(np.isfinite(arr)):
+                raise ValueError("non-finite or missing coordinates")
+        except ValueError as exc:
+            msg = f"{path}: frame {n} (0-based) is incomplete or malformed: {exc}"
+            if allow_truncated and n == len(config_idx) - 1 and n > 0:
+                logger.warning("%s; dropping it and keeping the %d complete frames", msg, n)
+                break
+            raise TrajectoryFormatError(
+                msg + f"; the {n} frames before it are complete (allow_truncated=True keeps them)"
+                if n == len(config_idx) - 1
+                else msg
+            ) from exc
+        frames.append(arr)
+        lattices.append(lat)
+    return XDATCARData(species, np.stack(frames), np.stack(lattices))
+
+
+def _fixed_or_first_dims(lattices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame canonical dims (n_frames, 6) and matrices (n_frames, 3, 3)."""
+    dims = np.empty((len(lattices), 6))
+    mats = np.empty((len(lattices), 3, 3))
+    same = np.allclose(lattices, lattices[0])
+    d0, m0 = _canonical(lattices[0])
+    for i, lat in enumerate(lattices):
+        if same:
+            dims[i], mats[i] = d0, m0
+        else:
+            dims[i], mats[i] = _canonical(lat)
+    return dims, mats
+
+
+class _FileMemoryReader(MemoryReader):
+    """A MemoryReader filled from a file; copies are plain MemoryReaders."""
+
+    def copy(self) -> MemoryReader:  # noqa: D102
+        new = MemoryReader(
+            self.coordinate_array.copy(),
+            order=self.stored_order,
+            dimensions=self.dimensions_array.copy(),
+            dt=self.ts.dt,
+            filename=self.filename,
+        )
+        new[self.ts.frame]
+        return new
+
+    @staticmethod
+    def parse_n_atoms(filename: Any, **kwargs: Any) -> int:  # pragma: no cover - MDA hook
+        raise NotImplementedError
+
+
+class XDATCARReader(_FileMemoryReader):
+    """MDAnalysis reader for VASP XDATCAR files (``format="XDATCAR"``).
+
+    The file has no times: pass ``dt`` (ps between frames) to the Universe,
+    otherwise MDAnalysis's default of 1 ps applies (the
+    :func:`iondiff_stream.io.load_universe` front end refuses that).
+    """
+
+    format = ["XDATCAR"]
+
+    def __init__(self, filename: Any, dt: float = 1.0, allow_truncated: bool = False, **kwargs: Any) -> None:
+        data = read_xdatcar(filename, allow_truncated=allow_truncated)
+        dims, mats = _fixed_or_first_dims(data.lattices)
+        coords = np.einsum("fai,fij->faj", data.frac, mats).astype(np.float32)
+        super().__init__(coords, order="fac", dimensions=dims, dt=dt, filename=os.fspath(filename))
+
+
+class XDATCARParser(TopologyReaderBase):
+    """Topology (element names and masses) from an XDATCAR header."""
+
+    format = ["XDATCAR"]
+
+    def parse(self, **kwargs: Any) -> Topology:  # noqa: D102
+        text = _open_text(self.filename)
+        lines = text.splitlines()[:8]
+        try:
+            names = lines[5].split()
+            counts = [int(v) for v in lines[6].split()]
+        except (IndexError, ValueError) as exc:
+            raise TrajectoryFormatError(f"{self.filename}: not a VASP 5 XDATCAR header: {exc}") from exc
+        species = np.array([n for n, c in zip(names, counts) for _ in range(c)], dtype=object)
+        return _element_topology(species)
+
+
+def _element_topology(species: np.ndarray) -> Topology:
+    n = len(species)
+    masses = np.array([_MASS_TABLE.get(s.upper(), 0.0) for s in species], dtype=np.float64)
+    attrs = [
+        Atomnames(species),
+        Atomtypes(species.copy()),
+        Elements(species.copy()),
+        Masses(masses),
+        Atomids(np.arange(1, n + 1)),
+        Resids(np.array([1])),
+        Resnums(np.array([1])),
+        Segids(np.array(["SYSTEM"], dtype=object)),
+    ]
+    return Topology(n, 1, 1, attrs=attrs)
+
+
+def _read_extxyz(path: str) -> tuple[list[str], np.ndarray, np.ndarray, float | None]:
+    import ase.io
+
+    if not os.path.exists(path):
+        raise TrajectoryFileNotFoundError(f"trajectory file not found: {path}")
+    try:
+        frames = ase.io.read(path, index=":", format="extxyz")
+    except Exception as exc:  # ase raises many kinds
+        raise TrajectoryFormatError(f"{path}: cannot parse as extended XYZ: {exc}") from exc
+    if not frames:
+        raise TrajectoryFormatError(f"{path}: no frames")
+    species = frames[0].get_chemical_symbols()
+    n = len(species)
+    for i, f in enumerate(frames):
+        if len(f) != n:
+            raise TrajectoryFormatError(f"{path}: frame {i} has {len(f)} atoms, frame 0 has {n}")
+        if f.cell.rank != 3:
+            raise TrajectoryFormatError(f"{path}: frame {i} has no 3D cell (Lattice=... missing)")
+    lattices = np.stack([np.asarray(f.cell[:]) for f in frames])
+    frac = np.stack([np.linalg.solve(lat.T, f.positions.T).T for f, lat in zip(frames, lattices)])
+    dt: float | None = None
+    for key, to_ps in (("time_fs", 1e-3), ("time_ps", 1.0)):
+        if all(key in f.info for f in frames) and len(frames) > 1:
+            t = np.array([float(f.info[key]) for f in frames]) * to_ps
+            steps = np.diff(t)
+            if np.any(steps <= 0) or not np.allclose(steps, steps[0], rtol=1e-6):
+                raise TrajectoryFormatError(f"{path}: times in info[{key!r}] are not evenly spaced")
+            dt = float(steps[0])
+            break
+    return species, frac, lattices, dt
+
+
+class ExtXYZReader(_FileMemoryReader):
+    """MDAnalysis reader for extended XYZ (cell from ``Lattice=``; ``format="EXTXYZ"``).
+
+    Times come from ``time_fs``/``time_ps`` in the comment line when present.
+    """
+
+    format = ["EXTXYZ"]
+
+    def __init__(self, filename: Any, dt: float | None = None, **kwargs: Any) -> None:
+        species, frac, lattices, file_dt = _read_extxyz(os.fspath(filename))
+        dims, mats = _fixed_or_first_dims(lattices)
+        coords = np.einsum("fai,fij->faj", frac, mats).astype(np.float32)
+        self.dt_from_file = file_dt
+        use_dt = file_dt if dt is None else dt
+        super().__init__(
+            coords, order="fac", dimensions=dims, dt=1.0 if use_dt is None else use_dt, filename=os.fspath(filename)
+        )
+
+
+class ExtXYZParser(TopologyReaderBase):
+    """Topology (elements) from the first frame of an extended XYZ file."""
+
+    format = ["EXTXYZ"]
+
+    def parse(self, **kwargs: Any) -> Topology:  # noqa: D102
+        path = os.fspath(self.filename)
+        if not os.path.exists(path):
+            raise TrajectoryFileNotFoundError(f"topology file not found: {path}")
+        with open(path) as fh:
+            try:
+                n = int(fh.readline().split()[0])
+            except (ValueError, IndexError) as exc:
+                raise TrajectoryFormatError(f"{path}: first line is not an atom count") from exc
+            fh.readline()
+            species = np.array([fh.readline().split()[0] for _ in range(n)], dtype=object)
+        return _element_topology(species)
