@@ -277,8 +277,8 @@ class HopResults:
         return np.stack([ion.states for ion in self.ions]) if self.ions else np.zeros((0, self.n_frames), np.int16)
 
     def centres_padded(self) -> np.ndarray:
-        """Centres, shape (n_mobile, k_max, 3), NaN-padded, Å."""
-        out = np.full((len(self.ions), self.parameters.k_max, 3), np.nan)
+        """Centres, shape (n_mobile, 2 * k_max, 3), NaN-padded, Å."""
+        out = np.full((len(self.ions), 2 * self.parameters.k_max, 3), np.nan)
         for i, ion in enumerate(self.ions):
             out[i, : ion.k] = ion.centres
         return out

@@ -1,0 +1,107 @@
+"""One call for the whole offline analysis of one run: read, hops, transport, outputs."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .hops import HopParameters, find_hops
+from .io import collect_positions, load_universe, select_mobile
+from .results import RunAnalysis, summarise, write_outputs
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["analyze_run"]
+
+
+def analyze_run(
+    trajectories: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    mobile: str,
+    *,
+    topology: str | None = None,
+    out_dir: str | None = None,
+    timestep_ps: float | None = None,
+    md_timestep_ps: float | None = None,
+    remove_drift: bool = True,
+    params: HopParameters | None = None,
+    reference: str | None = None,
+    n_jobs: int = 1,
+    progress: bool = False,
+    start: int | None = None,
+    stop: int | None = None,
+    step: int | None = None,
+    reader_kwargs: dict[str, Any] | None = None,
+) -> RunAnalysis:
+    """Analyse one run (one or several consecutive files) end to end.
+
+    Parameters
+    ----------
+    trajectories : path or list of paths
+        Files of one run in time order (restarts are concatenated).
+    mobile : str
+        Mobile ions: element (``"Li"``), ``"type 1"`` or an MDAnalysis selection.
+    topology : str, optional
+        Topology file (LAMMPS data file for dumps).
+    out_dir : str, optional
+        Write ``hops.csv``, ``summary.json`` and ``results.zarr`` there.
+    timestep_ps : float, optional
+        Time between stored frames, ps, when the files do not say.
+    md_timestep_ps : float, optional
+        MD timestep for LAMMPS dumps (frame times = step × this).
+    remove_drift : bool
+        Subtract framework drift.
+    params : HopParameters, optional
+    reference : str, optional
+        A structure file (any format ASE reads) whose sites of the mobile
+        species define the reference lattice for metastable centres; default:
+        the first frame.
+    n_jobs : int
+        Processes for the per-ion work.
+
+    Returns
+    -------
+    RunAnalysis
+    """
+    u = load_universe(trajectories, topology, **(reader_kwargs or {}))
+    ag = select_mobile(u, mobile)
+    data = collect_positions(
+        u,
+        ag,
+        remove_drift=remove_drift,
+        timestep_ps=timestep_ps,
+        md_timestep_ps=md_timestep_ps,
+        start=start,
+        stop=stop,
+        step=step,
+        verbose=progress,
+    )
+    hops = find_hops(data.positions, data.times_ps, params, data.atom_indices, n_jobs=n_jobs, progress=progress)
+    sites = None
+    if reference is not None:
+        sites = _reference_sites(reference, set(map(str, data.species)), data.box)
+    run = summarise(data, hops, reference_sites=sites)
+    if out_dir is not None:
+        files = [os.fspath(trajectories)] if isinstance(trajectories, (str, os.PathLike)) else [os.fspath(t) for t in trajectories]
+        write_outputs(run, out_dir, extra={"inputs": files, "mobile": mobile, "topology": topology})
+    return run
+
+
+def _reference_sites(path: str, species: set[str], box: np.ndarray) -> np.ndarray:
+    """Sites of ``species`` in a structure file, in the run's (canonical) cell orientation."""
+    import ase.io
+    from MDAnalysis.lib.mdamath import triclinic_vectors
+
+    from .errors import SelectionError, TrajectoryFileNotFoundError
+
+    if not os.path.exists(path):
+        raise TrajectoryFileNotFoundError(f"reference structure not found: {path}")
+    atoms = ase.io.read(path)
+    mask = np.isin(atoms.get_chemical_symbols(), sorted(species))
+    if not mask.any():
+        raise SelectionError(f"reference structure {path} has no sites of {sorted(species)}")
+    frac = atoms.get_scaled_positions(wrap=True)[mask]
+    return frac @ triclinic_vectors(box).astype(np.float64)

@@ -1,0 +1,83 @@
+"""Command line: ``iondiff-stream analyze|...`` (only calls the public API)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .errors import IonDiffStreamError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ionic hops, correlations and transport from MD.")
+
+
+@app.callback()
+def _root() -> None:
+    """iondiff-stream: which ions hop, when, where to, and how many hop together."""
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("MDAnalysis").setLevel(logging.WARNING)
+
+
+@app.command()
+def analyze(
+    trajectories: Annotated[list[Path], typer.Argument(help="Trajectory file(s) of one run, in time order.")],
+    mobile: Annotated[str, typer.Option("--mobile", help="Mobile ions: element, 'type N' or MDAnalysis selection.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory.")],
+    topology: Annotated[Optional[Path], typer.Option("--topology", help="Topology (LAMMPS data file for dumps).")] = None,
+    timestep_ps: Annotated[Optional[float], typer.Option("--timestep-ps", help="Time between stored frames, ps.")] = None,
+    md_timestep_ps: Annotated[
+        Optional[float], typer.Option("--md-timestep-ps", help="MD timestep (LAMMPS dumps: frame time = step x this).")
+    ] = None,
+    no_drift: Annotated[bool, typer.Option("--no-drift-removal", help="Keep framework drift.")] = False,
+    reference: Annotated[Optional[Path], typer.Option("--reference", help="Reference structure for metastable sites.")] = None,
+    k_max: Annotated[int, typer.Option(help="Largest K tried per ion.")] = 10,
+    silhouette_threshold: Annotated[float, typer.Option(help="K=1 below this best silhouette.")] = 0.7,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Worker processes.")] = 1,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Detect hops and compute transport for one run; write hops.csv, summary.json, results.zarr."""
+    from .analyze import analyze_run
+    from .hops import HopParameters
+
+    _setup_logging(verbose)
+    params = HopParameters(k_max=k_max, silhouette_threshold=silhouette_threshold, seed=seed)
+    run = analyze_run(
+        [str(t) for t in trajectories],
+        mobile,
+        topology=str(topology) if topology else None,
+        out_dir=str(out),
+        timestep_ps=timestep_ps,
+        md_timestep_ps=md_timestep_ps,
+        remove_drift=not no_drift,
+        params=params,
+        reference=str(reference) if reference else None,
+        n_jobs=jobs,
+        progress=progress and sys.stderr.isatty(),
+    )
+    s = run.summary
+    keys = ["n_frames", "n_mobile", "timestep_ps", "n_hops", "n_diffusive_ions", "mean_hop_length_A",
+            "mean_hop_duration_ps", "hop_frequency_per_ps", "mean_residence_time_ps", "D_tracer_cm2_s"]
+    typer.echo(json.dumps({k: s.get(k) for k in keys}, indent=2))
+    typer.echo(f"results in {out}/ (hops.csv, summary.json, results.zarr)")
+
+
+def main() -> None:
+    """Entry point: run the app and turn package errors into a one-line message and exit code 2."""
+    try:
+        app()
+    except IonDiffStreamError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

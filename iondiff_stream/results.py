@@ -1,0 +1,248 @@
+"""Summaries and output files of an offline analysis (hops.csv, summary.json, results.zarr).
+
+Units are in every name (``_A``, ``_ps``, ``_cm2_s``) and in the Zarr attributes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import StoreError
+from .hops import HopResults, parameters_dict
+from .io import TrajectoryData
+from .transport import DiffusionFit, fit_diffusion, tracer_msd
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["residence_times", "reference_sites_distance", "RunAnalysis", "summarise", "write_outputs"]
+
+
+def reference_sites_distance(points: np.ndarray, sites: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Minimum-image distance from each point to the nearest reference site.
+
+    Parameters
+    ----------
+    points : ndarray, shape (n, 3)
+        Å (unwrapped is fine).
+    sites : ndarray, shape (m, 3)
+    box : ndarray, shape (6,)
+
+    Returns
+    -------
+    ndarray, shape (n,)
+        Å.
+    """
+    from MDAnalysis.lib.distances import distance_array
+
+    if len(points) == 0:
+        return np.zeros(0)
+    d = distance_array(points.astype(np.float64), sites.astype(np.float64), box=box.astype(np.float32))
+    return d.min(1)
+
+
+def residence_times(hops: HopResults, times_ps: np.ndarray) -> list[dict[str, Any]]:
+    """Complete residences at a centre (bounded by a hop in and a hop out).
+
+    Returns
+    -------
+    list of dict
+        ``ion, centre, arrival_frame, departure_frame, duration_ps``; the
+        duration runs from the first frame vibrating at the centre (end of the
+        hop in) to the last one (start of the hop out).
+    """
+    out: list[dict[str, Any]] = []
+    tab = hops.hops.closed()
+    ions = tab["ion"]
+    for i in np.unique(ions):
+        sel = np.flatnonzero(ions == i)
+        sel = sel[np.argsort(tab["start_frame"][sel])]
+        for a, b in zip(sel[:-1], sel[1:]):
+            arr, dep = int(tab["end_frame"][a]), int(tab["start_frame"][b])
+            if dep < arr:
+                continue
+            out.append(
+                {
+                    "ion": int(i),
+                    "centre": int(tab["to_centre"][a]),
+                    "arrival_frame": arr,
+                    "departure_frame": dep,
+                    "duration_ps": float(times_ps[dep] - times_ps[arr]),
+                }
+            )
+    return out
+
+
+@dataclass
+class RunAnalysis:
+    """Everything the offline analyzer computed for one run."""
+
+    data: TrajectoryData
+    hops: HopResults
+    msd_lag_ps: np.ndarray
+    msd_A2: np.ndarray
+    msd_axes_A2: np.ndarray
+    diffusion: DiffusionFit | None
+    residences: list[dict[str, Any]]
+    metastable: np.ndarray  # per residence: True when at a metastable centre
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _finite(v: float) -> float | None:
+    return None if v is None or not math.isfinite(v) else float(v)
+
+
+def summarise(
+    data: TrajectoryData,
+    hops: HopResults,
+    reference_sites: np.ndarray | None = None,
+    metastable_distance_A: float = 1.0,
+    max_lag_fraction: float = 0.5,
+) -> RunAnalysis:
+    """Residences, MSD and the summary numbers of one analysed run.
+
+    Parameters
+    ----------
+    data : TrajectoryData
+    hops : HopResults
+    reference_sites : ndarray, shape (m, 3), optional
+        Sites of the reference lattice, Å. Default: the mobile ions' positions
+        in the first frame.
+    metastable_distance_A : float
+        A centre is metastable when at least this far from every reference site.
+    max_lag_fraction : float
+        MSD lags up to this fraction of the run; D is fitted over the second
+        half of those lags.
+    """
+    T = data.n_frames
+    times = data.times_ps
+    dt = data.timestep_ps
+    tab = hops.hops
+    closed = tab.closed()
+    total_ps = float(times[-1] - times[0]) if T > 1 else 0.0
+    sites = data.positions[:, 0, :] if reference_sites is None else np.asarray(reference_sites, float)
+    res = residence_times(hops, times)
+    meta = np.zeros(len(res), dtype=bool)
+    if res:
+        pts = np.array([hops.ions[r["ion"]].centres[r["centre"]] for r in res])
+        meta = reference_sites_distance(pts, sites, data.box) >= metastable_distance_A
+    max_lag = max(2, int(T * max_lag_fraction))
+    msd, axes = tracer_msd(data.positions, max_lag=max_lag)
+    lag_ps = np.arange(len(msd)) * dt
+    fit = None
+    if len(msd) >= 4:
+        fit = fit_diffusion(lag_ps, msd)
+    sil = np.array([ion.silhouette for ion in hops.ions])
+    durations = np.array([r["duration_ps"] for r in res])
+    summary: dict[str, Any] = {
+        "n_frames": T,
+        "n_mobile": data.n_mobile,
+        "mobile_species": sorted({str(s) for s in data.species}),
+        "timestep_ps": _finite(dt),
+        "total_time_ps": total_ps,
+        "n_hops": int(len(closed)),
+        "n_open_hops": int(tab["open"].sum()),
+        "n_back_hops": int(closed["back_hop"].sum()),
+        "n_diffusive_ions": int(len(np.unique(closed["ion"]))),
+        "k_distribution": {str(k): int(v) for k, v in zip(*np.unique(hops.k, return_counts=True))},
+        "mean_silhouette": _finite(float(np.nanmean(sil))) if np.any(np.isfinite(sil)) else None,
+        "mean_hop_length_A": _finite(float(closed["length_A"].mean())) if len(closed) else None,
+        "max_hop_length_A": _finite(float(closed["length_A"].max())) if len(closed) else None,
+        "mean_hop_duration_ps": _finite(float(closed["duration_ps"].mean())) if len(closed) else None,
+        "hop_frequency_per_ps": (len(closed) / (data.n_mobile * total_ps)) if total_ps > 0 else None,
+        "mean_residence_time_ps": _finite(float(durations[meta].mean())) if meta.any() else None,
+        "n_metastable_residences": int(meta.sum()),
+        "mean_residence_time_all_ps": _finite(float(durations.mean())) if len(durations) else None,
+        "metastable_distance_A": metastable_distance_A,
+        "D_tracer_cm2_s": fit.D_cm2_s if fit else None,
+        "D_tracer_stderr_cm2_s": fit.stderr_cm2_s if fit else None,
+        "D_fit_window_ps": [fit.fit_start_ps, fit.fit_end_ps] if fit else None,
+        "drift_removed": data.framework_drift is not None,
+        "volume_A3": _finite(data.volume_A3),
+        "parameters": parameters_dict(hops.parameters),
+    }
+    return RunAnalysis(data, hops, lag_ps, msd, axes, fit, res, meta, summary)
+
+
+def write_outputs(run: RunAnalysis, out_dir: str, extra: dict[str, Any] | None = None) -> None:
+    """Write ``hops.csv``, ``summary.json`` and ``results.zarr`` into ``out_dir``.
+
+    Raises
+    ------
+    StoreError
+        If ``out_dir`` cannot be created or written.
+    """
+    import zarr
+
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        probe = os.path.join(out_dir, ".write_test")
+        with open(probe, "w") as fh:
+            fh.write("")
+        os.remove(probe)
+    except OSError as exc:
+        raise StoreError(f"cannot write to output directory {out_dir!r}: {exc}") from exc
+    summary = dict(run.summary)
+    if extra:
+        summary.update(extra)
+    run.hops.hops.to_csv(os.path.join(out_dir, "hops.csv"))
+    tmp = os.path.join(out_dir, "summary.json.tmp")
+    with open(tmp, "w") as fh:
+        json.dump(summary, fh, indent=2, default=_json_default)
+    os.replace(tmp, os.path.join(out_dir, "summary.json"))
+
+    g = zarr.open_group(os.path.join(out_dir, "results.zarr"), mode="w")
+    g.attrs.update({"length_unit": "angstrom", "time_unit": "ps", "summary": json.loads(json.dumps(summary, default=_json_default))})
+    h = run.hops
+
+    def arr(name: str, values: np.ndarray, units: str | None, doc: str) -> None:
+        a = g.create_array(name, data=np.ascontiguousarray(values))
+        a.attrs["description"] = doc
+        if units:
+            a.attrs["units"] = units
+
+    arr("times_ps", run.data.times_ps, "ps", "time of every frame")
+    arr("atom_indices", run.data.atom_indices.astype(np.int64), None, "0-based trajectory index of each mobile ion")
+    arr("k", h.k.astype(np.int16), None, "number of vibrational centres per ion")
+    arr("k_silhouette", np.array([i.k_silhouette for i in h.ions], np.int16), None, "K chosen by silhouette alone")
+    arr("centres_A", h.centres_padded(), "angstrom", "unwrapped centres (n_mobile, 2*k_max, 3), NaN padded")
+    arr("silhouette", np.array([i.silhouette for i in h.ions]), None, "best average silhouette per ion")
+    arr(
+        "silhouette_by_k",
+        np.stack([i.silhouette_by_k for i in h.ions]),
+        None,
+        "average silhouette for K = 2..k_max (n_mobile, k_max - 1)",
+    )
+    arr("sigma_A", np.array([i.sigma_A for i in h.ions]), "angstrom", "vibration amplitude per axis")
+    arr("r_vib_A", np.array([i.r_vib_A for i in h.ions]), "angstrom", "vibrating radius")
+    arr("states", h.states(), None, "centre index per ion and frame, -1 in transit (n_mobile, n_frames)")
+    hg = g.create_group("hops")
+    hg.attrs["description"] = "one entry per hop; columns as in hops.csv"
+    for name, values in h.hops.columns.items():
+        units = "angstrom" if name.endswith("_A") else "ps" if name.endswith("_ps") else None
+        a = hg.create_array(name, data=np.ascontiguousarray(values))
+        if units:
+            a.attrs["units"] = units
+    mg = g.create_group("msd")
+    mg.create_array("lag_ps", data=run.msd_lag_ps).attrs["units"] = "ps"
+    mg.create_array("msd_A2", data=run.msd_A2).attrs["units"] = "angstrom^2"
+    mg.create_array("msd_axes_A2", data=run.msd_axes_A2).attrs["units"] = "angstrom^2"
+    logger.info("wrote %s (hops.csv, summary.json, results.zarr)", out_dir)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return None if not np.isfinite(o) else float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.bool_):
+        return bool(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
