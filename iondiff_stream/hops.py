@@ -81,7 +81,9 @@ class HopParameters:
     grid_A : float
         Voxel edge for binning positions before k-means, Å (0: no binning).
     silhouette_samples : int
-        Frames sampled per cluster for the silhouette estimate.
+        Frames sampled per cluster for the silhouette estimate; 0 computes the
+        exact silhouette over all frames (O(T²) memory and time: only for
+        verification on short runs).
     vib_quantile : float
         A frame vibrates at a centre when its distance is below this quantile
         of the ion's own thermal distance distribution.
@@ -114,8 +116,8 @@ class HopParameters:
             raise ValueError(f"vib_quantile must be in (0, 1), got {self.vib_quantile}")
         if self.min_dwell_frames < 1:
             raise ValueError(f"min_dwell_frames must be >= 1, got {self.min_dwell_frames}")
-        if self.silhouette_samples < 2:
-            raise ValueError(f"silhouette_samples must be >= 2, got {self.silhouette_samples}")
+        if self.silhouette_samples == 1 or self.silhouette_samples < 0:
+            raise ValueError(f"silhouette_samples must be 0 (exact) or >= 2, got {self.silhouette_samples}")
 
 
 @dataclass
@@ -332,15 +334,17 @@ def fit_centres(x: np.ndarray, params: HopParameters, rng: np.random.Generator) 
         centre = x.mean(0, keepdims=True)
         return _finish(x, 1, centre, float("nan"), sil, params, screened=True)
     pts, w, inv = compress(x, params.grid_A)
+    rng_km, rng_sil = rng.spawn(2)  # sampling never changes the k-means starts
+    m = params.silhouette_samples if params.silhouette_samples > 0 else T
     fits: dict[int, np.ndarray] = {}
     for k in range(2, params.k_max + 1):
         if k > len(pts) or k > T:
             break
-        c, lab_v, _ = kmeans_weighted(pts, w, k, rng, n_init=params.n_init)
+        c, lab_v, _ = kmeans_weighted(pts, w, k, rng_km, n_init=params.n_init)
         labels = lab_v[inv]
         if np.count_nonzero(np.bincount(labels, minlength=k)) < k:
             continue  # duplicate centres: this K is not resolvable
-        sil[k - 2] = sampled_silhouette(x, labels, k, params.silhouette_samples, rng)
+        sil[k - 2] = sampled_silhouette(x, labels, k, m, rng_sil)
         fits[k] = c
     if not fits or np.all(np.isnan(sil)):
         return _finish(x, 1, x.mean(0, keepdims=True), float("nan"), sil, params)

@@ -89,6 +89,32 @@ def _data_atom_style(path: str) -> str | None:
     return None
 
 
+def _check_dump_complete(path: str, allow_truncated: bool) -> None:
+    """Refuse a LAMMPS text dump whose last frame is cut short (killed run)."""
+    from MDAnalysis.lib.util import anyopen
+
+    n_lines, n_atoms, frames, last_start = 0, None, 0, 0
+    with anyopen(path) as fh:
+        for line in fh:
+            if line.startswith("ITEM: TIMESTEP"):
+                frames += 1
+                last_start = n_lines
+            elif n_atoms is None and line.startswith("ITEM: NUMBER OF ATOMS"):
+                n_atoms = int(next(fh))
+                n_lines += 1
+            n_lines += 1
+    if n_atoms is None or frames == 0:
+        raise TrajectoryFormatError(f"{path}: not a LAMMPS text dump (no ITEM: TIMESTEP / NUMBER OF ATOMS)")
+    if n_lines - last_start != 9 + n_atoms:
+        msg = (
+            f"{path}: last frame (frame {frames - 1}) is incomplete: "
+            f"{n_lines - last_start - 9} of {n_atoms} atom lines; the {frames - 1} frames before it are complete"
+        )
+        if not allow_truncated:
+            raise TrajectoryFormatError(msg + " (allow_truncated=True keeps them)")
+        logger.warning("%s; using those", msg)
+
+
 def load_universe(
     trajectories: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     topology: str | os.PathLike[str] | None = None,
@@ -146,6 +172,12 @@ def load_universe(
         style = _data_atom_style(top)
         if style is not None:
             kwargs["atom_style"] = style
+    allow_truncated = bool(kwargs.pop("allow_truncated", False)) if fmt != "XDATCAR" else kwargs.get("allow_truncated", False)
+    if fmt == "LAMMPSDUMP":
+        for p in paths:
+            _check_dump_complete(p, allow_truncated)
+    if fmt in ("LAMMPSDUMP", "XYZ", None) and "dt" not in kwargs:
+        kwargs["dt"] = 1.0  # placeholder: frame times are resolved by UnwrappedPositions
     traj: Any = paths[0] if len(paths) == 1 else paths
     try:
         u = mda.Universe(top, traj, format=fmt, topology_format=top_fmt, **kwargs)

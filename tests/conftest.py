@@ -1,0 +1,20 @@
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = (ROOT / ".." / "shared" / "data").resolve()
+
+
+def shared(*parts: str) -> str:
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"shared data not present: {p}")
+    return str(p)
+
+
+@pytest.fixture(scope="session")
+def argyrodite_50p() -> list[str]:
+    base = shared("argyrodite_Li6PS5Cl_morgan2021", "data", "Li6PS5Cl", "50p")
+    return [os.path.join(base, f"run{i}", "actual_XDATCAR.gz") for i in range(1, 7)]

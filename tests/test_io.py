@@ -1,0 +1,170 @@
+"""Readers on the real data in ../shared/data and on LAMMPS dumps with known positions."""
+
+import gzip
+import os
+
+import MDAnalysis as mda
+import numpy as np
+import pytest
+from MDAnalysis.lib.mdamath import triclinic_vectors
+
+from conftest import shared
+from iondiff_stream.errors import (
+    InvalidCoordinatesError,
+    SelectionError,
+    TimestepError,
+    TrajectoryFileNotFoundError,
+    TrajectoryFormatError,
+)
+from iondiff_stream.io import collect_positions, load_universe, select_mobile
+from iondiff_stream.synthetic import make_run
+
+
+def test_xdatcar_gz_matches_ase(argyrodite_50p):
+    import ase.io
+
+    u = load_universe(argyrodite_50p[0])
+    assert u.trajectory.n_frames == 140 and len(u.atoms) == 416
+    assert len(select_mobile(u, "Li")) == 192
+    ref = ase.io.read(argyrodite_50p[0], index="-1", format="vasp-xdatcar")
+    u.trajectory[-1]
+    h = triclinic_vectors(u.dimensions).astype(float)
+    frac = np.linalg.solve(h.T, u.atoms.positions.astype(float).T).T
+    d = frac - ref.get_scaled_positions(wrap=False)
+    assert np.max(np.abs(d - np.rint(d))) < 2e-6
+    assert u.dimensions[:3] == pytest.approx([20.3123, 20.3123, 20.3124], abs=1e-3)
+    assert list(u.atoms.elements[:1]) == ["Li"]
+
+
+def test_restarts_concatenate(argyrodite_50p):
+    u = load_universe(argyrodite_50p)
+    assert u.trajectory.n_frames == 700
+    data = collect_positions(u, "Li", timestep_ps=0.1)
+    steps = np.abs(np.diff(data.positions, axis=1))
+    assert steps.max() < 3.0  # continuous across the run boundaries (no wrap jumps)
+    assert data.times_ps[-1] == pytest.approx(69.9)
+
+
+def test_xdatcar_needs_timestep(argyrodite_50p):
+    u = load_universe(argyrodite_50p[0])
+    with pytest.raises(TimestepError, match="timestep_ps"):
+        collect_positions(u, "Li")
+
+
+def test_truncated_xdatcar(tmp_path, argyrodite_50p):
+    with gzip.open(argyrodite_50p[0], "rt") as fh:
+        lines = fh.read().splitlines()
+    cut = tmp_path / "XDATCAR"
+    cut.write_text("\n".join(lines[: 7 + 3 * 417 + 100]) + "\n")
+    with pytest.raises(TrajectoryFormatError, match=r"frame 3 .*incomplete.*3 frames before it are complete"):
+        load_universe(str(cut))
+    u = load_universe(str(cut), allow_truncated=True)
+    assert u.trajectory.n_frames == 3
+
+
+def test_extxyz_lgps_time_from_file():
+    u = load_universe(shared("LGPS_600K_pmg_diffusion", "derived_LGPS_600K_unwrapped.extxyz"))
+    data = collect_positions(u, "Li")
+    assert data.positions.shape == (20, 1000, 3)
+    assert data.timestep_ps == pytest.approx(0.02)
+    assert data.volume_A3 == pytest.approx(8.729014**2 * 12.735865 - 0.018257**2 * 12.735865, rel=1e-5)
+
+
+def test_extxyz_wrapped_na3ps4_unwraps():
+    u = load_universe(shared("Na3PS4_cubic_800K_pmg_diffusion", "derived_cNa3PS4_trajectories_wrapped.extxyz"))
+    data = collect_positions(u, "Na", timestep_ps=0.02, remove_drift=False)
+    assert data.positions.shape == (48, 200, 3)
+    jumps = np.linalg.norm(np.diff(data.positions, axis=1), axis=2)
+    assert jumps.max() < 2.0
+    # unwrapped positions wrap back onto the file's coordinates
+    h = triclinic_vectors(data.box).astype(float)
+    u.trajectory[-1]
+    f_ours = np.linalg.solve(h.T, data.positions[:, -1].T).T
+    f_file = np.linalg.solve(h.T, select_mobile(u, "Na").positions.astype(float).T).T
+    d = f_ours - f_file
+    assert np.max(np.abs(d - np.rint(d))) < 1e-5
+    assert np.abs(np.rint(d)).max() >= 1  # some ions did cross the boundary
+
+
+def test_lammps_data_xyz_li3incl6():
+    d = "Li3InCl6_gemdat_lammps_tiny"
+    u = load_universe(shared(d, "lammps_coords.xyz"), topology=shared(d, "lammps_data.txt"))
+    assert u.trajectory.n_frames == 4
+    data = collect_positions(u, "Li", timestep_ps=2.0)
+    assert data.positions.shape == (24, 4, 3)
+    assert data.box[4] == pytest.approx(109.81, abs=0.01)  # triclinic box from the data file
+    assert set(data.species) == {"Li"}
+
+
+@pytest.fixture(scope="module")
+def synth():
+    return make_run(n_frames=120, n_cells=3, n_vacancies=4, hop_prob=0.02, n_chains=0, framework=True,
+                    drift_A_per_ps=2.0, seed=4)
+
+
+@pytest.mark.parametrize("columns", ["x y z", "xu yu zu", "xs ys zs", "x y z ix iy iz"])
+def test_lammps_dump_conventions(tmp_path, synth, columns):
+    dump, data = str(tmp_path / "run.dump"), str(tmp_path / "run.data")
+    synth.write_lammps(dump, data, columns=columns, every_step=10)
+    u = load_universe(dump, topology=data)
+    td = collect_positions(u, "Li", md_timestep_ps=0.005, remove_drift=False)
+    assert td.timestep_ps == pytest.approx(0.05)
+    shift = td.positions[:, :1] - synth.positions[:, :1]  # same up to the image of frame 0
+    assert np.allclose(td.positions - shift, synth.positions, atol=2e-5)
+    assert np.allclose(shift, np.rint(shift / synth.box[0]) * synth.box[0], atol=2e-5)
+
+
+def test_drift_removal(synth):
+    u = synth.to_universe(wrapped=True)
+    td = collect_positions(u, "Li", remove_drift=True)
+    truth = synth.positions - synth.drift[None]
+    d = td.positions - td.positions[:, :1] - (truth - truth[:, :1])
+    assert np.abs(d).max() < 0.05  # framework noise averages out
+    assert np.abs(synth.drift[-1]).max() > 5.0
+
+
+def test_triclinic_unwrap():
+    rng = np.random.default_rng(0)
+    box = np.array([10.0, 11.0, 12.0, 80.0, 100.0, 110.0])
+    h = triclinic_vectors(box).astype(float)
+    steps = rng.normal(0, 0.4, (300, 5, 3))
+    truth = 5 + np.cumsum(steps, axis=0)
+    frac = np.linalg.solve(h.T, truth.reshape(-1, 3).T).T
+    wrapped = ((frac - np.floor(frac)) @ h).reshape(truth.shape)
+    u = mda.Universe.empty(5, trajectory=True)
+    u.add_TopologyAttr("elements", ["Li"] * 5)
+    from MDAnalysis.coordinates.memory import MemoryReader
+
+    u.load_new(wrapped.astype(np.float32), format=MemoryReader, dimensions=box.astype(np.float32), dt=0.1)
+    td = collect_positions(u, "Li")
+    got = td.positions.transpose(1, 0, 2)
+    off = got[0] - truth[0]
+    assert np.allclose(got - off, truth, atol=1e-4)
+
+
+def test_bad_inputs(tmp_path, argyrodite_50p, synth):
+    with pytest.raises(TrajectoryFileNotFoundError, match="not found"):
+        load_universe(str(tmp_path / "nope.dump"))
+    u = load_universe(argyrodite_50p[0])
+    with pytest.raises(SelectionError, match=r"matched no atoms.*Cl, Li, P, S"):
+        select_mobile(u, "Na")
+    with pytest.raises(SelectionError, match="invalid selection"):
+        select_mobile(u, "resname (((")
+    dump, data = str(tmp_path / "run.dump"), str(tmp_path / "run.data")
+    synth.write_lammps(dump, data)
+    with pytest.raises(TrajectoryFormatError, match="data file"):
+        load_universe(dump)
+    text = open(dump).read().splitlines()
+    i = text.index("ITEM: ATOMS id type x y z", 1000)
+    text[i + 3] = " ".join(text[i + 3].split()[:2] + ["nan", "1.0", "2.0"])
+    bad = tmp_path / "nan.dump"
+    bad.write_text("\n".join(text) + "\n")
+    u = load_universe(str(bad), topology=data)
+    with pytest.raises(InvalidCoordinatesError, match="NaN"):
+        collect_positions(u, "type 1 or type 2", timestep_ps=0.05)
+    cut = tmp_path / "cut.dump"
+    cut.write_text("\n".join(open(dump).read().splitlines()[:-10]) + "\n")
+    with pytest.raises(TrajectoryFormatError, match=r"last frame \(frame 119\) is incomplete.*119 frames before"):
+        load_universe(str(cut), topology=data)
+    u = load_universe(str(cut), topology=data, allow_truncated=True)
+    assert u.trajectory.n_frames == 119
