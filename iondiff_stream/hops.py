@@ -9,7 +9,7 @@ For every mobile ion independently:
    computed over all T frames (O(T²)): it is estimated from a sample
    stratified by cluster (:func:`iondiff_stream.kmeans.sampled_silhouette`),
    exact when every cluster has at most ``silhouette_samples`` frames.
-   k-means runs on positions binned on a 0.1 Å grid, weighted by frame
+   k-means runs on positions binned on a 0.2 Å grid, weighted by frame
    counts, so its cost does not grow with the run length. An optional
    pre-screen gives K = 1 at once to ions whose positions are one compact
    cloud (total variance close to the short-time vibrational variance and no
@@ -100,9 +100,9 @@ class HopParameters:
 
     k_max: int = 10
     silhouette_threshold: float = 0.7
-    n_init: int = 3
-    grid_A: float = 0.1
-    silhouette_samples: int = 100
+    n_init: int = 2
+    grid_A: float = 0.2
+    silhouette_samples: int = 50
     vib_quantile: float = 0.99
     min_dwell_frames: int = 1
     screen: bool = True

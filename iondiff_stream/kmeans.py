@@ -9,7 +9,7 @@ textbook ones (k-means++ seeding, Lloyd iterations) on *weighted* points, and
 
 Two reductions keep every ion's cost bounded whatever the run length:
 
-* :func:`compress` bins positions on a fine grid (default 0.1 Å) and clusters
+* :func:`compress` bins positions on a fine grid (default 0.2 Å) and clusters
   the occupied voxels weighted by their frame counts. The quantisation error
   (≤ half a voxel) is far below any vibration amplitude; a 10^6-frame ion that
   visits a few sites occupies a few thousand voxels.
@@ -118,7 +118,8 @@ def kmeans_weighted(
     n_init : int
         Starts tried; the lowest inertia wins. Ignored when ``init`` is given.
     tol : float
-        Stop when no centre moves more than ``tol`` Å².
+        Stop when no centre moves more than ``tol`` Å² (or when no assignment
+        changes, whichever comes first).
     init : ndarray, shape (k, 3), optional
         Initial centres (warm start).
 
@@ -134,9 +135,13 @@ def kmeans_weighted(
     wsum_all = w.sum()
     for s in starts:
         c = kmeans_pp(x, w, k, rng) if s is None else np.array(s, dtype=np.float64)
+        prev = None
         for _ in range(max_iter):
             d = _sqdist(x, c)
             lab = d.argmin(1)
+            if prev is not None and np.array_equal(lab, prev):
+                break  # assignments stable: Lloyd has converged
+            prev = lab
             wsum = np.bincount(lab, weights=w, minlength=k)
             new = np.empty_like(c)
             for j in range(3):
@@ -146,6 +151,7 @@ def kmeans_weighted(
             if np.any(empty):  # reseed empty clusters at the farthest points
                 far = np.argsort(d[np.arange(len(x)), lab] * w)[::-1][: int(empty.sum())]
                 new[empty] = x[far]
+                prev = None
             shift = float(((new - c) ** 2).sum(1).max())
             c = new
             if shift <= tol:
@@ -186,30 +192,36 @@ def sampled_silhouette(
     present = np.flatnonzero(counts)
     if len(present) < 2:
         return 0.0
-    idx_list = []
-    for c in present:
-        members = np.flatnonzero(labels == c)
-        if len(members) > m:
-            members = rng.choice(members, size=m, replace=False)
-        idx_list.append(members)
-    idx = np.concatenate(idx_list)
-    lab = labels[idx]
+    if counts.max() <= m:
+        idx = np.arange(len(labels))
+    else:
+        # stratified: a random subset of m frames from every cluster larger than m
+        order = np.argsort(labels, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        idx_list = []
+        for c in present:
+            members = order[starts[c] : starts[c] + counts[c]]
+            if counts[c] > m:
+                members = members[rng.choice(counts[c], size=m, replace=False)]
+            idx_list.append(members)
+        idx = np.concatenate(idx_list)
+    _, lab = np.unique(labels[idx], return_inverse=True)  # 0..P-1
+    lab = lab.ravel()
+    P = len(present)
     xs = x[idx]
     dist = np.sqrt(_sqdist(xs, xs))
-    # mean distance of every sampled frame to every cluster (sample means)
-    sums = np.zeros((len(idx), k))
-    for c in present:
-        sums[:, c] = dist[:, lab == c].sum(1)
-    ns = np.bincount(lab, minlength=k).astype(np.float64)
+    onehot = np.zeros((len(idx), P))
+    onehot[np.arange(len(idx)), lab] = 1.0
+    sums = dist @ onehot  # (S, P): summed distance of every sample to every cluster's samples
+    ns = onehot.sum(0)
+    rows = np.arange(len(idx))
     own = ns[lab]
-    a = np.where(own > 1, sums[np.arange(len(idx)), lab] / np.maximum(own - 1, 1), 0.0)
-    mean_other = np.where(ns[None, :] > 0, sums / np.maximum(ns[None, :], 1), np.inf)
-    mean_other[np.arange(len(idx)), lab] = np.inf
+    a = sums[rows, lab] / np.maximum(own - 1, 1)
+    mean_other = sums / ns[None, :]
+    mean_other[rows, lab] = np.inf
     b = mean_other.min(1)
     denom = np.maximum(a, b)
-    s = np.where((own > 1) & (denom > 0), (b - a) / np.where(denom > 0, denom, 1), 0.0)
+    s = np.where((own > 1) & (denom > 0), (b - a) / np.where(denom > 0, denom, 1.0), 0.0)
     # each cluster contributes its true share of frames
-    total = 0.0
-    for c in present:
-        total += counts[c] * s[lab == c].mean()
-    return float(total / counts.sum())
+    per_cluster = (onehot * s[:, None]).sum(0) / ns
+    return float((counts[present] * per_cluster).sum() / counts.sum())
