@@ -1,6 +1,7 @@
 """Readers on the real data in ../shared/data and on LAMMPS dumps with known positions."""
 
 import gzip
+import warnings
 import os
 
 import MDAnalysis as mda
@@ -168,3 +169,24 @@ def test_bad_inputs(tmp_path, argyrodite_50p, synth):
         load_universe(str(cut), topology=data)
     u = load_universe(str(cut), topology=data, allow_truncated=True)
     assert u.trajectory.n_frames == 119
+
+
+@pytest.mark.parametrize("ext", ["dcd", "xtc", "h5md"])
+def test_binary_formats_with_time_in_file(tmp_path, synth, ext):
+    u0 = synth.to_universe(wrapped=True)
+    path = str(tmp_path / f"run.{ext}")
+    top = str(tmp_path / "top.pdb")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        u0.atoms.write(top)
+        u0.trajectory.units = {"time": "ps", "length": "Angstrom"}
+        kw = {"dt": 0.05} if ext == "dcd" else {}
+        with mda.Writer(path, len(u0.atoms), **kw) as w:
+            for ts in u0.trajectory:
+                w.write(u0.atoms)
+    u = load_universe(path, topology=top)
+    td = collect_positions(u, "Li", remove_drift=False)
+    assert td.timestep_ps == pytest.approx(0.05, rel=1e-4)
+    off = td.positions[:, :1] - synth.positions[:, :1]
+    tol = 2e-3 if ext == "xtc" else 1e-4  # xtc stores 3 decimals in nm
+    assert np.allclose(td.positions - off, synth.positions, atol=tol)

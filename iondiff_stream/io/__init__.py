@@ -176,7 +176,8 @@ def load_universe(
     if fmt == "LAMMPSDUMP":
         for p in paths:
             _check_dump_complete(p, allow_truncated)
-    if fmt in ("LAMMPSDUMP", "XYZ", None) and "dt" not in kwargs:
+    no_time = fmt in ("LAMMPSDUMP", "XYZ") or (fmt is None and paths[0].lower().endswith((".xyz", ".xyz.gz")))
+    if no_time and "dt" not in kwargs:
         kwargs["dt"] = 1.0  # placeholder: frame times are resolved by UnwrappedPositions
     traj: Any = paths[0] if len(paths) == 1 else paths
     try:
