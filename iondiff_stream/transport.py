@@ -33,6 +33,9 @@ __all__ = [
     "default_charge",
     "remove_drift",
     "van_hove",
+    "pymatgen_window",
+    "TransportResult",
+    "analyse_transport",
 ]
 
 _CHARGES = {"Li": 1, "Na": 1, "K": 1, "Ag": 1, "Cu": 1, "H": 1, "F": -1, "Cl": -1, "O": -2, "Mg": 2, "Zn": 2}
@@ -136,8 +139,29 @@ class DiffusionFit:
     fit_end_ps: float
 
 
+def pymatgen_window(n_frames: int, n_ions: int, frame_dt_ps: float, min_obs: int = 30) -> np.ndarray:
+    """Lags (frames) of pymatgen's ``smoothed="max"`` MSD fit.
+
+    From 1 ps up to ``n_ions * n_frames // min_obs`` frames (at most the run),
+    at most ~200 evenly spaced lags. Use with ``fit_diffusion(...,
+    indices=..., inverse_time_weights=True)`` to reproduce
+    pymatgen-analysis-diffusion's D.
+    """
+    min_dt = int(1.0 / frame_dt_ps + 1e-9)
+    max_dt = min(n_ions * n_frames // min_obs, n_frames)
+    if min_dt >= max_dt:
+        raise AnalysisError("run too short for the pymatgen lag window (needs more than 1 ps of lags)")
+    return np.arange(min_dt, max_dt, max(int((max_dt - min_dt) / 200), 1))
+
+
 def fit_diffusion(
-    lag_ps: np.ndarray, msd: np.ndarray, dim: int = 3, start: int | None = None, stop: int | None = None
+    lag_ps: np.ndarray,
+    msd: np.ndarray,
+    dim: int = 3,
+    start: int | None = None,
+    stop: int | None = None,
+    indices: np.ndarray | None = None,
+    inverse_time_weights: bool = False,
 ) -> DiffusionFit:
     """Fit ``msd = 2 dim D t + b`` over lags ``[start, stop)`` (default: second half).
 
@@ -148,16 +172,30 @@ def fit_diffusion(
         Å².
     dim : int
         Dimensionality of the MSD (3 total, 1 per axis, 2 in-plane).
+    start, stop : int, optional
+        Lag index window (default: the second half of the lags given).
+    indices : ndarray of int, optional
+        Explicit lag indices to fit (overrides start/stop).
+    inverse_time_weights : bool
+        Weight points by 1/t (variance of an all-origins MSD grows ~ t);
+        pymatgen's ``smoothed="max"`` choice.
     """
     L = len(lag_ps)
-    a = L // 2 if start is None else start
-    b = L if stop is None else stop
-    if b - a < 2:
-        raise AnalysisError(f"too few lags ({b - a}) to fit a diffusion coefficient")
-    t = np.asarray(lag_ps[a:b], float)
-    y = np.asarray(msd[a:b], float)
+    if indices is None:
+        a = L // 2 if start is None else start
+        b = L if stop is None else stop
+        indices = np.arange(a, b)
+    indices = np.asarray(indices)
+    if len(indices) < 2:
+        raise AnalysisError(f"too few lags ({len(indices)}) to fit a diffusion coefficient")
+    t = np.asarray(lag_ps, float)[indices]
+    y = np.asarray(msd, float)[indices]
     A = np.vstack([t, np.ones_like(t)]).T
-    coef, res, *_ = np.linalg.lstsq(A, y, rcond=None)
+    if inverse_time_weights:
+        wr = 1.0 / np.sqrt(np.where(t > 0, t, np.inf))
+        coef, *_ = np.linalg.lstsq(A * wr[:, None], y * wr, rcond=None)
+    else:
+        coef, *_ = np.linalg.lstsq(A, y, rcond=None)
     slope, icpt = float(coef[0]), float(coef[1])
     dof = max(len(t) - 2, 1)
     resid = y - A @ coef
@@ -214,73 +252,217 @@ def van_hove(
     pos: np.ndarray,
     box_matrix: np.ndarray,
     lags: np.ndarray,
+    origins: np.ndarray,
     r_max: float = 10.0,
-    n_bins: int = 101,
-    origins: int | np.ndarray = 20,
-    sigma: float = 0.0,
+    n_grid: int = 101,
+    sigma: float = 0.1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Self and distinct parts of the van Hove correlation function.
+
+    Distances are binned on ``r_i = i·dr`` (``dr = r_max / (n_grid - 1)``,
+    bin i holds ``r_i <= d < r_{i+1}``) and every count is smeared by a
+    normalised Gaussian of width ``sigma`` centred on ``r_i``; this is the
+    definition of pymatgen-analysis-diffusion's ``VanHoveAnalysis``, which the
+    tests reproduce.
 
     Parameters
     ----------
     pos : ndarray, shape (n, T, 3)
-        Unwrapped positions, Å.
+        Unwrapped (drift-corrected) positions, Å.
     box_matrix : ndarray, shape (3, 3)
-        Lattice vectors (rows), Å, for minimum-image distinct distances.
+        Lattice vectors (rows), Å.
     lags : ndarray of int, shape (L,)
         Lags in frames.
-    r_max : float
-    n_bins : int
-        Radial grid ``linspace(0, r_max, n_bins)``.
-    origins : int or ndarray
-        Number of (evenly spaced) or explicit time origins.
-    sigma : float
-        Gaussian smearing of the histograms, Å (0: plain histogram).
+    origins : ndarray of int, shape (M,)
+        Time origins t0 (frames); the pair (t0, t0 + lag) must be in the run.
+    r_max, n_grid, sigma : float, int, float
+        Radial grid and smearing, Å.
 
     Returns
     -------
-    r : ndarray, shape (n_bins,)
-    gs : ndarray, shape (L, n_bins)
-        Self part: probability density (per Å) of the displacement length,
-        ``∫ gs dr = 1``.
-    gd : ndarray, shape (L, n_bins)
-        Distinct part ``G_d(r, t) / ρ`` (→ 1 at large r).
+    r : ndarray, shape (n_grid,)
+    gs : ndarray, shape (L, n_grid)
+        Self part: density (1/Å) of the displacement length over ``lag``.
+    gd : ndarray, shape (L, n_grid)
+        Distinct part ``G_d(r, t) / ρ`` (1 for an ideal gas), summed over every
+        periodic image within ``r_max`` (from the minimum image outwards).
+    """
+    from scipy.stats import norm
+
+    n, T, _ = pos.shape
+    lags = np.asarray(lags, dtype=int)
+    origins = np.asarray(origins, dtype=int)
+    if origins.size == 0 or lags.size == 0:
+        raise AnalysisError("van Hove needs at least one lag and one origin")
+    if origins.max() + lags.max() >= T or origins.min() < 0:
+        raise AnalysisError(f"origins + lags exceed the run ({T} frames)")
+    h = np.asarray(box_matrix, float)
+    inv = np.linalg.inv(h)
+    vol = abs(np.linalg.det(h))
+    rho = n / vol
+    r = np.linspace(0.0, r_max, n_grid)
+    dr = r[1] - r[0]
+    gauss = norm.pdf(r[None, :], r[:, None], sigma)  # row i: Gaussian centred on r_i
+    area = 4.0 * np.pi * r**2
+    area[0] = np.pi * dr**2
+    heights = vol / np.linalg.norm(np.cross(h[[1, 2, 0]], h[[2, 0, 1]]), axis=1)
+    c = int(np.ceil(r_max / heights.min()))
+    rng_img = np.arange(-c, c + 1)
+    images = np.stack(np.meshgrid(rng_img, rng_img, rng_img, indexing="ij"), -1).reshape(-1, 3).astype(float)
+    offdiag = ~np.eye(n, dtype=bool)
+    gs = np.zeros((len(lags), n_grid))
+    gd = np.zeros((len(lags), n_grid))
+    for j, lag in enumerate(lags):
+        cs = np.zeros(n_grid)
+        cd = np.zeros(n_grid)
+        for t0 in origins:
+            a = pos[:, t0, :]
+            b = pos[:, t0 + lag, :]
+            ds = np.linalg.norm(b - a, axis=1)
+            cs += np.bincount((ds[ds < r_max] / dr).astype(int), minlength=n_grid)[:n_grid]
+            f = (b[:, None, :] - a[None, :, :]) @ inv  # (n, n, 3) fractional
+            f -= np.rint(f)
+            for img in images:
+                d = np.linalg.norm((f + img) @ h, axis=2)
+                keep = d < r_max
+                if not img.any():
+                    keep &= offdiag
+                cd += np.bincount((d[keep] / dr).astype(int), minlength=n_grid)[:n_grid]
+        gs[j] = cs @ gauss / (len(origins) * n)
+        gd[j] = (cd / area) @ gauss / (len(origins) * n * rho)
+    return r, gs, gd
+
+
+@dataclass
+class TransportResult:
+    """Transport of one run (see :func:`analyse_transport`).
+
+    Attributes
+    ----------
+    lag_ps : ndarray, shape (L,)
+    msd_A2, mscd_A2 : ndarray, shape (L,)
+        Tracer and collective (/N) MSD, Å².
+    msd_axes_A2 : ndarray, shape (L, 3)
+    tracer, collective : DiffusionFit
+    D_axes_cm2_s : ndarray, shape (3,)
+        From the per-axis MSDs (x, y, z of the canonical cell orientation).
+    D_tracer_std_cm2_s : float
+        Bootstrap over ions of D*.
+    D_sigma_std_cm2_s : float
+        Standard error of D_σ over ``n_blocks`` time blocks.
+    haven_ratio : float
+        D* / D_σ.
+    sigma_NE_mS_cm, sigma_collective_mS_cm : float or None
+        Nernst–Einstein conductivity from D* and from D_σ (need T and charge).
+    """
+
+    lag_ps: np.ndarray
+    msd_A2: np.ndarray
+    msd_axes_A2: np.ndarray
+    mscd_A2: np.ndarray
+    tracer: DiffusionFit
+    collective: DiffusionFit
+    D_axes_cm2_s: np.ndarray
+    D_tracer_std_cm2_s: float
+    D_sigma_std_cm2_s: float
+    haven_ratio: float
+    sigma_NE_mS_cm: float | None
+    sigma_collective_mS_cm: float | None
+    sigma_NE_std_mS_cm: float | None
+
+    def summary(self) -> dict[str, float | None]:
+        """Scalar results with units in the names."""
+        dx, dy, dz = (float(v) for v in self.D_axes_cm2_s)
+        return {
+            "D_tracer_cm2_s": self.tracer.D_cm2_s,
+            "D_tracer_std_cm2_s": self.D_tracer_std_cm2_s,
+            "D_sigma_cm2_s": self.collective.D_cm2_s,
+            "D_sigma_std_cm2_s": self.D_sigma_std_cm2_s,
+            "haven_ratio": self.haven_ratio,
+            "D_x_cm2_s": dx,
+            "D_y_cm2_s": dy,
+            "D_z_cm2_s": dz,
+            "D_xy_cm2_s": 0.5 * (dx + dy),
+            "anisotropy_Dz_over_Dxy": dz / (0.5 * (dx + dy)) if dx + dy > 0 else None,
+            "sigma_NE_mS_cm": self.sigma_NE_mS_cm,
+            "sigma_NE_std_mS_cm": self.sigma_NE_std_mS_cm,
+            "sigma_collective_mS_cm": self.sigma_collective_mS_cm,
+            "D_fit_window_ps": [self.tracer.fit_start_ps, self.tracer.fit_end_ps],
+        }
+
+
+def analyse_transport(
+    pos: np.ndarray,
+    frame_dt_ps: float,
+    volume_A3: float,
+    temperature_K: float | None = None,
+    charge: float | None = None,
+    window: str = "half",
+    max_lag_fraction: float = 0.5,
+    n_bootstrap: int = 200,
+    n_blocks: int = 5,
+    seed: int = 0,
+) -> TransportResult:
+    """Tracer and collective diffusion, Haven ratio, conductivity, with uncertainties.
+
+    Parameters
+    ----------
+    pos : ndarray, shape (n, T, 3)
+        Unwrapped, drift-corrected positions of one mobile species, Å.
+    frame_dt_ps : float
+    volume_A3 : float
+    temperature_K, charge : float, optional
+        Needed for conductivities.
+    window : {"half", "pymatgen"}
+        ``"half"``: lags up to ``max_lag_fraction`` of the run, unweighted line
+        over the second half of them. ``"pymatgen"``: pymatgen's
+        ``smoothed="max"`` window with 1/t weights (:func:`pymatgen_window`).
+    n_bootstrap : int
+        Resamples of the ions for the D* uncertainty.
+    n_blocks : int
+        Time blocks for the D_σ uncertainty (each block analysed alone).
     """
     n, T, _ = pos.shape
-    r = np.linspace(0, r_max, n_bins)
-    dr = r[1] - r[0]
-    lags = np.asarray(lags, dtype=int)
-    if isinstance(origins, (int, np.integer)):
-        t0 = np.linspace(0, T - 1 - lags.max(), int(origins)).astype(int)
+    if T < 8:
+        raise AnalysisError(f"need at least 8 frames for transport, got {T}")
+    if window == "pymatgen":
+        idx = pymatgen_window(T, n, frame_dt_ps)
+        max_lag = int(idx.max())
+    elif window == "half":
+        max_lag = max(4, int(T * max_lag_fraction))
+        idx = np.arange((max_lag + 1) // 2, max_lag + 1)
     else:
-        t0 = np.asarray(origins, int)
-    inv = np.linalg.inv(box_matrix)
-    vol = abs(np.linalg.det(box_matrix))
-    rho = n / vol
-    gs = np.zeros((len(lags), n_bins))
-    gd = np.zeros((len(lags), n_bins))
-    edges = np.concatenate([r - dr / 2, [r[-1] + dr / 2]])
-
-    def hist(d: np.ndarray) -> np.ndarray:
-        if sigma > 0:
-            w = np.exp(-0.5 * ((r[None, :] - d[:, None]) / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)
-            return w.sum(0) * dr
-        h, _ = np.histogram(d, bins=edges)
-        return h.astype(float)
-
-    for j, lag in enumerate(lags):
-        for t in t0:
-            a = pos[:, t, :]
-            b = pos[:, t + lag, :]
-            ds = np.linalg.norm(b - a, axis=1)
-            gs[j] += hist(ds[ds <= r_max + 4 * max(sigma, dr)])
-            v = b[None, :, :] - a[:, None, :]
-            f = v @ inv
-            v = (f - np.rint(f)) @ box_matrix
-            dd = np.linalg.norm(v, axis=2)
-            dd = dd[~np.eye(n, dtype=bool)]
-            gd[j] += hist(dd[dd <= r_max + 4 * max(sigma, dr)])
-    gs /= len(t0) * n * dr
-    shell = 4 * np.pi * np.maximum(r, dr / 2) ** 2 * dr
-    gd /= len(t0) * n * rho * shell[None, :]
-    return r, gs, gd
+        raise ValueError(f"window must be 'half' or 'pymatgen', got {window!r}")
+    weighted = window == "pymatgen"
+    per_ion = msd_fft(pos, max_lag)
+    axes = per_ion.mean(0)
+    msd = axes.sum(1)
+    mscd, _ = collective_msd(pos, max_lag)
+    lag_ps = np.arange(max_lag + 1) * frame_dt_ps
+    tr = fit_diffusion(lag_ps, msd, indices=idx, inverse_time_weights=weighted)
+    co = fit_diffusion(lag_ps, mscd, indices=idx, inverse_time_weights=weighted)
+    d_axes = np.array([fit_diffusion(lag_ps, axes[:, k], dim=1, indices=idx, inverse_time_weights=weighted).D_cm2_s
+                       for k in range(3)])
+    rng = np.random.default_rng(seed)
+    tot = per_ion.sum(2)
+    boots = []
+    for _ in range(n_bootstrap if n > 1 else 0):
+        pick = rng.integers(0, n, n)
+        boots.append(fit_diffusion(lag_ps, tot[pick].mean(0), indices=idx, inverse_time_weights=weighted).D_cm2_s)
+    d_std = float(np.std(boots, ddof=1)) if len(boots) > 1 else float("nan")
+    blocks = []
+    bl = T // n_blocks
+    if n_blocks >= 2 and bl >= 8:
+        for b in range(n_blocks):
+            seg = pos[:, b * bl : (b + 1) * bl]
+            ml = max(4, int(bl * max_lag_fraction))
+            m_b, _ = collective_msd(seg, ml)
+            blocks.append(fit_diffusion(np.arange(ml + 1) * frame_dt_ps, m_b).D_cm2_s)
+    ds_std = float(np.std(blocks, ddof=1) / np.sqrt(len(blocks))) if len(blocks) > 1 else float("nan")
+    hr = tr.D_cm2_s / co.D_cm2_s if co.D_cm2_s > 0 else float("nan")
+    s_ne = s_co = s_ne_std = None
+    if temperature_K is not None and charge is not None:
+        s_ne = nernst_einstein_mS_cm(tr.D_cm2_s, n, volume_A3, temperature_K, charge)
+        s_co = nernst_einstein_mS_cm(co.D_cm2_s, n, volume_A3, temperature_K, charge)
+        s_ne_std = nernst_einstein_mS_cm(d_std, n, volume_A3, temperature_K, charge) if np.isfinite(d_std) else None
+    return TransportResult(lag_ps, msd, axes, mscd, tr, co, d_axes, d_std, ds_std, hr, s_ne, s_co, s_ne_std)
