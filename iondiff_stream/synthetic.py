@@ -412,3 +412,53 @@ def match_hops(
         "max_end_error": max(map(abs, end_err), default=0),
         "pairs": pairs,
     }
+
+
+def make_events(
+    n_groups: int = 2000,
+    b: float = 0.5,
+    max_size: int = 20,
+    gap_frames: int = 40,
+    duration_frames: tuple[int, int] = (2, 6),
+    jitter_frames: int = 0,
+    seed: int = 0,
+) -> tuple[dict[str, np.ndarray], np.ndarray, int, int]:
+    """Hop events only (no trajectory), in isolated groups with sizes ~ exp(-b n).
+
+    Every group's hops start within ``jitter_frames`` of each other and share
+    one duration; groups are ``gap_frames`` apart. Every hop is by a different
+    ion (ions are reused across groups).
+
+    Returns
+    -------
+    columns : dict
+        ``ion, start_frame, end_frame, open`` and zero positions (a HopTable's columns).
+    truth_group : ndarray, shape (n_events,)
+    n_frames : int
+    n_ions : int
+    """
+    rng = np.random.default_rng(seed)
+    n = np.arange(1, max_size + 1)
+    p = np.exp(-b * n)
+    p /= p.sum()
+    sizes = rng.choice(n, size=n_groups, p=p)
+    n_ions = int(max_size * 3)
+    rows: dict[str, list[Any]] = {k: [] for k in ("ion", "start_frame", "end_frame")}
+    truth = []
+    t = gap_frames
+    for g, s in enumerate(sizes):
+        dur = int(rng.integers(duration_frames[0], duration_frames[1] + 1))
+        ions = rng.choice(n_ions, size=s, replace=False)
+        for i in ions:
+            st = t + (int(rng.integers(0, jitter_frames + 1)) if jitter_frames else 0)
+            rows["ion"].append(int(i))
+            rows["start_frame"].append(st)
+            rows["end_frame"].append(st + dur)
+            truth.append(g)
+        t += gap_frames + dur + jitter_frames
+    m = len(truth)
+    cols = {k: np.asarray(v, dtype=np.int64) for k, v in rows.items()}
+    cols["open"] = np.zeros(m, dtype=bool)
+    for k in ("from_x_A", "from_y_A", "from_z_A", "to_x_A", "to_y_A", "to_z_A"):
+        cols[k] = np.zeros(m)
+    return cols, np.asarray(truth), int(t + gap_frames), n_ions

@@ -1,0 +1,115 @@
+"""Many-ion correlations on ground truth."""
+
+import numpy as np
+import pytest
+
+from iondiff_stream.correlations import CorrelationParameters, concerted_groups, event_signals, fit_exponential
+from iondiff_stream.hops import HopParameters, find_hops
+from iondiff_stream.synthetic import make_events, make_run, match_hops
+
+
+def test_signal_is_box_smoothed_by_own_duration():
+    S = event_signals(np.array([100]), np.array([104]), 300).toarray()[0]
+    assert S.sum() == pytest.approx(5.0, rel=1e-6)  # area of the 5-frame box is kept
+    assert S[102] == pytest.approx(0.5 * (2 * 0.5 * (1 + 0)) * 2 * 0.5 + 0.0, abs=0.5)  # sanity: ~1 in the middle
+    assert S[102] > 0.85 and S[90] < 1e-3 and S[102] == S.max()
+    # FWHM of the Gaussian equals the duration: a 1-frame hop is barely smeared, a 20-frame hop a lot
+    short = event_signals(np.array([50]), np.array([51]), 200).toarray()[0]
+    long_ = event_signals(np.array([50]), np.array([70]), 200).toarray()[0]
+    assert np.count_nonzero(short > 1e-3) < np.count_nonzero(long_ > 1e-3) - 15
+
+
+@pytest.mark.parametrize("jitter,percentile", [(0, 95.0), (1, 85.0)])
+def test_isolated_groups_recovered_with_exact_sizes(jitter, percentile):
+    # with ±1 frame of timing noise the 95th percentile of chance overlaps is too strict
+    # for 2-6 frame hops (a 1-frame offset of a 3-frame hop gives r ~ 0.94); the 85th is not
+    cols, truth, T, n_ions = make_events(n_groups=400, b=0.4, jitter_frames=jitter, seed=3)
+    res = concerted_groups(cols, T, n_ions, T * 0.01, params=CorrelationParameters(percentile=percentile))
+    # the partition into groups is exactly the truth
+    for g in np.unique(truth):
+        labs = np.unique(res.group_of_event[truth == g])
+        assert len(labs) == 1
+        assert np.all(truth[res.group_of_event == labs[0]] == g)
+    true_sizes = np.bincount(truth)
+    assert np.array_equal(np.sort(res.group_sizes), np.sort(true_sizes))
+
+
+def test_exponential_fit_recovers_decay():
+    cols, truth, T, n_ions = make_events(n_groups=5000, b=0.5, seed=4)
+    res = concerted_groups(cols, T, n_ions, T * 0.01)
+    assert res.fit is not None
+    assert res.fit["b"] == pytest.approx(0.5, abs=3 * res.fit["b_err"] + 0.02)
+    sizes = np.bincount(truth)
+    big = sizes[sizes >= 2]
+    assert res.mean_correlated == pytest.approx(big.mean(), rel=1e-12)
+    assert res.nu_groups_per_ps / res.nu_events_per_ps == pytest.approx(5000 / len(truth))
+
+
+def test_any_overlap_is_not_enough():
+    # two ions hopping 4 frames apart with 6-frame hops overlap but are not concerted
+    cols = {"ion": np.array([0, 1]), "start_frame": np.array([100, 104]), "end_frame": np.array([106, 110]),
+            "open": np.zeros(2, bool)}
+    for k in ("from_x_A", "from_y_A", "from_z_A", "to_x_A", "to_y_A", "to_z_A"):
+        cols[k] = np.zeros(2)
+    # background of random single hops defines the null
+    rng = np.random.default_rng(0)
+    bg = np.sort(rng.integers(200, 20000, 300))
+    for k, v in (("ion", np.arange(2, 302)), ("start_frame", bg), ("end_frame", bg + 6)):
+        cols[k] = np.concatenate([cols[k], v])
+    cols["open"] = np.zeros(302, bool)
+    for k in ("from_x_A", "from_y_A", "from_z_A", "to_x_A", "to_y_A", "to_z_A"):
+        cols[k] = np.zeros(302)
+    res = concerted_groups(cols, 20100, 302, 201.0)
+    assert res.corr[0, 1] > 0.2  # they do overlap
+    assert res.group_of_event[0] != res.group_of_event[1]
+    assert 0.5 < res.threshold < 1.0
+
+
+def test_chains_in_a_trajectory_and_pair_mechanism():
+    run = make_run(n_frames=3000, sigma_A=0.18, hop_prob=5e-4, back_hop_prob=0.0, n_chains=6, chain_sizes=(2, 4),
+                   seed=8)
+    hops = find_hops(run.positions, run.times_ps, HopParameters(seed=0))
+    m = match_hops(run.events, hops.hops)
+    assert m["f1"] >= 0.97
+    # detected hop frames carry ±1 frame of noise: see test_isolated_groups_recovered_with_exact_sizes
+    res = concerted_groups(hops.hops, run.n_frames, run.n_ions, float(run.times_ps[-1]), run.box,
+                           CorrelationParameters(percentile=85.0))
+    det = dict((ti, j) for ti, j in m["pairs"])
+    closed = hops.hops.closed()
+    checked = 0
+    for members in run.groups():
+        frames = [run.events[k]["start_frame"] for k in members]
+        others = [e for k, e in enumerate(run.events) if k not in members
+                  and abs(e["start_frame"] - frames[0]) < 15]
+        if others or not all(k in det for k in members):
+            continue  # not isolated
+        labs = {res.group_of_event[det[k]] for k in members}
+        assert len(labs) == 1
+        lab = labs.pop()
+        assert res.group_sizes[lab] == len(members)
+        assert np.sum(res.group_of_event == lab) == len(members)
+        checked += 1
+    assert checked >= 4
+    two = [g for g in run.groups() if len(g) == 2]
+    assert len(two) >= 2
+    # in a chain the second ion enters the site the first one leaves, both starting together
+    assert res.mechanisms["vacancy_following"] >= 2
+
+
+@pytest.mark.parametrize("a_first,kind", [(True, "knock_off"), (False, "vacancy_following")])
+def test_pair_mechanism_classification(a_first, kind):
+    # ion 0 moves A -> B while ion 1 moves B -> C (positions unwrapped, B seen through a periodic image)
+    L = 10.0
+    A, B, C = np.array([1.0, 1, 1]), np.array([3.5, 1, 1]), np.array([6.0, 1, 1])
+    s0, s1 = (100, 101) if a_first else (101, 100)
+    cols = {"ion": np.array([0, 1]), "start_frame": np.array([s0, s1]), "end_frame": np.array([s0 + 3, s1 + 3]),
+            "open": np.zeros(2, bool)}
+    frm = np.array([A, B + [L, 0, 0]])
+    to = np.array([B, C + [L, 0, 0]])
+    for j, ax in enumerate("xyz"):
+        cols[f"from_{ax}_A"] = frm[:, j]
+        cols[f"to_{ax}_A"] = to[:, j]
+    box = np.array([L, L, L, 90, 90, 90.0])
+    res = concerted_groups(cols, 400, 2, 40.0, box, CorrelationParameters(percentile=50.0))
+    assert res.group_sizes.tolist() == [2]
+    assert res.mechanisms[kind] == 1 and sum(res.mechanisms.values()) == 1
