@@ -35,6 +35,9 @@ def analyze_run(
     stop: int | None = None,
     step: int | None = None,
     reader_kwargs: dict[str, Any] | None = None,
+    temperature_K: float | None = None,
+    charge: float | None = None,
+    correlation_params: Any = None,
 ) -> RunAnalysis:
     """Analyse one run (one or several consecutive files) end to end.
 
@@ -61,6 +64,9 @@ def analyze_run(
         the first frame.
     n_jobs : int
         Processes for the per-ion work.
+    temperature_K, charge : float, optional
+        For conductivities (charge defaults from the element).
+    correlation_params : CorrelationParameters, optional
 
     Returns
     -------
@@ -83,7 +89,8 @@ def analyze_run(
     sites = None
     if reference is not None:
         sites = _reference_sites(reference, set(map(str, data.species)), data.box)
-    run = summarise(data, hops, reference_sites=sites)
+    run = summarise(data, hops, reference_sites=sites, temperature_K=temperature_K, charge=charge,
+                    correlation_params=correlation_params)
     if out_dir is not None:
         files = [os.fspath(trajectories)] if isinstance(trajectories, (str, os.PathLike)) else [os.fspath(t) for t in trajectories]
         write_outputs(run, out_dir, extra={"inputs": files, "mobile": mobile, "topology": topology})

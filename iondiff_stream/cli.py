@@ -37,6 +37,9 @@ def analyze(
     ] = None,
     no_drift: Annotated[bool, typer.Option("--no-drift-removal", help="Keep framework drift.")] = False,
     reference: Annotated[Optional[Path], typer.Option("--reference", help="Reference structure for metastable sites.")] = None,
+    temperature: Annotated[Optional[float], typer.Option("--temperature", help="Temperature, K (conductivity).")] = None,
+    charge: Annotated[Optional[float], typer.Option("--charge", help="Ionic charge, e (default from element).")] = None,
+    percentile: Annotated[float, typer.Option(help="Null percentile for concerted hops.")] = 95.0,
     k_max: Annotated[int, typer.Option(help="Largest K tried per ion.")] = 10,
     silhouette_threshold: Annotated[float, typer.Option(help="K=1 below this best silhouette.")] = 0.7,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -46,6 +49,7 @@ def analyze(
 ) -> None:
     """Detect hops and compute transport for one run; write hops.csv, summary.json, results.zarr."""
     from .analyze import analyze_run
+    from .correlations import CorrelationParameters
     from .hops import HopParameters
 
     _setup_logging(verbose)
@@ -62,10 +66,14 @@ def analyze(
         reference=str(reference) if reference else None,
         n_jobs=jobs,
         progress=progress and sys.stderr.isatty(),
+        temperature_K=temperature,
+        charge=charge,
+        correlation_params=CorrelationParameters(percentile=percentile, seed=seed),
     )
     s = run.summary
     keys = ["n_frames", "n_mobile", "timestep_ps", "n_hops", "n_diffusive_ions", "mean_hop_length_A",
-            "mean_hop_duration_ps", "hop_frequency_per_ps", "mean_residence_time_ps", "D_tracer_cm2_s"]
+            "mean_hop_duration_ps", "hop_frequency_per_ps", "mean_residence_time_ps", "D_tracer_cm2_s",
+            "D_sigma_cm2_s", "haven_ratio", "sigma_NE_mS_cm", "mean_correlated_ions"]
     typer.echo(json.dumps({k: s.get(k) for k in keys}, indent=2))
     typer.echo(f"results in {out}/ (hops.csv, summary.json, results.zarr)")
 

@@ -17,7 +17,8 @@ import numpy as np
 from .errors import StoreError
 from .hops import HopResults, parameters_dict
 from .io import TrajectoryData
-from .transport import DiffusionFit, fit_diffusion, tracer_msd
+from .correlations import CorrelationParameters, CorrelationResult, concerted_groups
+from .transport import DiffusionFit, TransportResult, analyse_transport, default_charge
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,8 @@ class RunAnalysis:
     residences: list[dict[str, Any]]
     metastable: np.ndarray  # per residence: True when at a metastable centre
     summary: dict[str, Any] = field(default_factory=dict)
+    transport: TransportResult | None = None
+    correlations: CorrelationResult | None = None
 
 
 def _finite(v: float) -> float | None:
@@ -104,8 +107,11 @@ def summarise(
     reference_sites: np.ndarray | None = None,
     metastable_distance_A: float = 1.0,
     max_lag_fraction: float = 0.5,
+    temperature_K: float | None = None,
+    charge: float | None = None,
+    correlation_params: CorrelationParameters | None = None,
 ) -> RunAnalysis:
-    """Residences, MSD and the summary numbers of one analysed run.
+    """Residences, transport, correlations and the summary numbers of one analysed run.
 
     Parameters
     ----------
@@ -119,6 +125,11 @@ def summarise(
     max_lag_fraction : float
         MSD lags up to this fraction of the run; D is fitted over the second
         half of those lags.
+    temperature_K : float, optional
+        For conductivities.
+    charge : float, optional
+        Ionic charge (e); default from the element (Li/Na +1, F -1, O -2, ...).
+    correlation_params : CorrelationParameters, optional
     """
     T = data.n_frames
     times = data.times_ps
@@ -132,42 +143,63 @@ def summarise(
     if res:
         pts = np.array([hops.ions[r["ion"]].centres[r["centre"]] for r in res])
         meta = reference_sites_distance(pts, sites, data.box) >= metastable_distance_A
-    max_lag = max(2, int(T * max_lag_fraction))
-    msd, axes = tracer_msd(data.positions, max_lag=max_lag)
-    lag_ps = np.arange(len(msd)) * dt
-    fit = None
-    if len(msd) >= 4:
-        fit = fit_diffusion(lag_ps, msd)
+    if charge is None and temperature_K is not None:
+        species = sorted({str(x) for x in data.species})
+        charge = default_charge(species[0]) if len(species) == 1 else None
+    tr = None
+    if T >= 8:
+        tr = analyse_transport(data.positions, dt, data.volume_A3, temperature_K, charge,
+                               max_lag_fraction=max_lag_fraction)
+    corr = None
+    if T >= 2 and total_ps > 0:
+        corr = concerted_groups(tab, T, data.n_mobile, total_ps, data.box, correlation_params)
     sil = np.array([ion.silhouette for ion in hops.ions])
     durations = np.array([r["duration_ps"] for r in res])
+    nu = (len(closed) / (data.n_mobile * total_ps)) if total_ps > 0 else None
+    a_mean = float(closed["length_A"].mean()) if len(closed) else None
+    nu0 = None
+    if tr is not None and a_mean:
+        nu0 = 6.0 * tr.tracer.D_A2_ps / a_mean**2  # dilute limit D = a^2 nu0 / 6
     summary: dict[str, Any] = {
         "n_frames": T,
         "n_mobile": data.n_mobile,
         "mobile_species": sorted({str(s) for s in data.species}),
         "timestep_ps": _finite(dt),
         "total_time_ps": total_ps,
+        "temperature_K": temperature_K,
+        "charge_e": charge,
         "n_hops": int(len(closed)),
         "n_open_hops": int(tab["open"].sum()),
         "n_back_hops": int(closed["back_hop"].sum()),
         "n_diffusive_ions": int(len(np.unique(closed["ion"]))),
         "k_distribution": {str(k): int(v) for k, v in zip(*np.unique(hops.k, return_counts=True))},
         "mean_silhouette": _finite(float(np.nanmean(sil))) if np.any(np.isfinite(sil)) else None,
-        "mean_hop_length_A": _finite(float(closed["length_A"].mean())) if len(closed) else None,
+        "mean_hop_length_A": _finite(a_mean) if a_mean is not None else None,
         "max_hop_length_A": _finite(float(closed["length_A"].max())) if len(closed) else None,
         "mean_hop_duration_ps": _finite(float(closed["duration_ps"].mean())) if len(closed) else None,
-        "hop_frequency_per_ps": (len(closed) / (data.n_mobile * total_ps)) if total_ps > 0 else None,
+        "hop_frequency_per_ps": nu,
+        "nu0_dilute_limit_per_ps": nu0,
+        "nu_over_nu0": (nu / nu0) if (nu is not None and nu0) else None,
         "mean_residence_time_ps": _finite(float(durations[meta].mean())) if meta.any() else None,
         "n_metastable_residences": int(meta.sum()),
         "mean_residence_time_all_ps": _finite(float(durations.mean())) if len(durations) else None,
         "metastable_distance_A": metastable_distance_A,
-        "D_tracer_cm2_s": fit.D_cm2_s if fit else None,
-        "D_tracer_stderr_cm2_s": fit.stderr_cm2_s if fit else None,
-        "D_fit_window_ps": [fit.fit_start_ps, fit.fit_end_ps] if fit else None,
         "drift_removed": data.framework_drift is not None,
         "volume_A3": _finite(data.volume_A3),
         "parameters": parameters_dict(hops.parameters),
     }
-    return RunAnalysis(data, hops, lag_ps, msd, axes, fit, res, meta, summary)
+    if tr is not None:
+        summary.update({k: (_finite(v) if isinstance(v, float) else v) for k, v in tr.summary().items()})
+        summary["D_tracer_stderr_cm2_s"] = tr.tracer.stderr_cm2_s
+    else:
+        summary["D_tracer_cm2_s"] = None
+    if corr is not None:
+        summary.update(corr.summary())
+    fit = tr.tracer if tr is not None else None
+    lag = tr.lag_ps if tr is not None else np.zeros(0)
+    msd = tr.msd_A2 if tr is not None else np.zeros(0)
+    axes = tr.msd_axes_A2 if tr is not None else np.zeros((0, 3))
+    return RunAnalysis(data, hops, lag, msd, axes, fit, res, meta, summary, tr, corr)
 
 
 def write_outputs(run: RunAnalysis, out_dir: str, extra: dict[str, Any] | None = None) -> None:
@@ -233,6 +265,27 @@ def write_outputs(run: RunAnalysis, out_dir: str, extra: dict[str, Any] | None =
     mg.create_array("lag_ps", data=run.msd_lag_ps).attrs["units"] = "ps"
     mg.create_array("msd_A2", data=run.msd_A2).attrs["units"] = "angstrom^2"
     mg.create_array("msd_axes_A2", data=run.msd_axes_A2).attrs["units"] = "angstrom^2"
+    if run.transport is not None:
+        mg.create_array("mscd_A2", data=run.transport.mscd_A2).attrs["units"] = "angstrom^2"
+        mg.attrs["description"] = "tracer MSD (msd_A2, per axis msd_axes_A2) and collective MSD / N (mscd_A2)"
+    if run.correlations is not None:
+        c = run.correlations
+        cg = g.create_group("correlations")
+        coo = c.corr.tocoo()
+        cg.create_array("corr_row", data=coo.row.astype(np.int64))
+        cg.create_array("corr_col", data=coo.col.astype(np.int64))
+        cg.create_array("corr_value", data=coo.data.astype(np.float64))
+        cg.create_array("group_of_event", data=c.group_of_event.astype(np.int64))
+        cg.create_array("group_sizes", data=c.group_sizes.astype(np.int64))
+        cg.create_array("size_hist", data=c.size_hist.astype(np.int64))
+        cg.attrs.update({"threshold": float(c.threshold), "description": "sparse event-event correlation "
+                         "(closed hops in hops.csv order), concerted groups, group-size histogram n=1..20"})
+    if run.residences:
+        rg = g.create_group("residences")
+        for key in ("ion", "centre", "arrival_frame", "departure_frame"):
+            rg.create_array(key, data=np.array([r[key] for r in run.residences], dtype=np.int64))
+        rg.create_array("duration_ps", data=np.array([r["duration_ps"] for r in run.residences])).attrs["units"] = "ps"
+        rg.create_array("metastable", data=run.metastable.astype(bool))
     logger.info("wrote %s (hops.csv, summary.json, results.zarr)", out_dir)
 
 
