@@ -33,7 +33,7 @@ from .errors import AnalysisError
 logger = logging.getLogger(__name__)
 
 __all__ = ["find_sites", "align_reference", "assign_sites", "site_statistics", "site_jumps", "concerted_modes",
-           "polyhedral_vertices", "assign_polyhedra",
+           "polyhedral_vertices", "assign_polyhedra", "delaunay_tetrahedra", "label_sites",
            "SiteStatistics"]
 
 
@@ -341,3 +341,48 @@ def assign_polyhedra(
         first = inside.argmax(1)
         out[has, t] = cand[has, first[has]]
     return out
+
+
+def delaunay_tetrahedra(anion_positions: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All tetrahedral holes of a periodic anion framework (Delaunay tetrahedralisation).
+
+    Parameters
+    ----------
+    anion_positions : ndarray, shape (m, 3)
+        One frame, Å.
+    box : ndarray, shape (6,)
+
+    Returns
+    -------
+    vertices : ndarray, shape (s, 4), int
+        Anion indices of every tetrahedron (each hole once).
+    centroids : ndarray, shape (s, 3)
+        Wrapped centroids, Å.
+    """
+    from scipy.spatial import Delaunay
+
+    h = _h(box)
+    m = len(anion_positions)
+    base = _wrap(np.asarray(anion_positions, float), box)
+    shifts = np.stack(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij"), -1).reshape(-1, 3)
+    pts = np.concatenate([base + s @ h for s in shifts])
+    idx = np.tile(np.arange(m), len(shifts))
+    tri = Delaunay(pts)
+    simp = tri.simplices
+    cen = pts[simp].mean(1)
+    f = cen @ np.linalg.inv(h)
+    inside = np.all((f >= 0) & (f < 1), axis=1)
+    vert = idx[simp[inside]]
+    return vert, _wrap(cen[inside], box)
+
+
+def label_sites(
+    sites: np.ndarray, ref_positions: np.ndarray, ref_labels: np.ndarray, box: np.ndarray,
+    cutoff_A: float = 0.8, default: str = "unlabelled",
+) -> np.ndarray:
+    """Label each site by the nearest labelled reference site within ``cutoff_A`` (else ``default``)."""
+    from MDAnalysis.lib.distances import distance_array
+
+    d = distance_array(np.asarray(sites, float), np.asarray(ref_positions, float), box=np.asarray(box, np.float32))
+    near = d.argmin(1)
+    return np.where(d[np.arange(len(sites)), near] < cutoff_A, np.asarray(ref_labels)[near], default).astype(str)
