@@ -78,6 +78,38 @@ def analyze(
     typer.echo(f"results in {out}/ (hops.csv, summary.json, results.zarr)")
 
 
+@app.command()
+def report(
+    out: Annotated[Path, typer.Argument(help="Directory written by 'analyze'.")],
+    ion: Annotated[Optional[int], typer.Option(help="Mobile-ion index for the path figure.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Write PNG figures and report.html summarising an analysed run."""
+    from .report import make_report
+
+    _setup_logging(verbose)
+    for p in make_report(str(out), ion):
+        typer.echo(p)
+
+
+@app.command()
+def arrhenius(
+    runs: Annotated[list[Path], typer.Argument(help="Directories written by 'analyze', one per temperature.")],
+    temperatures: Annotated[
+        Optional[str], typer.Option("--temperatures", help="Comma-separated temperatures, K (default: from the runs).")
+    ] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Write the Arrhenius plot (PNG).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Activation energies and prefactors from D*, D_sigma and the hop frequency across runs."""
+    from .report import arrhenius_across_runs
+
+    _setup_logging(verbose)
+    temps = [float(t) for t in temperatures.split(",")] if temperatures else None
+    res = arrhenius_across_runs([str(r) for r in runs], temps, str(plot) if plot else None)
+    typer.echo(json.dumps(res, indent=2))
+
+
 def main() -> None:
     """Entry point: run the app and turn package errors into a one-line message and exit code 2."""
     try:

@@ -36,6 +36,7 @@ __all__ = [
     "pymatgen_window",
     "TransportResult",
     "analyse_transport",
+    "arrhenius_fit",
 ]
 
 _CHARGES = {"Li": 1, "Na": 1, "K": 1, "Ag": 1, "Cu": 1, "H": 1, "F": -1, "Cl": -1, "O": -2, "Mg": 2, "Zn": 2}
@@ -466,3 +467,53 @@ def analyse_transport(
         s_co = nernst_einstein_mS_cm(co.D_cm2_s, n, volume_A3, temperature_K, charge)
         s_ne_std = nernst_einstein_mS_cm(d_std, n, volume_A3, temperature_K, charge) if np.isfinite(d_std) else None
     return TransportResult(lag_ps, msd, axes, mscd, tr, co, d_axes, d_std, ds_std, hr, s_ne, s_co, s_ne_std)
+
+
+def arrhenius_fit(temperatures_K: np.ndarray, values: np.ndarray, errors: np.ndarray | None = None) -> dict[str, float]:
+    """Fit ``y = y0 exp(-Ea / (k_B T))`` by weighted least squares of ln y against 1/T.
+
+    Parameters
+    ----------
+    temperatures_K : ndarray, shape (m,)
+    values : ndarray, shape (m,)
+        Positive D (cm²/s) or frequencies (1/ps); non-positive values are skipped.
+    errors : ndarray, shape (m,), optional
+        1σ of ``values``; weights ``(y/σ)²`` on ln y. Without them the scatter
+        of the points sets the uncertainties.
+
+    Returns
+    -------
+    dict
+        ``Ea_eV, Ea_err_eV, prefactor, prefactor_err`` (prefactor in the units of
+        ``values``), ``n_points``.
+    """
+    from .units import KB_EV_PER_K
+
+    T = np.asarray(temperatures_K, float)
+    y = np.asarray(values, float)
+    ok = np.isfinite(y) & (y > 0) & (T > 0)
+    if errors is not None:
+        e = np.asarray(errors, float)
+        ok &= np.isfinite(e) & (e > 0)
+    if ok.sum() < 2:
+        raise AnalysisError(f"an Arrhenius fit needs at least 2 temperatures with positive values, got {int(ok.sum())}")
+    x = 1.0 / (KB_EV_PER_K * T[ok])
+    ly = np.log(y[ok])
+    w = (y[ok] / e[ok]) ** 2 if errors is not None else np.ones(ok.sum())
+    A = np.vstack([np.ones_like(x), -x]).T
+    W = np.sqrt(w)
+    coef, *_ = np.linalg.lstsq(A * W[:, None], ly * W, rcond=None)
+    cov = np.linalg.inv((A * w[:, None]).T @ A)
+    if errors is None and ok.sum() > 2:
+        resid = ly - A @ coef
+        cov *= float(resid @ resid) / (ok.sum() - 2)
+    elif errors is None:
+        cov *= np.nan
+    lny0, ea = coef
+    return {
+        "Ea_eV": float(ea),
+        "Ea_err_eV": float(np.sqrt(cov[1, 1])),
+        "prefactor": float(np.exp(lny0)),
+        "prefactor_err": float(np.exp(lny0) * np.sqrt(cov[0, 0])),
+        "n_points": int(ok.sum()),
+    }

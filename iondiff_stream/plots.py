@@ -1,0 +1,161 @@
+"""Figures people want; every function returns a :class:`matplotlib.figure.Figure` (never shows it).
+
+Needs the optional ``matplotlib`` dependency (``pip install iondiff_stream[plots]``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ion_path", "hop_timeline", "correlation_matrix", "group_sizes", "msd", "arrhenius"]
+
+
+def _figure(**kw: Any) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(**kw)
+
+
+def ion_path(positions: np.ndarray, times_ps: np.ndarray, states: np.ndarray, centres: np.ndarray,
+             hops: dict[str, np.ndarray] | None = None, title: str = "") -> Any:
+    """One ion's trajectory with its vibrational centres and hop frames (cf. the paper's Fig. 2a).
+
+    Parameters
+    ----------
+    positions : ndarray, shape (T, 3)
+        Unwrapped positions, Å.
+    times_ps : ndarray, shape (T,)
+    states : ndarray, shape (T,)
+        Centre index or -1 (transit).
+    centres : ndarray, shape (k, 3)
+    hops : dict, optional
+        ``start_time_ps``/``end_time_ps`` arrays of this ion's hops.
+    """
+    fig = _figure(figsize=(11, 4.5), layout="constrained")
+    ax = fig.add_subplot(1, 2, 1, projection="3d")
+    vib = states >= 0
+    ax.scatter(*positions[~vib].T, s=2, c="0.6", label="in transit")
+    ax.scatter(*positions[vib].T, s=2, c=states[vib], cmap="tab10", vmin=0, vmax=9)
+    ax.scatter(*centres.T, s=120, marker="*", c="k", label="centres")
+    ax.set_xlabel("x (Å)")
+    ax.set_ylabel("y (Å)")
+    ax.set_zlabel("z (Å)")
+    ax.legend(loc="upper left", fontsize=8)
+    ax2 = fig.add_subplot(1, 2, 2)
+    d = np.linalg.norm(positions - positions[0], axis=1)
+    ax2.plot(times_ps, d, lw=0.7, c="k")
+    if hops is not None:
+        for s, e in zip(hops["start_time_ps"], hops["end_time_ps"]):
+            ax2.axvspan(s, e, color="tab:red", alpha=0.3, lw=0)
+    ax2.set_xlabel("time (ps)")
+    ax2.set_ylabel("distance from start (Å)")
+    ax2.set_title("hops shaded (last vibrating frame → first vibrating frame)", fontsize=9)
+    fig.suptitle(title or "ion path")
+    return fig
+
+
+def hop_timeline(ions: np.ndarray, start_ps: np.ndarray, end_ps: np.ndarray, n_ions: int, total_ps: float,
+                 group_of_event: np.ndarray | None = None) -> Any:
+    """Every hop of every ion on a time line (cf. Fig. 2b); concerted groups share a colour."""
+    fig = _figure(figsize=(9, 4.5), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    if len(ions):
+        colors = np.zeros(len(ions)) if group_of_event is None else group_of_event % 20
+        col = _cmap("tab20")(colors / 19.0)
+        ax.hlines(ions, start_ps, np.maximum(end_ps, start_ps + total_ps * 2e-3), colors=col, lw=3)
+        ax.scatter(0.5 * (start_ps + end_ps), ions, marker="|", s=60, c=col)
+    ax.set_xlim(0, total_ps)
+    ax.set_ylim(-1, n_ions)
+    ax.set_xlabel("time (ps)")
+    ax.set_ylabel("mobile ion")
+    ax.set_title(f"{len(ions)} hops")
+    return fig
+
+
+def _cmap(name: str) -> Any:
+    import matplotlib
+
+    return matplotlib.colormaps[name]
+
+
+def correlation_matrix(corr: Any, group_of_event: np.ndarray, max_events: int = 400) -> Any:
+    """Event–event correlation matrix, events reordered by concerted group (cf. Fig. 3b)."""
+    import scipy.sparse as sp
+
+    n = corr.shape[0]
+    order = np.argsort(group_of_event, kind="stable")
+    if n > max_events:  # keep the largest groups
+        sizes = np.bincount(group_of_event)
+        order = np.argsort(-sizes[group_of_event], kind="stable")[:max_events]
+        order = order[np.argsort(group_of_event[order], kind="stable")]
+    m = sp.csr_matrix(corr)[order][:, order].toarray()
+    m[np.arange(len(order)), np.arange(len(order))] = 1.0
+    fig = _figure(figsize=(5.5, 4.8), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    im = ax.imshow(m, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+    fig.colorbar(im, ax=ax, label="correlation")
+    ax.set_xlabel("hop event (by group)")
+    ax.set_ylabel("hop event (by group)")
+    return fig
+
+
+def group_sizes(size_hist: np.ndarray, fit: dict[str, float] | None) -> Any:
+    """Distribution of the number of ions hopping in concert with its exponential fit (cf. Fig. 4)."""
+    fig = _figure(figsize=(5.5, 4), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    n = np.arange(1, len(size_hist) + 1)
+    total = max(float(np.sum(size_hist)), 1.0)
+    ax.bar(n, np.asarray(size_hist) / total, color="tab:blue", alpha=0.7, label="groups")
+    if fit:
+        x = np.linspace(1, len(size_hist), 200)
+        ax.plot(x, fit["A"] * np.exp(-fit["b"] * x), "r-",
+                label=f"A exp(-b n), b = {fit['b']:.2f} ± {fit['b_err']:.2f}")
+    ax.set_yscale("log")
+    ax.set_xlabel("ions hopping in concert, n")
+    ax.set_ylabel("fraction of groups")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def msd(lag_ps: np.ndarray, msd_A2: np.ndarray, msd_axes_A2: np.ndarray | None = None,
+        mscd_A2: np.ndarray | None = None, fit: tuple[float, float, float, float] | None = None) -> Any:
+    """Tracer MSD (total and per axis), collective MSD/N, and the fitted line (slope Å²/ps, intercept, t0, t1)."""
+    fig = _figure(figsize=(5.5, 4), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(lag_ps, msd_A2, "k-", label="tracer")
+    if msd_axes_A2 is not None:
+        for k, c in zip(range(3), ("tab:red", "tab:green", "tab:blue")):
+            ax.plot(lag_ps, msd_axes_A2[:, k], c=c, lw=0.8, label="xyz"[k])
+    if mscd_A2 is not None:
+        ax.plot(lag_ps, mscd_A2, c="tab:purple", lw=1, label="collective / N")
+    if fit is not None:
+        slope, icpt, t0, t1 = fit
+        t = np.array([t0, t1])
+        ax.plot(t, slope * t + icpt, "k--", lw=2, label="fit")
+    ax.set_xlabel("lag (ps)")
+    ax.set_ylabel("MSD (Å²)")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def arrhenius(temperatures_K: np.ndarray, values: dict[str, np.ndarray], fits: dict[str, dict[str, float]],
+              ylabel: str = "D (cm²/s)") -> Any:
+    """log10 of D (or ν) against 1000/T with the Arrhenius lines and activation energies."""
+    fig = _figure(figsize=(5.5, 4), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    x = 1000.0 / np.asarray(temperatures_K, float)
+    xx = np.linspace(x.min() * 0.97, x.max() * 1.03, 50)
+    for (name, y), c in zip(values.items(), ("tab:blue", "tab:red", "tab:green", "tab:purple")):
+        y = np.asarray(y, float)
+        ok = y > 0
+        ax.plot(x[ok], np.log10(y[ok]), "o", c=c)
+        f = fits.get(name)
+        if f:
+            ax.plot(xx, np.log10(f["prefactor"]) - f["Ea_eV"] / (8.617333262e-5 * 1000.0 / xx) / np.log(10), "-", c=c,
+                    label=f"{name}: Ea = {f['Ea_eV']:.3f} ± {f['Ea_err_eV']:.3f} eV")
+    ax.set_xlabel("1000 / T (1/K)")
+    ax.set_ylabel(f"log10 {ylabel}")
+    ax.legend(fontsize=8)
+    return fig

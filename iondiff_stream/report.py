@@ -1,0 +1,171 @@
+"""``iondiff-stream report DIR``: PNG figures and one HTML page from an analysis directory,
+and ``iondiff-stream arrhenius``: activation energies across runs."""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import AnalysisError, TrajectoryFileNotFoundError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["make_report", "arrhenius_across_runs"]
+
+
+def _load(out_dir: str) -> tuple[dict[str, Any], Any]:
+    import zarr
+
+    sj = os.path.join(out_dir, "summary.json")
+    zp = os.path.join(out_dir, "results.zarr")
+    if not (os.path.exists(sj) and os.path.exists(zp)):
+        raise TrajectoryFileNotFoundError(f"{out_dir} has no summary.json/results.zarr: run 'iondiff-stream analyze' first")
+    with open(sj) as fh:
+        summary = json.load(fh)
+    return summary, zarr.open_group(zp, mode="r")
+
+
+def make_report(out_dir: str, ion: int | None = None) -> list[str]:
+    """Write the figures (PNG) and ``report.html`` into ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir : str
+        A directory written by ``analyze``.
+    ion : int, optional
+        Mobile-ion index for the path figure (default: the ion with most hops).
+
+    Returns
+    -------
+    list of str
+        Paths written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import scipy.sparse as sp
+
+    from . import plots
+
+    summary, g = _load(out_dir)
+    hops = {k: g["hops"][k][:] for k in g["hops"].array_keys()}
+    times = g["times_ps"][:]
+    states = g["states"]
+    n_ions = states.shape[0]
+    written: list[str] = []
+
+    def save(fig: Any, name: str) -> None:
+        p = os.path.join(out_dir, name)
+        fig.savefig(p, dpi=110)
+        written.append(p)
+
+    closed = ~hops["open"] if len(hops["ion"]) else np.zeros(0, bool)
+    if ion is None:
+        ion = int(np.bincount(hops["ion"], minlength=n_ions).argmax()) if len(hops["ion"]) else 0
+    if "positions_A" in g:
+        k = int(g["k"][ion])
+        sel = hops["ion"] == ion
+        save(plots.ion_path(g["positions_A"][ion].astype(float), times, states[ion], g["centres_A"][ion][:k],
+                            {"start_time_ps": hops["start_time_ps"][sel], "end_time_ps": hops["end_time_ps"][sel]},
+                            title=f"mobile ion {ion} (atom {int(g['atom_indices'][ion])}), K = {k}"), "ion_path.png")
+    goe = g["correlations/group_of_event"][:] if "correlations" in g else None
+    save(plots.hop_timeline(hops["ion"][closed], hops["start_time_ps"][closed], hops["end_time_ps"][closed], n_ions,
+                            float(times[-1]), goe), "hop_timeline.png")
+    if "correlations" in g and len(goe):
+        c = g["correlations"]
+        n = len(goe)
+        corr = sp.csr_matrix((c["corr_value"][:], (c["corr_row"][:], c["corr_col"][:])), shape=(n, n))
+        save(plots.correlation_matrix(corr, goe), "correlation_matrix.png")
+        save(plots.group_sizes(c["size_hist"][:], summary.get("group_size_fit")), "group_sizes.png")
+    m = g["msd"]
+    fit = None
+    if summary.get("D_tracer_cm2_s") and summary.get("D_fit_window_ps"):
+        slope = 6 * summary["D_tracer_cm2_s"] / 1e-4
+        t0, t1 = summary["D_fit_window_ps"]
+        lag, y = m["lag_ps"][:], m["msd_A2"][:]
+        sel = (lag >= t0) & (lag <= t1)
+        icpt = float(np.mean(y[sel] - slope * lag[sel])) if sel.any() else 0.0
+        fit = (slope, icpt, t0, t1)
+    save(plots.msd(m["lag_ps"][:], m["msd_A2"][:], m["msd_axes_A2"][:], m["mscd_A2"][:] if "mscd_A2" in m else None,
+                   fit), "msd.png")
+    page = os.path.join(out_dir, "report.html")
+    rows = "".join(
+        f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>"
+        for k, v in summary.items() if not isinstance(v, (dict, list)) or k in ("group_size_fit", "pair_mechanisms")
+    )
+    imgs = "".join(f'<figure><img src="{os.path.basename(p)}" style="max-width:100%"><figcaption>'
+                   f"{os.path.basename(p)}</figcaption></figure>" for p in written)
+    with open(page, "w") as fh:
+        fh.write(
+            "<!doctype html><html><head><meta charset='utf-8'><title>iondiff_stream report</title>"
+            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}td{padding:2px 8px}"
+            "tr:nth-child(even){background:#eee}</style></head><body>"
+            f"<h1>iondiff_stream report</h1><p>{html.escape(', '.join(map(str, summary.get('inputs', []))))}</p>"
+            f"<h2>Summary</h2><table>{rows}</table><h2>Figures</h2>{imgs}</body></html>"
+        )
+    written.append(page)
+    logger.info("report written to %s", page)
+    return written
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+
+
+def arrhenius_across_runs(
+    out_dirs: Sequence[str], temperatures_K: Sequence[float] | None = None, plot_path: str | None = None
+) -> dict[str, Any]:
+    """Activation energies and prefactors from D*, D_σ and ν over several analysed runs.
+
+    Parameters
+    ----------
+    out_dirs : sequence of str
+        Directories written by ``analyze`` (one per temperature).
+    temperatures_K : sequence of float, optional
+        Default: ``temperature_K`` of each summary.json.
+    plot_path : str, optional
+        Write the Arrhenius plot there (PNG).
+    """
+    from .transport import arrhenius_fit
+
+    sums = [_load(d)[0] for d in out_dirs]
+    if temperatures_K is None:
+        temperatures_K = [s.get("temperature_K") for s in sums]
+        if any(t is None for t in temperatures_K):
+            raise AnalysisError("temperatures are not in every summary.json: pass --temperatures")
+    if len(temperatures_K) != len(out_dirs):
+        raise AnalysisError(f"{len(out_dirs)} runs but {len(temperatures_K)} temperatures")
+    T = np.asarray(temperatures_K, float)
+    out: dict[str, Any] = {"temperatures_K": T.tolist(), "runs": list(out_dirs)}
+    values: dict[str, np.ndarray] = {}
+    for key, err_key, name in (("D_tracer_cm2_s", "D_tracer_std_cm2_s", "D_tracer"),
+                               ("D_sigma_cm2_s", "D_sigma_std_cm2_s", "D_sigma"),
+                               ("hop_frequency_per_ps", None, "nu")):
+        y = np.array([s.get(key) if s.get(key) is not None else np.nan for s in sums], float)
+        e = np.array([s.get(err_key) if err_key and s.get(err_key) is not None else np.nan for s in sums], float)
+        values[name] = y
+        try:
+            use_err = e if np.all(np.isfinite(e) & (e > 0)) else None
+            out[name] = arrhenius_fit(T, y, use_err)
+        except AnalysisError as exc:
+            out[name] = None
+            logger.warning("no Arrhenius fit for %s: %s", name, exc)
+    if plot_path:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from . import plots
+
+        fits = {k: v for k, v in out.items() if k in values and v}
+        fig = plots.arrhenius(T, {k: values[k] for k in ("D_tracer", "D_sigma")}, fits)
+        fig.savefig(plot_path, dpi=110)
+        out["plot"] = plot_path
+    return out
