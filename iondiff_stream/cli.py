@@ -45,6 +45,7 @@ def analyze(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Worker processes.")] = 1,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    with_report: Annotated[bool, typer.Option("--report", help="Also write the figures and report.html.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Detect hops and compute transport for one run; write hops.csv, summary.json, results.zarr."""
@@ -76,6 +77,11 @@ def analyze(
             "D_sigma_cm2_s", "haven_ratio", "sigma_NE_mS_cm", "mean_correlated_ions"]
     typer.echo(json.dumps({k: s.get(k) for k in keys}, indent=2))
     typer.echo(f"results in {out}/ (hops.csv, summary.json, results.zarr)")
+    if with_report:
+        from .report import make_report
+
+        make_report(str(out))
+        typer.echo(f"report: {out}/report.html")
 
 
 @app.command()
