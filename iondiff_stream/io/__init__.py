@@ -204,26 +204,25 @@ def load_universe(
 
 
 def _elements_of(ag: mda.AtomGroup) -> np.ndarray | None:
-    """Element symbols of atoms: from elements, else names, else guessed from masses."""
-    if hasattr(ag, "elements"):
-        el = np.asarray(ag.elements, dtype=object)
-        if all(str(e).capitalize() in _ELEMENTS for e in el):
-            return np.array([str(e).capitalize() for e in el], dtype=object)
-    if hasattr(ag, "names"):
-        nm = np.asarray(ag.names, dtype=object)
-        if all(str(e).capitalize() in _ELEMENTS for e in nm):
-            return np.array([str(e).capitalize() for e in nm], dtype=object)
-    if hasattr(ag, "masses"):
+    """Element symbols of atoms: from elements, else names, else guessed from masses ("" if unknown)."""
+    n = len(ag)
+    out = np.full(n, "", dtype=object)
+    for attr in ("elements", "names"):
+        if hasattr(ag, attr):
+            vals = np.array([str(e).capitalize() for e in getattr(ag, attr)], dtype=object)
+            ok = np.array([v in _ELEMENTS for v in vals], dtype=bool) & (out == "")
+            out[ok] = vals[ok]
+    if np.any(out == "") and hasattr(ag, "masses"):
         table = {k.capitalize(): v for k, v in _MASS_TABLE.items() if k.capitalize() in _ELEMENTS}
-        syms = np.array(list(table)), np.array(list(table.values()))
-        out = []
-        for m in np.asarray(ag.masses):
-            j = int(np.argmin(np.abs(syms[1] - m)))
-            if abs(syms[1][j] - m) > 0.1:
-                return None
-            out.append(syms[0][j])
-        return np.array(out, dtype=object)
-    return None
+        syms, ms = np.array(list(table)), np.array(list(table.values()))
+        for i in np.flatnonzero(out == ""):
+            m = float(ag.masses[i])
+            j = int(np.argmin(np.abs(ms - m)))
+            if m > 0 and abs(ms[j] - m) <= 0.1:
+                out[i] = syms[j]
+    if np.all(out == ""):
+        return None
+    return out
 
 
 def select_mobile(u: mda.Universe, spec: str) -> mda.AtomGroup:
@@ -251,7 +250,7 @@ def select_mobile(u: mda.Universe, spec: str) -> mda.AtomGroup:
                 f"cannot tell elements in this system to select {spec!r}: use 'type N' or an MDAnalysis selection"
             )
         ag = u.atoms[np.isin(el, words)]
-        present = sorted(set(el))
+        present = sorted(set(el) - {""})
     else:
         try:
             ag = u.select_atoms(spec)
@@ -305,6 +304,13 @@ class TrajectoryData:
     @property
     def timestep_ps(self) -> float:
         return float(self.times_ps[1] - self.times_ps[0]) if self.n_frames > 1 else float("nan")
+
+
+def _species(ag: mda.AtomGroup) -> np.ndarray:
+    el = _elements_of(ag)
+    if el is None or np.any(el == ""):
+        return np.array([str(t) for t in ag.types], dtype=object)
+    return np.array([str(e) for e in el], dtype=object)
 
 
 def _box_volume(box: np.ndarray) -> float:
@@ -443,7 +449,7 @@ class UnwrappedPositions(AnalysisBase):
             times_ps=times,
             box=self._box0,
             atom_indices=self.mobile.indices.copy(),
-            species=_elements_of(self.mobile) if _elements_of(self.mobile) is not None else np.asarray(self.mobile.types),
+            species=_species(self.mobile),
             framework_drift=self._drift if (self.remove_drift and len(self._framework)) else None,
             steps=self._steps if np.all(self._steps >= 0) else None,
             volume_A3=_box_volume(self._box0),
