@@ -85,7 +85,9 @@ def analyze_run(
         step=step,
         verbose=progress,
     )
-    hops = find_hops(data.positions, data.times_ps, params, data.atom_indices, n_jobs=n_jobs, progress=progress)
+    warm = _warm_centres(trajectories, data)
+    hops = find_hops(data.positions, data.times_ps, params, data.atom_indices, n_jobs=n_jobs, progress=progress,
+                     atom_ids=data.atom_ids, warm_centres=warm)
     sites = None
     if reference is not None:
         sites = _reference_sites(reference, set(map(str, data.species)), data.box)
@@ -95,6 +97,31 @@ def analyze_run(
         files = [os.fspath(trajectories)] if isinstance(trajectories, (str, os.PathLike)) else [os.fspath(t) for t in trajectories]
         write_outputs(run, out_dir, extra={"inputs": files, "mobile": mobile, "topology": topology})
     return run
+
+
+def _warm_centres(trajectories: Any, data: Any) -> list[Any] | None:
+    """Online centres of a frame store, per analysed ion (None for other inputs)."""
+    from .buffer import FrameStoreReader
+    from .io import guess_format
+    from .online import OnlineCentres
+
+    paths = [trajectories] if isinstance(trajectories, (str, os.PathLike)) else list(trajectories)
+    if len(paths) != 1 or guess_format(os.fspath(paths[0])) != "IONDIFFZARR":
+        return None
+    st = FrameStoreReader(os.fspath(paths[0])).online_state()
+    if st is None:
+        return None
+    est = OnlineCentres.load(st)
+    if data.framework_drift is not None:  # centres were learnt before drift removal
+        shift = data.framework_drift[-1]
+    else:
+        shift = np.zeros(3)
+    out = []
+    for idx in data.atom_indices:
+        k = int(est.n_centres_[idx]) if idx < len(est.n_centres_) else 0
+        out.append(est.centres_[idx, :k] - shift if k >= 2 else None)
+    logger.info("warm start from the online centres of %d ions", sum(c is not None for c in out))
+    return out
 
 
 def _reference_sites(path: str, species: set[str], box: np.ndarray) -> np.ndarray:

@@ -84,6 +84,57 @@ def analyze(
         typer.echo(f"report: {out}/report.html")
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run(
+    ctx: typer.Context,
+    script: Annotated[Path, typer.Argument(help="LAMMPS input script (unmodified).")],
+    mobile: Annotated[str, typer.Option("--mobile", help="Mobile ions: element (types guessed from masses) or 'type N'.")],
+    store: Annotated[Path, typer.Option("--store", help="Zarr store to write (appended to on restart).")],
+    every: Annotated[int, typer.Option("--every", help="Steps between stored frames.")] = 10,
+    capacity: Annotated[Optional[int], typer.Option(help="Ring size in frames (default: keep all).")] = None,
+    chunk_frames: Annotated[int, typer.Option(help="Frames per Zarr chunk.")] = 100,
+    var: Annotated[Optional[list[str]], typer.Option("--var", help="LAMMPS variable NAME=VALUE (or -var NAME VALUE).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose")] = False,
+) -> None:
+    """Run an unmodified LAMMPS input script with the streaming hook (fix external) attached."""
+    from lammps_hooks.run_script import run_script
+
+    _setup_logging(verbose)
+    variables = dict(v.split("=", 1) for v in (var or []))
+    extra = list(ctx.args)
+    while extra:
+        if extra[0] in ("-var", "-v") and len(extra) >= 3:
+            variables[extra[1]] = extra[2]
+            extra = extra[3:]
+        else:
+            raise typer.BadParameter(f"unexpected argument {extra[0]!r} (use -var NAME VALUE)")
+    res = run_script(str(script), mobile, str(store), every=every, variables=variables, capacity=capacity,
+                     chunk_frames=chunk_frames)
+    typer.echo(json.dumps(res, indent=2))
+
+
+@app.command()
+def monitor(
+    store: Annotated[Path, typer.Argument(help="Zarr store being written by 'run' or the hook.")],
+    once: Annotated[bool, typer.Option("--once", help="Print one status and exit.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 2.0,
+) -> None:
+    """Live view of a running simulation: frames, speed, MSD and D, ions in transit, hops."""
+    from .monitor import status, watch
+
+    _setup_logging(False)
+    if once:
+        st = status(str(store))
+        typer.echo(json.dumps(st, indent=2) if as_json else _format_status(st))
+        return
+    watch(str(store), interval)
+
+
+def _format_status(st: dict) -> str:
+    return "\n".join(f"{k}: {v}" for k, v in st.items())
+
+
 @app.command()
 def report(
     out: Annotated[Path, typer.Argument(help="Directory written by 'analyze'.")],

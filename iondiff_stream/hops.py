@@ -160,6 +160,7 @@ class IonCentres:
 
 HOP_COLUMNS = [
     "atom_index",
+    "atom_id",
     "ion",
     "start_frame",
     "end_frame",
@@ -184,7 +185,8 @@ HOP_COLUMNS = [
 class HopTable:
     """All hops of a run, one entry per hop (column arrays, sorted by start frame).
 
-    Columns: ``atom_index`` (0-based atom index in the trajectory), ``ion``
+    Columns: ``atom_index`` (0-based atom index in the trajectory), ``atom_id``
+    (the atom's id in the file, e.g. the LAMMPS tag), ``ion``
     (0-based index among the mobile ions), ``start_frame``, ``end_frame``,
     ``start_time_ps``, ``end_time_ps``, ``duration_ps``, ``length_A`` (distance
     between the two centres), ``from_centre``/``to_centre`` (centre indices of
@@ -212,7 +214,7 @@ class HopTable:
             vals = [r[name] for r in rows]
             if name in ("open", "back_hop"):
                 cols[name] = np.asarray(vals, dtype=bool)
-            elif name in ("atom_index", "ion", "start_frame", "end_frame", "from_centre", "to_centre"):
+            elif name in ("atom_index", "atom_id", "ion", "start_frame", "end_frame", "from_centre", "to_centre"):
                 cols[name] = np.asarray(vals, dtype=np.int64)
             else:
                 cols[name] = np.asarray(vals, dtype=np.float64)
@@ -309,7 +311,9 @@ def _single_cloud(x: np.ndarray, window: int = 21, var_ratio: float = 1.5, exten
     return ext <= extent_sigma * sigma
 
 
-def fit_centres(x: np.ndarray, params: HopParameters, rng: np.random.Generator) -> IonCentres:
+def fit_centres(
+    x: np.ndarray, params: HopParameters, rng: np.random.Generator, warm: np.ndarray | None = None
+) -> IonCentres:
     """Choose K and the vibrational centres of one ion (see module docstring).
 
     Parameters
@@ -318,6 +322,9 @@ def fit_centres(x: np.ndarray, params: HopParameters, rng: np.random.Generator) 
         Unwrapped positions of one ion, Å.
     params : HopParameters
     rng : numpy Generator
+    warm : ndarray, shape (k, 3), optional
+        Centres known already (e.g. from the streaming estimator): for K = k an
+        extra k-means start from them competes with the k-means++ starts.
 
     Returns
     -------
@@ -340,7 +347,11 @@ def fit_centres(x: np.ndarray, params: HopParameters, rng: np.random.Generator) 
     for k in range(2, params.k_max + 1):
         if k > len(pts) or k > T:
             break
-        c, lab_v, _ = kmeans_weighted(pts, w, k, rng_km, n_init=params.n_init)
+        c, lab_v, inertia = kmeans_weighted(pts, w, k, rng_km, n_init=params.n_init)
+        if warm is not None and len(warm) == k:
+            cw, lw, iw = kmeans_weighted(pts, w, k, rng_km, init=np.asarray(warm, float))
+            if iw < inertia:
+                c, lab_v = cw, lw
         labels = lab_v[inv]
         if np.count_nonzero(np.bincount(labels, minlength=k)) < k:
             continue  # duplicate centres: this K is not resolvable
@@ -454,7 +465,8 @@ def _runs(states: np.ndarray, min_dwell: int) -> list[tuple[int, int, int]]:
 
 
 def detect_hops(
-    ion: IonCentres, x: np.ndarray, times_ps: np.ndarray, ion_index: int, atom_index: int, min_dwell: int = 1
+    ion: IonCentres, x: np.ndarray, times_ps: np.ndarray, ion_index: int, atom_index: int, min_dwell: int = 1,
+    atom_id: int | None = None,
 ) -> list[dict[str, Any]]:
     """Hops of one ion from its frame states (see module docstring).
 
@@ -474,6 +486,7 @@ def detect_hops(
         back = bool(rows) and rows[-1]["from_centre"] == c_to
         return {
             "atom_index": atom_index,
+            "atom_id": atom_index + 1 if atom_id is None else atom_id,
             "ion": ion_index,
             "start_frame": s,
             "end_frame": e,
@@ -509,9 +522,12 @@ def _ion_seed(seed: int, ion: int) -> np.random.Generator:
 
 
 def _fit_block(
-    positions: np.ndarray, ions: Sequence[int], params: HopParameters
+    positions: np.ndarray, ions: Sequence[int], params: HopParameters, warm: Sequence[Any] | None = None
 ) -> list[IonCentres]:
-    return [fit_centres(positions[i], params, _ion_seed(params.seed, int(i))) for i in ions]
+    return [
+        fit_centres(positions[i], params, _ion_seed(params.seed, int(i)), None if warm is None else warm[i])
+        for i in ions
+    ]
 
 
 def find_hops(
@@ -521,6 +537,8 @@ def find_hops(
     atom_indices: np.ndarray | None = None,
     n_jobs: int = 1,
     progress: bool = False,
+    atom_ids: np.ndarray | None = None,
+    warm_centres: Sequence[np.ndarray | None] | None = None,
 ) -> HopResults:
     """Run the hop method on an array of unwrapped positions.
 
@@ -536,6 +554,10 @@ def find_hops(
         Worker processes for the per-ion work (joblib); 1 runs in-process.
     progress : bool
         Show a progress bar (rich).
+    atom_ids : ndarray, shape (n_mobile,), optional
+        Ids of the atoms in the file (default ``atom_indices + 1``).
+    warm_centres : sequence of ndarray (k_i, 3) or None, optional
+        Per-ion centres to warm-start k-means from (streaming estimator).
 
     Returns
     -------
@@ -563,18 +585,19 @@ def find_hops(
         from .progress import track
 
         for blk in track(blocks, "fitting centres", enabled=progress):
-            ions.extend(_fit_block(positions, blk, params))
+            ions.extend(_fit_block(positions, blk, params, warm_centres))
     else:
         from joblib import Parallel, delayed
 
         out = Parallel(n_jobs=n_jobs, max_nbytes="1M", verbose=10 if progress else 0)(
-            delayed(_fit_block)(positions, blk, params) for blk in blocks
+            delayed(_fit_block)(positions, blk, params, warm_centres) for blk in blocks
         )
         for part in out:
             ions.extend(part)
     rows: list[dict[str, Any]] = []
     for i, ion in enumerate(ions):
-        rows.extend(detect_hops(ion, positions[i], times_ps, i, int(atom_indices[i]), params.min_dwell_frames))
+        rows.extend(detect_hops(ion, positions[i], times_ps, i, int(atom_indices[i]), params.min_dwell_frames,
+                                None if atom_ids is None else int(atom_ids[i])))
     table = HopTable.from_rows(rows)
     logger.info(
         "%d ions, %d frames: %d hops (%d open), %d ions with K>1",

@@ -275,6 +275,8 @@ class TrajectoryData:
         Box of the first frame ``[a, b, c, alpha, beta, gamma]`` (Å, degrees).
     atom_indices : ndarray, shape (n_mobile,)
         0-based indices of the mobile atoms in the trajectory.
+    atom_ids : ndarray, shape (n_mobile,)
+        Atom ids as the file gives them (LAMMPS tags; 1-based serials otherwise).
     species : ndarray of str, shape (n_mobile,)
     framework_drift : ndarray, shape (n_frames, 3) or None
         Mean framework displacement that was subtracted, Å.
@@ -292,6 +294,7 @@ class TrajectoryData:
     steps: np.ndarray | None = None
     volume_A3: float = float("nan")
     meta: dict[str, Any] = field(default_factory=dict)
+    atom_ids: np.ndarray | None = None
 
     @property
     def n_frames(self) -> int:
@@ -453,6 +456,7 @@ class UnwrappedPositions(AnalysisBase):
             framework_drift=self._drift if (self.remove_drift and len(self._framework)) else None,
             steps=self._steps if np.all(self._steps >= 0) else None,
             volume_A3=_box_volume(self._box0),
+            atom_ids=np.asarray(self.mobile.ids).astype(np.int64) if hasattr(self.mobile, "ids") else None,
         )
         del self._pos
         self.results.data = data

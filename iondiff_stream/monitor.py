@@ -1,0 +1,93 @@
+"""Live monitor of a store being written: ``iondiff-stream monitor RUN.zarr [--once --json]``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from .buffer import FrameStoreReader
+
+__all__ = ["status", "watch"]
+
+
+def status(path: str, recent: int = 200) -> dict[str, Any]:
+    """One status snapshot of a store (safe while the writer appends).
+
+    Returns
+    -------
+    dict
+        ``frames``, ``last_step``, ``simulated_time_ps``, ``speed_ns_per_day`` (from the
+        wall-clock stamps of the last ``recent`` frames), ``msd_A2`` and ``D_running_cm2_s``
+        per species (first available frame to the last, framework drift removed),
+        ``ions_in_transit``, ``hops``, ``hop_rate_per_ion_per_ps``, ``centres_per_ion``
+        (histogram), ``skipped_duplicate_frames``, ``step_gaps``.
+    """
+    r = FrameStoreReader(path)
+    n = r.n_frames
+    out: dict[str, Any] = {"store": path, "frames": n, "frames_total": r.commit.n_frames,
+                           "last_step": r.commit.last_step, "n_ions": int(len(r.ion_ids))}
+    if n == 0:
+        return out
+    first = r.read(0, 1)
+    last = r.read(n - 1, n)
+    t0, t1 = float(first["time_ps"][0]), float(last["time_ps"][0])
+    out["simulated_time_ps"] = t1
+    tail = r.read(max(0, n - recent), n, names=("time_ps", "wall_s"))
+    dwall = float(tail["wall_s"][-1] - tail["wall_s"][0])
+    dsim = float(tail["time_ps"][-1] - tail["time_ps"][0])
+    out["speed_ns_per_day"] = (dsim * 1e-3) / (dwall / 86400.0) if dwall > 0 else None
+    disp = last["positions"][0] - first["positions"][0]
+    fc0, fc1 = first["framework_centre"][0], last["framework_centre"][0]
+    if np.all(np.isfinite(fc0)) and np.all(np.isfinite(fc1)):
+        disp = disp - (fc1 - fc0)
+    sq = (disp**2).sum(1)
+    species = np.asarray(r.species)
+    out["msd_A2"] = {str(s): float(sq[species == s].mean()) for s in np.unique(species)}
+    dt = t1 - t0
+    out["D_running_cm2_s"] = {k: (v / (6 * dt) * 1e-4 if dt > 0 else None) for k, v in out["msd_A2"].items()}
+    st = r.online_state()
+    if st is not None:
+        hops = int(np.asarray(st["hops"]).sum())
+        out["ions_in_transit"] = int(np.asarray(st["in_transit"]).sum())
+        out["hops"] = hops
+        out["hop_rate_per_ion_per_ps"] = hops / (len(r.ion_ids) * dt) if dt > 0 else None
+        nc = np.asarray(st["n_centres"])
+        out["centres_per_ion"] = {str(k): int(v) for k, v in zip(*np.unique(nc, return_counts=True))}
+        out["online_frames"] = int(st["attrs"].get("n_frames_seen", 0))
+    out["skipped_duplicate_frames"] = r.commit.n_skipped_duplicates
+    out["step_gaps"] = r.commit.n_step_gaps
+    return out
+
+
+def watch(path: str, interval: float = 2.0, max_updates: int | None = None) -> None:
+    """Refresh a terminal table with :func:`status` every ``interval`` seconds (Ctrl-C to stop)."""
+    from rich.live import Live
+    from rich.table import Table
+
+    def table() -> Table:
+        try:
+            st = status(path)
+        except Exception as exc:  # noqa: BLE001 - keep watching through transient states
+            st = {"store": path, "waiting": str(exc)}
+        t = Table(title=f"iondiff-stream monitor — {path}")
+        t.add_column("quantity")
+        t.add_column("value")
+        for k, v in st.items():
+            if isinstance(v, float):
+                v = f"{v:.4g}"
+            elif isinstance(v, dict):
+                v = ", ".join(f"{a}: {b:.4g}" if isinstance(b, float) else f"{a}: {b}" for a, b in v.items())
+            t.add_row(k, str(v))
+        return t
+
+    n = 0
+    try:
+        with Live(table(), refresh_per_second=4) as live:
+            while max_updates is None or n < max_updates:
+                time.sleep(interval)
+                live.update(table())
+                n += 1
+    except KeyboardInterrupt:
+        pass
