@@ -18,7 +18,7 @@ import numpy as np
 from MDAnalysis.lib.mdamath import triclinic_box
 
 from .buffer import FrameStoreWriter
-from .errors import SelectionError, StoreMismatchError
+from .errors import SelectionError, StoreError, StoreMismatchError
 from .online import OnlineCentres
 from .units import lammps_factors
 
@@ -88,10 +88,14 @@ class FrameSink:
     capacity, chunk_frames, flush_seconds : see :class:`~iondiff_stream.buffer.FrameStoreWriter`
     online : bool
         Keep streaming centres (saved into the store at every flush).
-    threaded : bool
-        Do the work (unit conversion, online update, chunk writes) in a background
-        thread: :meth:`push` only enqueues the frame. LAMMPS runs in C with the GIL
-        released, so on a machine with a spare core the simulation does not wait.
+    worker : {"process", "thread", "inline"}
+        Where the work (unwrapping, unit conversion, online update, chunk writes)
+        is done. ``"process"`` (default): a separate process fed through a pipe,
+        so the simulation never waits for Python's GIL; :meth:`push` only sends
+        the arrays. ``"thread"``: a background thread. ``"inline"``: in the caller.
+    batch_frames : int
+        Frames collected before they are handed to the worker in one message
+        (fewer hand-overs; they are in the store after the next flush anyway).
     """
 
     def __init__(
@@ -107,8 +111,12 @@ class FrameSink:
         flush_seconds: float | None = 30.0,
         online: bool = True,
         metadata: dict[str, Any] | None = None,
-        threaded: bool = True,
+        worker: str = "process",
+        batch_frames: int = 20,
     ) -> None:
+        if worker not in ("process", "thread", "inline"):
+            raise ValueError(f"worker must be 'process', 'thread' or 'inline', got {worker!r}")
+        self.worker = worker
         self.ids = np.asarray(ids, dtype=np.int64)
         self.types = np.asarray(types, dtype=np.int64)
         self.type_elements = dict(type_elements or {})
@@ -118,6 +126,20 @@ class FrameSink:
             raise SelectionError(f"mobile selection {mobile!r} matched no atoms; present: {', '.join(present)}")
         self.length, self.time = lammps_factors(units)
         species = [self.type_elements.get(int(t), f"type{int(t)}") for t in self.types[self.mask]]
+        self.n_pushed = 0
+        self.seconds_in_push = 0.0
+        self.report: dict[str, Any] = {}
+        self.batch_frames = int(batch_frames)
+        self._batch: list[Any] = []
+        if worker == "process":
+            self._start_process(
+                dict(store=store, ids=self.ids, types=self.types, mobile=mobile, type_elements=self.type_elements,
+                     units=units, capacity=capacity, chunk_frames=chunk_frames, flush_seconds=flush_seconds,
+                     online=online, metadata=metadata, worker="inline")
+            )
+            self.writer = None  # type: ignore[assignment]
+            self.online = None
+            return
         self.writer = FrameStoreWriter(
             store, self.ids[self.mask], species, units=units, capacity=capacity, chunk_frames=chunk_frames,
             flush_seconds=flush_seconds, mode="a", metadata={"mobile": mobile, **(metadata or {})},
@@ -133,17 +155,44 @@ class FrameSink:
                 except (KeyError, ValueError) as exc:
                     logger.warning("could not restore the online state (%s): starting afresh", exc)
             self.writer.on_flush.append(self._save_online)
-        self.n_pushed = 0
-        self.seconds_in_push = 0.0
         self.seconds_in_worker = 0.0
         self._box_cache: tuple[bytes, np.ndarray] | None = None
         self._error: BaseException | None = None
         self._queue: queue.Queue[Any] | None = None
         self._thread: threading.Thread | None = None
-        if threaded:
+        self._proc: Any = None
+        if worker == "thread":
             self._queue = queue.Queue(maxsize=10_000)
             self._thread = threading.Thread(target=self._work, name="iondiff-sink", daemon=True)
             self._thread.start()
+
+    def _start_process(self, kwargs: dict[str, Any]) -> None:
+        """Start ``python -m iondiff_stream.stream`` connected by a socket pair.
+
+        A plain subprocess (not multiprocessing): it works from any user script
+        (no ``if __name__ == "__main__"`` guard needed) and never forks a
+        process that holds MPI or LAMMPS state.
+        """
+        import socket
+        import subprocess
+        import sys
+        from multiprocessing.connection import Connection
+
+        parent, child = socket.socketpair()
+        env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI"))}
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "iondiff_stream.stream", str(child.fileno())], pass_fds=(child.fileno(),), env=env
+        )
+        child.close()
+        self._conn = Connection(parent.detach())
+        self._conn.send(kwargs)
+        ok = self._conn.recv()  # the child reports whether it could open the store
+        if isinstance(ok, BaseException):
+            self._proc.wait()
+            raise ok
+        self._error = None
+        self._queue = None
+        self._thread = None
 
     def _select(self, spec: str) -> np.ndarray:
         spec = spec.strip()
@@ -192,12 +241,27 @@ class FrameSink:
         if x_unwrapped.shape != (len(self.ids), 3):
             raise StoreMismatchError(f"frame of {x_unwrapped.shape[0]} atoms, expected {len(self.ids)}")
         item = (step, time_native, x_unwrapped, h, images, image_bits)
-        if self._queue is not None:
-            self._queue.put(item)
-        else:
+        if self._proc is None and self._queue is None:
             self._process(*item)
+        else:
+            self._batch.append(item)
+            if len(self._batch) >= self.batch_frames:
+                self._send_batch()
         self.n_pushed += 1
         self.seconds_in_push += time.perf_counter() - t0
+
+    def _send_batch(self) -> None:
+        """Hand the frames collected so far to the worker in one message."""
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        if self._proc is not None:
+            if self._conn.poll():  # the child failed
+                msg = self._conn.recv()
+                raise msg if isinstance(msg, BaseException) else StoreError(str(msg))
+            self._conn.send(batch)
+        elif self._queue is not None:
+            self._queue.put(batch)
 
     def _box(self, h: np.ndarray) -> np.ndarray:
         key = h.tobytes()
@@ -227,15 +291,33 @@ class FrameSink:
                 if item is None:
                     return
                 if self._error is None:
-                    self._process(*item)
+                    for frame in item:
+                        self._process(*frame)
             except BaseException as exc:  # reported to the producer at its next push / close
                 logger.error("iondiff_stream sink failed: %s", exc)
                 self._error = exc
             finally:
                 self._queue.task_done()
 
-    def close(self) -> None:
-        """Wait for queued frames, flush frames and the online state; re-raise a worker error."""
+    def close(self) -> dict[str, Any]:
+        """Wait for queued frames, flush frames and the online state; re-raise a worker error.
+
+        Returns
+        -------
+        dict
+            ``frames`` stored by this sink, ``hops_live`` seen by the online estimator.
+        """
+        self._send_batch()
+        if self._proc is not None:
+            self._conn.send(None)
+            msg = self._conn.recv()
+            self._proc.wait(timeout=120)
+            self._proc = None
+            self._conn.close()
+            if isinstance(msg, BaseException):
+                raise msg
+            self.report = msg
+            return self.report
         if self._thread is not None and self._queue is not None:
             self._queue.put(None)
             self._thread.join()
@@ -244,3 +326,39 @@ class FrameSink:
         if self._error is not None:
             err, self._error = self._error, None
             raise err
+        self.report = {"frames": self.writer.commit.n_frames,
+                       "hops_live": int(self.online.hops_.sum()) if self.online is not None and hasattr(self.online, "hops_") else None}
+        return self.report
+
+
+def _process_main(conn: Any, kwargs: dict[str, Any] | None = None) -> None:
+    """Child process of a ``worker="process"`` sink: receive frames, store them, report at the end."""
+    try:
+        if kwargs is None:
+            kwargs = conn.recv()
+        sink = FrameSink(**kwargs)
+    except BaseException as exc:  # noqa: BLE001 - sent to the parent
+        conn.send(exc)
+        return
+    conn.send(True)
+    try:
+        while True:
+            item = conn.recv()
+            if item is None:
+                break
+            for frame in item:
+                sink._process(*frame)
+        conn.send(sink.close())
+    except BaseException as exc:  # noqa: BLE001
+        try:
+            sink.writer.close()  # keep every frame received so far
+        except BaseException:  # noqa: BLE001
+            pass
+        conn.send(exc)
+
+
+if __name__ == "__main__":  # the worker process of FrameSink(worker="process")
+    import sys
+    from multiprocessing.connection import Connection
+
+    _process_main(Connection(int(sys.argv[1])))

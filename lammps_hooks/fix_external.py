@@ -89,13 +89,15 @@ class Hook:
                 logger.error("iondiff_stream hook failed at step %d: %s", ntimestep, exc)
             self.error = exc
 
-    def close(self) -> None:
-        """Flush the store; re-raise an error the callback met."""
+    def close(self) -> dict[str, Any]:
+        """Flush the store; re-raise an error the callback met. Returns the sink's report."""
+        report: dict[str, Any] = {}
         if self.sink is not None:
-            self.sink.close()
+            report = self.sink.close()
         if self.error is not None:
             err, self.error = self.error, None
             raise err
+        return report
 
 
 def attach(
@@ -110,6 +112,7 @@ def attach(
     fix_id: str = "iondiff",
     type_elements: dict[int, str] | None = None,
     comm: Any = None,
+    worker: str = "process",
 ) -> Hook:
     """Add ``fix ID all external pf/callback EVERY 1`` and stream every EVERY-th step into ``store``.
 
@@ -126,6 +129,8 @@ def attach(
         See :class:`iondiff_stream.stream.FrameSink`.
     comm : mpi4py communicator, optional
         The communicator LAMMPS runs on (several ranks: frames are gathered to rank 0).
+    worker : {"process", "thread", "inline"}
+        Where the storing and online work runs (:class:`iondiff_stream.stream.FrameSink`).
 
     Returns
     -------
@@ -151,7 +156,8 @@ def attach(
     if rank == 0:
         sink = FrameSink(store, ids, types, mobile, type_elements, units=units, capacity=capacity,
                          chunk_frames=chunk_frames, flush_seconds=flush_seconds, online=online,
-                         metadata={"every": every, "lammps_version": int(lmp.version()), "natoms": natoms})
+                         metadata={"every": every, "lammps_version": int(lmp.version()), "natoms": natoms},
+                         worker=worker)
     hook = Hook(lmp, sink, fix_id, every, comm, bits)
     lmp.command(f"fix {fix_id} all external pf/callback {every} 1")
     lmp.set_fix_external_callback(fix_id, hook, None)

@@ -77,10 +77,8 @@ def run_script(
         wall = time.perf_counter() - t0
     finally:
         os.chdir(cwd)
-    hook.close()
+    report = hook.close()
     steps = int(lmp.extract_global("ntimestep"))
-    out = {"steps": steps, "wall_s": wall, "frames_pushed": hook.n_calls}
-    if hook.sink is not None and hook.sink.online is not None:
-        out["hops_live"] = int(hook.sink.online.hops_.sum())
+    out = {"steps": steps, "wall_s": wall, "frames_pushed": hook.n_calls, **report}
     lmp.close()
     return out

@@ -175,7 +175,7 @@ def test_online_live_hops_and_state_roundtrip(tmp_path):
     est.partial_fit(X[1200:])
     est2.partial_fit(X[1200:])
     np.testing.assert_array_equal(est.centres_, est2.centres_)
-    rows = [dict(atom_index=h.ion, ion=h.ion, start_frame=h.start_frame, end_frame=h.end_frame, start_time_ps=0.0,
+    rows = [dict(atom_index=h.ion, atom_id=h.ion + 1, ion=h.ion, start_frame=h.start_frame, end_frame=h.end_frame, start_time_ps=0.0,
                  end_time_ps=0.0, duration_ps=0.0, length_A=0.0, from_centre=h.from_centre, to_centre=h.to_centre,
                  from_x_A=0.0, from_y_A=0.0, from_z_A=0.0, to_x_A=0.0, to_y_A=0.0, to_z_A=0.0, open=False,
                  back_hop=False) for h in est2.hop_log_]
