@@ -8,10 +8,11 @@ object per ion).
 Per ion and frame:
 
 * **vibration amplitude** σ: from the first ``warmup`` frames (variance about
-  the running mean), then an exponential average of ``d²/3`` over frames that
-  vibrate at a centre;
+  the running mean), then a running average of ``d²/3`` over frames within
+  ``2 r_vib`` of the centre the ion is at;
 * **vibrating or in transit**: within ``r_vib = sqrt(chi2_3.ppf(vib_quantile))·σ``
-  of the nearest centre (the same criterion as the offline method);
+  of the nearest centre, capped at half the distance to the ion's nearest other
+  centre (the same criterion as the offline method);
 * **mini-batch k-means update** of the centre the ion vibrates at:
   ``c ← c + (x - c) / n`` with the centre's count n (capped at ``max_count``,
   so centres can follow a slowly drifting framework);
@@ -107,6 +108,7 @@ class OnlineCentres:
         self._transit_run = np.zeros(n, dtype=np.int64)
         self._win = np.repeat(x[:, None, :], self.window, axis=1)
         self._z2 = float(chi2.ppf(self.vib_quantile, 3))
+        self._half_sep2 = np.full(n, np.inf)
 
     def partial_fit(self, frames: np.ndarray) -> OnlineCentres:
         """Update with a batch of frames.
@@ -157,7 +159,7 @@ class OnlineCentres:
         d2[np.isnan(d2)] = np.inf
         k = d2.argmin(1)
         dmin2 = d2[rows, k]
-        r2 = self._z2 * self.sigma2_
+        r2 = np.minimum(self._z2 * self.sigma2_, self._half_sep2)  # never more than half-way to a neighbour
         vib = dmin2 <= r2
         # settle somewhere new?
         self._transit_run = np.where(vib, 0, self._transit_run + 1)
@@ -180,6 +182,7 @@ class OnlineCentres:
                     self.n_centres_[i] += 1
                 self.centres_[i, slot] = mean
                 self.counts_[i, slot] = self.window
+                self._update_sep(i)
                 k[i] = slot
                 vib[i] = True
                 self._transit_run[i] = 0
@@ -190,8 +193,11 @@ class OnlineCentres:
         cnt = np.minimum(self.counts_[iv, kv] + 1, self.max_count)
         self.counts_[iv, kv] = cnt
         self.centres_[iv, kv] += (x[iv] - self.centres_[iv, kv]) / cnt[:, None]
-        alpha = 1.0 / np.minimum(cnt, 1000.0)
-        self.sigma2_[iv] += alpha * (dmin2[iv] / 3.0 - self.sigma2_[iv])
+        # vibration amplitude from frames within twice the vibrating radius of the centre they are at, so that
+        # an underestimate (e.g. from a cold start) cannot sustain itself by truncating the distribution
+        near = np.flatnonzero((dmin2 <= 4.0 * r2) & (self.current_ >= 0) & (k == self.current_))
+        cn = np.minimum(self.counts_[near, k[near]], 1000.0)
+        self.sigma2_[near] += (dmin2[near] / 3.0 - self.sigma2_[near]) / np.maximum(cn, 1.0)
         # hops
         moved = iv[(self.current_[iv] >= 0) & (kv != self.current_[iv])]
         for i in moved:
@@ -199,6 +205,15 @@ class OnlineCentres:
         self._last_vib[iv] = t
         self.current_[iv] = kv
         self.in_transit_ = ~vib
+
+    def _update_sep(self, i: int) -> None:
+        c = self.centres_[i, : int(self.n_centres_[i])]
+        if len(c) < 2:
+            self._half_sep2[i] = np.inf
+            return
+        d2 = ((c[:, None, :] - c[None, :, :]) ** 2).sum(2)
+        d2[np.diag_indices(len(c))] = np.inf
+        self._half_sep2[i] = 0.25 * float(d2.min())
 
     def _new_hop(self, i: int, to: int, end: int) -> None:
         frm = int(self.current_[i])
@@ -223,7 +238,7 @@ class OnlineCentres:
 
     # ------------------------------------------------------------------
     _STATE = ("centres_", "counts_", "n_centres_", "sigma2_", "current_", "in_transit_", "hops_", "_m2", "_last_vib",
-              "_transit_run", "_win")
+              "_transit_run", "_win", "_half_sep2")
 
     def state_dict(self) -> dict[str, Any]:
         """Arrays and scalars that restore the estimator exactly (for the store)."""

@@ -36,9 +36,10 @@ def ion_path(positions: np.ndarray, times_ps: np.ndarray, states: np.ndarray, ce
     fig = _figure(figsize=(11, 4.5), layout="constrained")
     ax = fig.add_subplot(1, 2, 1, projection="3d")
     vib = states >= 0
-    ax.scatter(*positions[~vib].T, s=2, c="0.6", label="in transit")
-    ax.scatter(*positions[vib].T, s=2, c=states[vib], cmap="tab10", vmin=0, vmax=9)
-    ax.scatter(*centres.T, s=120, marker="*", c="k", label="centres")
+    ax.scatter(*positions[~vib].T, s=2, c="0.6", label="in transit", alpha=0.5)
+    ax.scatter(*positions[vib].T, s=2, c=states[vib], cmap="tab10", vmin=0, vmax=9, alpha=0.3)
+    ax.scatter(*centres.T, s=250, marker="*", c="red", edgecolors="k", depthshade=False, zorder=10,
+               label="centres")
     ax.set_xlabel("x (Å)")
     ax.set_ylabel("y (Å)")
     ax.set_zlabel("z (Å)")
