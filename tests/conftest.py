@@ -8,8 +8,11 @@ SHARED = (ROOT / ".." / "shared" / "data").resolve()
 
 
 def shared(*parts: str) -> str:
+    """Path of a file in ../shared/data; skipped where it is absent, except in CI (CI=true), where it fails."""
     p = SHARED.joinpath(*parts)
     if not p.exists():
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"shared data missing in CI: {p}")
         pytest.skip(f"shared data not present: {p}")
     return str(p)
 
