@@ -254,11 +254,14 @@ def write_outputs(run: RunAnalysis, out_dir: str, extra: dict[str, Any] | None =
     arr("sigma_A", np.array([i.sigma_A for i in h.ions]), "angstrom", "vibration amplitude per axis")
     arr("r_vib_A", np.array([i.r_vib_A for i in h.ions]), "angstrom", "vibrating radius")
     arr("states", h.states(), None, "centre index per ion and frame, -1 in transit (n_mobile, n_frames)")
-    if run.data.positions.nbytes <= 8 * 2**30:
+    if run.data.positions.nbytes // 2 <= 2 * 2**30:  # float32 copy up to 2 GiB (it duplicates the trajectory)
         p = g.create_array("positions_A", shape=run.data.positions.shape, dtype="float32",
                            chunks=(1, run.data.n_frames, 3))
         p[:] = run.data.positions.astype(np.float32)
         p.attrs.update({"units": "angstrom", "description": "unwrapped (drift-corrected) positions (n_mobile, n_frames, 3)"})
+    else:
+        logger.warning("positions (%.1f GiB) not copied into results.zarr: read them from the trajectory",
+                       run.data.positions.nbytes / 2**31)
     arr("box", run.data.box, "angstrom, degrees", "cell [a, b, c, alpha, beta, gamma] of the first frame")
     hg = g.create_group("hops")
     hg.attrs["description"] = "one entry per hop; columns as in hops.csv"

@@ -165,7 +165,8 @@ def test_bad_inputs(tmp_path, argyrodite_50p, synth):
         collect_positions(u, "type 1 or type 2", timestep_ps=0.05)
     cut = tmp_path / "cut.dump"
     cut.write_text("\n".join(open(dump).read().splitlines()[:-10]) + "\n")
-    with pytest.raises(TrajectoryFormatError, match=r"last frame \(frame 119\) is incomplete.*119 frames before"):
+    n = synth.n_ions + synth.framework.shape[0]
+    with pytest.raises(TrajectoryFormatError, match=rf"last frame is incomplete: {n - 10} of {n} atom lines.*allow_truncated"):
         load_universe(str(cut), topology=data)
     u = load_universe(str(cut), topology=data, allow_truncated=True)
     assert u.trajectory.n_frames == 119

@@ -90,26 +90,36 @@ def _data_atom_style(path: str) -> str | None:
 
 
 def _check_dump_complete(path: str, allow_truncated: bool) -> None:
-    """Refuse a LAMMPS text dump whose last frame is cut short (killed run)."""
+    """Refuse a LAMMPS text dump whose last frame is cut short (killed run).
+
+    Reads the first header and the tail of the file only (a full scan for
+    compressed files).
+    """
     from MDAnalysis.lib.util import anyopen
 
-    n_lines, n_atoms, frames, last_start = 0, None, 0, 0
     with anyopen(path) as fh:
-        for line in fh:
-            if line.startswith("ITEM: TIMESTEP"):
-                frames += 1
-                last_start = n_lines
-            elif n_atoms is None and line.startswith("ITEM: NUMBER OF ATOMS"):
-                n_atoms = int(next(fh))
-                n_lines += 1
-            n_lines += 1
-    if n_atoms is None or frames == 0:
+        head = [fh.readline() for _ in range(4)]
+    if not head[0].startswith("ITEM: TIMESTEP") or not head[2].startswith("ITEM: NUMBER OF ATOMS"):
         raise TrajectoryFormatError(f"{path}: not a LAMMPS text dump (no ITEM: TIMESTEP / NUMBER OF ATOMS)")
-    if n_lines - last_start != 9 + n_atoms:
-        msg = (
-            f"{path}: last frame (frame {frames - 1}) is incomplete: "
-            f"{n_lines - last_start - 9} of {n_atoms} atom lines; the {frames - 1} frames before it are complete"
-        )
+    n_atoms = int(head[3])
+    if path.endswith((".gz", ".bz2")):
+        with anyopen(path) as fh:
+            lines = fh.read().splitlines()
+    else:
+        size = os.path.getsize(path)
+        block = min(size, max(4096, 200 * (n_atoms + 10)))
+        while True:
+            with open(path, "rb") as fb:
+                fb.seek(size - block)
+                tail = fb.read().decode(errors="replace")
+            if "ITEM: TIMESTEP" in tail or block >= size:
+                break
+            block = min(size, 4 * block)
+        lines = tail.splitlines()
+    last = max(i for i, ln in enumerate(lines) if ln.startswith("ITEM: TIMESTEP"))
+    got = len(lines) - last - 9
+    if got != n_atoms:
+        msg = f"{path}: last frame is incomplete: {max(got, 0)} of {n_atoms} atom lines; the frames before it are complete"
         if not allow_truncated:
             raise TrajectoryFormatError(msg + " (allow_truncated=True keeps them)")
         logger.warning("%s; using those", msg)
