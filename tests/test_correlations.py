@@ -113,3 +113,14 @@ def test_pair_mechanism_classification(a_first, kind):
     res = concerted_groups(cols, 400, 2, 40.0, box, CorrelationParameters(percentile=50.0))
     assert res.group_sizes.tolist() == [2]
     assert res.mechanisms[kind] == 1 and sum(res.mechanisms.values()) == 1
+
+
+def test_cliques_option_on_isolated_groups():
+    cols, truth, T, n_ions = make_events(n_groups=150, b=0.4, seed=9)
+    comp = concerted_groups(cols, T, n_ions, T * 0.01)
+    cliq = concerted_groups(cols, T, n_ions, T * 0.01, params=CorrelationParameters(method="cliques"))
+    # isolated, fully correlated groups are cliques: both partitions equal the truth
+    assert np.array_equal(np.sort(cliq.group_sizes), np.sort(np.bincount(truth)))
+    assert np.array_equal(np.sort(comp.group_sizes), np.sort(cliq.group_sizes))
+    with pytest.raises(ValueError, match="method"):
+        CorrelationParameters(method="bogus")
