@@ -59,9 +59,13 @@ def compress(x: np.ndarray, grid_A: float) -> tuple[np.ndarray, np.ndarray, np.n
     return pts, counts.astype(np.float64), inverse
 
 
-def _sqdist(x: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Squared distances, shape (len(x), len(c))."""
-    d = (x * x).sum(1)[:, None] - 2.0 * x @ c.T + (c * c).sum(1)[None, :]
+def _sqdist(x: np.ndarray, c: np.ndarray, xx: np.ndarray | None = None) -> np.ndarray:
+    """Squared distances, shape (len(x), len(c)); ``xx`` = precomputed squared norms of x."""
+    if xx is None:
+        xx = np.einsum("ij,ij->i", x, x)
+    d = x @ (-2.0 * c.T)
+    d += xx[:, None]
+    d += np.einsum("ij,ij->i", c, c)[None, :]
     np.maximum(d, 0.0, out=d)
     return d
 
@@ -79,7 +83,8 @@ def kmeans_pp(x: np.ndarray, w: np.ndarray, k: int, rng: np.random.Generator, n_
     centres = np.empty((k, x.shape[1]))
     first = rng.choice(n, p=p)
     centres[0] = x[first]
-    closest = _sqdist(x, centres[:1])[:, 0]
+    xx = np.einsum("ij,ij->i", x, x)
+    closest = _sqdist(x, centres[:1], xx)[:, 0]
     pot = float((w * closest).sum())
     for c in range(1, k):
         if pot <= 0:
@@ -87,7 +92,7 @@ def kmeans_pp(x: np.ndarray, w: np.ndarray, k: int, rng: np.random.Generator, n_
             break
         cand = np.searchsorted(np.cumsum(w * closest), rng.random(n_trials) * pot)
         cand = np.minimum(cand, n - 1)
-        d_cand = np.minimum(closest[None, :], _sqdist(x, x[cand]).T)
+        d_cand = np.minimum(closest[None, :], _sqdist(x, x[cand], xx).T)
         pots = (d_cand * w[None, :]).sum(1)
         best = int(np.argmin(pots))
         centres[c] = x[cand[best]]
@@ -133,11 +138,13 @@ def kmeans_weighted(
     best: tuple[np.ndarray, np.ndarray, float] | None = None
     starts = [init] if init is not None else [None] * n_init
     wsum_all = w.sum()
+    xx = np.einsum("ij,ij->i", x, x)
+    rows = np.arange(len(x))
     for s in starts:
         c = kmeans_pp(x, w, k, rng) if s is None else np.array(s, dtype=np.float64)
         prev = None
         for _ in range(max_iter):
-            d = _sqdist(x, c)
+            d = _sqdist(x, c, xx)
             lab = d.argmin(1)
             if prev is not None and np.array_equal(lab, prev):
                 break  # assignments stable: Lloyd has converged
@@ -149,16 +156,16 @@ def kmeans_weighted(
             empty = wsum <= 0
             new[~empty] /= wsum[~empty, None]
             if np.any(empty):  # reseed empty clusters at the farthest points
-                far = np.argsort(d[np.arange(len(x)), lab] * w)[::-1][: int(empty.sum())]
+                far = np.argsort(d[rows, lab] * w)[::-1][: int(empty.sum())]
                 new[empty] = x[far]
                 prev = None
             shift = float(((new - c) ** 2).sum(1).max())
             c = new
             if shift <= tol:
                 break
-        d = _sqdist(x, c)
+        d = _sqdist(x, c, xx)
         lab = d.argmin(1)
-        inertia = float((d[np.arange(len(x)), lab] * w).sum())
+        inertia = float((d[rows, lab] * w).sum())
         if best is None or inertia < best[2] - 1e-12 * wsum_all:
             best = (c, lab, inertia)
     assert best is not None

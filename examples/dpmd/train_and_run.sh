@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PY:-../../.venv/bin/python}
+export PATH="$(dirname "$PY"):$PATH"   # dp from the same environment
 $PY make_training_data.py --frames ${FRAMES:-200}
-DP_BACKEND=tensorflow dp train input.json
+$PY -c "import json,sys; d=json.load(open('input.json')); d['training']['numb_steps']=int(sys.argv[1]); json.dump(d, open('input_run.json','w'), indent=1)" ${TRAIN_STEPS:-20000}
+DP_BACKEND=tensorflow dp train input_run.json
 dp freeze -o graph.pb
 PLUGIN=$($PY -c "import deepmd, os, glob; print(glob.glob(os.path.join(os.path.dirname(deepmd.__file__), '**', 'libdeepmd_lmp*.so'), recursive=True)[0])")
 $PY -m iondiff_stream.cli run in.dpmd --mobile F --store dpmd.zarr --every 10 -var plugin "$PLUGIN" -var nsteps ${NSTEPS:-5000} &
