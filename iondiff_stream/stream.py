@@ -95,7 +95,7 @@ class FrameSink:
         the arrays. ``"thread"``: a background thread. ``"inline"``: in the caller.
     batch_frames : int
         Frames collected before they are handed to the worker in one message
-        (fewer hand-overs; they are in the store after the next flush anyway).
+        (or after 1 s, for slow simulations); fewer hand-overs.
     """
 
     def __init__(
@@ -108,7 +108,7 @@ class FrameSink:
         units: str = "metal",
         capacity: int | None = None,
         chunk_frames: int = 100,
-        flush_seconds: float | None = 30.0,
+        flush_seconds: float | None = 10.0,
         online: bool = True,
         metadata: dict[str, Any] | None = None,
         worker: str = "process",
@@ -131,6 +131,7 @@ class FrameSink:
         self.report: dict[str, Any] = {}
         self.batch_frames = int(batch_frames)
         self._batch: list[Any] = []
+        self._last_send = time.monotonic()
         if worker == "process":
             self._start_process(
                 dict(store=store, ids=self.ids, types=self.types, mobile=mobile, type_elements=self.type_elements,
@@ -245,7 +246,7 @@ class FrameSink:
             self._process(*item)
         else:
             self._batch.append(item)
-            if len(self._batch) >= self.batch_frames:
+            if len(self._batch) >= self.batch_frames or time.monotonic() - self._last_send > 1.0:
                 self._send_batch()
         self.n_pushed += 1
         self.seconds_in_push += time.perf_counter() - t0
@@ -255,6 +256,7 @@ class FrameSink:
         if not self._batch:
             return
         batch, self._batch = self._batch, []
+        self._last_send = time.monotonic()
         if self._proc is not None:
             if self._conn.poll():  # the child failed
                 msg = self._conn.recv()

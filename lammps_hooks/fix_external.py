@@ -107,7 +107,7 @@ def attach(
     store: str = "run.zarr",
     capacity: int | None = None,
     chunk_frames: int = 100,
-    flush_seconds: float | None = 30.0,
+    flush_seconds: float | None = 10.0,
     online: bool = True,
     fix_id: str = "iondiff",
     type_elements: dict[int, str] | None = None,

@@ -31,8 +31,15 @@ def test_training_data_in_deepmd_format(tmp_path):
 
 def test_dpmd_model_runs_with_the_hook(tmp_path):
     pytest.importorskip("deepmd", reason="deepmd-kit not installed (optional extra [dpmd], ~2.5 GB)")
-    env = dict(os.environ, FRAMES="20", NSTEPS="200", PY=sys.executable)
-    r = subprocess.run(["bash", os.path.join(EX, "train_and_run.sh")], capture_output=True, text=True, env=env,
+    import json
+    import shutil
+
+    ex = tmp_path / "examples"
+    shutil.copytree(os.path.join(ROOT, "examples", "caf2"), ex / "caf2")
+    shutil.copytree(EX, ex / "dpmd", ignore=shutil.ignore_patterns("data", "*.pb", "*.zarr", "dpmd_analysis", "model*"))
+    env = dict(os.environ, FRAMES="20", TRAIN_STEPS="300", NSTEPS="300", PY=sys.executable)
+    r = subprocess.run(["bash", str(ex / "dpmd" / "train_and_run.sh")], capture_output=True, text=True, env=env,
                        timeout=3600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert os.path.exists(os.path.join(EX, "dpmd_analysis", "summary.json"))
+    s = json.load(open(ex / "dpmd" / "dpmd_analysis" / "summary.json"))
+    assert s["n_frames"] == 31 and s["n_mobile"] == 214 and s["D_tracer_cm2_s"] > 0

@@ -12,7 +12,7 @@ dp freeze -o graph.pb
 PLUGIN=$($PY -c "import deepmd, os, glob; print(glob.glob(os.path.join(os.path.dirname(deepmd.__file__), '**', 'libdeepmd_lmp*.so'), recursive=True)[0])")
 $PY -m iondiff_stream.cli run in.dpmd --mobile F --store dpmd.zarr --every 10 -var plugin "$PLUGIN" -var nsteps ${NSTEPS:-5000} &
 RUN=$!
-sleep 20
+sleep 45
 $PY -m iondiff_stream.cli monitor dpmd.zarr --once --json
 wait $RUN
 $PY -m iondiff_stream.cli analyze dpmd.zarr --mobile F --temperature 1500 --out dpmd_analysis --report
