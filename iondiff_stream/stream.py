@@ -88,11 +88,13 @@ class FrameSink:
     capacity, chunk_frames, flush_seconds : see :class:`~iondiff_stream.buffer.FrameStoreWriter`
     online : bool
         Keep streaming centres (saved into the store at every flush).
-    worker : {"process", "thread", "inline"}
+    worker : {"thread", "process", "inline"}
         Where the work (unwrapping, unit conversion, online update, chunk writes)
-        is done. ``"process"`` (default): a separate process fed through a pipe,
-        so the simulation never waits for Python's GIL; :meth:`push` only sends
-        the arrays. ``"thread"``: a background thread. ``"inline"``: in the caller.
+        is done. ``"thread"`` (default): a background thread, which runs while
+        LAMMPS computes in C with the GIL released (measured: the lowest
+        overhead, benchmarks/hook_overhead.py). ``"process"``: a separate
+        process fed through a socket (for large systems, where the per-frame
+        Python work would compete for the GIL). ``"inline"``: in the caller.
     batch_frames : int
         Frames collected before they are handed to the worker in one message
         (or after 1 s, for slow simulations); fewer hand-overs.
@@ -111,7 +113,7 @@ class FrameSink:
         flush_seconds: float | None = 10.0,
         online: bool = True,
         metadata: dict[str, Any] | None = None,
-        worker: str = "process",
+        worker: str = "thread",
         batch_frames: int = 20,
     ) -> None:
         if worker not in ("process", "thread", "inline"):

@@ -112,7 +112,7 @@ def attach(
     fix_id: str = "iondiff",
     type_elements: dict[int, str] | None = None,
     comm: Any = None,
-    worker: str = "process",
+    worker: str = "thread",
 ) -> Hook:
     """Add ``fix ID all external pf/callback EVERY 1`` and stream every EVERY-th step into ``store``.
 

@@ -168,3 +168,18 @@ def test_mpi_two_ranks_gather_to_one_writer(tmp_path):
     pos = fr.read()["positions"]
     for i, ts in enumerate(u.trajectory):
         np.testing.assert_allclose(pos[i], f.positions, atol=2e-5)
+
+
+def test_process_worker(tmp_path):
+    lmp = _setup()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="cannot create"):  # the worker process reports its failure
+        attach(lmp, mobile="F", store=str(tmp_path / "file" / "x.zarr"), worker="process")
+    hook = attach(lmp, mobile="F", every=10, store=str(tmp_path / "p.zarr"), worker="process", fix_id="p1")
+    lmp.command("run 200")
+    report = hook.close()
+    lmp.close()
+    assert report["frames"] == 21 and report["hops_live"] is not None
+    r = FrameStoreReader(str(tmp_path / "p.zarr"))
+    np.testing.assert_array_equal(r.read()["step"], np.arange(0, 201, 10))
+    assert r.online_state() is not None
