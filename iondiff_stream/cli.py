@@ -120,12 +120,14 @@ def listen(
     topology: Annotated[Path, typer.Option("--topology", help="LAMMPS data file of the same system.")],
     mobile: Annotated[str, typer.Option("--mobile", help="Mobile ions: element or 'type N'.")],
     max_frames: Annotated[Optional[int], typer.Option(help="Stop after this many frames.")] = None,
+    units: Annotated[str, typer.Option(help="LAMMPS unit style of the simulation.")] = "metal",
 ) -> None:
     """Receive frames from LAMMPS over IMDv3 and store them (with live centres)."""
     from lammps_hooks.imd_listener import listen as _listen
 
     _setup_logging(False)
-    typer.echo(json.dumps(_listen(address, str(topology), mobile, str(store), max_frames=max_frames), indent=2))
+    res = _listen(address, str(topology), mobile, str(store), max_frames=max_frames, units=units)
+    typer.echo(json.dumps(res, indent=2))
 
 
 @app.command()

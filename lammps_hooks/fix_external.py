@@ -56,6 +56,7 @@ class Hook:
         self.error: BaseException | None = None
         self._h: np.ndarray | None = None
         self._dt = float(lmp.extract_global("dt"))
+        self._img_type = lmp.extract_atom_datatype("image")  # looked up once: the callback stays cheap
 
     def __call__(self, caller: Any, ntimestep: int, nlocal: int, tag: np.ndarray, x: np.ndarray, f: np.ndarray) -> None:
         try:
@@ -65,7 +66,7 @@ class Hook:
             lmp = self.lmp
             ids = tag[:nlocal]
             pos = np.array(x[:nlocal], dtype=np.float64)
-            img = lmp.numpy.extract_atom("image", nelem=nlocal)[:nlocal]
+            img = np.ctypeslib.as_array(lmp.extract_atom("image", self._img_type), shape=(nlocal,))
             h = self._h
             if h is None:
                 boxlo, boxhi, xy, yz, xz, _, box_change = lmp.extract_box()

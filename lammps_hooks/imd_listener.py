@@ -38,8 +38,12 @@ def listen(
     chunk_frames: int = 100,
     max_frames: int | None = None,
     timeout: float = 60.0,
+    units: str = "metal",
 ) -> dict[str, Any]:
     """Connect to an IMDv3 server at ``HOST:PORT`` and store frames until the simulation ends.
+
+    ``units`` is the LAMMPS unit style of the simulation: IMD carries LAMMPS's own length and time
+    values, converted to Å and ps like the hook's.
 
     Returns
     -------
@@ -49,7 +53,8 @@ def listen(
     import MDAnalysis as mda
     from MDAnalysis.lib.mdamath import triclinic_vectors
 
-    from iondiff_stream.io import _data_atom_style, select_mobile
+    from iondiff_stream.io import _data_atom_style
+    from iondiff_stream.stream import elements_from_masses
 
     if ":" not in address:
         raise IonDiffStreamError(f"address must be HOST:PORT, got {address!r}")
@@ -62,14 +67,9 @@ def listen(
     ids = np.asarray(top.atoms.ids, dtype=np.int64)
     order = np.argsort(ids)
     types = np.asarray(top.atoms.types).astype(np.int64)[order]
-    elements = {}
-    for t in np.unique(types):
-        sel = select_mobile  # noqa: F841 - element guess as for files
-    from iondiff_stream.stream import elements_from_masses
-
     masses = {int(t): float(m) for t, m in zip(top.atoms.types, top.atoms.masses)}
     elements = {t: e for t, e in zip(sorted(masses), elements_from_masses([masses[t] for t in sorted(masses)])) if e}
-    sink = FrameSink(store, ids[order], types, mobile, elements, units="metal", capacity=capacity,
+    sink = FrameSink(store, ids[order], types, mobile, elements, units=units, capacity=capacity,
                      chunk_frames=chunk_frames, metadata={"source": f"imd://{address}"}, worker="thread")
     u = mda.Universe(topology, f"imd://{address}", topology_format="DATA", timeout=timeout,
                      **({"atom_style": style} if style else {}))
@@ -78,6 +78,7 @@ def listen(
         for ts in u.trajectory:
             h = triclinic_vectors(ts.dimensions).astype(np.float64)
             step = int(ts.data.get("step", n))
+            # MDAnalysis hands over LAMMPS's numbers unchanged (its IMD units are Å and ps)
             sink.push(step, float(ts.time), np.array(u.atoms.positions, dtype=np.float64)[order], h)
             n += 1
             if max_frames is not None and n >= max_frames:
