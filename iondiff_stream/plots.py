@@ -109,11 +109,15 @@ def group_sizes(size_hist: np.ndarray, fit: dict[str, float] | None) -> Any:
     n = np.arange(1, len(size_hist) + 1)
     total = max(float(np.sum(size_hist)), 1.0)
     ax.bar(n, np.asarray(size_hist) / total, color="tab:blue", alpha=0.7, label="groups")
+    nz = np.flatnonzero(np.asarray(size_hist))
+    n_last = int(nz[-1]) + 1 if len(nz) else 1
     if fit:
-        x = np.linspace(1, len(size_hist), 200)
+        x = np.linspace(1, min(len(size_hist), n_last + 1), 200)
         ax.plot(x, fit["A"] * np.exp(-fit["b"] * x), "r-",
                 label=f"A exp(-b n), b = {fit['b']:.2f} ± {fit['b_err']:.2f}")
     ax.set_yscale("log")
+    ax.set_ylim(0.3 / total, 2.0)
+    ax.set_xlim(0.4, n_last + 1.6)
     ax.set_xlabel("ions hopping in concert, n")
     ax.set_ylabel("fraction of groups")
     ax.legend(fontsize=8)
