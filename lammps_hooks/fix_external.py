@@ -115,7 +115,7 @@ def attach(
     comm: Any = None,
     worker: str = "thread",
 ) -> Hook:
-    """Add ``fix ID all external pf/callback EVERY 1`` and stream every EVERY-th step into ``store``.
+    """Add ``fix ID all external pf/callback EVERY EVERY`` and stream every EVERY-th step into ``store``.
 
     Parameters
     ----------
@@ -160,6 +160,7 @@ def attach(
                          metadata={"every": every, "lammps_version": int(lmp.version()), "natoms": natoms},
                          worker=worker)
     hook = Hook(lmp, sink, fix_id, every, comm, bits)
-    lmp.command(f"fix {fix_id} all external pf/callback {every} 1")
+    # forces are applied only on the steps the callback runs, right after it zeroed them
+    lmp.command(f"fix {fix_id} all external pf/callback {every} {every}")
     lmp.set_fix_external_callback(fix_id, hook, None)
     return hook

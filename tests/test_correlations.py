@@ -11,8 +11,12 @@ from iondiff_stream.synthetic import make_events, make_run, match_hops
 def test_signal_is_box_smoothed_by_own_duration():
     S = event_signals(np.array([100]), np.array([104]), 300).toarray()[0]
     assert S.sum() == pytest.approx(5.0, rel=1e-6)  # area of the 5-frame box is kept
-    assert S[102] == pytest.approx(0.5 * (2 * 0.5 * (1 + 0)) * 2 * 0.5 + 0.0, abs=0.5)  # sanity: ~1 in the middle
-    assert S[102] > 0.85 and S[90] < 1e-3 and S[102] == S.max()
+    # box [99.5, 104.5] convolved with a Gaussian of FWHM 4 frames, at its centre: erf(2.5 / (sigma sqrt 2))
+    import math
+
+    sigma = 4 / (2 * math.sqrt(2 * math.log(2)))
+    assert S[102] == pytest.approx(math.erf(2.5 / (sigma * math.sqrt(2))), rel=1e-9)
+    assert S[90] < 1e-3 and S[102] == S.max()
     # FWHM of the Gaussian equals the duration: a 1-frame hop is barely smeared, a 20-frame hop a lot
     short = event_signals(np.array([50]), np.array([51]), 200).toarray()[0]
     long_ = event_signals(np.array([50]), np.array([70]), 200).toarray()[0]

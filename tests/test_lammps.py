@@ -183,3 +183,18 @@ def test_process_worker(tmp_path):
     r = FrameStoreReader(str(tmp_path / "p.zarr"))
     np.testing.assert_array_equal(r.read()["step"], np.arange(0, 201, 10))
     assert r.online_state() is not None
+
+
+def test_hook_does_not_change_the_dynamics(tmp_path):
+    finals = []
+    for use_hook in (False, True):
+        lmp = _setup(seed=99)
+        hook = attach(lmp, mobile="F", every=7, store=str(tmp_path / "d.zarr")) if use_hook else None
+        lmp.command("run 300")
+        x = np.asarray(lmp.gather_atoms("x", 1, 3)).reshape(-1, 3)
+        ids = np.asarray(lmp.gather_atoms("id", 0, 1))
+        finals.append(x[np.argsort(ids)])
+        if hook is not None:
+            hook.close()
+        lmp.close()
+    np.testing.assert_array_equal(finals[0], finals[1])  # bit for bit: no force is added
