@@ -153,6 +153,33 @@ def _format_status(st: dict) -> str:
 
 
 @app.command()
+def sites(
+    trajectories: Annotated[list[Path], typer.Argument(help="Trajectory file(s) of one run, in time order.")],
+    mobile: Annotated[str, typer.Option("--mobile", help="Mobile ions, e.g. Li.")],
+    framework: Annotated[str, typer.Option("--framework", help="Anions spanning the tetrahedra, e.g. S,Cl.")],
+    out: Annotated[Path, typer.Option("--out", help="Write sites.json here (a file).")],
+    topology: Annotated[Optional[Path], typer.Option("--topology")] = None,
+    timestep_ps: Annotated[Optional[float], typer.Option("--timestep-ps")] = None,
+    reference: Annotated[Optional[Path], typer.Option("--reference", help="Structure with labelled sites.")] = None,
+    label: Annotated[Optional[list[str]], typer.Option("--label", help="SPECIES=TYPE for reference sites.")] = None,
+    default_label: Annotated[str, typer.Option(help="Type of unlabelled holes.")] = "other",
+    anchor: Annotated[Optional[str], typer.Option(help="Species aligning the reference, e.g. P.")] = None,
+    window_ps: Annotated[float, typer.Option(help="Window for concerted modes, ps.")] = 1.0,
+) -> None:
+    """Tetrahedral sites: occupation per site type, residence times, concerted A->B + B->C modes."""
+    from .sites import analyse_sites
+
+    _setup_logging(False)
+    labels = dict(v.split("=", 1) for v in (label or []))
+    res = analyse_sites([str(t) for t in trajectories], mobile, framework, topology=str(topology) if topology else None,
+                        timestep_ps=timestep_ps, reference=str(reference) if reference else None, labels=labels,
+                        default_label=default_label, anchor=anchor, window_ps=window_ps)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2))
+    typer.echo(json.dumps({k: res[k] for k in ("n_sites", "site_types", "fraction", "mean_residence_frames")}, indent=2))
+
+
+@app.command()
 def report(
     out: Annotated[Path, typer.Argument(help="Directory written by 'analyze'.")],
     ion: Annotated[Optional[int], typer.Option(help="Mobile-ion index for the path figure.")] = None,

@@ -33,7 +33,7 @@ from .errors import AnalysisError
 logger = logging.getLogger(__name__)
 
 __all__ = ["find_sites", "align_reference", "assign_sites", "site_statistics", "site_jumps", "concerted_modes",
-           "polyhedral_vertices", "assign_polyhedra", "delaunay_tetrahedra", "label_sites",
+           "polyhedral_vertices", "assign_polyhedra", "delaunay_tetrahedra", "label_sites", "analyse_sites",
            "SiteStatistics"]
 
 
@@ -386,3 +386,93 @@ def label_sites(
     d = distance_array(np.asarray(sites, float), np.asarray(ref_positions, float), box=np.asarray(box, np.float32))
     near = d.argmin(1)
     return np.where(d[np.arange(len(sites)), near] < cutoff_A, np.asarray(ref_labels)[near], default).astype(str)
+
+
+def analyse_sites(
+    trajectories: Any,
+    mobile: str,
+    framework: str,
+    *,
+    topology: str | None = None,
+    timestep_ps: float | None = None,
+    md_timestep_ps: float | None = None,
+    reference: str | None = None,
+    labels: dict[str, str] | None = None,
+    default_label: str = "other",
+    anchor: str | None = None,
+    window_ps: float = 1.0,
+) -> dict[str, Any]:
+    """Tetrahedral-site analysis of a run: site fractions, residence times per type, concerted modes.
+
+    Sites are the tetrahedral holes of the ``framework`` anions (periodic Delaunay of the first frame),
+    each moving with its four anions; a mobile ion is at the site whose tetrahedron contains it.
+
+    Parameters
+    ----------
+    trajectories, topology, timestep_ps, md_timestep_ps
+        As for :func:`iondiff_stream.analyze.analyze_run`.
+    mobile : str
+        Mobile ions (e.g. ``"Li"``).
+    framework : str
+        Anions spanning the tetrahedra (e.g. ``"S,Cl"``).
+    reference : str, optional
+        Structure file (any format ASE reads) with labelled sites, aligned on ``anchor`` atoms.
+    labels : dict, optional
+        Species of the reference → site-type label (e.g. ``{"Li": "T5", "Se": "T4"}``).
+    default_label : str
+        Type of holes not near a labelled reference site.
+    anchor : str, optional
+        Framework species present in both the reference and the run (e.g. ``"P"``).
+
+    Returns
+    -------
+    dict
+        ``n_sites``, ``site_types`` (count per type), ``fraction`` (of assigned ion-frames per type),
+        ``assigned_fraction``, ``mean_residence_frames``, ``mean_residence_ps``, ``n_residences``,
+        ``concerted`` (see :func:`concerted_modes`).
+    """
+    from .io import collect_positions, load_universe
+
+    u = load_universe(trajectories, topology)
+    mob = collect_positions(u, mobile, timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps, remove_drift=False)
+    an = collect_positions(u, framework, timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps, remove_drift=False)
+    vert, cen = delaunay_tetrahedra(an.positions[:, 0], mob.box)
+    types = np.full(len(vert), default_label, dtype=object)
+    if reference is not None:
+        import ase.io
+
+        if anchor is None:
+            raise AnalysisError("aligning a reference structure needs an anchor species (e.g. 'P')")
+        ref = ase.io.read(reference)
+        cell = np.asarray(ref.cell[:])
+        reps = np.maximum(1, np.rint(np.diag(_h(mob.box)) / np.linalg.norm(cell, axis=1)).astype(int))
+        ref = ref.repeat(tuple(int(r) for r in reps))
+        u.trajectory[0]
+        from .io import _elements_of
+
+        al = align_reference(ref.get_scaled_positions() @ _h(mob.box), np.array(ref.get_chemical_symbols()),
+                             u.atoms.positions.astype(float), _elements_of(u.atoms), mob.box, anchor)
+        names = np.array(ref.get_chemical_symbols())
+        lab = np.array([(labels or {}).get(s, "") for s in names], dtype=object)
+        keep = lab != ""
+        if keep.any():
+            types = label_sites(cen, al[keep], lab[keep].astype(str), mob.box, default=default_label).astype(object)
+    a = assign_polyhedra(mob.positions, an.positions, vert, mob.box)
+    assigned = a >= 0
+    types_all = np.append(types.astype(str), "__unassigned__")
+    a_full = np.where(assigned, a, len(vert))
+    st = site_statistics(a_full, types_all, len(vert) + 1, mob.timestep_ps)
+    frac_un = st.fraction.pop("__unassigned__", 0.0)
+    for d in (st.mean_residence_frames, st.mean_residence_ps, st.n_residences):
+        d.pop("__unassigned__", None)
+    norm = 1.0 - frac_un
+    return {
+        "n_sites": int(len(vert)),
+        "site_types": {k: int(v) for k, v in zip(*np.unique(types.astype(str), return_counts=True))},
+        "assigned_fraction": float(assigned.mean()),
+        "fraction": {k: (v / norm if norm > 0 else float("nan")) for k, v in st.fraction.items()},
+        "mean_residence_frames": st.mean_residence_frames,
+        "mean_residence_ps": st.mean_residence_ps,
+        "n_residences": st.n_residences,
+        "concerted": concerted_modes(a_full, types_all, mob.timestep_ps, window_ps),
+    }

@@ -83,3 +83,23 @@ def test_find_sites_periodic():
     from MDAnalysis.lib.distances import distance_array
 
     assert distance_array(true, s, box=box.astype(np.float32)).min(1).max() < 0.1
+
+
+def test_sites_command_reproduces_the_reference(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    base = shared("argyrodite_Li6PS5Cl_morgan2021", "data")
+    out = tmp_path / "sites.json"
+    r = subprocess.run([sys.executable, "-m", "iondiff_stream.cli", "sites", f"{base}/Li6PS5Cl/0p/run1/actual_XDATCAR.gz",
+                        "--mobile", "Li", "--framework", "S,Cl", "--timestep-ps", "0.1", "--reference",
+                        f"{base}/reference_structures/Li6PS5X_complete_sites.cif", "--label", "Li=T5", "--label",
+                        "Se=T4", "--default-label", "T2", "--anchor", "P", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    for k, ref in REF["0p"]["frac"].items():
+        assert 100 * res["fraction"][k] == pytest.approx(ref, abs=1.0)
+    assert res["mean_residence_ps"]["T5"] == pytest.approx(0.41, rel=0.05)
+    assert res["concerted"]["window_ps"] == 1.0 and res["concerted"]["n_concerted_pairs"] > 0
