@@ -9,6 +9,7 @@ without LAMMPS.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -41,11 +42,10 @@ def unpack_images(image: np.ndarray, bits: int = 10) -> np.ndarray:
     return np.stack([ix, iy, iz], axis=1)
 
 
-def box_from_lammps(boxlo: Any, boxhi: Any, xy: float, yz: float, xz: float) -> tuple[np.ndarray, np.ndarray]:
-    """Lattice vectors (rows) and ``[a, b, c, alpha, beta, gamma]`` of a LAMMPS box (LAMMPS length units)."""
+def box_from_lammps(boxlo: Any, boxhi: Any, xy: float, yz: float, xz: float) -> np.ndarray:
+    """Lattice vectors (rows, LAMMPS length units) of a LAMMPS box; box lengths/angles follow in the sink."""
     lx, ly, lz = (float(hi) - float(lo) for lo, hi in zip(boxlo, boxhi))
-    h = np.array([[lx, 0.0, 0.0], [xy, ly, 0.0], [xz, yz, lz]])
-    return h, triclinic_box(*h).astype(np.float64)
+    return np.array([[lx, 0.0, 0.0], [xy, ly, 0.0], [xz, yz, lz]])
 
 
 def unwrap_with_images(x: np.ndarray, images: np.ndarray, h: np.ndarray) -> np.ndarray:
@@ -134,6 +134,13 @@ class FrameSink:
         self.batch_frames = int(batch_frames)
         self._batch: list[Any] = []
         self._last_send = time.monotonic()
+        self.seconds_in_worker = 0.0
+        self._box_cache: tuple[bytes, np.ndarray] | None = None
+        self._error: BaseException | None = None
+        self._queue: queue.Queue[Any] | None = None
+        self._thread: threading.Thread | None = None
+        self._proc: Any = None
+        self._old_switch: float | None = None
         if worker == "process":
             self._start_process(
                 dict(store=store, ids=self.ids, types=self.types, mobile=mobile, type_elements=self.type_elements,
@@ -158,13 +165,6 @@ class FrameSink:
                 except (KeyError, ValueError) as exc:
                     logger.warning("could not restore the online state (%s): starting afresh", exc)
             self.writer.on_flush.append(self._save_online)
-        self.seconds_in_worker = 0.0
-        self._box_cache: tuple[bytes, np.ndarray] | None = None
-        self._error: BaseException | None = None
-        self._queue: queue.Queue[Any] | None = None
-        self._thread: threading.Thread | None = None
-        self._proc: Any = None
-        self._old_switch: float | None = None
         if worker == "thread":
             import sys
 
@@ -189,7 +189,8 @@ class FrameSink:
         from multiprocessing.connection import Connection
 
         parent, child = socket.socketpair()
-        env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI"))}
+        mpi_vars = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI")  # the worker must not think it is an MPI rank
+        env = {k: v for k, v in os.environ.items() if not k.startswith(mpi_vars)}
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "iondiff_stream.stream", str(child.fileno())], pass_fds=(child.fileno(),), env=env
         )
@@ -200,9 +201,6 @@ class FrameSink:
         if isinstance(ok, BaseException):
             self._proc.wait()
             raise ok
-        self._error = None
-        self._queue = None
-        self._thread = None
 
     def _select(self, spec: str) -> np.ndarray:
         spec = spec.strip()

@@ -70,7 +70,7 @@ class Hook:
             h = self._h
             if h is None:
                 boxlo, boxhi, xy, yz, xz, _, box_change = lmp.extract_box()
-                h, _ = box_from_lammps(boxlo, boxhi, xy, yz, xz)
+                h = box_from_lammps(boxlo, boxhi, xy, yz, xz)
                 if not box_change:
                     self._h = h
             if self.comm is not None and self.comm.Get_size() > 1:

@@ -62,6 +62,6 @@ def iondiff_frame(lmpptr: Any) -> None:
     x = np.asarray(lmp.gather_atoms("x", 1, 3), dtype=np.float64).reshape(-1, 3)[order]
     img = np.asarray(lmp.gather_atoms("image", 0, 3), dtype=np.int64).reshape(-1, 3)[order]
     boxlo, boxhi, xy, yz, xz, _, _ = lmp.extract_box()
-    h, _ = box_from_lammps(boxlo, boxhi, xy, yz, xz)
+    h = box_from_lammps(boxlo, boxhi, xy, yz, xz)
     step = int(lmp.extract_global("ntimestep"))
     _STATE["sink"].push(step, step * _STATE["dt"], x + img @ h, h)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from iondiff_stream.correlations import CorrelationParameters, concerted_groups, event_signals, fit_exponential
+from iondiff_stream.correlations import CorrelationParameters, concerted_groups, event_signals
 from iondiff_stream.hops import HopParameters, find_hops
 from iondiff_stream.synthetic import make_events, make_run, match_hops
 
@@ -79,7 +79,6 @@ def test_chains_in_a_trajectory_and_pair_mechanism():
     res = concerted_groups(hops.hops, run.n_frames, run.n_ions, float(run.times_ps[-1]), run.box,
                            CorrelationParameters(percentile=85.0))
     det = dict((ti, j) for ti, j in m["pairs"])
-    closed = hops.hops.closed()
     checked = 0
     for members in run.groups():
         frames = [run.events[k]["start_frame"] for k in members]

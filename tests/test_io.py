@@ -2,7 +2,6 @@
 
 import gzip
 import warnings
-import os
 
 import MDAnalysis as mda
 import numpy as np

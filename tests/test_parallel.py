@@ -1,10 +1,9 @@
 """Many runs on a real Dask cluster (local, in-process workers for speed)."""
 
-import numpy as np
 import pytest
 
 from iondiff_stream.parallel import RunSpec, analyze_many
-from iondiff_stream.synthetic import make_run, match_hops
+from iondiff_stream.synthetic import make_run
 
 
 def test_analyze_many_on_dask(tmp_path):

@@ -505,8 +505,8 @@ class UnwrappedPositions(AnalysisBase):
 
 
 def _times_from_file(traj: Any) -> bool:
-    readers = getattr(traj, "readers", [traj])
-    return all(getattr(r, "dt_from_file", None) is not None or getattr(r, "iondiff_times_from_file", False) for r in readers)
+    subs = getattr(traj, "readers", [traj])  # a ChainReader's parts, or the reader itself
+    return all(getattr(r, "dt_from_file", None) is not None or getattr(r, "iondiff_times_from_file", False) for r in subs)
 
 
 def collect_positions(
