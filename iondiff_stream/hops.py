@@ -73,6 +73,7 @@ __all__ = [
     "HOP_COLUMNS",
     "learn_sites",
     "ResidenceTimes",
+    "committed_site_changes",
     "residence_times",
     "short_time_sigma",
     "transitions",
@@ -1068,6 +1069,51 @@ def residence_times(hops: HopResults) -> ResidenceTimes:
     t = hops.times_ps
     return ResidenceTimes(ion[a].astype(np.int64), tab["to_centre"][a].astype(np.int64), arr.astype(np.int64),
                           dep.astype(np.int64), t[dep] - t[arr], pos, np.zeros(len(a), dtype=bool))
+
+
+def committed_site_changes(
+    positions: Any, times_ps: np.ndarray, sites_A: np.ndarray, box: np.ndarray, min_stay_ps: float = 0.2,
+    layout: str = "ion",
+) -> np.ndarray:
+    """Changes of nearest known site that stick: an independent hop count where the lattice is known.
+
+    Every frame is assigned to the nearest of ``sites_A`` (minimum image, no core, no
+    learning); stays shorter than ``min_stay_ps`` are dropped and a change between
+    two consecutive remaining stays at different sites counts once.
+
+    Parameters
+    ----------
+    positions : array_like, shape (n_mobile, T, 3) or (T, n_mobile, 3) (``layout="frame"``)
+        Unwrapped positions, Å.
+    times_ps : ndarray, shape (T,)
+    sites_A : ndarray, shape (m, 3)
+        Known sites (e.g. the ideal F sublattice of fluorite), Å.
+    box : ndarray, shape (6,)
+    min_stay_ps : float
+
+    Returns
+    -------
+    ndarray, shape (n_mobile,)
+        Committed site changes of every ion.
+    """
+    model = SiteModel(np.asarray(sites_A, float), np.asarray(box, float), np.ones(len(sites_A)))
+    n, T = _shape(positions, layout)
+    dt = float(np.median(np.diff(times_ps)))
+    m = max(1, int(round(min_stay_ps / dt)))
+    out = np.zeros(n, dtype=np.int64)
+    bs = _block_size(T)
+    for i0 in range(0, n, bs):
+        x = _read_block(positions, i0, min(n, i0 + bs), layout)
+        idx, _ = model.nearest(x.reshape(-1, 3))
+        idx = idx.reshape(x.shape[:2])
+        for j in range(x.shape[1]):
+            s = idx[:, j]
+            ch = np.flatnonzero(s[1:] != s[:-1]) + 1
+            st = np.concatenate([[0], ch])
+            en = np.concatenate([ch, [T]])
+            v = s[st[(en - st) >= m]]
+            out[i0 + j] = int(np.count_nonzero(v[1:] != v[:-1]))
+    return out
 
 
 class HopAnalysis:

@@ -11,9 +11,10 @@ The site model of the default hop method (:mod:`iondiff_stream.hops`) and of the
    out of core), and smoothed with a Gaussian of ``smooth_A`` with periodic boundaries.
 3. **Peaks.** Local maxima of the smoothed density holding at least ``min_site_frames`` ion-frames
    are site candidates; each is refined to the density-weighted centroid of its neighbourhood.
-4. **Merging.** Two candidates are one site when closer than ``merge_A``, or when the density never
-   falls below ``saddle_ratio`` of the lower peak on the straight path between them (one broad
-   basin, not two sites); union-find over all pairs, minimum image throughout.
+4. **Merging.** Two candidates are one site when closer than ``merge_A``, or when the density on the
+   straight path between them dips by less than ``1 - saddle_ratio`` of the lower peak or by less
+   than ``noise_sigmas`` standard deviations of its counting noise (one broad basin or a noise ripple,
+   not two sites); union-find over all pairs, minimum image throughout.
 
 Each site's *core cap* is ``core_cap`` times the distance to its nearest other site (minimum image),
 so cores never overlap; an ion's core radius is its own vibration radius, capped by that.
@@ -54,6 +55,10 @@ class SiteParameters:
         Candidates closer than this are one site, Å.
     saddle_ratio : float
         Candidates joined by density never below this fraction of the lower peak are one site.
+    noise_sigmas : float
+        ... or whose dip between them is within this many standard deviations of the
+        counting noise of the smoothed density (Poisson counts): a dip that more data
+        would resolve separates two sites, a noise ripple does not.
     core_cap : float
         Core radius cap as a fraction of the distance to the nearest other site (< 0.5).
     """
@@ -63,7 +68,8 @@ class SiteParameters:
     smooth_A: float = 0.3
     min_site_frames: float = 5.0
     merge_A: float = 0.9
-    saddle_ratio: float = 0.8
+    saddle_ratio: float = 0.9
+    noise_sigmas: float = 3.0
     core_cap: float = 0.45
 
     def __post_init__(self) -> None:
@@ -322,33 +328,53 @@ class SiteDensity:
         pairs = tree.query_ball_point(cart, r=reach)
         ts = np.linspace(0.0, 1.0, 13)[1:-1]
         ncart = len(cart)
-        for a, lst in enumerate(pairs):
-            for jj in lst:
+
+        def saddle(a: int, jj: int) -> tuple[float, float]:
+            dvec = (cart[jj % ncart] + img[jj // ncart]) - cart[a]
+            line = cart[a] + ts[:, None] * dvec[None, :]
+            g = ((line - self.origin) @ self._hinv) * n - 0.5
+            vals = ndimage.map_coordinates(rho, g.T, order=1, mode="grid-wrap" if self.periodic else "nearest")
+            return float(np.linalg.norm(dvec)), float(vals.min())
+
+        # 1. insignificant peaks (a dip within the counting noise, or closer than merge_A) are absorbed by
+        #    the higher neighbour they are best connected to; never used to join two others (no chaining)
+        absorbed = np.zeros(ncart, dtype=bool)
+        for a in range(ncart - 1, -1, -1):  # lowest first
+            best, best_s = -1, -np.inf
+            for jj in pairs[a]:
                 b = jj % ncart
-                if b <= a:
+                if b == a or heights[b] < heights[a] or absorbed[b]:
+                    continue
+                dist, sad = saddle(a, jj)
+                noisy = heights[a] - sad <= p.noise_sigmas * np.sqrt(heights[a] * k0)
+                if (dist < p.merge_A or noisy) and sad > best_s:
+                    best, best_s = b, sad
+            if best >= 0:
+                absorbed[a] = True
+                parent[a] = best
+        # 2. significant peaks joined by a barely dipping ridge are one broad site
+        for a in range(ncart):
+            if absorbed[a]:
+                continue
+            for jj in pairs[a]:
+                b = jj % ncart
+                if b <= a or absorbed[b]:
                     continue
                 ra, rb = find(a), find(b)
                 if ra == rb:
                     continue
-                dvec = (cart[b] + img[jj // ncart]) - cart[a]
-                dist = float(np.linalg.norm(dvec))
-                if dist < p.merge_A:
-                    parent[rb] = ra
-                    continue
-                line = cart[a] + ts[:, None] * dvec[None, :]
-                g = ((line - self.origin) @ self._hinv) * n - 0.5
-                vals = ndimage.map_coordinates(rho, g.T, order=1, mode="grid-wrap" if self.periodic else "nearest")
-                if vals.min() >= p.saddle_ratio * min(heights[a], heights[b]):
+                dist, sad = saddle(a, jj)
+                if sad >= p.saddle_ratio * min(heights[a], heights[b]):
                     parent[rb] = ra
         roots = np.array([find(i) for i in range(ncart)])
         out, wt = [], []
         for r in np.unique(roots):
             mem = np.flatnonzero(roots == r)
-            # members in the minimum image of the root, height-weighted
-            d = minimum_image(cart[mem] - cart[r], self.box) if self.periodic else cart[mem] - cart[r]
-            c = cart[r] + (heights[mem, None] * d).sum(0) / heights[mem].sum()
-            out.append(c)
             wt.append(heights[mem].sum() / k0)
+            mem = mem[~absorbed[mem]]
+            # significant members in the minimum image of the root, height-weighted
+            d = minimum_image(cart[mem] - cart[r], self.box) if self.periodic else cart[mem] - cart[r]
+            out.append(cart[r] + (heights[mem, None] * d).sum(0) / heights[mem].sum())
         sites = np.array(out)
         model = SiteModel(sites, self.box, np.array(wt), core_cap=p.core_cap, periodic=self.periodic)
         if not self.periodic:

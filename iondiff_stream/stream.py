@@ -288,8 +288,10 @@ class FrameSink:
         pos = x_unwrapped[self.mask] * self.length
         rest = x_unwrapped[~self.mask]
         fw = rest.mean(0) * self.length if len(rest) else None
-        if self.writer.append(int(step), float(time_native) * self.time, pos, self._box(h), fw) and self.online is not None:
-            self.online.partial_fit(pos[None])
+        box = self._box(h)
+        t_ps = float(time_native) * self.time
+        if self.writer.append(int(step), t_ps, pos, box, fw) and self.online is not None:
+            self.online.partial_fit(pos[None], box=box, times_ps=np.array([t_ps]))
         self.seconds_in_worker += time.perf_counter() - t0
 
     def _work(self) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SyntheticRun", "make_run", "match_hops"]
+__all__ = ["SyntheticRun", "make_run", "match_hops", "same_hops"]
 
 
 @dataclass
@@ -462,3 +462,33 @@ def make_events(
     for k in ("from_x_A", "from_y_A", "from_z_A", "to_x_A", "to_y_A", "to_z_A"):
         cols[k] = np.zeros(m)
     return cols, np.asarray(truth), int(t + gap_frames), n_ions
+
+
+def same_hops(a: Any, b: Any, tol_frames: int = 1) -> dict[str, Any]:
+    """Hops two analyses of the same run have in common (same atom id, start and end within ``tol_frames``).
+
+    Parameters
+    ----------
+    a, b : HopTable
+        Closed hops are compared.
+
+    Returns
+    -------
+    dict
+        ``n_a, n_b, common`` and ``fraction`` = common / max(n_a, n_b) (1 when both are empty).
+    """
+    ta, tb = a.closed(), b.closed()
+    used = np.zeros(len(tb), dtype=bool)
+    by_atom: dict[int, np.ndarray] = {}
+    for k, atom in enumerate(tb["atom_id"]):
+        by_atom.setdefault(int(atom), []).append(k)  # type: ignore[attr-defined]
+    common = 0
+    for i in range(len(ta)):
+        for k in by_atom.get(int(ta["atom_id"][i]), []):
+            if (not used[k] and abs(int(tb["start_frame"][k]) - int(ta["start_frame"][i])) <= tol_frames
+                    and abs(int(tb["end_frame"][k]) - int(ta["end_frame"][i])) <= tol_frames):
+                used[k] = True
+                common += 1
+                break
+    n = max(len(ta), len(tb))
+    return {"n_a": len(ta), "n_b": len(tb), "common": common, "fraction": common / n if n else 1.0}
