@@ -304,43 +304,16 @@ def analyze_run(
         step=step,
         verbose=progress,
     )
-    warm = _warm_centres(trajectories, data) if params.method == "silhouette" else None
     sites = None
     if reference is not None:
         sites = _reference_sites(reference, set(map(str, data.species)), data.box)
     run = analyse_positions(data, params, reference_sites=sites, n_jobs=n_jobs, progress=progress,
-                            temperature_K=temperature_K, charge=charge, correlation_params=correlation_params,
-                            warm_centres=warm)
+                            temperature_K=temperature_K, charge=charge, correlation_params=correlation_params)
     if out_dir is not None:
         files = [os.fspath(trajectories)] if isinstance(trajectories, (str, os.PathLike)) else [os.fspath(t) for t in trajectories]
         run.summary.update({"inputs": files, "mobile": mobile, "topology": topology})
         write_outputs(run, out_dir)
     return run
-
-
-def _warm_centres(trajectories: Any, data: Any) -> list[Any] | None:
-    """Online centres of a frame store, per analysed ion (None for other inputs)."""
-    from .buffer import FrameStoreReader
-    from .io import guess_format
-    from .online import OnlineCentres
-
-    paths = [trajectories] if isinstance(trajectories, (str, os.PathLike)) else list(trajectories)
-    if len(paths) != 1 or guess_format(os.fspath(paths[0])) != "IONDIFFZARR":
-        return None
-    st = FrameStoreReader(os.fspath(paths[0])).online_state()
-    if st is None:
-        return None
-    est = OnlineCentres.load(st)
-    if data.framework_drift is not None:  # centres were learnt before drift removal
-        shift = data.framework_drift[-1]
-    else:
-        shift = np.zeros(3)
-    out = []
-    for idx in data.atom_indices:
-        k = int(est.n_centres_[idx]) if idx < len(est.n_centres_) else 0
-        out.append(est.centres_[idx, :k] - shift if k >= 2 else None)
-    logger.info("warm start from the online centres of %d ions", sum(c is not None for c in out))
-    return out
 
 
 def _reference_sites(path: str, species: set[str], box: np.ndarray) -> np.ndarray:

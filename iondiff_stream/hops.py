@@ -682,11 +682,21 @@ def short_time_sigma(x: np.ndarray, window: int) -> np.ndarray:
 
 
 def sigma_windows(n_frames: int) -> np.ndarray:
-    """Ladder of running-mean windows (frames) tried for the vibration amplitude: 3, 5, 9, 17, ... ≤ T/2."""
+    """Ladder of running-mean windows (frames) tried for the vibration amplitude: 3, 5, 9, ... ≤ min(T/2, 257)."""
     ws = [3]
-    while 2 * ws[-1] - 1 <= max(3, n_frames // 2) and len(ws) < 12:
+    while 2 * ws[-1] - 1 <= min(max(3, n_frames // 2), 257):
         ws.append(2 * ws[-1] - 1)
     return np.array(ws)
+
+
+def _sigma_sample(x: np.ndarray, max_frames: int = 8000, n_chunks: int = 4) -> np.ndarray:
+    """Frames used for σ: all, or ``n_chunks`` evenly spaced contiguous chunks (σ is a local property)."""
+    T = len(x)
+    if T <= max_frames:
+        return x
+    c = max_frames // n_chunks
+    starts = np.linspace(0, T - c, n_chunks).astype(int)
+    return np.concatenate([x[s : s + c] for s in starts], axis=0)
 
 
 def plateau_window(sigma_by_window: np.ndarray, windows: np.ndarray) -> int:
@@ -855,12 +865,14 @@ def learn_sites(
         logger.info("no periodic cell: sites learnt in a bounding box of %s A", np.round(box[:3], 1).tolist())
     dens = SiteDensity(np.asarray(box, float), params.site, periodic=periodic, origin=origin)
     sig_w = np.empty((n, len(windows)))
+    stride = max(1, w_avg // 2)  # consecutive averages are correlated: every stride-th, weighted by stride
     for i0 in track(range(0, n, bs), "site density", enabled=progress):
         i1 = min(n, i0 + bs)
         x = _read_block(positions, i0, i1, layout)
-        dens.add(short_time_average(x, w_avg))
+        dens.add(short_time_average(x, w_avg)[::stride], weight=float(stride))
+        xs = _sigma_sample(x)
         for k, w in enumerate(windows):
-            sig_w[i0:i1, k] = short_time_sigma(x, int(w))
+            sig_w[i0:i1, k] = short_time_sigma(xs, int(w))
     kw = plateau_window(sig_w, windows)
     sigma = sig_w[:, kw]
     logger.info("vibration amplitude from %d-frame running means (median sigma %.3f A)", windows[kw],

@@ -405,6 +405,11 @@ class OnlineCentres:
     def load(cls, state: dict[str, Any]) -> OnlineCentres:
         """Rebuild from :meth:`iondiff_stream.buffer.FrameStoreReader.online_state`."""
         attrs = state["attrs"]
+        if "hop_params" not in attrs.get("params", {}):
+            from .errors import StoreError
+
+            raise StoreError("the store's online state was written by an older version (per-ion centres); "
+                             "it cannot be continued")
         st: dict[str, Any] = {"params": attrs["params"], "n_frames_seen_": attrs["n_frames_seen"]}
         for k, v in state.items():
             if k == "attrs":
