@@ -77,6 +77,7 @@ __all__ = [
     "residence_times",
     "short_time_sigma",
     "transitions",
+    "residence_frames",
     "parameters_dict",
 ]
 
@@ -100,8 +101,8 @@ class HopParameters:
     min_dwell_frames : int
         Core (vibrating) periods shorter than this are treated as transit.
     min_residence_ps : float
-        Site visits shorter than this are passages, not residences (``"sites"``;
-        see :func:`transitions`), ps.
+        Site visits shorter than this (and than 2 frames) are passages, not
+        residences (``"sites"``; see :func:`transitions`), ps; 0 disables.
     k_max : int
         Largest number of centres tried per ion (silhouette; paper: 10).
     silhouette_threshold : float
@@ -715,6 +716,14 @@ def plateau_window(sigma_by_window: np.ndarray, windows: np.ndarray) -> int:
     return int(np.argmin(slope))
 
 
+def residence_frames(min_residence_ps: float, dt_ps: float) -> int:
+    """Shortest residence in frames: ``min_residence_ps`` rounded up, and at least 2 frames (a single
+    stored frame in a core between two others cannot tell a residence from a passage)."""
+    if min_residence_ps <= 0:
+        return 1
+    return max(2, int(np.ceil(min_residence_ps / dt_ps - 1e-9))) if dt_ps > 0 else 2
+
+
 def transitions(
     states: np.ndarray, min_dwell: int = 1, min_residence: int = 1
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
@@ -896,7 +905,7 @@ def _find_hops_sites(
     z = float(np.sqrt(chi2.ppf(params.vib_quantile, 3)))
     r_core = z * sigma
     dt = float(np.median(np.diff(times_ps)))
-    m_res = int(np.ceil(params.min_residence_ps / dt - 1e-9)) if dt > 0 else 1
+    m_res = residence_frames(params.min_residence_ps, dt)
     states = np.empty((n, T), dtype=np.int32)
     n_vis = np.zeros(n, dtype=np.int64)
     parts = []

@@ -17,10 +17,11 @@ hop count converges to the offline finalisation of the same store:
 * **Mini-batch k-means** of the sites over the pooled positions of all ions: every in-core frame moves
   its site by ``(x - c) / n`` (minimum image; the count n capped at ``max_count`` so the sites can
   follow a slowly changing structure).
-* **Re-learning**: every ``relearn`` frames the sites are learnt again from the pooled density of all
-  frames seen so far (the offline procedure on the data so far); the ions' current sites are mapped to
-  the nearest re-learnt ones. Sites first occupied after the warm-up (a vacancy, an interstitial) appear
-  then, and at the end of a run the live site model is the offline one.
+* **Re-learning** (:meth:`OnlineCentres.finalize`): every ``relearn`` frames, and at the end of a run,
+  the sites are learnt again from the pooled density of all frames seen so far (the offline procedure
+  on the data so far) and the frames since the previous re-learning are recounted with them. Sites first
+  occupied after the warm-up (a vacancy, an interstitial) appear then, hops into them get their true
+  frames, and at the end of a run the live site model is the offline one.
 
 Frame times are frame indices here; ``dt_ps`` (time between the frames given) converts
 ``min_residence_ps`` and the site averaging window.
@@ -35,7 +36,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import chi2
 
-from .hops import HopParameters, plateau_window, short_time_sigma, sigma_windows
+from .hops import HopParameters, plateau_window, residence_frames, short_time_sigma, sigma_windows
 from .sitemodel import SiteDensity, SiteModel, SiteParameters, short_time_average
 
 __all__ = ["OnlineCentres", "OnlineSites", "LiveHop"]
@@ -167,6 +168,7 @@ class OnlineCentres:
         self.n_frames_seen_ = 0
         self._warm: list[np.ndarray] = []
         self._warm_t: list[float] = []
+        self._hist: list[np.ndarray] = []
         self._since_refresh = 0
 
     # ------------------------------------------------------------------
@@ -197,7 +199,7 @@ class OnlineCentres:
         self._w_avg = w_avg
         self._ring = X[-w_avg:].copy() if T >= w_avg else np.repeat(X[-1:], w_avg, axis=0)
         self._z = float(np.sqrt(chi2.ppf(p.vib_quantile, 3)))
-        self._m_res = max(1, int(np.ceil(p.min_residence_ps / self.dt_ps - 1e-9)))
+        self._m_res = residence_frames(p.min_residence_ps, self.dt_ps)
         self._warm = []
         t0 = self.n_frames_seen_ - T
         self.n_frames_seen_ = t0
@@ -205,6 +207,7 @@ class OnlineCentres:
         for x in X:
             self._step(x)
         self._replaying = False
+        self._snapshot()
 
     def _step(self, x: np.ndarray) -> None:
         t = self.n_frames_seen_
@@ -217,8 +220,8 @@ class OnlineCentres:
         k = m.assign(x, r_core).astype(np.int64)
         inc = k >= 0
         self.in_transit_ = ~inc
-        # mini-batch k-means of the sites (pooled over ions)
-        if inc.any():
+        # mini-batch k-means of the sites (pooled over ions); not again when frames are replayed
+        if inc.any() and not getattr(self, "_replaying", False):
             ki = k[inc]
             cnt = np.minimum(self.site_counts_[ki] + 1.0, self.max_count)
             np.add.at(self.site_counts_, ki, 1.0)
@@ -232,13 +235,10 @@ class OnlineCentres:
         if not getattr(self, "_replaying", False):  # warm-up frames are in the density already
             self._ring[t % self._w_avg] = x
             self._density.add(self._ring.mean(0))
-        if self.relearn and (t + 1) % self.relearn == 0:
-            self._add_new_sites()
-            m = self.sites_
-            k = m.assign(x, r_core).astype(np.int64)
-            inc = k >= 0
-            self.in_transit_ = ~inc
+            self._hist.append(x.copy())
         self._enter(np.flatnonzero(inc), k[inc], t)
+        if self.relearn and not getattr(self, "_replaying", False) and len(self._hist) >= self.relearn:
+            self.finalize()
 
     def _enter(self, idx: np.ndarray, k: np.ndarray, t: int) -> None:
         """Hop rule for ions ``idx`` in the cores ``k`` at frame ``t`` (the offline :func:`transitions`)."""
@@ -280,29 +280,58 @@ class OnlineCentres:
             self._visited.add((i, s))
             self.n_centres_[i] += 1
 
-    def _add_new_sites(self) -> None:
-        """Re-learn the sites from the pooled density of every frame seen (the offline procedure).
+    _SNAP = ("current_", "_cur_last", "_cand", "_cand_first", "_cand_last", "hops_", "n_centres_", "in_transit_")
 
-        Known sites keep their place in the live state: each ion's current site (and pending
-        visit) is mapped to the nearest re-learnt site, so the live model follows the offline one.
+    def _snapshot(self) -> None:
+        self._snap = {k: np.array(getattr(self, k)) for k in self._SNAP}
+        self._snap_log = len(self.hop_log_)
+        self._snap_visited = set(self._visited)
+        self._hist = []
+
+    def finalize(self) -> OnlineCentres:
+        """Re-learn the sites from everything seen and recount the frames since the last re-learning.
+
+        The sites are learnt again from the pooled density of all frames seen (the offline
+        procedure on the data so far); the hop rule is rewound to its state at the previous
+        re-learning (site indices mapped to the nearest re-learnt sites) and the frames since then
+        are replayed with the new sites, so hops into sites first occupied after the warm-up get
+        their true frames. Runs every ``relearn`` frames and should be called at the end of a run
+        (the live hook does); the hop counts of the last ``relearn`` frames are provisional until then.
+
+        Returns
+        -------
+        self
         """
+        if self.sites_ is None or not hasattr(self, "_snap"):
+            return self
         m = self.sites_
-        assert m is not None
         try:
             found = self._density.sites()
         except Exception:  # noqa: BLE001 - no peak yet: keep the sites
-            return
+            return self
         old_to_new, _ = found.nearest(m.sites_A)
+        for k, v in self._snap.items():
+            setattr(self, k, np.array(v))
         for arr in (self.current_, self._cand):
             ok = arr >= 0
             arr[ok] = old_to_new[arr[ok]]
         self._cand[self._cand == self.current_] = -1
-        self._visited = {(i, int(old_to_new[s])) for i, s in self._visited}
+        del self.hop_log_[self._snap_log:]
+        self._visited = {(i, int(old_to_new[s])) for i, s in self._snap_visited}
         self.n_centres_ = np.bincount(np.array([i for i, _ in self._visited], dtype=np.int64),
                                       minlength=len(self.n_centres_))
         self.site_counts_ = np.minimum(np.maximum(found.weight, 1.0), self.max_count)
         self.sites_ = found
         self._since_refresh = 0
+        hist = self._hist
+        t_end = self.n_frames_seen_
+        self.n_frames_seen_ = t_end - len(hist)
+        self._replaying = True
+        for x in hist:
+            self._step(x)
+        self._replaying = False
+        self._snapshot()
+        return self
 
     def _rebuild(self) -> None:
         m = self.sites_
@@ -336,6 +365,12 @@ class OnlineCentres:
         st["visited"] = np.array(sorted(self._visited), dtype=np.int64).reshape(-1, 2)
         st["warm"] = np.asarray(self._warm, dtype=np.float64).reshape(-1, len(self.hops_), 3)
         st["box"] = np.zeros(0) if self.box_ is None else self.box_
+        st["hist"] = np.asarray(self._hist, dtype=np.float64).reshape(-1, len(self.hops_), 3)
+        if hasattr(self, "_snap"):
+            for k, v in self._snap.items():
+                st["snap" + k.rstrip("_")] = v
+            st["snap_log"] = np.array([self._snap_log])
+            st["snap_visited"] = np.array(sorted(self._snap_visited), dtype=np.int64).reshape(-1, 2)
         if self.sites_ is not None:
             st["sites"] = self.sites_.sites_A
             st["site_weight"] = self.sites_.weight
@@ -367,9 +402,14 @@ class OnlineCentres:
         est.hop_log_ = [LiveHop(*map(int, row)) for row in np.asarray(st["hop_log"]).reshape(-1, 5)]
         est._visited = {(int(a), int(b)) for a, b in np.asarray(st.get("visited", np.zeros((0, 2)))).reshape(-1, 2)}
         est._warm = list(np.asarray(st.get("warm", np.zeros((0, n, 3)))).reshape(-1, n, 3))
+        est._hist = list(np.asarray(st.get("hist", np.zeros((0, n, 3)))).reshape(-1, n, 3))
+        if "snap_log" in st:
+            est._snap = {k: np.array(st["snap" + k.rstrip("_")]) for k in cls._SNAP}
+            est._snap_log = int(np.asarray(st["snap_log"])[0])
+            est._snap_visited = {(int(a), int(b)) for a, b in np.asarray(st["snap_visited"]).reshape(-1, 2)}
         p = est._p
         est._z = float(np.sqrt(chi2.ppf(p.vib_quantile, 3)))
-        est._m_res = max(1, int(np.ceil(p.min_residence_ps / est.dt_ps - 1e-9)))
+        est._m_res = residence_frames(p.min_residence_ps, est.dt_ps)
         if "sites" in st and np.asarray(st["sites"]).size:
             per = bool(periodic) if periodic is not None else est.box_ is not None
             est.sites_ = SiteModel(np.asarray(st["sites"], float), np.asarray(st["site_box"], float),

@@ -338,6 +338,8 @@ class FrameSink:
 
                 sys.setswitchinterval(self._old_switch)
                 self._old_switch = None
+        if self.online is not None and hasattr(self.online, "finalize") and self._error is None:
+            self.online.finalize()  # re-learn the sites and recount the last frames before the final save
         self.writer.close()
         if self._error is not None:
             err, self._error = self._error, None
