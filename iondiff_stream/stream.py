@@ -20,6 +20,7 @@ from MDAnalysis.lib.mdamath import triclinic_box
 
 from .buffer import FrameStoreWriter
 from .errors import SelectionError, StoreError, StoreMismatchError
+from .elements import elements_from_masses  # noqa: F401  (public here too)
 from .online import OnlineCentres
 from .units import lammps_factors
 
@@ -51,20 +52,6 @@ def box_from_lammps(boxlo: Any, boxhi: Any, xy: float, yz: float, xz: float) -> 
 def unwrap_with_images(x: np.ndarray, images: np.ndarray, h: np.ndarray) -> np.ndarray:
     """``x + ix a + iy b + iz c`` for (n, 3) positions and integer image flags."""
     return x + images @ h
-
-
-def elements_from_masses(masses: np.ndarray, tol: float = 0.1) -> list[str]:
-    """Element symbols from per-type masses (amu), "" when none is within ``tol``."""
-    from MDAnalysis.guesser.tables import masses as table
-
-    keys = [k for k in table if k.isalpha() and len(k) <= 2]
-    names = [k.capitalize() for k in keys]
-    vals = np.array([table[k] for k in keys], dtype=float)
-    out = []
-    for m in np.asarray(masses, float):
-        j = int(np.argmin(np.abs(vals - m)))
-        out.append(names[j] if abs(vals[j] - m) <= tol else "")
-    return out
 
 
 class FrameSink:
