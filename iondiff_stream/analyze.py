@@ -163,7 +163,7 @@ def _summary(run: RunAnalysis, temperature_K: float | None, charge: float | None
     d_msd = tr.tracer.D_A2_ps if tr is not None else float("nan")
     frac = d_hops / d_msd if (tr is not None and d_msd > 0 and math.isfinite(d_hops)) else None
     warnings = list(hops.warnings)
-    if frac is not None and len(closed) and not HOP_MSD_RANGE[0] <= frac <= HOP_MSD_RANGE[1]:
+    if frac is not None and not HOP_MSD_RANGE[0] <= frac <= HOP_MSD_RANGE[1]:
         why = ("most hops are back-and-forth or confined (e.g. within cages) motion" if frac > HOP_MSD_RANGE[1]
                else "hops are missed, or the ions move without hopping between sites")
         warnings.append(f"hops do not carry the measured transport: D_hops/D_MSD = {frac:.2f} "
