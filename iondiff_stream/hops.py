@@ -886,10 +886,7 @@ def learn_sites(
     sigma = sig_w[:, kw]
     logger.info("vibration amplitude from %d-frame running means (median sigma %.3f A)", windows[kw],
                 float(np.median(sigma)))
-    model = dens.sites()
-    if not periodic:
-        model.sites_A = model.sites_A  # bounding box: no wrapping
-    return model, sigma
+    return dens.sites(), sigma
 
 
 def _find_hops_sites(

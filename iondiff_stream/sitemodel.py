@@ -30,7 +30,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from .errors import AnalysisError
-from .pbc import cell_matrix, minimum_image
+from .pbc import cell_matrix, minimum_image, wrap
 
 logger = logging.getLogger(__name__)
 
@@ -392,12 +392,9 @@ class SiteDensity:
             d = minimum_image(cart[mem] - cart[r], self.box) if self.periodic else cart[mem] - cart[r]
             out.append(cart[r] + (heights[mem, None] * d).sum(0) / heights[mem].sum())
         sites = np.array(out)
+        if self.periodic:
+            sites = wrap(sites, self.box)
         model = SiteModel(sites, self.box, np.array(wt), core_cap=p.core_cap, periodic=self.periodic)
-        if not self.periodic:
-            model.sites_A = sites
-        else:
-            model.sites_A = model.wrap(sites)
-            model._build()
         logger.info("%d density peaks -> %d sites (median nearest-site distance %.2f A)", ncart, model.n_sites,
                     float(np.median(model.nn_A)) if model.n_sites else float("nan"))
         return model
