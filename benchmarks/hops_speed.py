@@ -119,11 +119,14 @@ def part2(n_ions: int, n_frames: int, jobs: int) -> None:
                     hop_prob=5e-5, n_chains=2, framework=False, seed=3)
     reps = int(np.ceil(n_frames / base.n_frames))
     pieces, offset = [], np.zeros((base.n_ions, 1, 3))
+    a = base.box[0] / cells
     for r in range(reps):
         p = base.positions + offset
         pieces.append(p)
-        offset = p[:, -1:, :] - base.positions[:, :1, :]
+        # next tile starts where this one ended, shifted by whole lattice vectors (the sites stay shared)
+        offset = offset + np.rint((base.positions[:, -1:, :] - base.positions[:, :1, :]) / a) * a
     pos = np.concatenate(pieces, axis=1)[:, :n_frames]
+    n_true = sum(e["end_frame"] + r * base.n_frames < n_frames for r in range(reps) for e in base.events)
     L = base.box[0]
     top = os.path.join(tmp, "top.pdb")
     dcd = os.path.join(tmp, "traj.dcd")
@@ -137,7 +140,8 @@ def part2(n_ions: int, n_frames: int, jobs: int) -> None:
             u.atoms.positions = np.mod(pos[:, t], L)
             u.dimensions = base.box
             w.write(u.atoms)
-    print(f"[part 2] {base.n_ions} mobile ions x {pos.shape[1]} frames (DCD written in {time.perf_counter() - t0:.0f} s)")
+    print(f"[part 2] {base.n_ions} mobile ions x {pos.shape[1]} frames, {n_true} true hops within tiles "
+          f"(DCD written in {time.perf_counter() - t0:.0f} s)")
     res = {}
     for mode in ("read", "analyze"):
         r = subprocess.run([sys.executable, __file__, "--child", mode, dcd, top, str(jobs)],
