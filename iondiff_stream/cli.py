@@ -211,6 +211,30 @@ def arrhenius(
     typer.echo(json.dumps(res, indent=2))
 
 
+@app.command()
+def database(
+    manifest: Annotated[Path, typer.Argument(help="CSV: name,files,topology,mobile,temperature_K,timestep_ps,material[,family].")],
+    out: Annotated[Path, typer.Option("--out", help="Database folder (runs/, descriptors.csv, statistics, index.html).")],
+    scheduler: Annotated[
+        Optional[str], typer.Option("--scheduler", help="Address of a running Dask scheduler, tcp://HOST:PORT.")
+    ] = None,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="Workers of the local Dask cluster.")] = None,
+    no_figures: Annotated[bool, typer.Option("--no-figures", help="Skip the PNG figures and index.html.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Descriptor database of many runs on Dask: per-run analysis (cached), descriptors, Spearman, PCA, classes."""
+    from .database import build_database
+
+    _setup_logging(verbose)
+    if scheduler and jobs:
+        raise typer.BadParameter("give either --scheduler or --jobs, not both")
+    res = build_database(str(manifest), str(out), scheduler=scheduler, n_jobs=jobs, figures=not no_figures)
+    typer.echo(json.dumps({"finished": len(res.done), "skipped_already_finished": len(res.skipped),
+                           "failed": res.failures, "outputs": res.outputs}, indent=2))
+    if res.failures:
+        typer.echo(f"{len(res.failures)} run(s) failed (listed in {out}/failures.json); re-run to retry them", err=True)
+
+
 def main() -> None:
     """Entry point: run the app and turn package errors into a one-line message and exit code 2."""
     try:
