@@ -344,6 +344,7 @@ def build_database(
     if todo:
         _run_on_dask(todo, out, result, scheduler=scheduler, client=client, n_jobs=n_jobs)
     result.done = [e.name for e in entries if run_status(out, e.name) == "done"]
+    _remove_orphans(out, entries)
     for e in entries:
         if e.name not in result.done and e.name not in result.failures:
             result.failures[e.name] = _failure_message(out, e.name) or "not finished"
@@ -353,6 +354,16 @@ def build_database(
     if figures:
         result.outputs["html"] = write_html(out, entries, result)
     return result
+
+
+def _remove_orphans(out: str, entries: Sequence[RunEntry]) -> None:
+    """Remove the work folders of attempts killed with their worker (every task of this build has ended)."""
+    work = os.path.join(out, "runs", ".work")
+    names = {e.name for e in entries}
+    for d in os.listdir(work):
+        if d.rsplit("-", 1)[0] in names:
+            logger.info("removing %s, left by an attempt that was killed", d)
+            shutil.rmtree(os.path.join(work, d), ignore_errors=True)
 
 
 def _failure_message(out: str, name: str) -> str | None:
@@ -761,7 +772,8 @@ def vdos_figure(out: str, names: Sequence[str]) -> Any:
         ax.set_ylabel("g(ν) (states / THz / atom)")
         ax.set_title(f"VDOS, {g}")
         ax.set_xlim(0, None)
-    axes[0].legend(fontsize=6)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=6)
     return fig
 
 
