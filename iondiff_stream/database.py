@@ -688,13 +688,23 @@ def pca_biplot(pca: dict[str, Any], labels: Sequence[int], run_names: Sequence[s
 TRANSPORT_COLUMNS = ("D_tracer_cm2_s", "D_sigma_cm2_s", "sigma_NE_mS_cm", "haven_ratio")
 
 
-def strongest_descriptors(rho: np.ndarray, names: Sequence[str], target: str = "D_tracer_cm2_s", n: int = 4) -> list[tuple[str, float]]:
-    """The ``n`` descriptors with the largest |ρ| with ``target`` (transport quantities excluded)."""
+def strongest_descriptors(rho: np.ndarray, names: Sequence[str], target: str = "D_tracer_cm2_s", n: int = 4,
+                          rows: Sequence[dict[str, Any]] | None = None) -> list[tuple[str, float]]:
+    """The ``n`` descriptors with the largest |ρ| with ``target`` (transport quantities excluded).
+
+    With ``rows``, only descriptors known together with ``target`` for at least
+    half of the runs (and at least 4) are considered.
+    """
     if target not in names:
         return []
     i = list(names).index(target)
+    ok = set(names)
+    if rows is not None:
+        t = np.isfinite([_as_float(r.get(target)) for r in rows])
+        need = max(4, int(math.ceil(0.5 * len(rows))))
+        ok = {c for c in names if (np.isfinite([_as_float(r.get(c)) for r in rows]) & t).sum() >= need}
     cand = [(names[j], float(rho[i, j])) for j in range(len(names))
-            if names[j] not in TRANSPORT_COLUMNS and np.isfinite(rho[i, j])]
+            if names[j] not in TRANSPORT_COLUMNS and names[j] in ok and np.isfinite(rho[i, j])]
     return sorted(cand, key=lambda t: -abs(t[1]))[:n]
 
 
@@ -788,7 +798,7 @@ def write_figures(out: str, rows: Sequence[dict[str, Any]], hists: Sequence[Sequ
     }
     if len(sp_cols):
         figs["fig_spearman"] = correlation_heatmap(rho, sp_cols)
-        figs["fig_d_vs_descriptors"] = d_vs_descriptors(rows, strongest_descriptors(rho, list(sp_cols)))
+        figs["fig_d_vs_descriptors"] = d_vs_descriptors(rows, strongest_descriptors(rho, list(sp_cols), rows=rows))
     if "scores" in pca:
         figs["fig_pca"] = pca_biplot(pca, km["labels"], names)
     for key, fig in figs.items():

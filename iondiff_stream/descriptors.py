@@ -444,6 +444,9 @@ def _extxyz_velocities(paths: Sequence[str]) -> np.ndarray | None:
 
     out = []
     for p in paths:
+        first = ase.io.read(p, index=0, format="extxyz")
+        if "momenta" not in first.arrays and "vel" not in first.arrays:
+            return None
         frames = ase.io.read(p, index=":", format="extxyz")
         for a in frames:
             if "momenta" in a.arrays:
