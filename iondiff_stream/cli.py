@@ -226,6 +226,9 @@ def database(
     from .database import build_database
 
     _setup_logging(verbose)
+    import distributed  # noqa: F401  (its import configures its loggers: quiet them afterwards)
+
+    logging.getLogger("distributed").setLevel(logging.INFO if verbose else logging.ERROR)
     if scheduler and jobs:
         raise typer.BadParameter("give either --scheduler or --jobs, not both")
     res = build_database(str(manifest), str(out), scheduler=scheduler, n_jobs=jobs, figures=not no_figures)

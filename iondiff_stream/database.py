@@ -387,7 +387,8 @@ def _run_on_dask(todo: Sequence[RunEntry], out: str, result: DatabaseResult, *, 
             except (OSError, TimeoutError) as exc:
                 raise AnalysisError(f"cannot connect to the Dask scheduler at {scheduler}: {exc}") from exc
         else:
-            cluster = LocalCluster(n_workers=n_jobs or os.cpu_count() or 1, threads_per_worker=1, processes=True)
+            cluster = LocalCluster(n_workers=n_jobs or os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                                   dashboard_address=None)
             client = Client(cluster)
     try:
         db = os.path.abspath(out)
