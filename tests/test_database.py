@@ -240,3 +240,43 @@ def test_database_on_a_cluster_survives_a_killed_worker(caf2_manifest, tmp_path)
         T = float(rows[n]["temperature_K"])
         assert float(rows[n]["T_kinetic_K_all"]) == pytest.approx(T, rel=0.08)
         assert rows[n]["vdos_source"] == "velocities"
+
+
+@pytest.mark.slow
+def test_database_of_the_shared_runs(tmp_path):
+    """The shared AIMD runs on a local Dask cluster: every run finishes; what their sampling allows is checked."""
+    from conftest import shared
+
+    from iondiff_stream.database import build_database
+
+    spec = importlib.util.spec_from_file_location("full_database", os.path.join(ROOT, "examples", "database",
+                                                                                 "full_database.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = mod.shared_rows(os.path.dirname(shared("LGPS_600K_pmg_diffusion")))
+    assert len(rows) == 5
+    manifest = tmp_path / "m.csv"
+    with open(manifest, "w", newline="") as fh:
+        wr = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        wr.writeheader()
+        wr.writerows(rows)
+    res = build_database(str(manifest), str(tmp_path / "db"), n_jobs=2)
+    assert not res.failures and len(res.done) == 5
+    with open(tmp_path / "db" / "descriptors.csv", newline="") as fh:
+        d = {r["name"]: r for r in csv.DictReader(fh)}
+    for name, r in d.items():
+        z = np.load(tmp_path / "db" / "runs" / name / "vdos.npz")
+        assert np.trapezoid(z["dos_per_THz_all"], z["freq_THz_all"]) == pytest.approx(3.0, rel=1e-6)
+        assert r["vdos_source"] == "positions"
+        assert float(r["heat_capacity_kB_per_atom_all"]) <= 3.0
+    # argyrodite: 100 fs frames, Nyquist 5 THz cuts the Li/PS4 spectrum: flagged by the weight near the limit and
+    # by the kinetic temperature the spectrum carries (about half of 500 K)
+    for x in ("0p", "50p", "100p"):
+        r = d[f"argyrodite_{x}"]
+        assert float(r["nyquist_THz"]) == pytest.approx(5.0)
+        assert float(r["vdos_weight_near_nyquist"]) > 0.1 and float(r["T_kinetic_over_T"]) < 0.75
+    # Na3PS4: 20 fs raw AIMD frames, Nyquist 25 THz above the PS4 stretching modes: equipartition holds
+    assert float(d["Na3PS4_800K"]["T_kinetic_over_T"]) == pytest.approx(1.0, abs=0.1)
+    assert float(d["Na3PS4_800K"]["vdos_weight_near_nyquist"]) < 0.01
+    # LGPS: the stored coordinates are smoothed (pymatgen test file): the spectrum carries ~1% of 600 K: flagged
+    assert float(d["LGPS_600K"]["T_kinetic_over_T"]) < 0.1
