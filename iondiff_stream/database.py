@@ -752,12 +752,19 @@ def concert_by_temperature(rows: Sequence[dict[str, Any]], hists: Sequence[Seque
                 acc = np.pad(acc, (0, len(h) - len(acc)))
             acc[: len(h)] += np.asarray(h, float)
             groups[g] = acc
-        for g in sorted(groups):
+        def order(g: str) -> tuple[float, str]:
+            try:
+                return float(g.split("–")[0]), g
+            except ValueError:
+                return math.inf, g
+
+        for g in sorted(groups, key=order):
             c = groups[g]
             n = np.arange(1, len(c) + 1)
             ok = c > 0
             ax.plot(n[ok], c[ok] / c.sum(), "o-", ms=4, label=f"{g} ({int(c.sum())} groups)")
         ax.set_yscale("log")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_xlabel("ions in a concerted group, n")
         ax.set_ylabel("fraction of groups")
         ax.set_title(f"concerted-ion counts by {label}")
