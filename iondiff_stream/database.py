@@ -86,7 +86,7 @@ OPTIONAL = ["family", "md_timestep_ps", "lammps_units"]
 ID_COLUMNS = ["name", "material", "family"]
 #: bookkeeping columns of descriptors.csv left out of the statistics (run length, sampling, counts, checks)
 STAT_EXCLUDE = {
-    "n_frames", "timestep_ps", "total_time_ps", "n_mobile", "n_atoms", "n_atoms_d", "n_atoms_nd", "n_atoms_fw",
+    "n_frames", "n_frames_vibrational", "timestep_ps", "total_time_ps", "n_mobile", "n_atoms", "n_atoms_d", "n_atoms_nd", "n_atoms_fw",
     "n_atoms_all", "nyquist_THz", "vdos_weight_near_nyquist", "T_kinetic_K", "T_kinetic_K_d", "T_kinetic_K_nd",
     "T_kinetic_K_fw", "T_kinetic_K_all", "T_kinetic_over_T", "vdos_source", "n_hops",
 }

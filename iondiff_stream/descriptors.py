@@ -466,6 +466,7 @@ def read_all_atoms(
     md_timestep_ps: float | None = None,
     lammps_units: str = "metal",
     reader_kwargs: dict[str, Any] | None = None,
+    stop: int | None = None,
 ) -> AllAtomTrajectory:
     """Read every atom of a run: unwrapped positions and, when the files have them, velocities.
 
@@ -476,6 +477,13 @@ def read_all_atoms(
     lammps_units : str
         LAMMPS unit style of dump velocities (converted to Å/ps); ignored for
         other formats.
+    stop : int, optional
+        Read frames ``0..stop-1`` only (default: all).
+
+    Notes
+    -----
+    Memory: two float64 arrays of ``n_atoms × n_frames × 3`` (positions and
+    velocities), e.g. 1.0 GB for 1000 atoms and 20 000 frames.
     """
     from .io import UnwrappedPositions, guess_format, load_universe
     from .units import lammps_factors
@@ -501,7 +509,7 @@ def read_all_atoms(
                 self._vel[self._frame_index] = self._ts.velocities * vel_scale
 
     run = _Collect(ag, remove_drift=False, timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps)
-    run.run()
+    run.run(stop=stop)
     data = run.results.data
     vel = None
     if has_v:
@@ -509,6 +517,7 @@ def read_all_atoms(
     elif fmt == "EXTXYZ":
         v = _extxyz_velocities(paths)
         if v is not None:
+            v = v[:stop]
             if v.shape[:2] != (data.n_frames, data.n_mobile):
                 raise TrajectoryFormatError(f"velocities of {paths} have shape {v.shape}, positions {data.positions.shape}")
             vel = np.ascontiguousarray(v.transpose(1, 0, 2))
@@ -788,6 +797,7 @@ def run_descriptors(
     max_lag_ps: float | None = 10.0,
     lindemann_window_ps: float = 1.0,
     reader_kwargs: dict[str, Any] | None = None,
+    max_frames: int | None = 50_000,
 ) -> RunDescriptors:
     """All descriptors of a run already analysed by :func:`iondiff_stream.analyze_run`.
 
@@ -804,13 +814,20 @@ def run_descriptors(
         Default: the run summary's temperature.
     lammps_units, source, max_lag_ps, lindemann_window_ps
         See :func:`read_all_atoms` and :func:`vibrational_descriptors`.
+    max_frames : int, optional
+        The vibrational descriptors use at most the first ``max_frames``
+        frames (memory grows with atoms × frames; the VDOS converges long
+        before); None: all. Hop and transport descriptors always use the whole run.
     """
     T = temperature_K if temperature_K is not None else run.summary.get("temperature_K")
+    n_use = run.data.n_frames if max_frames is None else min(run.data.n_frames, int(max_frames))
+    if n_use < run.data.n_frames:
+        logger.info("vibrational descriptors from the first %d of %d frames", n_use, run.data.n_frames)
     traj = read_all_atoms(trajectories, topology, timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps,
-                          lammps_units=lammps_units, reader_kwargs=reader_kwargs)
+                          lammps_units=lammps_units, reader_kwargs=reader_kwargs, stop=n_use)
     mobile_idx = np.asarray(run.data.atom_indices, dtype=np.int64)
-    if traj.positions.shape[1] != run.data.n_frames:
-        raise AnalysisError(f"the trajectory has {traj.positions.shape[1]} frames, the analysis {run.data.n_frames}")
+    if traj.positions.shape[1] != n_use:
+        raise AnalysisError(f"the trajectory gave {traj.positions.shape[1]} frames for the VDOS, the analysis {n_use}")
     cols = _hop_table(run)
     hopped = np.unique(np.asarray(cols.get("ion", []), dtype=np.int64))
     is_d = np.zeros(len(mobile_idx), bool)
@@ -823,8 +840,9 @@ def run_descriptors(
     values: dict[str, Any] = {
         "temperature_K": _num(T),
         "n_frames": int(run.data.n_frames),
+        "n_frames_vibrational": int(n_use),
         "timestep_ps": float(traj.timestep_ps),
-        "total_time_ps": float(traj.times_ps[-1] - traj.times_ps[0]),
+        "total_time_ps": float(run.data.times_ps[-1] - run.data.times_ps[0]),
         "n_mobile": int(len(mobile_idx)),
     }
     values.update(hop_descriptors(run))
