@@ -78,6 +78,10 @@ __all__ = [
     "spearman_table",
     "pca_table",
     "kmeans_table",
+    "descriptor_matrix",
+    "stat_columns",
+    "write_figures",
+    "write_html",
     "STAT_EXCLUDE",
 ]
 

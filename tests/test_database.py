@@ -201,18 +201,17 @@ def test_database_on_a_cluster_survives_a_killed_worker(caf2_manifest, tmp_path)
         before = _done_times(out, names)
         assert before and len(before) < len(names), "no run finished before the kill, or all of them"
         victim = cl.workers[0]
-        os.kill(victim.pid, signal.SIGKILL)  # a worker dies mid-way (it was busy: 2 workers, 4+1 runs)
+        os.kill(victim.pid, signal.SIGKILL)  # a worker dies mid-way (it was busy: 2 workers, 4+1 runs) ...
+        proc.kill()  # ... and the build itself is killed: the worst case
         victim.wait(10)
-        stdout, stderr = proc.communicate(timeout=600)
-        assert proc.returncode == 0, stderr[-2000:]
-        res = json.loads(stdout[: stdout.rindex("}") + 1])
-        assert "broken" in res["failed"] and "not found" in res["failed"]["broken"]
-        # nothing finished was lost or redone
+        proc.wait(10)
+        # nothing finished was lost or damaged
         after = _done_times(out, names)
         for n, t in before.items():
             assert after[n] == t
             assert json.load(open(os.path.join(out, "runs", n, "descriptors.json")))["values"]["name"] == n
-        # a re-run (with a fresh worker) completes whatever is left and skips what is finished
+        assert len(after) < len(names)  # runs were left unfinished
+        # a re-run (with a fresh worker) completes the rest and skips what is finished
         cl.workers.append(cl.add_worker("w2"))
         cl.wait_workers(2)
         proc2 = _cli(caf2_manifest, out, cl.address)
@@ -221,11 +220,18 @@ def test_database_on_a_cluster_survives_a_killed_worker(caf2_manifest, tmp_path)
         res2 = json.loads(stdout2[: stdout2.rindex("}") + 1])
         final = _done_times(out, names)
         assert sorted(final) == names
-        assert res2["skipped_already_finished"] == len(after)
-        for n, t in after.items():
-            assert final[n] == t
-        assert list(res2["failed"]) == ["broken"]
-        assert not os.listdir(os.path.join(out, "runs", ".work"))  # the killed attempt's folder is cleaned up
+        assert res2["skipped_already_finished"] >= len(before)
+        assert res2["finished"] == len(names)
+        for n, t in before.items():
+            assert final[n] == t  # not redone
+        assert list(res2["failed"]) == ["broken"] and "not found" in res2["failed"]["broken"]
+        # a further re-run analyses nothing but the broken run again, keeping it listed
+        proc3 = _cli(caf2_manifest, out, cl.address)
+        stdout3, _ = proc3.communicate(timeout=300)
+        res3 = json.loads(stdout3[: stdout3.rindex("}") + 1])
+        assert res3["skipped_already_finished"] == len(names) and list(res3["failed"]) == ["broken"]
+        assert _done_times(out, names) == final
+        assert not os.listdir(os.path.join(out, "runs", ".work"))  # folders of killed attempts are cleaned up
     finally:
         cl.close()
     # the database itself: one row per finished run, physics of the CaF2 series
