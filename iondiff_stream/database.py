@@ -18,6 +18,9 @@ Layout of ``DB``::
                              descriptors.json, vdos.npz and DONE (written last)
     DB/runs/NAME.failed.json error of the last failed attempt (removed when the run succeeds)
     DB/runs/.work/           attempts in progress (a finished attempt is renamed to runs/NAME at once)
+
+A finished run whose manifest row changed since (files, topology, mobile, temperature, time steps, units)
+is analysed again.
     DB/descriptors.csv       one row per finished run
     DB/spearman.csv, DB/spearman_p.csv   Spearman ρ and two-sided p-values (scipy.stats.spearmanr)
     DB/pca.json              PCA of the standardised descriptors (scikit-learn)
@@ -338,6 +341,12 @@ def build_database(
     todo = []
     for e in entries:
         st = run_status(out, e.name)
+        if st == "done" and _stale(out, e):
+            logger.warning("run %s: its manifest row changed since it was analysed: analysing it again", e.name)
+            old = os.path.join(out, "runs", ".work", f"{e.name}-stale{uuid.uuid4().hex[:8]}")
+            os.rename(os.path.join(out, "runs", e.name), old)
+            shutil.rmtree(old, ignore_errors=True)
+            st = "pending"
         if st == "done":
             result.skipped.append(e.name)
         else:
@@ -358,6 +367,21 @@ def build_database(
     if figures:
         result.outputs["html"] = write_html(out, entries, result)
     return result
+
+
+#: manifest fields that change the analysis of a run (material and family are labels only)
+_ANALYSIS_FIELDS = ("files", "topology", "mobile", "temperature_K", "timestep_ps", "md_timestep_ps", "lammps_units")
+
+
+def _stale(out: str, e: RunEntry) -> bool:
+    """True when a finished run was analysed with other inputs than its manifest row now gives."""
+    try:
+        with open(os.path.join(out, "runs", e.name, "descriptors.json")) as fh:
+            old = json.load(fh).get("entry") or {}
+    except (OSError, ValueError):
+        return True
+    new = json.loads(json.dumps(_clean(asdict(e))))
+    return any(old.get(k) != new.get(k) for k in _ANALYSIS_FIELDS)
 
 
 def _remove_orphans(out: str, entries: Sequence[RunEntry]) -> None:

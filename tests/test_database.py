@@ -286,3 +286,34 @@ def test_database_of_the_shared_runs(tmp_path):
     assert float(d["Na3PS4_800K"]["vdos_weight_near_nyquist"]) < 0.01
     # LGPS: the stored coordinates are smoothed (pymatgen test file): the spectrum carries ~1% of 600 K: flagged
     assert float(d["LGPS_600K"]["T_kinetic_over_T"]) < 0.1
+
+
+def test_changed_manifest_row_is_analysed_again(tmp_path):
+    """Cache: a finished run is skipped, unless the inputs of its manifest row changed (labels do not count)."""
+    from distributed import Client, LocalCluster
+
+    from iondiff_stream.database import build_database
+    from iondiff_stream.synthetic import make_run
+
+    run = make_run(n_frames=300, n_cells=3, n_vacancies=3, hop_prob=5e-3, n_chains=0, framework=True, seed=5)
+    run.write_lammps(str(tmp_path / "s.dump"), str(tmp_path / "s.data"))
+    head = "name,files,topology,mobile,temperature_K,timestep_ps,material,md_timestep_ps\n"
+    manifest = tmp_path / "m.csv"
+    out = str(tmp_path / "db")
+    done = os.path.join(out, "runs", "syn", "DONE")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        manifest.write_text(head + "syn,s.dump,s.data,Li,500,,A,0.005\n")
+        r1 = build_database(str(manifest), out, client=client, figures=False)
+        assert r1.done == ["syn"] and not r1.failures
+        t1 = os.path.getmtime(done)
+        manifest.write_text(head + "syn,s.dump,s.data,Li,500,,renamed material,0.005\n")
+        r2 = build_database(str(manifest), out, client=client, figures=False)
+        assert r2.skipped == ["syn"] and os.path.getmtime(done) == t1
+        with open(os.path.join(out, "descriptors.csv"), newline="") as fh:
+            assert next(csv.DictReader(fh))["material"] == "renamed material"
+        manifest.write_text(head + "syn,s.dump,s.data,Li,700,,renamed material,0.005\n")
+        r3 = build_database(str(manifest), out, client=client, figures=False)
+        assert r3.skipped == [] and r3.done == ["syn"]
+        with open(os.path.join(out, "descriptors.csv"), newline="") as fh:
+            assert float(next(csv.DictReader(fh))["temperature_K"]) == 700.0
