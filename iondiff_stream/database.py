@@ -714,7 +714,7 @@ def pca_biplot(pca: dict[str, Any], labels: Sequence[int], run_names: Sequence[s
     return fig
 
 
-TRANSPORT_COLUMNS = ("D_tracer_cm2_s", "D_sigma_cm2_s", "sigma_NE_mS_cm", "haven_ratio")
+TRANSPORT_COLUMNS = ("D_tracer_cm2_s", "D_sigma_cm2_s", "sigma_NE_mS_cm", "haven_ratio", "D_vacf_cm2_s")
 
 
 def strongest_descriptors(rho: np.ndarray, names: Sequence[str], target: str = "D_tracer_cm2_s", n: int = 4,

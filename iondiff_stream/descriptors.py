@@ -66,7 +66,8 @@ largest per-ion rate), interstitial residence time γ (``residence_time_{mean,mi
 time between arriving at and leaving a metastable centre, i.e. one farther than
 1 Å from every reference site), tracer and collective diffusion
 ``D_tracer_cm2_s``, ``D_sigma_cm2_s``, Haven ratio, Nernst–Einstein conductivity,
-and the concert measures (mean and spread of the number of correlated ions,
+``D_vacf_cm2_s`` (Green–Kubo: the mobile ions' VACF integrated over 2 ps, a cross-check of ``D_tracer_cm2_s``
+from the same velocities as the VDOS), and the concert measures (mean and spread of the number of correlated ions,
 fraction of concerted hops, group-size decay constant ``b`` of
 ``f(n) = A e^{−b n}``, ``concert_p_value`` from the run summary when the
 analysis provides a null test, else NaN).
@@ -84,7 +85,7 @@ from typing import Any
 import numpy as np
 
 from .errors import AnalysisError, TrajectoryFormatError
-from .units import KB_EV_PER_K
+from .units import A2_PER_PS_TO_CM2_PER_S, KB_EV_PER_K
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ __all__ = [
     "vdos_from_positions",
     "harmonic_thermal_properties",
     "lindemann_ratio",
+    "green_kubo_diffusion",
     "AllAtomTrajectory",
     "read_all_atoms",
     "vibrational_descriptors",
@@ -404,6 +406,32 @@ def lindemann_ratio(positions: np.ndarray, dt_ps: float, box: np.ndarray, all_fi
     return math.sqrt(msd) / d_nn if d_nn > 0 else float("nan")
 
 
+def green_kubo_diffusion(velocities: np.ndarray, dt_ps: float, time_ps: float = 2.0) -> float:
+    """Tracer diffusion coefficient from the velocity autocorrelation (Green–Kubo).
+
+    ``D = (1/3) ∫_0^τ ⟨v(0)·v(t)⟩ dt`` averaged over atoms and time origins,
+    integrated (trapezoid) up to ``τ = time_ps``: a cross-check of D* from the
+    MSD that uses the same velocities as the VDOS (noisy when D is small).
+
+    Parameters
+    ----------
+    velocities : ndarray, shape (n_atoms, n_frames, 3)
+        Å/ps.
+    dt_ps : float
+    time_ps : float
+
+    Returns
+    -------
+    float
+        cm²/s (NaN when the run is shorter than ``2 time_ps``).
+    """
+    n = int(round(time_ps / dt_ps)) + 1
+    if velocities.shape[1] < 2 * n or len(velocities) == 0:
+        return float("nan")
+    c = _mass_weighted_acf(np.asarray(velocities, float), np.ones(len(velocities)), n)
+    return float(np.trapezoid(c, dx=dt_ps) / 3.0 * A2_PER_PS_TO_CM2_PER_S)
+
+
 # ---------------------------------------------------------------------------
 # reading every atom (positions and velocities)
 
@@ -597,6 +625,7 @@ def vibrational_descriptors(
     source: str = "auto",
     max_lag_ps: float | None = 10.0,
     lindemann_window_ps: float = 1.0,
+    gk_time_ps: float = 2.0,
 ) -> tuple[dict[str, float], dict[str, VDOS]]:
     """Vibrational descriptors of several groups of atoms of one run.
 
@@ -610,6 +639,8 @@ def vibrational_descriptors(
     source : {"auto", "velocities", "positions"}
         ``auto``: velocities when the trajectory has them.
     max_lag_ps, lindemann_window_ps : float
+    gk_time_ps : float
+        Upper limit of the Green–Kubo integral of ``D_vacf_cm2_s``.
 
     Returns
     -------
@@ -653,6 +684,9 @@ def vibrational_descriptors(
             spec = vdos_from_positions(x, dt, traj.masses[idx], max_lag_ps, label=name)
         spectra[name] = spec
         values.update(vdos_descriptors(spec, temperature_K, suffix))
+        if name == "mobile":
+            vv = v if use_v else np.diff(x, axis=1) / dt
+            values["D_vacf_cm2_s"] = green_kubo_diffusion(vv, dt, gk_time_ps)
         values["lindemann_ratio" + suffix] = lindemann_ratio(traj.positions[idx], dt, traj.box, first, idx,
                                                              lindemann_window_ps)
     all_idx = np.arange(len(traj.masses))

@@ -236,3 +236,20 @@ def test_extxyz_velocities_are_read(tmp_path):
     assert tr.velocities is not None
     np.testing.assert_allclose(tr.velocities, v.transpose(1, 0, 2), rtol=1e-5, atol=1e-6)  # 8 digits in the file
     assert tr.timestep_ps == pytest.approx(0.01)
+
+
+def test_green_kubo_diffusion_of_langevin_velocities():
+    """Ornstein–Uhlenbeck velocities: VACF σ² e^{-γt} per component, so D = σ²/γ exactly."""
+    from iondiff_stream.descriptors import green_kubo_diffusion
+
+    rng = np.random.default_rng(7)
+    dt, gamma, sigma = 0.01, 8.0, 3.0  # ps, 1/ps, Å/ps
+    a = np.exp(-gamma * dt)
+    n_atoms, n_frames = 200, 6000
+    v = np.empty((n_atoms, n_frames, 3))
+    v[:, 0] = sigma * rng.normal(size=(n_atoms, 3))
+    noise = sigma * np.sqrt(1 - a * a) * rng.normal(size=(n_atoms, n_frames, 3))
+    for t in range(1, n_frames):
+        v[:, t] = a * v[:, t - 1] + noise[:, t]
+    D = green_kubo_diffusion(v, dt, 2.0)
+    assert D == pytest.approx(sigma**2 / gamma * 1e-4, rel=0.05)
