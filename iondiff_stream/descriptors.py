@@ -55,8 +55,13 @@ Groups and names
 ----------------
 Every vibrational descriptor is given for the mobile ions (no suffix), the
 diffusive mobile ions (``_d``: ions with at least one completed hop in the hop
-detection), the non-diffusive ones (``_nd``) and the framework (``_fw``: all other
-atoms), NaN where a group is empty.
+detection), the non-diffusive ones (``_nd``), the framework (``_fw``: all other
+atoms) and all atoms (``_all``), NaN where a group is empty. ``T_kinetic_K`` of
+each group and ``T_kinetic_over_T`` (all atoms, against the run's temperature)
+check the sampling: a spectrum cut by the Nyquist frequency or computed from
+smoothed coordinates carries less than the thermal kinetic energy (a warning is
+logged beyond 25 %). ``nyquist_THz``, ``vdos_weight_near_nyquist`` and
+``vdos_source`` (``velocities`` or ``positions``) say how the spectrum was made.
 
 Hop, transport and concert descriptors (from :func:`iondiff_stream.analyze_run`):
 hop length Δr (``hop_length_{mean,min,max}_A``), hop duration Δt
