@@ -72,7 +72,8 @@ time between arriving at and leaving a metastable centre, i.e. one farther than
 1 Å from every reference site), tracer and collective diffusion
 ``D_tracer_cm2_s``, ``D_sigma_cm2_s``, Haven ratio, Nernst–Einstein conductivity,
 ``D_vacf_cm2_s`` (Green–Kubo: the mobile ions' VACF integrated over 2 ps, a cross-check of ``D_tracer_cm2_s``
-from the same velocities as the VDOS), and the concert measures (mean and spread of the number of correlated ions,
+from the same velocities as the VDOS; NaN when the spectrum reaches the Nyquist frequency, whose aliasing puts
+vibrational weight at ν ≈ 0), and the concert measures (mean and spread of the number of correlated ions,
 fraction of concerted hops, group-size decay constant ``b`` of
 ``f(n) = A e^{−b n}``, ``concert_p_value`` from the run summary when the
 analysis provides a null test, else NaN).
@@ -690,8 +691,10 @@ def vibrational_descriptors(
         spectra[name] = spec
         values.update(vdos_descriptors(spec, temperature_K, suffix))
         if name == "mobile":
+            # aliasing folds vibrations near 2 nu_N onto nu ~ 0 (= D): no Green-Kubo D from a cut spectrum
             vv = v if use_v else np.diff(x, axis=1) / dt
-            values["D_vacf_cm2_s"] = green_kubo_diffusion(vv, dt, gk_time_ps)
+            values["D_vacf_cm2_s"] = (green_kubo_diffusion(vv, dt, gk_time_ps) if spec.weight_near_nyquist <= 0.01
+                                      else float("nan"))
         values["lindemann_ratio" + suffix] = lindemann_ratio(traj.positions[idx], dt, traj.box, first, idx,
                                                              lindemann_window_ps)
     all_idx = np.arange(len(traj.masses))
