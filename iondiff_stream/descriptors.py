@@ -501,78 +501,152 @@ def read_all_atoms(
     lammps_units: str = "metal",
     reader_kwargs: dict[str, Any] | None = None,
     stop: int | None = None,
+    times_ps: np.ndarray | None = None,
 ) -> AllAtomTrajectory:
     """Read every atom of a run: unwrapped positions and, when the files have them, velocities.
+
+    Positions are unwrapped by minimum-image frame-to-frame differences (no
+    drift removal); LAMMPS dumps are read with MDAnalysis's reader, which
+    gives the ``vx vy vz`` columns.
 
     Parameters
     ----------
     trajectories, topology, timestep_ps, md_timestep_ps
-        As in :func:`iondiff_stream.analyze_run`.
+        As in :func:`iondiff_stream.analyze_run`: frame times are
+        ``step × md_timestep_ps`` (LAMMPS dumps), else ``index × timestep_ps``,
+        else the times in the file.
     lammps_units : str
         LAMMPS unit style of dump velocities (converted to Å/ps); ignored for
         other formats.
+    reader_kwargs : dict, optional
+        Passed to :func:`iondiff_stream.io.load_universe` (e.g. ``length_scale``).
     stop : int, optional
         Read frames ``0..stop-1`` only (default: all).
+    times_ps : ndarray, optional
+        Frame times (e.g. those of the analysis), instead of the rules above.
 
     Notes
     -----
     Memory: two float64 arrays of ``n_atoms × n_frames × 3`` (positions and
     velocities), e.g. 1.0 GB for 1000 atoms and 20 000 frames.
+
+    Raises
+    ------
+    TrajectoryFormatError
+        NaN/inf coordinates or velocities, no box, atoms without a mass.
+    TimestepError
+        Frame times unknown or not evenly spaced.
     """
-    from .io import UnwrappedPositions, guess_format, load_universe
+    from MDAnalysis.lib.mdamath import triclinic_vectors
+
+    from .errors import InvalidCoordinatesError, TimestepError
+    from .io import guess_format, load_universe
     from .units import lammps_factors
 
     paths = [os.fspath(trajectories)] if isinstance(trajectories, (str, os.PathLike)) else [os.fspath(t) for t in trajectories]
-    u = load_universe(paths, topology, **(reader_kwargs or {}))
-    ag = u.atoms
+    kw = dict(reader_kwargs or {})
     fmt = guess_format(paths[0])
     vel_scale = 1.0
     if fmt == "LAMMPSDUMP":
+        kw.setdefault("format", "LAMMPSDUMP")  # MDAnalysis's reader: it reads vx vy vz
         length, time = lammps_factors(lammps_units)
         vel_scale = length / time
+    u = load_universe(paths, topology, **kw)
+    ag = u.atoms
+    scale = float(getattr(u, "iondiff_length_scale", 1.0))
+    fallback_box = getattr(u, "iondiff_box_fallback", None)
+    n_frames = u.trajectory.n_frames if stop is None else min(int(stop), u.trajectory.n_frames)
+    n = len(ag)
     has_v = bool(getattr(u.trajectory.ts, "has_velocities", False))
-
-    class _Collect(UnwrappedPositions):
-        def _prepare(self) -> None:
-            super()._prepare()
-            self._vel = np.empty((self.n_frames, len(ag), 3)) if has_v else None
-
-        def _single_frame(self) -> None:
-            super()._single_frame()
-            if self._vel is not None:
-                self._vel[self._frame_index] = self._ts.velocities * vel_scale
-
-    run = _Collect(ag, remove_drift=False, timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps)
-    run.run(stop=stop)
-    data = run.results.data
-    vel = None
-    if has_v:
-        vel = np.ascontiguousarray(run._vel.transpose(1, 0, 2))
-    elif fmt == "EXTXYZ":
+    pos = np.empty((n, n_frames, 3))
+    vel = np.empty((n, n_frames, 3)) if has_v else None
+    steps = np.full(n_frames, -1, dtype=np.int64)
+    file_times = np.empty(n_frames)
+    box0 = None
+    prev = None
+    for i, ts in enumerate(u.trajectory[:n_frames]):
+        dims = ts.dimensions if ts.dimensions is not None else fallback_box
+        if dims is None or not np.all(np.isfinite(dims)) or np.any(np.asarray(dims)[:3] <= 0):
+            raise InvalidCoordinatesError(f"{paths[0]} frame {i}: no valid periodic box; give a topology with the box")
+        box = np.asarray(dims, dtype=np.float64).copy()
+        box[:3] *= scale
+        x = ag.positions.astype(np.float64) * scale
+        if not np.all(np.isfinite(x)):
+            raise InvalidCoordinatesError(f"{paths[0]} frame {i}: NaN/inf coordinates")
+        if prev is None:
+            pos[:, i] = x
+            box0 = box
+        else:
+            h = triclinic_vectors(box).astype(np.float64)
+            d = x - prev
+            d -= np.rint(np.linalg.solve(h.T, d.T).T) @ h
+            pos[:, i] = pos[:, i - 1] + d
+        prev = x
+        if vel is not None:
+            vel[:, i] = ts.velocities * vel_scale
+        step = ts.data.get("step") if hasattr(ts, "data") else None
+        if step is not None:
+            steps[i] = int(step)
+        file_times[i] = ts.time
+    if times_ps is not None:
+        t = np.asarray(times_ps, float)[:n_frames]
+        if len(t) != n_frames:
+            raise TimestepError(f"{len(t)} frame times given for {n_frames} frames")
+    elif md_timestep_ps is not None and np.all(steps >= 0):
+        t = steps * float(md_timestep_ps)
+    elif timestep_ps is not None:
+        t = np.arange(n_frames) * float(timestep_ps)
+    elif all(getattr(r, "dt_from_file", None) is not None or getattr(r, "iondiff_times_from_file", False)
+             for r in getattr(u.trajectory, "readers", [u.trajectory])):
+        t = file_times
+    else:
+        raise TimestepError("the time between frames is not in this file: pass timestep_ps (time between stored "
+                            "frames) or, for LAMMPS dumps, md_timestep_ps (the MD timestep)")
+    t = t - t[0]
+    if n_frames > 1:
+        dtt = np.diff(t)
+        if np.any(dtt <= 0) or not np.allclose(dtt, dtt[0], rtol=1e-4, atol=1e-9):
+            raise TimestepError(f"{paths[0]}: frames are not evenly spaced in time (dt {dtt.min():.6g}..{dtt.max():.6g} "
+                                "ps): the VDOS needs a uniform time grid")
+    if vel is None and fmt == "EXTXYZ":
         v = _extxyz_velocities(paths)
         if v is not None:
-            v = v[:stop]
-            if v.shape[:2] != (data.n_frames, data.n_mobile):
-                raise TrajectoryFormatError(f"velocities of {paths} have shape {v.shape}, positions {data.positions.shape}")
+            v = v[:n_frames]
+            if v.shape[:2] != (n_frames, n):
+                raise TrajectoryFormatError(f"velocities of {paths[0]} have shape {v.shape[:2]}, expected {(n_frames, n)}")
             vel = np.ascontiguousarray(v.transpose(1, 0, 2))
     if vel is not None and not np.all(np.isfinite(vel)):
         raise TrajectoryFormatError(f"{', '.join(paths)}: NaN/inf velocities")
-    masses = np.array(ag.masses, dtype=np.float64) if hasattr(ag, "masses") else np.zeros(len(ag))
+    species = _species_of(ag)
+    masses = np.array(ag.masses, dtype=np.float64) if hasattr(ag, "masses") else np.zeros(n)
     bad = ~(masses > 0)
     if bad.any():  # e.g. topologies whose mass guess failed: standard atomic masses of the element symbols (ASE)
         from ase.data import atomic_masses, atomic_numbers
 
         for i in np.flatnonzero(bad):
-            z = atomic_numbers.get(str(data.species[i]).capitalize())
+            z = atomic_numbers.get(str(species[i]).capitalize())
             if z is not None:
                 masses[i] = float(atomic_masses[z])
     if np.any(~(masses > 0)):
-        unknown = sorted({str(x) for x in data.species[~(masses > 0)]})
+        unknown = sorted({str(x) for x in species[~(masses > 0)]})
         raise TrajectoryFormatError(
             f"{paths[0]}{f' (+{len(paths) - 1} files)' if len(paths) > 1 else ''}: no mass for atoms of type/species "
             f"{', '.join(unknown)} (the VDOS is mass weighted): give a topology with masses"
         )
-    return AllAtomTrajectory(data.positions, vel, data.times_ps, masses, data.box, data.species)
+    return AllAtomTrajectory(pos, vel, t, masses, box0, species)
+
+
+def _species_of(ag: Any) -> np.ndarray:
+    """Element symbols (from elements, names or masses as :mod:`iondiff_stream.io` guesses them), else types."""
+    try:
+        from .io import _elements_of
+
+        el = _elements_of(ag)
+    except ImportError:  # pragma: no cover - private helper renamed
+        el = None
+    if el is not None and not np.any(el == ""):
+        return np.array([str(e) for e in el], dtype=object)
+    return np.array([str(t) for t in ag.types], dtype=object)
 
 
 # ---------------------------------------------------------------------------
@@ -866,7 +940,8 @@ def run_descriptors(
     if n_use < run.data.n_frames:
         logger.info("vibrational descriptors from the first %d of %d frames", n_use, run.data.n_frames)
     traj = read_all_atoms(trajectories, topology, timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps,
-                          lammps_units=lammps_units, reader_kwargs=reader_kwargs, stop=n_use)
+                          lammps_units=lammps_units, reader_kwargs=reader_kwargs, stop=n_use,
+                          times_ps=np.asarray(run.data.times_ps)[:n_use])
     mobile_idx = np.asarray(run.data.atom_indices, dtype=np.int64)
     if traj.positions.shape[1] != n_use:
         raise AnalysisError(f"the trajectory gave {traj.positions.shape[1]} frames for the VDOS, the analysis {n_use}")
