@@ -819,6 +819,25 @@ def _num(v: Any) -> float:
     return f if math.isfinite(f) else float("nan")
 
 
+def _residences(run: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Durations (ps) and metastable flags of the complete residences of an analysed run.
+
+    Accepts a residence table with ``duration_ps``/``metastable`` arrays, or a
+    list of dicts with ``run.metastable`` alongside.
+    """
+    res = getattr(run, "residences", None)
+    if res is None:
+        return np.zeros(0), np.zeros(0, bool)
+    if hasattr(res, "duration_ps"):
+        dur = np.asarray(res.duration_ps, float)
+        meta = np.asarray(getattr(res, "metastable", np.zeros(len(dur), bool)), bool)
+        return dur, meta
+    res = list(res)
+    dur = np.array([r["duration_ps"] for r in res], float)
+    meta = np.asarray(getattr(run, "metastable", np.zeros(len(dur), bool)), bool)
+    return dur, meta
+
+
 def hop_descriptors(run: Any) -> dict[str, float]:
     """Hop, transport and concert descriptors of an analysed run.
 
@@ -852,9 +871,7 @@ def hop_descriptors(run: Any) -> dict[str, float]:
         "hop_frequency_per_ps": n_hops / (n_mobile * total) if n_mobile and total > 0 else float("nan"),
         "hop_frequency_max_ion_per_ps": float(per_ion.max() / total) if n_hops and total > 0 else float("nan"),
     }
-    res = getattr(run, "residences", None) or []
-    meta = np.asarray(getattr(run, "metastable", np.zeros(len(res), bool)), bool)
-    dur = np.array([r["duration_ps"] for r in res], float)
+    dur, meta = _residences(run)
     if len(dur) == len(meta) and meta.any():
         inter = dur[meta]
         out.update({"residence_time_mean_ps": float(inter.mean()), "residence_time_min_ps": float(inter.min()),
