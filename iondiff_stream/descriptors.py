@@ -75,8 +75,10 @@ time between arriving at and leaving a metastable centre, i.e. one farther than
 from the same velocities as the VDOS; NaN when the spectrum reaches the Nyquist frequency, whose aliasing puts
 vibrational weight at ν ≈ 0), and the concert measures (mean and spread of the number of correlated ions,
 fraction of concerted hops, group-size decay constant ``b`` of
-``f(n) = A e^{−b n}``, ``concert_p_value`` from the run summary when the
-analysis provides a null test, else NaN).
+``f(n) = A e^{−b n}``) with their null from the run summary when the analysis
+provides one (``concert_p_value``, ``concert_p_value_mean_size``,
+``null_fraction_hops_concerted_mean``, ``excess_fraction_hops_concerted``,
+``null_mean_correlated_ions``), else NaN.
 """
 
 from __future__ import annotations
@@ -881,7 +883,8 @@ def hop_descriptors(run: Any) -> dict[str, float]:
                     "residence_time_min_ps": float("nan"), "residence_time_max_ps": float("nan")})
     for key in ("D_tracer_cm2_s", "D_sigma_cm2_s", "haven_ratio", "sigma_NE_mS_cm", "mean_correlated_ions",
                 "std_correlated_ions", "fraction_hops_concerted", "hop_frequency_ratio_groups_over_events",
-                "concert_p_value"):
+                "concert_p_value", "concert_p_value_mean_size", "null_fraction_hops_concerted_mean",
+                "excess_fraction_hops_concerted", "null_mean_correlated_ions"):
         out[key] = _num(s.get(key))
     fit = s.get("group_size_fit") or {}
     out["group_size_decay_b"] = _num(fit.get("b")) if isinstance(fit, dict) else float("nan")
