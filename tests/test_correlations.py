@@ -127,3 +127,96 @@ def test_cliques_option_on_isolated_groups():
     assert np.array_equal(np.sort(comp.group_sizes), np.sort(cliq.group_sizes))
     with pytest.raises(ValueError, match="method"):
         CorrelationParameters(method="bogus")
+
+
+# ---- time-shuffled null of the concert (issue 9) ----
+
+def _poisson_hops(n_ions=60, n_frames=6000, rate=1.5e-3, n_groups=0, seed=0):
+    """Independent hops (per-ion Poisson starts, 2-6 frame durations, >= 25 frames apart), optionally with
+    ``n_groups`` injected concerted groups of 2-4 ions starting within one frame of each other."""
+    rng = np.random.default_rng(seed)
+    ion, st, du = [], [], []
+    for i in range(n_ions):
+        t = int(rng.integers(0, 200))
+        while True:
+            t += 25 + int(rng.exponential(1.0 / rate))
+            if t >= n_frames - 10:
+                break
+            ion.append(i)
+            st.append(t)
+            du.append(int(rng.integers(2, 7)))
+    for t in rng.integers(50, n_frames - 50, n_groups):
+        d = int(rng.integers(2, 7))
+        for i in rng.choice(n_ions, int(rng.integers(2, 5)), replace=False):
+            ion.append(int(i))
+            st.append(int(t) + int(rng.integers(0, 2)))
+            du.append(d)
+    st, du = np.array(st), np.array(du)
+    m = len(st)
+    cols = {"ion": np.array(ion), "start_frame": st, "end_frame": st + du, "open": np.zeros(m, bool)}
+    for k in ("from_x_A", "from_y_A", "from_z_A", "to_x_A", "to_y_A", "to_z_A"):
+        cols[k] = rng.normal(0, 50, m)  # far apart: no pair is a chain
+    return cols, n_frames, n_ions
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_null_separates_independent_from_concerted_hops(seed):
+    cols, T, n = _poisson_hops(seed=seed)
+    res = concerted_groups(cols, T, n, T * 0.01, params=CorrelationParameters(n_shuffle=300, seed=seed))
+    s = res.summary()
+    assert s["fraction_hops_concerted"] > 0  # chance overlaps do form "groups"
+    assert s["concert_p_value"] > 0.01
+    assert s["null_fraction_hops_concerted_mean"] == pytest.approx(s["fraction_hops_concerted"], abs=0.06)
+    cols, T, n = _poisson_hops(n_groups=25, seed=seed)
+    res = concerted_groups(cols, T, n, T * 0.01, params=CorrelationParameters(n_shuffle=300, seed=seed))
+    s = res.summary()
+    assert s["concert_p_value"] < 0.01
+    assert s["concert_p_value_mean_size"] <= 1.0
+    assert s["excess_fraction_hops_concerted"] > 0.05
+    assert len(s["null_group_size_hist_mean"]) == 20
+    assert sum(s["null_group_size_hist_mean"]) > 0
+    # the null keeps the hops: same count, same durations, and every draw partitions all events
+    assert res.null.size_hists.shape == (300, 20)
+    assert np.all((res.null.size_hists * np.arange(1, 21)).sum(1) <= len(cols["ion"]))
+
+
+def test_null_p_values_are_calibrated_on_independent_hops():
+    # under independence the p-value is (close to) uniform: few small ones over many seeds
+    ps = []
+    for seed in range(30):
+        cols, T, n = _poisson_hops(n_ions=40, n_frames=4000, seed=100 + seed)
+        res = concerted_groups(cols, T, n, T * 0.01, params=CorrelationParameters(n_shuffle=200, seed=seed))
+        ps.append(res.null.p_value_fraction)
+    ps = np.array(ps)
+    assert np.mean(ps < 0.1) <= 0.25
+    assert np.mean(ps > 0.5) >= 0.25
+
+
+def test_null_shift_keeps_each_ions_hops_and_is_seeded():
+    cols, T, n = _poisson_hops(n_groups=5, seed=7)
+    p = CorrelationParameters(n_shuffle=50, seed=3)
+    a = concerted_groups(cols, T, n, T * 0.01, params=p)
+    b = concerted_groups(cols, T, n, T * 0.01, params=p)
+    np.testing.assert_array_equal(a.null.size_hists, b.null.size_hists)
+    c = concerted_groups(cols, T, n, T * 0.01, params=CorrelationParameters(n_shuffle=50, seed=4))
+    assert not np.array_equal(a.null.size_hists, c.null.size_hists)
+    off = concerted_groups(cols, T, n, T * 0.01, params=CorrelationParameters(n_shuffle=0))
+    assert off.null is None and "concert_p_value" not in off.summary()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_null_on_detected_hops_with_and_without_chains(seed):
+    # real detector on synthetic trajectories: independent hops only vs the same generator with chains
+    p = CorrelationParameters(percentile=85.0, n_shuffle=300)
+    out = {}
+    for chains in (0, 10):
+        run = make_run(n_frames=3000, sigma_A=0.18, hop_prob=3e-3, back_hop_prob=0.0, n_chains=chains,
+                       chain_sizes=(2, 4), n_vacancies=12, seed=seed)
+        hops = find_hops(run.positions, run.times_ps, HopParameters(seed=0))
+        res = concerted_groups(hops.hops, run.n_frames, run.n_ions, float(run.times_ps[-1]), run.box, p)
+        out[chains] = res.summary()
+    assert out[0]["concert_p_value"] > 0.01
+    assert out[10]["concert_p_value"] < 0.01
+    # chains are vacancy-following pairs: far more than chance
+    assert out[10]["pair_mechanisms_p_value"]["vacancy_following"] < 0.01
+    assert out[0]["pair_mechanisms"]["vacancy_following"] <= out[0]["null_pair_mechanisms_mean"]["vacancy_following"] + 2
