@@ -157,8 +157,21 @@ def group_sizes(size_hist: np.ndarray, fit: dict[str, float] | None, null_hist: 
 
 
 def msd(lag_ps: np.ndarray, msd_A2: np.ndarray, msd_axes_A2: np.ndarray | None = None,
-        mscd_A2: np.ndarray | None = None, fit: tuple[float, float, float, float] | None = None) -> Any:
-    """Tracer MSD (total and per axis), collective MSD/N, and the fitted line (slope Å²/ps, intercept, t0, t1)."""
+        mscd_A2: np.ndarray | None = None, fit: tuple[float, float, float, float] | None = None,
+        band: tuple[float, float] | None = None) -> Any:
+    """Tracer MSD (total and per axis), collective MSD/N, the fitted line and its fit window.
+
+    Parameters
+    ----------
+    lag_ps, msd_A2 : ndarray, shape (L,)
+    msd_axes_A2 : ndarray, shape (L, 3), optional
+    mscd_A2 : ndarray, shape (L,), optional
+    fit : (slope Å²/ps, intercept Å², t0 ps, t1 ps), optional
+        The line, drawn over its window ``[t0, t1]`` (shaded).
+    band : (slope_lo, slope_hi), optional
+        Slopes (Å²/ps) of the 95 % interval of D (``6 D``): the band is the
+        line's slope varied within them, pivoting about the window's centre.
+    """
     fig = _figure(figsize=(5.5, 4), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(lag_ps, msd_A2, "k-", label="tracer")
@@ -169,8 +182,16 @@ def msd(lag_ps: np.ndarray, msd_A2: np.ndarray, msd_axes_A2: np.ndarray | None =
         ax.plot(lag_ps, mscd_A2, c="tab:purple", lw=1, label="collective / N")
     if fit is not None:
         slope, icpt, t0, t1 = fit
-        t = np.array([t0, t1])
+        ax.axvspan(t0, t1, color="0.9", zorder=0, label=f"fit window {t0:.3g}–{t1:.3g} ps")
+        t = np.linspace(t0, t1, 50)
         ax.plot(t, slope * t + icpt, "k--", lw=2, label="fit")
+        if band is not None:
+            tc = 0.5 * (t0 + t1)
+            yc = slope * tc + icpt
+            lo = yc + band[0] * (t - tc)
+            hi = yc + band[1] * (t - tc)
+            ax.fill_between(t, np.minimum(lo, hi), np.maximum(lo, hi), color="tab:orange", alpha=0.35,
+                            label="95 % interval of D*")
     ax.set_xlabel("lag (ps)")
     ax.set_ylabel("MSD (Å²)")
     ax.legend(fontsize=8)

@@ -89,15 +89,21 @@ def make_report(out_dir: str, ion: int | None = None) -> list[str]:
              "group_sizes.png")
     m = g["msd"]
     fit = None
+    band = None
     if summary.get("D_tracer_cm2_s") and summary.get("D_fit_window_ps"):
         slope = 6 * summary["D_tracer_cm2_s"] / 1e-4
         t0, t1 = summary["D_fit_window_ps"]
         lag, y = m["lag_ps"][:], m["msd_A2"][:]
         sel = (lag >= t0) & (lag <= t1)
-        icpt = float(np.mean(y[sel] - slope * lag[sel])) if sel.any() else 0.0
+        icpt = summary.get("D_fit_intercept_A2")
+        if icpt is None:
+            icpt = float(np.mean(y[sel] - slope * lag[sel])) if sel.any() else 0.0
         fit = (slope, icpt, t0, t1)
+        ci = summary.get("D_tracer_ci95_cm2_s")
+        if ci and all(v is not None for v in ci):
+            band = (6 * ci[0] / 1e-4, 6 * ci[1] / 1e-4)
     save(plots.msd(m["lag_ps"][:], m["msd_A2"][:], m["msd_axes_A2"][:], m["mscd_A2"][:] if "mscd_A2" in m else None,
-                   fit), "msd.png")
+                   fit, band), "msd.png")
     page = os.path.join(out_dir, "report.html")
     rows = "".join(
         f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>"
