@@ -167,6 +167,8 @@ class CorrelationResult:
         out = self._summary_observed(n_events, n_groups)
         if self.null is not None:
             out.update(self.null.summary())
+        elif n_events == 0:
+            out["concert_p_value"] = None  # no hops: nothing to compare with a null
         return out
 
     def _summary_observed(self, n_events: int, n_groups: int) -> dict[str, Any]:
@@ -328,8 +330,8 @@ def fit_exponential(size_hist: np.ndarray, n_min: int = 1, errors: np.ndarray | 
     except (RuntimeError, ValueError):
         return None
     perr = np.sqrt(np.diag(pcov))
-    if not np.all(np.isfinite(perr)) or not np.all(np.isfinite(popt)):
-        return None  # two points and no freedom: b undetermined
+    if not np.all(np.isfinite(perr)) or not np.all(np.isfinite(popt)) or perr[1] > 100.0:
+        return None  # too few points or no freedom: b undetermined
     return {"A": float(popt[0]), "b": float(popt[1]), "A_err": float(perr[0]), "b_err": float(perr[1])}
 
 
