@@ -100,7 +100,7 @@ class CorrelationParameters:
     site_tolerance_A: float = 1.0
     truncate: float = 4.0
     seed: int = 0
-    n_shuffle: int = 500
+    n_shuffle: int = 300
 
     def __post_init__(self) -> None:
         if self.n_shuffle < 0:

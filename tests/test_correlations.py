@@ -28,7 +28,7 @@ def test_isolated_groups_recovered_with_exact_sizes(jitter, percentile):
     # with ±1 frame of timing noise the 95th percentile of chance overlaps is too strict
     # for 2-6 frame hops (a 1-frame offset of a 3-frame hop gives r ~ 0.94); the 85th is not
     cols, truth, T, n_ions = make_events(n_groups=400, b=0.4, jitter_frames=jitter, seed=3)
-    res = concerted_groups(cols, T, n_ions, T * 0.01, params=CorrelationParameters(percentile=percentile))
+    res = concerted_groups(cols, T, n_ions, T * 0.01, params=CorrelationParameters(percentile=percentile, n_shuffle=0))
     # the partition into groups is exactly the truth
     for g in np.unique(truth):
         labs = np.unique(res.group_of_event[truth == g])
@@ -40,7 +40,7 @@ def test_isolated_groups_recovered_with_exact_sizes(jitter, percentile):
 
 def test_exponential_fit_recovers_decay():
     cols, truth, T, n_ions = make_events(n_groups=5000, b=0.5, seed=4)
-    res = concerted_groups(cols, T, n_ions, T * 0.01)
+    res = concerted_groups(cols, T, n_ions, T * 0.01, params=CorrelationParameters(n_shuffle=0))
     assert res.fit is not None
     assert res.fit["b"] == pytest.approx(0.5, abs=3 * res.fit["b_err"] + 0.02)
     sizes = np.bincount(truth)
@@ -63,7 +63,7 @@ def test_any_overlap_is_not_enough():
     cols["open"] = np.zeros(302, bool)
     for k in ("from_x_A", "from_y_A", "from_z_A", "to_x_A", "to_y_A", "to_z_A"):
         cols[k] = np.zeros(302)
-    res = concerted_groups(cols, 20100, 302, 201.0)
+    res = concerted_groups(cols, 20100, 302, 201.0, params=CorrelationParameters(n_shuffle=0))
     assert res.corr[0, 1] > 0.2  # they do overlap
     assert res.group_of_event[0] != res.group_of_event[1]
     assert 0.5 < res.threshold < 1.0
@@ -77,7 +77,7 @@ def test_chains_in_a_trajectory_and_pair_mechanism():
     assert m["f1"] >= 0.97
     # detected hop frames carry ±1 frame of noise: see test_isolated_groups_recovered_with_exact_sizes
     res = concerted_groups(hops.hops, run.n_frames, run.n_ions, float(run.times_ps[-1]), run.box,
-                           CorrelationParameters(percentile=85.0))
+                           CorrelationParameters(percentile=85.0, n_shuffle=0))
     det = dict((ti, j) for ti, j in m["pairs"])
     checked = 0
     for members in run.groups():
@@ -113,15 +113,15 @@ def test_pair_mechanism_classification(a_first, kind):
         cols[f"from_{ax}_A"] = frm[:, j]
         cols[f"to_{ax}_A"] = to[:, j]
     box = np.array([L, L, L, 90, 90, 90.0])
-    res = concerted_groups(cols, 400, 2, 40.0, box, CorrelationParameters(percentile=50.0))
+    res = concerted_groups(cols, 400, 2, 40.0, box, CorrelationParameters(percentile=50.0, n_shuffle=0))
     assert res.group_sizes.tolist() == [2]
     assert res.mechanisms[kind] == 1 and sum(res.mechanisms.values()) == 1
 
 
 def test_cliques_option_on_isolated_groups():
     cols, truth, T, n_ions = make_events(n_groups=150, b=0.4, seed=9)
-    comp = concerted_groups(cols, T, n_ions, T * 0.01)
-    cliq = concerted_groups(cols, T, n_ions, T * 0.01, params=CorrelationParameters(method="cliques"))
+    comp = concerted_groups(cols, T, n_ions, T * 0.01, params=CorrelationParameters(n_shuffle=0))
+    cliq = concerted_groups(cols, T, n_ions, T * 0.01, params=CorrelationParameters(method="cliques", n_shuffle=0))
     # isolated, fully correlated groups are cliques: both partitions equal the truth
     assert np.array_equal(np.sort(cliq.group_sizes), np.sort(np.bincount(truth)))
     assert np.array_equal(np.sort(comp.group_sizes), np.sort(cliq.group_sizes))
@@ -219,4 +219,5 @@ def test_null_on_detected_hops_with_and_without_chains(seed):
     assert out[10]["concert_p_value"] < 0.01
     # chains are vacancy-following pairs: far more than chance
     assert out[10]["pair_mechanisms_p_value"]["vacancy_following"] < 0.01
-    assert out[0]["pair_mechanisms"]["vacancy_following"] <= out[0]["null_pair_mechanisms_mean"]["vacancy_following"] + 2
+    null_vf = out[0]["null_pair_mechanisms_mean"]["vacancy_following"]
+    assert out[0]["pair_mechanisms"]["vacancy_following"] <= null_vf + 2
