@@ -165,6 +165,10 @@ def sites(
     default_label: Annotated[str, typer.Option(help="Type of unlabelled holes.")] = "other",
     anchor: Annotated[Optional[str], typer.Option(help="Species aligning the reference, e.g. P.")] = None,
     window_ps: Annotated[float, typer.Option(help="Window for concerted modes, ps.")] = 1.0,
+    align_tol: Annotated[Optional[float], typer.Option("--align-tol", help="Largest anchor residual after the "
+                         "reference alignment, Å (default: half the shortest anchor-anchor distance).")] = None,
+    match_tol: Annotated[Optional[float], typer.Option("--match-tol", help="Reference site to hole centre distance "
+                         "counted as unmatched, Å (default: half the median hole spacing).")] = None,
 ) -> None:
     """Tetrahedral sites: occupation per site type, residence times, concerted A->B + B->C modes."""
     from .sites import analyse_sites
@@ -173,7 +177,8 @@ def sites(
     labels = dict(v.split("=", 1) for v in (label or []))
     res = analyse_sites([str(t) for t in trajectories], mobile, framework, topology=str(topology) if topology else None,
                         timestep_ps=timestep_ps, reference=str(reference) if reference else None, labels=labels,
-                        default_label=default_label, anchor=anchor, window_ps=window_ps)
+                        default_label=default_label, anchor=anchor, window_ps=window_ps, align_tol_A=align_tol,
+                        match_tol_A=match_tol)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
     typer.echo(json.dumps({k: res[k] for k in ("n_sites", "site_types", "fraction", "mean_residence_frames")}, indent=2))
