@@ -104,6 +104,7 @@ def summarise(
     temperature_K: float | None = None,
     charge: float | None = None,
     correlation_params: CorrelationParameters | None = None,
+    correlations: bool = True,
 ) -> RunAnalysis:
     """Residences, transport and correlations of an analysed run, and its summary numbers.
 
@@ -122,6 +123,8 @@ def summarise(
     charge : float, optional
         Ionic charge (e); default from the element (Li/Na +1, F -1, O -2, ...).
     correlation_params : CorrelationParameters, optional
+    correlations : bool
+        Compute the concerted-hop groups (the costliest step on runs with many hops).
 
     Returns
     -------
@@ -141,7 +144,7 @@ def summarise(
         tr = analyse_transport(data.positions, data.timestep_ps, data.volume_A3, temperature_K, charge,
                                max_lag_fraction=max_lag_fraction)
     corr = None
-    if T >= 2 and total_ps > 0:
+    if correlations and T >= 2 and total_ps > 0:
         corr = concerted_groups(hops.hops, T, data.n_mobile, total_ps, data.box, correlation_params)
     run = RunAnalysis(data, hops, res, tr, corr)
     run.summary = _summary(run, temperature_K, charge, metastable_distance_A)
