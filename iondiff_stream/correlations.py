@@ -362,13 +362,9 @@ def _cliques(n: int, rows: np.ndarray, cols: np.ndarray, weights: np.ndarray) ->
 
 
 def _min_image(d: np.ndarray, box: np.ndarray | None) -> np.ndarray:
-    if box is None:
-        return d
-    from MDAnalysis.lib.mdamath import triclinic_vectors
+    from .pbc import minimum_image
 
-    h = triclinic_vectors(box).astype(float)
-    f = d @ np.linalg.inv(h)
-    return (f - np.rint(f)) @ h
+    return minimum_image(d, box)
 
 
 _MECH = ("vacancy_following", "knock_off", "other")

@@ -20,15 +20,9 @@ __all__ = ["make_report", "arrhenius_across_runs"]
 
 
 def _load(out_dir: str) -> tuple[dict[str, Any], Any]:
-    import zarr
+    from .results import read_outputs
 
-    sj = os.path.join(out_dir, "summary.json")
-    zp = os.path.join(out_dir, "results.zarr")
-    if not (os.path.exists(sj) and os.path.exists(zp)):
-        raise TrajectoryFileNotFoundError(f"{out_dir} has no summary.json/results.zarr: run 'iondiff-stream analyze' first")
-    with open(sj) as fh:
-        summary = json.load(fh)
-    return summary, zarr.open_group(zp, mode="r")
+    return read_outputs(out_dir)
 
 
 def make_report(out_dir: str, ion: int | None = None) -> list[str]:
@@ -69,9 +63,12 @@ def make_report(out_dir: str, ion: int | None = None) -> list[str]:
     if ion is None:
         ion = int(np.bincount(hops["ion"], minlength=n_ions).argmax()) if len(hops["ion"]) else 0
     if "positions_A" in g:
-        k = int(g["k"][ion])
+        from .results import ion_centres
+
+        centres, ion_states = ion_centres(g, ion)
+        k = len(centres)
         sel = hops["ion"] == ion
-        save(plots.ion_path(g["positions_A"][ion].astype(float), times, states[ion], g["centres_A"][ion][:k],
+        save(plots.ion_path(g["positions_A"][ion].astype(float), times, ion_states, centres,
                             {"start_time_ps": hops["start_time_ps"][sel], "end_time_ps": hops["end_time_ps"][sel]},
                             title=f"mobile ion {ion} (atom {int(g['atom_indices'][ion])}), K = {k}"), "ion_path.png")
     goe = g["correlations/group_of_event"][:] if "correlations" in g else None

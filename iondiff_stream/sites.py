@@ -29,6 +29,7 @@ import numpy as np
 from MDAnalysis.lib.mdamath import triclinic_vectors
 
 from .errors import AnalysisError
+from .pbc import minimum_image, wrap
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +43,7 @@ def _h(box: np.ndarray) -> np.ndarray:
 
 
 def _wrap(x: np.ndarray, box: np.ndarray) -> np.ndarray:
-    h = _h(box)
-    f = x @ np.linalg.inv(h)
-    return (f - np.floor(f)) @ h
+    return wrap(x, box)
 
 
 def find_sites(centres: np.ndarray, box: np.ndarray, cutoff_A: float = 1.0, weights: np.ndarray | None = None) -> np.ndarray:
@@ -362,12 +361,10 @@ def assign_polyhedra(
         raise AnalysisError("polyhedral assignment needs tetrahedra (4 vertices)")
     n, T, _ = positions.shape
     h = _h(box)
-    hinv = np.linalg.inv(h)
     b32 = np.asarray(box, np.float32)
 
     def mi(v: np.ndarray) -> np.ndarray:
-        f = v @ hinv
-        return (f - np.rint(f)) @ h
+        return minimum_image(v, box)
 
     out = np.full((n, T), -1, dtype=np.int32)
     k = min(n_candidates, len(vertices))
