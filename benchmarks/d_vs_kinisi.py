@@ -33,7 +33,7 @@ def ours(files: list[str], start_ps: float | None = None) -> dict:
     if start_ps is not None:
         from iondiff_stream.transport import fit_diffusion_gls, squared_displacement_variance
 
-        sel = np.unique(np.rint(np.linspace(1, len(tr.lag_ps) - 1, 200)).astype(int))
+        sel = np.unique(np.rint(np.linspace(1, len(tr.lag_ps) - 1, 400)).astype(int))
         v = squared_displacement_variance(d.positions, sel)
         f = fit_diffusion_gls(tr.lag_ps[sel], tr.msd_A2[sel], v, d.n_mobile, d.n_frames, 0.1, start_ps=start_ps)
         out["fixed_start"] = {"start_ps": start_ps, "D": f.D_cm2_s, "ci95": list(f.ci95_cm2_s)}

@@ -338,7 +338,7 @@ def fit_diffusion_gls(
     frame_dt_ps: float,
     dim: int = 3,
     start_ps: float | None = None,
-    n_starts: int = 16,
+    n_starts: int = 12,
     min_points: int = 8,
     seed: int = 0,
 ) -> GLSFit:
@@ -650,7 +650,7 @@ def analyse_transport(
     n_bootstrap: int = 200,
     n_blocks: int = 5,
     seed: int = 0,
-    gls_points: int = 200,
+    gls_points: int = 400,
 ) -> TransportResult:
     """Tracer and collective diffusion, Haven ratio, conductivity, with uncertainties.
 
