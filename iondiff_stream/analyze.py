@@ -38,6 +38,8 @@ def analyze_run(
     temperature_K: float | None = None,
     charge: float | None = None,
     correlation_params: Any = None,
+    allow_discontinuities: bool = False,
+    force_timestep: bool = False,
 ) -> RunAnalysis:
     """Analyse one run (one or several consecutive files) end to end.
 
@@ -67,6 +69,10 @@ def analyze_run(
     temperature_K, charge : float, optional
         For conductivities (charge defaults from the element).
     correlation_params : CorrelationParameters, optional
+    allow_discontinuities, force_timestep : bool
+        Analyse a run with repeated frames or jumps between frames / with a
+        ``timestep_ps`` contradicting the file's times, with a warning
+        (see :func:`iondiff_stream.io.collect_positions`).
 
     Returns
     -------
@@ -84,6 +90,8 @@ def analyze_run(
         stop=stop,
         step=step,
         verbose=progress,
+        allow_discontinuities=allow_discontinuities,
+        force_timestep=force_timestep,
     )
     warm = _warm_centres(trajectories, data)
     hops = find_hops(data.positions, data.times_ps, params, data.atom_indices, n_jobs=n_jobs, progress=progress,

@@ -34,6 +34,7 @@ from ..errors import (
     TrajectoryFormatError,
 )
 from . import readers  # noqa: F401  (registers XDATCAR / EXTXYZ with MDAnalysis)
+from . import validate
 from .readers import read_xdatcar
 
 logger = logging.getLogger(__name__)
@@ -97,11 +98,22 @@ def _check_dump_complete(path: str, allow_truncated: bool) -> None:
     """
     from MDAnalysis.lib.util import anyopen
 
-    with anyopen(path) as fh:
-        head = [fh.readline() for _ in range(4)]
+    if os.path.getsize(path) == 0:
+        raise TrajectoryFormatError(f"{path}: empty file (no frames)")
+    try:
+        with anyopen(path, "rb") as fb:
+            raw = [fb.readline(4096) for _ in range(4)]
+        head = [ln.decode("ascii") for ln in raw]
+    except (UnicodeDecodeError, OSError, EOFError) as exc:
+        raise TrajectoryFormatError(
+            f"{path}: not a LAMMPS text dump (binary or corrupt content at the start: {exc})"
+        ) from exc
     if not head[0].startswith("ITEM: TIMESTEP") or not head[2].startswith("ITEM: NUMBER OF ATOMS"):
         raise TrajectoryFormatError(f"{path}: not a LAMMPS text dump (no ITEM: TIMESTEP / NUMBER OF ATOMS)")
-    n_atoms = int(head[3])
+    try:
+        n_atoms = int(head[3])
+    except ValueError as exc:
+        raise TrajectoryFormatError(f"{path}: not a LAMMPS text dump (bad number of atoms {head[3].strip()!r})") from exc
     if path.endswith((".gz", ".bz2")):
         with anyopen(path) as fh:
             lines = fh.read().splitlines()
@@ -116,12 +128,15 @@ def _check_dump_complete(path: str, allow_truncated: bool) -> None:
                 break
             block = min(size, 4 * block)
         lines = tail.splitlines()
-    last = max(i for i, ln in enumerate(lines) if ln.startswith("ITEM: TIMESTEP"))
+    starts = [i for i, ln in enumerate(lines) if ln.startswith("ITEM: TIMESTEP")]
+    if not starts:
+        raise TrajectoryFormatError(f"{path}: no complete frame header near the end of the file (corrupt dump?)")
+    last = max(starts)
     got = len(lines) - last - 9
     if got != n_atoms:
         msg = f"{path}: last frame is incomplete: {max(got, 0)} of {n_atoms} atom lines; the frames before it are complete"
         if not allow_truncated:
-            raise TrajectoryFormatError(msg + " (allow_truncated=True keeps them)")
+            raise TrajectoryFormatError(msg + " (--allow-truncated, allow_truncated=True, keeps them)")
         logger.warning("%s; using those", msg)
 
 
@@ -166,12 +181,23 @@ def load_universe(
         if not os.path.exists(p):
             raise TrajectoryFileNotFoundError(f"file not found: {p}")
     fmt = format or guess_format(paths[0])
+    if format is None and len(paths) > 1:
+        kinds = {p: guess_format(p) or os.path.splitext(p)[1].lower() for p in paths}
+        if len(set(kinds.values())) > 1:
+            raise TrajectoryFormatError(
+                "the files of one run must have one format, got "
+                + ", ".join(f"{p} ({k or 'unknown'})" for p, k in kinds.items())
+            )
     if fmt == "IONDIFFZARR":
         from ..buffer import universe_from_store
 
         if len(paths) != 1:
             raise TrajectoryFormatError("a Zarr store is one run: give one store")
         return universe_from_store(paths[0], **kwargs)
+    allow_truncated = bool(kwargs.pop("allow_truncated", False)) if fmt != "XDATCAR" else kwargs.get("allow_truncated", False)
+    if fmt == "LAMMPSDUMP":  # before asking for a data file: is it a dump at all?
+        for p in paths:
+            _check_dump_complete(p, allow_truncated)
     top = os.fspath(topology) if topology is not None else paths[0]
     top_fmt = topology_format or (guess_format(top) if topology is not None else fmt)
     if top_fmt == "LAMMPSDUMP":
@@ -182,10 +208,6 @@ def load_universe(
         style = _data_atom_style(top)
         if style is not None:
             kwargs["atom_style"] = style
-    allow_truncated = bool(kwargs.pop("allow_truncated", False)) if fmt != "XDATCAR" else kwargs.get("allow_truncated", False)
-    if fmt == "LAMMPSDUMP":
-        for p in paths:
-            _check_dump_complete(p, allow_truncated)
     no_time = fmt in ("LAMMPSDUMP", "XYZ") or (fmt is None and paths[0].lower().endswith((".xyz", ".xyz.gz")))
     if no_time and "dt" not in kwargs:
         kwargs["dt"] = 1.0  # placeholder: frame times are resolved by UnwrappedPositions
@@ -352,6 +374,19 @@ class UnwrappedPositions(AnalysisBase):
     md_timestep_ps : float, optional
         MD integration timestep, ps; with LAMMPS dumps the frame times are
         ``step * md_timestep_ps``.
+    allow_discontinuities : bool
+        Warn instead of refusing a run with repeated frames or jumps between
+        frames (see :mod:`iondiff_stream.io.validate`).
+    force_timestep : bool
+        Use ``timestep_ps`` even when it contradicts the times in the file.
+
+    Raises
+    ------
+    TrajectoryFormatError
+        A frame cannot be read (the message names file and frame), frames are
+        repeated, or the run jumps between frames (files out of order).
+    TimestepError
+        Times unknown, not increasing, or contradicting ``timestep_ps``.
 
     Results
     -------
@@ -364,6 +399,8 @@ class UnwrappedPositions(AnalysisBase):
         remove_drift: bool = True,
         timestep_ps: float | None = None,
         md_timestep_ps: float | None = None,
+        allow_discontinuities: bool = False,
+        force_timestep: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(mobile.universe.trajectory, **kwargs)
@@ -371,6 +408,29 @@ class UnwrappedPositions(AnalysisBase):
         self.remove_drift = remove_drift
         self.timestep_ps = timestep_ps
         self.md_timestep_ps = md_timestep_ps
+        self.allow_discontinuities = allow_discontinuities
+        self.force_timestep = force_timestep
+
+    def run(self, *args: Any, **kwargs: Any) -> "UnwrappedPositions":
+        """As :meth:`AnalysisBase.run`; a frame the reader cannot parse is named (file, frame)."""
+        validate.check_timestep(self.timestep_ps, "timestep (--timestep-ps)")
+        validate.check_timestep(self.md_timestep_ps, "MD timestep (--md-timestep-ps)")
+        self._reading = -1
+        self._done = -1
+        try:
+            super().run(*args, **kwargs)
+        except (SelectionError, InvalidCoordinatesError, TimestepError, TrajectoryFormatError):
+            raise
+        except (IndexError, ValueError, KeyError, EOFError, OSError, np.linalg.LinAlgError) as exc:
+            traj = self._trajectory
+            if self._reading != self._done:  # failed while using frame self._reading
+                where = validate.frame_source(traj, self._reading)
+            else:  # failed while the reader parsed the next frame
+                where = validate.frame_source(traj, self._done + 1)
+            raise TrajectoryFormatError(
+                f"{where}: cannot read this frame ({type(exc).__name__}: {exc}); the file is truncated or corrupt there"
+            ) from exc
+        return self
 
     def _prepare(self) -> None:
         u = self.mobile.universe
@@ -388,6 +448,9 @@ class UnwrappedPositions(AnalysisBase):
         self._prev_m: np.ndarray | None = None
         self._prev_f: np.ndarray | None = None
         self._max_jump = 0.0
+        self._hash = np.zeros(n, dtype=np.uint64)  # of each frame's mobile coordinates
+        self._spread = np.zeros(n)  # median over atoms of the displacement from the previous frame, Å
+        self._frame_ids = np.zeros(n, dtype=np.int64)
 
     def _box(self) -> np.ndarray:
         dims = self._ts.dimensions
@@ -402,7 +465,11 @@ class UnwrappedPositions(AnalysisBase):
         return out
 
     def _single_frame(self) -> None:
+        import hashlib
+
         i = self._frame_index
+        self._reading = int(self._ts.frame)
+        self._frame_ids[i] = self._ts.frame
         box = self._box()
         if self._box0 is None:
             self._box0 = box
@@ -410,8 +477,11 @@ class UnwrappedPositions(AnalysisBase):
         if not np.all(np.isfinite(xm)):
             bad = np.where(~np.all(np.isfinite(xm), axis=1))[0]
             raise InvalidCoordinatesError(
-                f"frame {self._ts.frame}: NaN/inf coordinates for mobile atom indices {self.mobile.indices[bad][:10].tolist()}"
+                f"{validate.frame_source(self._trajectory, self._ts.frame)}: NaN/inf coordinates for mobile atom "
+                f"indices {self.mobile.indices[bad][:10].tolist()}"
             )
+        self._hash[i] = int.from_bytes(hashlib.blake2b(xm.tobytes(), digest_size=8).digest(), "little")
+        d = None
         if self._prev_m is None:
             self._pos[i] = xm
         else:
@@ -419,17 +489,28 @@ class UnwrappedPositions(AnalysisBase):
             self._max_jump = max(self._max_jump, float(np.max(np.abs(d))) if d.size else 0.0)
             self._pos[i] = self._pos[i - 1] + d
         self._prev_m = xm
-        if self.remove_drift and len(self._framework):
+        df = None
+        if len(self._framework):
             xf = self._framework.positions.astype(np.float64) * self._scale
             if not np.all(np.isfinite(xf)):
-                raise InvalidCoordinatesError(f"frame {self._ts.frame}: NaN/inf coordinates in framework atoms")
+                bad = np.where(~np.all(np.isfinite(xf), axis=1))[0]
+                raise InvalidCoordinatesError(
+                    f"{validate.frame_source(self._trajectory, self._ts.frame)}: NaN/inf coordinates for framework "
+                    f"atom indices {self._framework.indices[bad][:10].tolist()}"
+                )
             if self._prev_f is not None:
-                self._drift[i] = self._drift[i - 1] + self._min_image(xf - self._prev_f, box).mean(axis=0)
+                df = self._min_image(xf - self._prev_f, box)
+                if self.remove_drift:
+                    self._drift[i] = self._drift[i - 1] + df.mean(axis=0)
             self._prev_f = xf
+        if d is not None:
+            dd = d if df is None else np.concatenate([d, df])
+            self._spread[i] = float(np.median(np.sqrt((dd * dd).sum(1))))
         self._times[i] = self._ts.time
         step = self._ts.data.get("step")
         if step is not None:
             self._steps[i] = int(step)
+        self._done = self._reading
 
     @staticmethod
     def _min_image(raw: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -453,6 +534,9 @@ class UnwrappedPositions(AnalysisBase):
                 self._max_jump,
                 half,
             )
+        frames = self._frame_ids
+        validate.check_duplicates(self._hash, frames, self._trajectory, allow=self.allow_discontinuities)
+        validate.check_discontinuities(self._spread, frames, self._trajectory, allow=self.allow_discontinuities)
         times = self._resolve_times()
         pos = self._pos
         if self.remove_drift and len(self._framework):
@@ -474,31 +558,33 @@ class UnwrappedPositions(AnalysisBase):
     def _resolve_times(self) -> np.ndarray:
         n = self.n_frames
         traj = self._trajectory
+        frames = np.asarray(self.frames, dtype=np.int64)
+        file_has_times = _times_from_file(traj) or (
+            type(traj).__name__ in ("DCDReader", "XTCReader", "TRRReader", "H5MDReader") and n > 1
+        )
         if self.md_timestep_ps is not None and np.all(self._steps >= 0):
             t = self._steps * float(self.md_timestep_ps)
         elif self.timestep_ps is not None:
-            if self.timestep_ps <= 0:
-                raise TimestepError(f"timestep_ps must be > 0, got {self.timestep_ps}")
-            t = np.asarray(self.frames, dtype=float) * float(self.timestep_ps)
-        elif _times_from_file(traj):
+            t = frames * float(self.timestep_ps)
+            if file_has_times:
+                validate.check_timestep_agrees(float(self.timestep_ps), self._times, frames, traj,
+                                               force=self.force_timestep)
+        elif file_has_times:
             t = self._times.copy()
-        elif type(traj).__name__ in ("DCDReader", "XTCReader", "TRRReader", "H5MDReader", "MemoryReader") and n > 1:
+            if not _times_from_file(traj):
+                logger.info("frame times taken from the %s file", type(traj).__name__)
+        elif type(traj).__name__ == "MemoryReader" and n > 1:
             t = self._times.copy()
-            logger.info("frame times taken from the %s file", type(traj).__name__)
         else:
             raise TimestepError(
-                "the time between frames is not in this file: pass timestep_ps (time between stored frames) "
-                "or, for LAMMPS dumps, md_timestep_ps (the MD timestep)"
+                f"the time between frames is not in {getattr(traj, 'filename', None) or 'this file'}: give the time "
+                "between stored frames (--timestep-ps, timestep_ps) or, for LAMMPS dumps, the MD timestep "
+                "(--md-timestep-ps, md_timestep_ps)"
             )
         t = t - t[0]
         if n > 1:
+            validate.check_times_increase(t, frames, traj)
             dtt = np.diff(t)
-            if np.any(dtt <= 0):
-                k = int(np.argmax(dtt <= 0))
-                raise TimestepError(
-                    f"frame times do not increase at frame {k + 1} ({t[k]:.6g} -> {t[k + 1]:.6g} ps): "
-                    "duplicate or out-of-order frames (e.g. overlapping restart files)"
-                )
             if not np.allclose(dtt, dtt[0], rtol=1e-4, atol=1e-9):
                 logger.warning("frames are not evenly spaced in time (dt %.6g..%.6g ps)", dtt.min(), dtt.max())
         return t
@@ -520,9 +606,18 @@ def collect_positions(
     stop: int | None = None,
     step: int | None = None,
     verbose: bool = False,
+    allow_discontinuities: bool = False,
+    force_timestep: bool = False,
 ) -> TrajectoryData:
-    """Unwrapped positions of the mobile ions (see :class:`UnwrappedPositions`)."""
+    """Unwrapped positions of the mobile ions (see :class:`UnwrappedPositions`).
+
+    The frames are validated on the way (:mod:`iondiff_stream.io.validate`):
+    repeated frames, jumps between frames (files out of order), non-increasing
+    times and a ``timestep_ps`` contradicting the file's times raise unless
+    ``allow_discontinuities`` / ``force_timestep``.
+    """
     ag = select_mobile(u, mobile) if isinstance(mobile, str) else mobile
-    run = UnwrappedPositions(ag, remove_drift=remove_drift, timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps)
+    run = UnwrappedPositions(ag, remove_drift=remove_drift, timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps,
+                             allow_discontinuities=allow_discontinuities, force_timestep=force_timestep)
     run.run(start=start, stop=stop, step=step, verbose=verbose)
     return run.results.data
