@@ -49,13 +49,28 @@ def analyze(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
     with_report: Annotated[bool, typer.Option("--report", help="Also write the figures and report.html.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Reuse a non-empty --out: replace a previous analysis's outputs there.")
+    ] = False,
+    allow_truncated: Annotated[
+        bool, typer.Option("--allow-truncated", help="Drop an incomplete last frame (killed run) instead of failing.")
+    ] = False,
+    allow_discontinuities: Annotated[
+        bool, typer.Option("--allow-discontinuities",
+                           help="Analyse despite repeated frames or jumps between frames (files out of order).")
+    ] = False,
+    force_timestep: Annotated[
+        bool, typer.Option("--force-timestep", help="Use --timestep-ps even where it contradicts the file's times.")
+    ] = False,
 ) -> None:
     """Detect hops and compute transport for one run; write hops.csv, summary.json, results.zarr."""
     from .analyze import analyze_run
     from .correlations import CorrelationParameters
     from .hops import HopParameters
+    from .results import prepare_output_dir
 
     _setup_logging(verbose)
+    prepare_output_dir(str(out), overwrite=overwrite)
     params = HopParameters(k_max=k_max, silhouette_threshold=silhouette_threshold, seed=seed)
     run = analyze_run(
         [str(t) for t in trajectories],
@@ -72,11 +87,15 @@ def analyze(
         temperature_K=temperature,
         charge=charge,
         correlation_params=CorrelationParameters(percentile=percentile, seed=seed),
+        reader_kwargs={"allow_truncated": True} if allow_truncated else None,
+        allow_discontinuities=allow_discontinuities,
+        force_timestep=force_timestep,
     )
     s = run.summary
     keys = ["n_frames", "n_mobile", "timestep_ps", "n_hops", "n_diffusive_ions", "mean_hop_length_A",
             "mean_hop_duration_ps", "hop_frequency_per_ps", "mean_residence_time_ps", "D_tracer_cm2_s",
-            "D_sigma_cm2_s", "haven_ratio", "sigma_NE_mS_cm", "mean_correlated_ions"]
+            "D_sigma_cm2_s", "D_sigma_status", "D_sigma_interval_cm2_s", "haven_ratio", "sigma_NE_mS_cm",
+            "mean_correlated_ions"]
     typer.echo(json.dumps({k: s.get(k) for k in keys}, indent=2))
     typer.echo(f"results in {out}/ (hops.csv, summary.json, results.zarr)")
     if with_report:

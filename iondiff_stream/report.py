@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import AnalysisError, TrajectoryFileNotFoundError
+from .errors import AnalysisError, SelectionError, TrajectoryFileNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ def make_report(out_dir: str, ion: int | None = None) -> list[str]:
     closed = ~hops["open"] if len(hops["ion"]) else np.zeros(0, bool)
     if ion is None:
         ion = int(np.bincount(hops["ion"], minlength=n_ions).argmax()) if len(hops["ion"]) else 0
+    elif not 0 <= ion < n_ions:
+        raise SelectionError(f"ion (--ion) {ion} is not a mobile-ion index of {out_dir}: use 0..{n_ions - 1}")
     if "positions_A" in g:
         k = int(g["k"][ion])
         sel = hops["ion"] == ion
@@ -97,7 +99,8 @@ def make_report(out_dir: str, ion: int | None = None) -> list[str]:
     page = os.path.join(out_dir, "report.html")
     rows = "".join(
         f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>"
-        for k, v in summary.items() if not isinstance(v, (dict, list)) or k in ("group_size_fit", "pair_mechanisms")
+        for k, v in summary.items()
+        if not isinstance(v, (dict, list)) or k in ("group_size_fit", "pair_mechanisms") or "_interval_" in k
     )
     imgs = "".join(f'<figure><img src="{os.path.basename(p)}" style="max-width:100%"><figcaption>'
                    f"{os.path.basename(p)}</figcaption></figure>" for p in written)
