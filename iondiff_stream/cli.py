@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Annotated, Optional
 
 import typer
@@ -181,6 +182,9 @@ def sites(
     out: Annotated[Path, typer.Option("--out", help="Write sites.json here (a file).")],
     topology: Annotated[Optional[Path], typer.Option("--topology")] = None,
     timestep_ps: Annotated[Optional[float], typer.Option("--timestep-ps")] = None,
+    md_timestep_ps: Annotated[
+        Optional[float], typer.Option("--md-timestep-ps", help="MD timestep (LAMMPS dumps: frame time = step x this).")
+    ] = None,
     reference: Annotated[Optional[Path], typer.Option("--reference", help="Structure with labelled sites.")] = None,
     label: Annotated[Optional[list[str]], typer.Option("--label", help="SPECIES=TYPE for reference sites.")] = None,
     default_label: Annotated[str, typer.Option(help="Type of unlabelled holes.")] = "other",
@@ -193,7 +197,8 @@ def sites(
     _setup_logging(False)
     labels = dict(v.split("=", 1) for v in (label or []))
     res = analyse_sites([str(t) for t in trajectories], mobile, framework, topology=str(topology) if topology else None,
-                        timestep_ps=timestep_ps, reference=str(reference) if reference else None, labels=labels,
+                        timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps,
+                        reference=str(reference) if reference else None, labels=labels,
                         default_label=default_label, anchor=anchor, window_ps=window_ps)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
@@ -239,10 +244,21 @@ def _one_line(exc: BaseException) -> str:
     return "\n  ".join(lines[:2]) + (" ..." if len(lines) > 2 else "")
 
 
-def _describe(exc: BaseException) -> str:
-    """One or two lines for an exception that reached the command line, naming it when it is not ours."""
+def _describe(exc: BaseException, args: Sequence[str] = ()) -> str:
+    """One or two lines for an exception that reached the command line, naming it when it is not ours.
+
+    Errors from other libraries do not know which file they were reading: the
+    command and the existing paths among its arguments are named instead.
+    """
+    import os
+
     if isinstance(exc, IonDiffStreamError):
         return _one_line(exc)
+    paths = [a for a in args if not a.startswith("-") and os.path.exists(a)][:3]
+    where = " ".join(([args[0]] if args else []) + paths)
+    text = str(exc).lower()
+    if "decompress" in text or "checksum" in text or "crc" in text:
+        return f"{where}: corrupt data ({type(exc).__name__}: {_one_line(exc)}); a damaged file or store chunk"
     if isinstance(exc, FileNotFoundError) and exc.filename:
         return f"file not found: {exc.filename}"
     if isinstance(exc, PermissionError) and exc.filename:
@@ -255,7 +271,7 @@ def _describe(exc: BaseException) -> str:
     mod = type(exc).__module__
     if mod.startswith("lammps") or str(exc).lstrip().startswith("ERROR"):
         return f"LAMMPS: {_one_line(exc)}"
-    return f"{name}: {_one_line(exc)} (run with --debug for the traceback)"
+    return f"{where + ': ' if where else ''}{name}: {_one_line(exc)} (run with --debug for the traceback)"
 
 
 def _split_debug(args: list[str]) -> tuple[list[str], bool]:
@@ -315,7 +331,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     except Exception as exc:  # noqa: BLE001 - the one place that turns failures into messages
         if debug:
             raise
-        typer.echo(f"error: {_describe(exc)}", err=True)
+        typer.echo(f"error: {_describe(exc, args)}", err=True)
         code = 2 if isinstance(exc, IonDiffStreamError) else 1
     sys.exit(code)
 
