@@ -232,7 +232,11 @@ def arrhenius(
     from .report import arrhenius_across_runs
 
     _setup_logging(verbose)
-    temps = [float(t) for t in temperatures.split(",")] if temperatures else None
+    try:
+        temps = [float(t) for t in temperatures.split(",")] if temperatures else None
+    except ValueError:
+        raise typer.BadParameter(f"{temperatures!r} is not a comma-separated list of numbers (K)",
+                                 param_hint="'--temperatures'") from None
     res = arrhenius_across_runs([str(r) for r in runs], temps, str(plot) if plot else None)
     typer.echo(json.dumps(res, indent=2))
 

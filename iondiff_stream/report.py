@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import AnalysisError, SelectionError, TrajectoryFileNotFoundError
+from .errors import AnalysisError, SelectionError, StoreError, TrajectoryFileNotFoundError, TrajectoryFormatError
 
 logger = logging.getLogger(__name__)
 
@@ -26,9 +26,18 @@ def _load(out_dir: str) -> tuple[dict[str, Any], Any]:
     zp = os.path.join(out_dir, "results.zarr")
     if not (os.path.exists(sj) and os.path.exists(zp)):
         raise TrajectoryFileNotFoundError(f"{out_dir} has no summary.json/results.zarr: run 'iondiff-stream analyze' first")
-    with open(sj) as fh:
-        summary = json.load(fh)
-    return summary, zarr.open_group(zp, mode="r")
+    try:
+        with open(sj) as fh:
+            summary = json.load(fh)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TrajectoryFormatError(f"{sj}: not a summary written by 'iondiff-stream analyze' ({exc})") from exc
+    if not isinstance(summary, dict):
+        raise TrajectoryFormatError(f"{sj}: not a summary written by 'iondiff-stream analyze'")
+    try:
+        g = zarr.open_group(zp, mode="r")
+    except Exception as exc:  # noqa: BLE001 - zarr raises several kinds for a damaged group
+        raise StoreError(f"{zp}: cannot open the results store ({type(exc).__name__}: {exc})") from exc
+    return summary, g
 
 
 def make_report(out_dir: str, ion: int | None = None) -> list[str]:
@@ -139,6 +148,8 @@ def arrhenius_across_runs(
     """
     from .transport import arrhenius_fit
 
+    if len(out_dirs) < 2:
+        raise AnalysisError(f"an Arrhenius fit needs runs at 2 or more temperatures, got {len(out_dirs)} run(s)")
     sums = [_load(d)[0] for d in out_dirs]
     if temperatures_K is None:
         temperatures_K = [s.get("temperature_K") for s in sums]

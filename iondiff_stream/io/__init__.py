@@ -27,6 +27,7 @@ from MDAnalysis.lib.mdamath import triclinic_vectors
 from MDAnalysis.guesser.tables import masses as _MASS_TABLE
 
 from ..errors import (
+    IonDiffStreamError,
     InvalidCoordinatesError,
     SelectionError,
     TimestepError,
@@ -180,6 +181,8 @@ def load_universe(
     for p in paths + ([os.fspath(topology)] if topology is not None else []):
         if not os.path.exists(p):
             raise TrajectoryFileNotFoundError(f"file not found: {p}")
+        if os.path.isfile(p) and os.path.getsize(p) == 0:
+            raise TrajectoryFormatError(f"{p}: empty file (no frames)")
     fmt = format or guess_format(paths[0])
     if format is None and len(paths) > 1:
         kinds = {p: guess_format(p) or os.path.splitext(p)[1].lower() for p in paths}
@@ -217,6 +220,9 @@ def load_universe(
     except (TrajectoryFormatError, TrajectoryFileNotFoundError):
         raise
     except (ValueError, OSError, EOFError, IndexError, KeyError, TypeError) as exc:
+        cause = _our_cause(exc)  # MDAnalysis re-raises our readers' errors without their message
+        if cause is not None:
+            raise type(cause)(str(cause)) from exc
         raise TrajectoryFormatError(
             f"cannot open {', '.join(paths)} (format {fmt or 'guessed'}, topology {top}): {exc}"
         ) from exc
@@ -233,6 +239,18 @@ def load_universe(
         except Exception:  # noqa: BLE001 - best effort, checked later
             pass
     return u
+
+
+def _our_cause(exc: BaseException) -> IonDiffStreamError | None:
+    """The first iondiff_stream error in the chain of causes of ``exc``, if any."""
+    seen = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, IonDiffStreamError):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def _elements_of(ag: mda.AtomGroup) -> np.ndarray | None:
@@ -536,7 +554,8 @@ class UnwrappedPositions(AnalysisBase):
             )
         frames = self._frame_ids
         validate.check_duplicates(self._hash, frames, self._trajectory, allow=self.allow_discontinuities)
-        validate.check_discontinuities(self._spread, frames, self._trajectory, allow=self.allow_discontinuities)
+        if len(self.mobile) + len(self._framework) >= validate.MIN_ATOMS_FOR_JUMPS:
+            validate.check_discontinuities(self._spread, frames, self._trajectory, allow=self.allow_discontinuities)
         times = self._resolve_times()
         pos = self._pos
         if self.remove_drift and len(self._framework):

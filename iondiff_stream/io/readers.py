@@ -147,8 +147,8 @@ def read_xdatcar(path: str | os.PathLike[str], allow_truncated: bool = False) ->
                 logger.warning("%s; dropping it and keeping the %d complete frames", msg, n)
                 break
             raise TrajectoryFormatError(
-                msg + f"; the {n} frames before it are complete (allow_truncated=True keeps them)"
-                if n == len(config_idx) - 1
+                msg + f"; the {n} frames before it are complete (--allow-truncated, allow_truncated=True, keeps them)"
+                if n == len(config_idx) - 1 and n > 0
                 else msg
             ) from exc
         frames.append(arr)
@@ -305,5 +305,9 @@ class ExtXYZParser(TopologyReaderBase):
             except (ValueError, IndexError) as exc:
                 raise TrajectoryFormatError(f"{path}: first line is not an atom count") from exc
             fh.readline()
-            species = np.array([fh.readline().split()[0] for _ in range(n)], dtype=object)
+            rows = [fh.readline().split() for _ in range(n)]
+        got = sum(1 for r in rows if r)
+        if got < n:
+            raise TrajectoryFormatError(f"{path}: frame 0 has {got} of {n} atom lines (truncated or not extended XYZ)")
+        species = np.array([r[0] for r in rows], dtype=object)
         return _element_topology(species)

@@ -45,7 +45,11 @@ __all__ = [
     "check_timestep_agrees",
     "ALLOW_DISCONTINUITIES",
     "FORCE_TIMESTEP",
+    "MIN_ATOMS_FOR_JUMPS",
 ]
+
+#: below this many atoms a few concerted hops can move the median atom: no jump check
+MIN_ATOMS_FOR_JUMPS = 20
 
 #: how the options are named in messages (the CLI flag, then the Python argument)
 ALLOW_DISCONTINUITIES = "--allow-discontinuities (allow_discontinuities=True)"
