@@ -23,6 +23,12 @@ def _root(
     """iondiff-stream: which ions hop, when, where to, and how many hop together."""
 
 
+def _nonzero(value: int, flag: str) -> int:
+    if value == 0:
+        raise typer.BadParameter("0 has no meaning: give a number of processes, or -1 for all cores", param_hint=flag)
+    return value
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("MDAnalysis").setLevel(logging.WARNING)
@@ -40,13 +46,16 @@ def analyze(
     ] = None,
     no_drift: Annotated[bool, typer.Option("--no-drift-removal", help="Keep framework drift.")] = False,
     reference: Annotated[Optional[Path], typer.Option("--reference", help="Reference structure for metastable sites.")] = None,
-    temperature: Annotated[Optional[float], typer.Option("--temperature", help="Temperature, K (conductivity).")] = None,
+    temperature: Annotated[
+        Optional[float], typer.Option("--temperature", min=0.0, help="Temperature, K (conductivity).")
+    ] = None,
     charge: Annotated[Optional[float], typer.Option("--charge", help="Ionic charge, e (default from element).")] = None,
-    percentile: Annotated[float, typer.Option(help="Null percentile for concerted hops.")] = 95.0,
-    k_max: Annotated[int, typer.Option(help="Largest K tried per ion.")] = 10,
-    silhouette_threshold: Annotated[float, typer.Option(help="K=1 below this best silhouette.")] = 0.7,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Worker processes.")] = 1,
+    percentile: Annotated[float, typer.Option(min=0.0, max=100.0, help="Null percentile for concerted hops.")] = 95.0,
+    k_max: Annotated[int, typer.Option(min=2, help="Largest K tried per ion.")] = 10,
+    silhouette_threshold: Annotated[float, typer.Option(min=-1.0, max=1.0, help="K=1 below this best silhouette.")] = 0.7,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed.")] = 0,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", callback=lambda v: _nonzero(v, "--jobs"),
+                                      help="Worker processes (-1: all cores).")] = 1,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
     with_report: Annotated[bool, typer.Option("--report", help="Also write the figures and report.html.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -112,9 +121,9 @@ def run(
     script: Annotated[Path, typer.Argument(help="LAMMPS input script (unmodified).")],
     mobile: Annotated[str, typer.Option("--mobile", help="Mobile ions: element (types guessed from masses) or 'type N'.")],
     store: Annotated[Path, typer.Option("--store", help="Zarr store to write (appended to on restart).")],
-    every: Annotated[int, typer.Option("--every", help="Steps between stored frames.")] = 10,
+    every: Annotated[int, typer.Option("--every", min=1, help="Steps between stored frames.")] = 10,
     capacity: Annotated[Optional[int], typer.Option(help="Ring size in frames (default: keep all).")] = None,
-    chunk_frames: Annotated[int, typer.Option(help="Frames per Zarr chunk.")] = 100,
+    chunk_frames: Annotated[int, typer.Option(min=1, help="Frames per Zarr chunk.")] = 100,
     var: Annotated[Optional[list[str]], typer.Option("--var", help="LAMMPS variable NAME=VALUE (or -var NAME VALUE).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose")] = False,
 ) -> None:

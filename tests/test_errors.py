@@ -280,6 +280,9 @@ CASES = [
     ("out-not-empty", ["analyze", "--out", "{d}/nonempty"] + DUMP + ["--md-timestep-ps", "0.005"], "--overwrite"),
     ("bad-int-option", AN + DUMP + ["--k-max", "x"], "Invalid value for '--k-max'"),
     ("unknown-option", AN + DUMP + ["--bogus"], "No such option: --bogus"),
+    ("k-max-1", AN + DUMP + ["--k-max", "1"], "'--k-max'"),
+    ("jobs-0", AN + DUMP + ["--jobs", "0"], "--jobs"),
+    ("percentile-200", AN + DUMP + ["--percentile", "200"], "'--percentile'"),
     # sites
     ("sites-binary", ["sites", "{d}/garbage.lammpstrj", "--topology", "{d}/run.data", "--mobile", "Li", "--framework", "S",
                       "--out", "{d}/x.json"], "not a LAMMPS text dump"),
@@ -318,7 +321,7 @@ EXPECT = {
     "short-atom-line": "short.dump frame 5: cannot read this frame",
     "same-dump-twice": "run.dump frame 0 (frame 120 of the run) repeats",
 }
-USAGE = {"bad-int-option", "unknown-option", "arrhenius-bad-temperatures"}
+USAGE = {"bad-int-option", "unknown-option", "arrhenius-bad-temperatures", "k-max-1", "jobs-0", "percentile-200"}
 
 
 @pytest.mark.parametrize("name,args,expect", CASES, ids=[c[0] for c in CASES])
