@@ -48,7 +48,7 @@ def test_same_xdatcar_twice_refused_then_allowed(caplog):
 def test_runs_out_of_order_refused_in_order_accepted():
     u = load_universe([_argy(2), _argy(1)])
     with pytest.raises(TrajectoryFormatError, match=r"run1/actual_XDATCAR.gz frame 0 \(frame 140 of the run\): "
-                       r"the atoms jump .* Å .*out of order"):
+                       r"the mobile ions jump .* Å .*out of order"):
         collect_positions(u, "Li", timestep_ps=0.1)
     # the right order: six consecutive restarts, no false alarm, and D* positive
     td = collect_positions(load_universe([_argy(i) for i in range(1, 4)]), "Li", timestep_ps=0.1)
@@ -69,7 +69,7 @@ def test_hops_and_a_change_of_output_interval_are_not_jumps():
     # and a swapped half of the same real run is caught
     coords = np.concatenate([coords[200:400], coords[:200]])
     u3 = mda.Universe(u._topology, coords, format=MemoryReader, dimensions=u.trajectory[0].dimensions, dt=0.02)
-    with pytest.raises(TrajectoryFormatError, match="frame 200: the atoms jump"):
+    with pytest.raises(TrajectoryFormatError, match="frame 200: the mobile ions jump"):
         collect_positions(u3, "Li", timestep_ps=0.02)
 
 

@@ -466,8 +466,7 @@ class UnwrappedPositions(AnalysisBase):
         self._prev_m: np.ndarray | None = None
         self._prev_f: np.ndarray | None = None
         self._max_jump = 0.0
-        self._hash = np.zeros(n, dtype=np.uint64)  # of each frame's mobile coordinates
-        self._spread = np.zeros(n)  # median over atoms of the displacement from the previous frame, Å
+        self._hash = np.zeros(n, dtype=np.int64)  # of each frame's mobile coordinates (bytes)
         self._frame_ids = np.zeros(n, dtype=np.int64)
 
     def _box(self) -> np.ndarray:
@@ -483,8 +482,6 @@ class UnwrappedPositions(AnalysisBase):
         return out
 
     def _single_frame(self) -> None:
-        import hashlib
-
         i = self._frame_index
         self._reading = int(self._ts.frame)
         self._frame_ids[i] = self._ts.frame
@@ -498,8 +495,7 @@ class UnwrappedPositions(AnalysisBase):
                 f"{validate.frame_source(self._trajectory, self._ts.frame)}: NaN/inf coordinates for mobile atom "
                 f"indices {self.mobile.indices[bad][:10].tolist()}"
             )
-        self._hash[i] = int.from_bytes(hashlib.blake2b(xm.tobytes(), digest_size=8).digest(), "little")
-        d = None
+        self._hash[i] = hash(xm.tobytes())  # equal for bit-identical frames (repeats)
         if self._prev_m is None:
             self._pos[i] = xm
         else:
@@ -507,8 +503,7 @@ class UnwrappedPositions(AnalysisBase):
             self._max_jump = max(self._max_jump, float(np.max(np.abs(d))) if d.size else 0.0)
             self._pos[i] = self._pos[i - 1] + d
         self._prev_m = xm
-        df = None
-        if len(self._framework):
+        if self.remove_drift and len(self._framework):
             xf = self._framework.positions.astype(np.float64) * self._scale
             if not np.all(np.isfinite(xf)):
                 bad = np.where(~np.all(np.isfinite(xf), axis=1))[0]
@@ -517,13 +512,8 @@ class UnwrappedPositions(AnalysisBase):
                     f"atom indices {self._framework.indices[bad][:10].tolist()}"
                 )
             if self._prev_f is not None:
-                df = self._min_image(xf - self._prev_f, box)
-                if self.remove_drift:
-                    self._drift[i] = self._drift[i - 1] + df.mean(axis=0)
+                self._drift[i] = self._drift[i - 1] + self._min_image(xf - self._prev_f, box).mean(axis=0)
             self._prev_f = xf
-        if d is not None:
-            dd = d if df is None else np.concatenate([d, df])
-            self._spread[i] = float(np.median(np.sqrt((dd * dd).sum(1))))
         self._times[i] = self._ts.time
         step = self._ts.data.get("step")
         if step is not None:
@@ -554,8 +544,9 @@ class UnwrappedPositions(AnalysisBase):
             )
         frames = self._frame_ids
         validate.check_duplicates(self._hash, frames, self._trajectory, allow=self.allow_discontinuities)
-        if len(self.mobile) + len(self._framework) >= validate.MIN_ATOMS_FOR_JUMPS:
-            validate.check_discontinuities(self._spread, frames, self._trajectory, allow=self.allow_discontinuities)
+        if len(self.mobile) >= validate.MIN_IONS_FOR_JUMPS:
+            validate.check_discontinuities(validate.median_step(self._pos), frames, self._trajectory,
+                                           allow=self.allow_discontinuities)
         times = self._resolve_times()
         pos = self._pos
         if self.remove_drift and len(self._framework):
