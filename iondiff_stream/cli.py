@@ -29,6 +29,17 @@ def _nonzero(value: int, flag: str) -> int:
     return value
 
 
+def _pairs(values: Optional[list[str]], flag: str) -> dict[str, str]:
+    """``NAME=VALUE`` options as a dict; a value without ``=`` is a usage error naming the option."""
+    out: dict[str, str] = {}
+    for v in values or []:
+        if "=" not in v:
+            raise typer.BadParameter(f"{v!r} is not NAME=VALUE", param_hint=flag)
+        k, val = v.split("=", 1)
+        out[k] = val
+    return out
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("MDAnalysis").setLevel(logging.WARNING)
@@ -131,7 +142,7 @@ def run(
     from lammps_hooks.run_script import run_script
 
     _setup_logging(verbose)
-    variables = dict(v.split("=", 1) for v in (var or []))
+    variables = _pairs(var, "--var")
     extra = list(ctx.args)
     while extra:
         if extra[0] in ("-var", "-v") and len(extra) >= 3:
@@ -204,7 +215,7 @@ def sites(
     from .sites import analyse_sites
 
     _setup_logging(False)
-    labels = dict(v.split("=", 1) for v in (label or []))
+    labels = _pairs(label, "--label")
     res = analyse_sites([str(t) for t in trajectories], mobile, framework, topology=str(topology) if topology else None,
                         timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps,
                         reference=str(reference) if reference else None, labels=labels,

@@ -290,6 +290,8 @@ CASES = [
                      "--out", "{d}/x.json"], "empty file"),
     ("sites-no-timestep", ["sites", "{d}/run.dump", "--topology", "{d}/run.data", "--mobile", "Li", "--framework", "S",
                            "--out", "{d}/x.json"], "(--md-timestep-ps"),
+    ("sites-bad-label", ["sites", "{d}/run.dump", "--topology", "{d}/run.data", "--mobile", "Li", "--framework", "S",
+                         "--out", "{d}/x.json", "--label", "T5"], "'T5' is not NAME=VALUE"),
     ("sites-timestep-nan", ["sites", "{d}/run.dump", "--topology", "{d}/run.data", "--mobile", "Li", "--framework", "S",
                             "--out", "{d}/x.json", "--timestep-ps", "nan"], "--timestep-ps"),
     # report
@@ -321,7 +323,7 @@ EXPECT = {
     "short-atom-line": "short.dump frame 5: cannot read this frame",
     "same-dump-twice": "run.dump frame 0 (frame 120 of the run) repeats",
 }
-USAGE = {"bad-int-option", "unknown-option", "arrhenius-bad-temperatures", "k-max-1", "jobs-0", "percentile-200"}
+USAGE = {"sites-bad-label", "bad-int-option", "unknown-option", "arrhenius-bad-temperatures", "k-max-1", "jobs-0", "percentile-200"}
 
 
 @pytest.mark.parametrize("name,args,expect", CASES, ids=[c[0] for c in CASES])
