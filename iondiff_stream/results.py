@@ -46,6 +46,7 @@ OWNED_OUTPUTS = (
     "correlation_matrix.png",
     "group_sizes.png",
     "msd.png",
+    "positions.zarr",  # out-of-core positions of a long run
 )
 
 
