@@ -161,7 +161,7 @@ def listen(
     store: Annotated[Path, typer.Option("--store", help="Zarr store to write.")],
     topology: Annotated[Path, typer.Option("--topology", help="LAMMPS data file of the same system.")],
     mobile: Annotated[str, typer.Option("--mobile", help="Mobile ions: element or 'type N'.")],
-    max_frames: Annotated[Optional[int], typer.Option(help="Stop after this many frames.")] = None,
+    max_frames: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many frames.")] = None,
     units: Annotated[str, typer.Option(help="LAMMPS unit style of the simulation.")] = "metal",
 ) -> None:
     """Receive frames from LAMMPS over IMDv3 and store them (with live centres)."""
@@ -177,7 +177,7 @@ def monitor(
     store: Annotated[Path, typer.Argument(help="Zarr store being written by 'run' or the hook.")],
     once: Annotated[bool, typer.Option("--once", help="Print one status and exit.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
-    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 2.0,
+    interval: Annotated[float, typer.Option(min=0.05, help="Seconds between refreshes.")] = 2.0,
 ) -> None:
     """Live view of a running simulation: frames, speed, MSD and D, ions in transit, hops."""
     from .monitor import status, watch
