@@ -134,14 +134,14 @@ def _warm_centres(trajectories: Any, data: Any) -> list[Any] | None:
 
 def _reference_sites(path: str, species: set[str], box: np.ndarray) -> np.ndarray:
     """Sites of ``species`` in a structure file, in the run's (canonical) cell orientation."""
-    import ase.io
+    from .io.readers import read_structure
     from MDAnalysis.lib.mdamath import triclinic_vectors
 
     from .errors import SelectionError, TrajectoryFileNotFoundError
 
     if not os.path.exists(path):
         raise TrajectoryFileNotFoundError(f"reference structure not found: {path}")
-    atoms = ase.io.read(path)
+    atoms = read_structure(path)
     mask = np.isin(atoms.get_chemical_symbols(), sorted(species))
     if not mask.any():
         raise SelectionError(f"reference structure {path} has no sites of {sorted(species)}")

@@ -209,7 +209,7 @@ def sites(
     label: Annotated[Optional[list[str]], typer.Option("--label", help="SPECIES=TYPE for reference sites.")] = None,
     default_label: Annotated[str, typer.Option(help="Type of unlabelled holes.")] = "other",
     anchor: Annotated[Optional[str], typer.Option(help="Species aligning the reference, e.g. P.")] = None,
-    window_ps: Annotated[float, typer.Option(help="Window for concerted modes, ps.")] = 1.0,
+    window_ps: Annotated[float, typer.Option(min=0.0, help="Window for concerted modes, ps.")] = 1.0,
 ) -> None:
     """Tetrahedral sites: occupation per site type, residence times, concerted A->B + B->C modes."""
     from .sites import analyse_sites

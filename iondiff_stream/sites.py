@@ -439,11 +439,11 @@ def analyse_sites(
     vert, cen = delaunay_tetrahedra(an.positions[:, 0], mob.box)
     types = np.full(len(vert), default_label, dtype=object)
     if reference is not None:
-        import ase.io
+        from .io.readers import read_structure
 
         if anchor is None:
             raise AnalysisError("aligning a reference structure needs an anchor species (e.g. 'P')")
-        ref = ase.io.read(reference)
+        ref = read_structure(reference)
         cell = np.asarray(ref.cell[:])
         reps = np.maximum(1, np.rint(np.diag(_h(mob.box)) / np.linalg.norm(cell, axis=1)).astype(int))
         ref = ref.repeat(tuple(int(r) for r in reps))

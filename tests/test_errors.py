@@ -292,6 +292,12 @@ CASES = [
                            "--out", "{d}/x.json"], "(--md-timestep-ps"),
     ("sites-bad-label", ["sites", "{d}/run.dump", "--topology", "{d}/run.data", "--mobile", "Li", "--framework", "S",
                          "--out", "{d}/x.json", "--label", "T5"], "'T5' is not NAME=VALUE"),
+    ("sites-reference-not-a-structure", ["sites", "{d}/run.dump", "--topology", "{d}/run.data", "--mobile", "Li",
+                                         "--framework", "S", "--out", "{d}/x.json", "--md-timestep-ps", "0.005",
+                                         "--reference", "{d}/a_file", "--anchor", "S"],
+     "reference structure (--reference) {d}/a_file: not a structure ASE can read"),
+    ("analyze-reference-not-a-structure", AN + DUMP + ["--md-timestep-ps", "0.005", "--reference", "{d}/a_file"],
+     "reference structure (--reference) {d}/a_file: not a structure ASE can read"),
     ("sites-timestep-nan", ["sites", "{d}/run.dump", "--topology", "{d}/run.data", "--mobile", "Li", "--framework", "S",
                             "--out", "{d}/x.json", "--timestep-ps", "nan"], "--timestep-ps"),
     # report

@@ -43,7 +43,7 @@ from ..errors import TrajectoryFileNotFoundError, TrajectoryFormatError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["XDATCARReader", "XDATCARParser", "ExtXYZReader", "ExtXYZParser", "read_xdatcar"]
+__all__ = ["XDATCARReader", "XDATCARParser", "ExtXYZReader", "ExtXYZParser", "read_xdatcar", "read_structure"]
 
 
 def _open_text(path: str | os.PathLike[str]) -> str:
@@ -311,3 +311,27 @@ class ExtXYZParser(TopologyReaderBase):
             raise TrajectoryFormatError(f"{path}: frame 0 has {got} of {n} atom lines (truncated or not extended XYZ)")
         species = np.array([r[0] for r in rows], dtype=object)
         return _element_topology(species)
+
+
+def read_structure(path: str | os.PathLike[str], what: str = "reference structure (--reference)") -> Any:
+    """One structure (any format ASE reads) as ``ase.Atoms``; unreadable files raise naming ``what``.
+
+    Raises
+    ------
+    TrajectoryFileNotFoundError, TrajectoryFormatError
+    """
+    import ase.io
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise TrajectoryFileNotFoundError(f"{what} not found: {path}")
+    try:
+        atoms = ase.io.read(path)
+    except Exception as exc:  # noqa: BLE001 - ASE raises many kinds (StopIteration for non-structures)
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise TrajectoryFormatError(f"{what} {path}: not a structure ASE can read ({detail})") from exc
+    if isinstance(atoms, list):
+        atoms = atoms[0]
+    if len(atoms) == 0:
+        raise TrajectoryFormatError(f"{what} {path}: no atoms")
+    return atoms
