@@ -407,6 +407,8 @@ def test_subprocess_xdatcar_plus_extxyz_and_debug(tmp_path):
     r = _subcli("analyze", _argy(1), shared(*LGPS), "--mobile", "Li", "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "Traceback" not in r.stderr and "Exception ignored" not in r.stderr
     assert "one format" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = _subcli("analyze", _argy(1), _argy(1), "--mobile", "Li", "--timestep-ps", "0.1", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "repeats" in r.stderr, r.stderr
     r = _subcli("analyze", str(tmp_path / "missing.dump"), "--mobile", "Li", "--out", str(tmp_path / "o"), "--debug")
     assert r.returncode != 0 and "Traceback" in r.stderr and "TrajectoryFileNotFoundError" in r.stderr
 

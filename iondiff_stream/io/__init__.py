@@ -534,6 +534,11 @@ class UnwrappedPositions(AnalysisBase):
     def _conclude(self) -> None:
         if self._box0 is None:
             raise TrajectoryFormatError("no frames were read")
+        frames = self._frame_ids
+        validate.check_duplicates(self._hash, frames, self._trajectory, allow=self.allow_discontinuities)
+        if len(self.mobile) >= validate.MIN_IONS_FOR_JUMPS:
+            validate.check_discontinuities(validate.median_step(self._pos), frames, self._trajectory,
+                                           allow=self.allow_discontinuities)
         half = 0.5 * float(np.min(self._box0[:3]))
         if self._max_jump > 0.8 * half:
             logger.warning(
@@ -542,11 +547,6 @@ class UnwrappedPositions(AnalysisBase):
                 self._max_jump,
                 half,
             )
-        frames = self._frame_ids
-        validate.check_duplicates(self._hash, frames, self._trajectory, allow=self.allow_discontinuities)
-        if len(self.mobile) >= validate.MIN_IONS_FOR_JUMPS:
-            validate.check_discontinuities(validate.median_step(self._pos), frames, self._trajectory,
-                                           allow=self.allow_discontinuities)
         times = self._resolve_times()
         pos = self._pos
         if self.remove_drift and len(self._framework):
