@@ -82,7 +82,7 @@ def test_small_synthetic_with_concerted_hops_passes():
 def test_timestep_contradicting_file_times():
     u = load_universe(shared(*LGPS))
     with pytest.raises(TimestepError, match=r"--timestep-ps\) 1 ps contradicts the times in .*extxyz "
-                       r"\(0.02 ps between stored frames\).*--force-timestep"):
+                       r"\(0.02 ps between stored frames\): drop --timestep-ps to use those times, or pass --force-timestep"):
         collect_positions(u, "Li", timestep_ps=1.0, stop=50)
     assert collect_positions(u, "Li", timestep_ps=0.02, stop=50).timestep_ps == pytest.approx(0.02)
     td = collect_positions(u, "Li", timestep_ps=1.0, stop=50, force_timestep=True)
@@ -263,6 +263,9 @@ CASES = [
     ("timestep-zero", AN + DUMP + ["--timestep-ps", "0"], "--timestep-ps"),
     ("timestep-negative", AN + DUMP + ["--timestep-ps", "-1"], "--timestep-ps"),
     ("md-timestep-zero", AN + DUMP + ["--md-timestep-ps", "0"], "--md-timestep-ps"),
+    ("timestep-contradicts-md-timestep", AN + DUMP + ["--md-timestep-ps", "0.005", "--timestep-ps", "0.2"],
+     "timestep (--timestep-ps) 0.2 ps contradicts the MD timestep (--md-timestep-ps) 0.005 ps x the steps in the file "
+     "(0.05 ps between stored frames)"),
     ("no-timestep", AN + DUMP, "(--md-timestep-ps"),
     ("same-dump-twice", AN + ["{d}/run.dump"] + DUMP + ["--md-timestep-ps", "0.005"], None),
     ("mixed-formats", AN + ["{d}/run.dump", "{d}/bad_XDATCAR", "--topology", "{d}/run.data", "--mobile", "Li"],
@@ -378,6 +381,11 @@ def test_cli_allow_flags_and_overwrite(synth_files, tmp_path):
                               "--no-progress", "--out", str(tmp_path / "x"), "--allow-truncated")
     assert code == 0, err
     assert json.load(open(tmp_path / "x" / "summary.json"))["n_frames"] == 5
+    code, out, err = cli_main("analyze", str(d / "run.dump"), "--topology", str(d / "run.data"), "--mobile", "Li",
+                              "--md-timestep-ps", "0.005", "--timestep-ps", "0.2", "--force-timestep", "--no-progress",
+                              "--out", str(tmp_path / "forced"))
+    assert code == 0, err
+    assert json.load(open(tmp_path / "forced" / "summary.json"))["timestep_ps"] == pytest.approx(0.2)
     dup = ["analyze", str(d / "run.dump"), str(d / "run.dump"), "--topology", str(d / "run.data"), "--mobile", "Li",
            "--md-timestep-ps", "0.005", "--no-progress", "--out", str(tmp_path / "dup")]
     code, out, err = cli_main(*dup)

@@ -574,6 +574,11 @@ class UnwrappedPositions(AnalysisBase):
         )
         if self.md_timestep_ps is not None and np.all(self._steps >= 0):
             t = self._steps * float(self.md_timestep_ps)
+            if self.timestep_ps is not None and not validate.check_timestep_agrees(
+                float(self.timestep_ps), t, frames, traj, force=self.force_timestep,
+                source=f"the MD timestep (--md-timestep-ps) {float(self.md_timestep_ps):g} ps x the steps in the file",
+            ):
+                t = frames * float(self.timestep_ps)
         elif self.timestep_ps is not None:
             t = frames * float(self.timestep_ps)
             if file_has_times:

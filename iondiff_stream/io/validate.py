@@ -298,6 +298,7 @@ def check_timestep_agrees(
     traj: Any,
     force: bool = False,
     rtol: float = 1e-3,
+    source: str | None = None,
 ) -> bool:
     """Compare an explicit timestep with the times a file carries.
 
@@ -313,6 +314,8 @@ def check_timestep_agrees(
     force : bool
         Use ``timestep_ps`` anyway (with a warning).
     rtol : float
+    source : str, optional
+        What the other times come from, for the message (default: the file's name).
 
     Returns
     -------
@@ -332,15 +335,14 @@ def check_timestep_agrees(
     file_dt = float(np.median(per_frame))
     if math.isclose(file_dt, timestep_ps, rel_tol=rtol):
         return True
-    name = getattr(traj, "filename", None)
-    if name in (None, "CHAIN"):
-        names = getattr(traj, "filenames", None)
-        name = ", ".join(os.fspath(n) for n in names) if names is not None else "the trajectory"
-    msg = (
-        f"timestep (--timestep-ps) {timestep_ps:g} ps contradicts the times in {name} "
-        f"({file_dt:.6g} ps between stored frames)"
-    )
+    if source is None:
+        name = getattr(traj, "filename", None)
+        if name in (None, "CHAIN"):
+            names = getattr(traj, "filenames", None)
+            name = ", ".join(os.fspath(n) for n in names) if names is not None else "the trajectory"
+        source = f"the times in {name}"
+    msg = f"timestep (--timestep-ps) {timestep_ps:g} ps contradicts {source} ({file_dt:.6g} ps between stored frames)"
     if not force:
-        raise TimestepError(msg + f": drop --timestep-ps to use the file's times, or pass {FORCE_TIMESTEP}")
+        raise TimestepError(msg + f": drop --timestep-ps to use those times, or pass {FORCE_TIMESTEP}")
     logger.warning("%s; using %g ps as forced", msg, timestep_ps)
     return False
