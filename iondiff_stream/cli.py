@@ -93,6 +93,8 @@ def analyze(
     from .results import prepare_output_dir
 
     _setup_logging(verbose)
+    if method not in ("sites", "silhouette"):
+        raise typer.BadParameter(f"--method must be 'sites' or 'silhouette', got {method!r}")
     prepare_output_dir(str(out), overwrite=overwrite)
     params = HopParameters(method=method, k_max=k_max, silhouette_threshold=silhouette_threshold, seed=seed)
     run = analyze_run(
