@@ -210,6 +210,9 @@ def _summary(run: RunAnalysis, temperature_K: float | None, charge: float | None
     if tr is not None:
         s.update({k: (_finite(v) if isinstance(v, float) else v) for k, v in tr.summary().items()})
         s["D_tracer_stderr_cm2_s"] = tr.tracer.stderr_cm2_s
+        from .results import _mark_collective
+
+        _mark_collective(s)  # D_sigma <= 0 or its 95 % interval reaching 0: null, status and interval
     else:
         s["D_tracer_cm2_s"] = None
     if run.correlations is not None:
@@ -256,6 +259,8 @@ def analyze_run(
     temperature_K: float | None = None,
     charge: float | None = None,
     correlation_params: Any = None,
+    allow_discontinuities: bool = False,
+    force_timestep: bool = False,
 ) -> RunAnalysis:
     """Analyse one run (one or several consecutive files) end to end.
 
@@ -286,6 +291,10 @@ def analyze_run(
     temperature_K, charge : float, optional
         For conductivities (charge defaults from the element).
     correlation_params : CorrelationParameters, optional
+    allow_discontinuities, force_timestep : bool
+        Analyse a run with repeated frames or jumps between frames / with a
+        ``timestep_ps`` contradicting the file's times, with a warning
+        (see :func:`iondiff_stream.io.collect_positions`).
 
     Returns
     -------
@@ -306,6 +315,8 @@ def analyze_run(
         stop=stop,
         step=step,
         verbose=progress,
+        allow_discontinuities=allow_discontinuities,
+        force_timestep=force_timestep,
     )
     sites = None
     if reference is not None:
@@ -321,14 +332,14 @@ def analyze_run(
 
 def _reference_sites(path: str, species: set[str], box: np.ndarray) -> np.ndarray:
     """Sites of ``species`` in a structure file, in the run's (canonical) cell orientation."""
-    import ase.io
+    from .io.readers import read_structure
     from MDAnalysis.lib.mdamath import triclinic_vectors
 
     from .errors import SelectionError, TrajectoryFileNotFoundError
 
     if not os.path.exists(path):
         raise TrajectoryFileNotFoundError(f"reference structure not found: {path}")
-    atoms = ase.io.read(path)
+    atoms = read_structure(path)
     mask = np.isin(atoms.get_chemical_symbols(), sorted(species))
     if not mask.any():
         raise SelectionError(f"reference structure {path} has no sites of {sorted(species)}")
