@@ -650,7 +650,7 @@ def analyse_transport(
     n_bootstrap: int = 200,
     n_blocks: int = 5,
     seed: int = 0,
-    gls_points: int = 700,
+    gls_points: int = 400,
 ) -> TransportResult:
     """Tracer and collective diffusion, Haven ratio, conductivity, with uncertainties.
 
@@ -673,7 +673,7 @@ def analyse_transport(
     gls_points : int
         Most lags used by the GLS fit (all lags up to this many, else evenly spaced; the covariance is dense,
         O(gls_points³) per start). Where the MSD is not linear the GLS result depends on the lag sampling
-        (as kinisi's does on its start): with all lags it is kinisi's.
+        (as kinisi's does on its start): with all lags (``gls_points >= n_frames - 1``) it is kinisi's.
     n_bootstrap : int
         Resamples of the ions for the D* uncertainty.
     n_blocks : int
