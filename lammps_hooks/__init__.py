@@ -9,6 +9,6 @@ The hook stays thin: slice ``[:nlocal]``, copy, unwrap with the image flags, sor
 arrays to :class:`iondiff_stream.stream.FrameSink`.
 """
 
-from .fix_external import Hook, attach, load_lammps
+from .fix_external import Hook, atoms_by_id, attach, load_lammps
 
-__all__ = ["Hook", "attach", "load_lammps"]
+__all__ = ["Hook", "atoms_by_id", "attach", "load_lammps"]

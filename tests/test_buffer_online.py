@@ -79,7 +79,7 @@ def test_refuses_mismatched_appends_and_bad_paths(tmp_path):
         FrameStoreWriter(str(tmp_path / "m.zarr"), np.arange(2, 7), ["Li"] * 5, mode="a")
     with pytest.raises(StoreMismatchError, match="units 'metal'"):
         FrameStoreWriter(str(tmp_path / "m.zarr"), np.arange(1, 6), ["Li"] * 5, units="real", mode="a")
-    with pytest.raises(StoreError, match="already holds frames"):
+    with pytest.raises(StoreError, match="already holds 10 frames.*--append.*--overwrite"):
         FrameStoreWriter(str(tmp_path / "m.zarr"), np.arange(1, 6), ["Li"] * 5, mode="w")
     with pytest.raises(StoreMismatchError, match="empty selection"):
         FrameStoreWriter(str(tmp_path / "e.zarr"), [], [])

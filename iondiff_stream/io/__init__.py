@@ -490,7 +490,8 @@ class UnwrappedPositions(AnalysisBase):
                 "the time between frames is not in this file: pass timestep_ps (time between stored frames) "
                 "or, for LAMMPS dumps, md_timestep_ps (the MD timestep)"
             )
-        t = t - t[0]
+        if not getattr(traj, "iondiff_absolute_times", False):  # frame stores keep their real times
+            t = t - t[0]
         if n > 1:
             dtt = np.diff(t)
             if np.any(dtt <= 0):
