@@ -474,8 +474,12 @@ class FrameStoreWriter:
                 logger.info("%s: continuing segment %d from step %d (restart)", self.path, len(segs) - 1, step)
             else:
                 self._start_segment("appended run", step, time_ps)
-            new_run = False
-        if self._dedupe:
+            decided = True
+        else:
+            decided = False
+        if decided and not self._dedupe:
+            pass
+        elif self._dedupe:
             if step <= last:
                 self.commit.n_skipped_duplicates += 1
                 return False

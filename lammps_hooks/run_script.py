@@ -84,6 +84,14 @@ def run_script(
         raise TrajectoryFileNotFoundError(f"LAMMPS input script not found: {script}")
     if capacity is not None and capacity < 1:
         raise IonDiffStreamError(f"--capacity must be a positive number of frames, got {capacity}")
+    if mode == "w" and not overwrite and os.path.exists(os.path.join(store, "zarr.json")):
+        from iondiff_stream.buffer import Commit
+        from iondiff_stream.errors import StoreError
+
+        held = Commit.read(store).n_frames
+        if held:  # refuse before LAMMPS starts (the writer checks again, under its lock)
+            raise StoreError(f"{store} already holds {held} frames from an earlier run; append this run as a new "
+                             "segment (--append) or replace the store (--overwrite)")
     with open(script) as fh:
         head, tail = split_at_first_run(fh.read())
     args = ["-log", log or "none"] + (["-screen", "none"] if quiet else [])
