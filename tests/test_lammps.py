@@ -285,7 +285,8 @@ def test_realistic_input_through_run_cli(tmp_path):
     assert r.returncode == 0 and FrameStoreReader(str(store)).n_frames == 6
 
 
-def test_hook_survives_atoms_created_and_deleted_later(tmp_path, caplog):
+def test_hook_survives_atoms_created_and_deleted_later(tmp_path, caplog, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the input writes a file into the current directory
     lmp = load_lammps(["-log", "none", "-screen", "none", "-var", "neq", "0", "-var", "nprod", "0"])
     lmp.file(REALISTIC)
     hook = attach(lmp, mobile="F", every=10, store=str(tmp_path / "c.zarr"), worker="inline")
@@ -332,7 +333,7 @@ def test_mpi_two_ranks_any_ids(tmp_path, gather):
     env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(sys.prefix, "lib"))
     store, dump = str(tmp_path / "mpi.zarr"), str(tmp_path / "mpi.dump")
     r = subprocess.run([mpirun, "-np", "2", sys.executable, str(script), REALISTIC, store, dump, gather],
-                       capture_output=True, text=True, env=env, timeout=300)
+                       capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     fr = FrameStoreReader(store)
     assert fr.n_frames == 16 and fr.ion_ids.max() == 324
