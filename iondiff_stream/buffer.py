@@ -540,7 +540,11 @@ class FrameStoreWriter:
                 for k in _ARRAYS:
                     a = self._arrays[k]
                     if a.shape[0] < end:
-                        new = int(np.ceil(end / self.chunk) * self.chunk)
+                        # grow geometrically (at most 64 chunks at a time): few metadata rewrites;
+                        # readers go by the commit record, never by the arrays' shape
+                        cur = a.shape[0]
+                        want = max(end, min(2 * cur, cur + 64 * self.chunk))
+                        new = int(np.ceil(want / self.chunk) * self.chunk)
                         a.resize((new,) + a.shape[1:])
             else:
                 oldest_kept = max(0, end - self.capacity)

@@ -503,3 +503,20 @@ def test_snippet_debian_lmp_two_mpi_ranks(tmp_path):
                         "nprod", str(NPROD)], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
     _check_both_runs(str(tmp_path / "mpi.zarr"), first_eq=10, first_prod=10)
+
+
+def test_snippet_lines():
+    import iondiff_stream
+
+    r = _cli("snippet", "--mobile", "Li,Na", "--every", 25, "--store", "out/run.zarr", "--append", "--capacity", 500)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert 'variable        IONDIFF_MOBILE string "Li,Na"' in lines
+    assert "variable        IONDIFF_MODE   string append" in lines and "variable        IONDIFF_CAPACITY string 500" in lines
+    assert lines[-2] == "fix             iondiff all python/invoke 25 end_of_step iondiff_frame"
+    pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(iondiff_stream.__file__)))
+    assert any(pkg_root in ln for ln in lines) and any("site-packages" in ln for ln in lines)
+    bad = _cli("snippet", "--mobile", "F", "--store", "x.zarr", "--every", 0)
+    assert bad.returncode != 0 and "--every must be >= 1" in bad.stderr
+    bad = _cli("snippet", "--mobile", "F", "--store", "x.zarr", "--append", "--overwrite")
+    assert bad.returncode != 0 and "exclude each other" in bad.stderr
