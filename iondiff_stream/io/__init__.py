@@ -27,6 +27,7 @@ from MDAnalysis.analysis.base import AnalysisBase
 from ..elements import ELEMENTS, elements_from_masses
 from ..pbc import minimum_image
 from ..errors import (
+    IonDiffStreamError,
     InvalidCoordinatesError,
     SelectionError,
     TimestepError,
@@ -34,6 +35,7 @@ from ..errors import (
     TrajectoryFormatError,
 )
 from . import readers  # noqa: F401  (registers XDATCAR / EXTXYZ with MDAnalysis)
+from . import validate
 from .readers import read_xdatcar
 
 logger = logging.getLogger(__name__)
@@ -97,11 +99,22 @@ def _check_dump_complete(path: str, allow_truncated: bool) -> None:
     """
     from MDAnalysis.lib.util import anyopen
 
-    with anyopen(path) as fh:
-        head = [fh.readline() for _ in range(4)]
+    if os.path.getsize(path) == 0:
+        raise TrajectoryFormatError(f"{path}: empty file (no frames)")
+    try:
+        with anyopen(path, "rb") as fb:
+            raw = [fb.readline(4096) for _ in range(4)]
+        head = [ln.decode("ascii") for ln in raw]
+    except (UnicodeDecodeError, OSError, EOFError) as exc:
+        raise TrajectoryFormatError(
+            f"{path}: not a LAMMPS text dump (binary or corrupt content at the start: {exc})"
+        ) from exc
     if not head[0].startswith("ITEM: TIMESTEP") or not head[2].startswith("ITEM: NUMBER OF ATOMS"):
         raise TrajectoryFormatError(f"{path}: not a LAMMPS text dump (no ITEM: TIMESTEP / NUMBER OF ATOMS)")
-    n_atoms = int(head[3])
+    try:
+        n_atoms = int(head[3])
+    except ValueError as exc:
+        raise TrajectoryFormatError(f"{path}: not a LAMMPS text dump (bad number of atoms {head[3].strip()!r})") from exc
     if path.endswith((".gz", ".bz2")):
         with anyopen(path) as fh:
             lines = fh.read().splitlines()
@@ -116,12 +129,15 @@ def _check_dump_complete(path: str, allow_truncated: bool) -> None:
                 break
             block = min(size, 4 * block)
         lines = tail.splitlines()
-    last = max(i for i, ln in enumerate(lines) if ln.startswith("ITEM: TIMESTEP"))
+    starts = [i for i, ln in enumerate(lines) if ln.startswith("ITEM: TIMESTEP")]
+    if not starts:
+        raise TrajectoryFormatError(f"{path}: no complete frame header near the end of the file (corrupt dump?)")
+    last = max(starts)
     got = len(lines) - last - 9
     if got != n_atoms:
         msg = f"{path}: last frame is incomplete: {max(got, 0)} of {n_atoms} atom lines; the frames before it are complete"
         if not allow_truncated:
-            raise TrajectoryFormatError(msg + " (allow_truncated=True keeps them)")
+            raise TrajectoryFormatError(msg + " (--allow-truncated, allow_truncated=True, keeps them)")
         logger.warning("%s; using those", msg)
 
 
@@ -165,13 +181,26 @@ def load_universe(
     for p in paths + ([os.fspath(topology)] if topology is not None else []):
         if not os.path.exists(p):
             raise TrajectoryFileNotFoundError(f"file not found: {p}")
+        if os.path.isfile(p) and os.path.getsize(p) == 0:
+            raise TrajectoryFormatError(f"{p}: empty file (no frames)")
     fmt = format or guess_format(paths[0])
+    if format is None and len(paths) > 1:
+        kinds = {p: guess_format(p) or os.path.splitext(p)[1].lower() for p in paths}
+        if len(set(kinds.values())) > 1:
+            raise TrajectoryFormatError(
+                "the files of one run must have one format, got "
+                + ", ".join(f"{p} ({k or 'unknown'})" for p, k in kinds.items())
+            )
     if fmt == "IONDIFFZARR":
         from ..buffer import universe_from_store
 
         if len(paths) != 1:
             raise TrajectoryFormatError("a Zarr store is one run: give one store")
         return universe_from_store(paths[0], **kwargs)
+    allow_truncated = bool(kwargs.pop("allow_truncated", False)) if fmt != "XDATCAR" else kwargs.get("allow_truncated", False)
+    if fmt == "LAMMPSDUMP":  # before asking for a data file: is it a dump at all?
+        for p in paths:
+            _check_dump_complete(p, allow_truncated)
     top = os.fspath(topology) if topology is not None else paths[0]
     top_fmt = topology_format or (guess_format(top) if topology is not None else fmt)
     if top_fmt == "LAMMPSDUMP":
@@ -182,10 +211,6 @@ def load_universe(
         style = _data_atom_style(top)
         if style is not None:
             kwargs["atom_style"] = style
-    allow_truncated = bool(kwargs.pop("allow_truncated", False)) if fmt != "XDATCAR" else kwargs.get("allow_truncated", False)
-    if fmt == "LAMMPSDUMP":
-        for p in paths:
-            _check_dump_complete(p, allow_truncated)
     no_time = fmt in ("LAMMPSDUMP", "XYZ") or (fmt is None and paths[0].lower().endswith((".xyz", ".xyz.gz")))
     if no_time and "dt" not in kwargs:
         kwargs["dt"] = 1.0  # placeholder: frame times are resolved by UnwrappedPositions
@@ -195,6 +220,9 @@ def load_universe(
     except (TrajectoryFormatError, TrajectoryFileNotFoundError):
         raise
     except (ValueError, OSError, EOFError, IndexError, KeyError, TypeError) as exc:
+        cause = _our_cause(exc)  # MDAnalysis re-raises our readers' errors without their message
+        if cause is not None:
+            raise type(cause)(str(cause)) from exc
         raise TrajectoryFormatError(
             f"cannot open {', '.join(paths)} (format {fmt or 'guessed'}, topology {top}): {exc}"
         ) from exc
@@ -211,6 +239,18 @@ def load_universe(
         except Exception:  # noqa: BLE001 - best effort, checked later
             pass
     return u
+
+
+def _our_cause(exc: BaseException) -> IonDiffStreamError | None:
+    """The first iondiff_stream error in the chain of causes of ``exc``, if any."""
+    seen = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, IonDiffStreamError):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def _elements_of(ag: mda.AtomGroup) -> np.ndarray | None:
@@ -347,6 +387,19 @@ class UnwrappedPositions(AnalysisBase):
     md_timestep_ps : float, optional
         MD integration timestep, ps; with LAMMPS dumps the frame times are
         ``step * md_timestep_ps``.
+    allow_discontinuities : bool
+        Warn instead of refusing a run with repeated frames or jumps between
+        frames (see :mod:`iondiff_stream.io.validate`).
+    force_timestep : bool
+        Use ``timestep_ps`` even when it contradicts the times in the file.
+
+    Raises
+    ------
+    TrajectoryFormatError
+        A frame cannot be read (the message names file and frame), frames are
+        repeated, or the run jumps between frames (files out of order).
+    TimestepError
+        Times unknown, not increasing, or contradicting ``timestep_ps``.
 
     Results
     -------
@@ -359,6 +412,8 @@ class UnwrappedPositions(AnalysisBase):
         remove_drift: bool = True,
         timestep_ps: float | None = None,
         md_timestep_ps: float | None = None,
+        allow_discontinuities: bool = False,
+        force_timestep: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(mobile.universe.trajectory, **kwargs)
@@ -366,6 +421,29 @@ class UnwrappedPositions(AnalysisBase):
         self.remove_drift = remove_drift
         self.timestep_ps = timestep_ps
         self.md_timestep_ps = md_timestep_ps
+        self.allow_discontinuities = allow_discontinuities
+        self.force_timestep = force_timestep
+
+    def run(self, *args: Any, **kwargs: Any) -> "UnwrappedPositions":
+        """As :meth:`AnalysisBase.run`; a frame the reader cannot parse is named (file, frame)."""
+        validate.check_timestep(self.timestep_ps, "timestep (--timestep-ps)")
+        validate.check_timestep(self.md_timestep_ps, "MD timestep (--md-timestep-ps)")
+        self._reading = -1
+        self._done = -1
+        try:
+            super().run(*args, **kwargs)
+        except (SelectionError, InvalidCoordinatesError, TimestepError, TrajectoryFormatError):
+            raise
+        except (IndexError, ValueError, KeyError, EOFError, OSError, np.linalg.LinAlgError) as exc:
+            traj = self._trajectory
+            if self._reading != self._done:  # failed while using frame self._reading
+                where = validate.frame_source(traj, self._reading)
+            else:  # failed while the reader parsed the next frame
+                where = validate.frame_source(traj, self._done + 1)
+            raise TrajectoryFormatError(
+                f"{where}: cannot read this frame ({type(exc).__name__}: {exc}); the file is truncated or corrupt there"
+            ) from exc
+        return self
 
     def _prepare(self) -> None:
         u = self.mobile.universe
@@ -383,6 +461,8 @@ class UnwrappedPositions(AnalysisBase):
         self._prev_m: np.ndarray | None = None
         self._prev_f: np.ndarray | None = None
         self._max_jump = 0.0
+        self._hash = np.zeros(n, dtype=np.int64)  # of each frame's mobile coordinates (bytes)
+        self._frame_ids = np.zeros(n, dtype=np.int64)
 
     def _box(self) -> np.ndarray:
         dims = self._ts.dimensions
@@ -398,6 +478,8 @@ class UnwrappedPositions(AnalysisBase):
 
     def _single_frame(self) -> None:
         i = self._frame_index
+        self._reading = int(self._ts.frame)
+        self._frame_ids[i] = self._ts.frame
         box = self._box()
         if self._box0 is None:
             self._box0 = box
@@ -405,8 +487,10 @@ class UnwrappedPositions(AnalysisBase):
         if not np.all(np.isfinite(xm)):
             bad = np.where(~np.all(np.isfinite(xm), axis=1))[0]
             raise InvalidCoordinatesError(
-                f"frame {self._ts.frame}: NaN/inf coordinates for mobile atom indices {self.mobile.indices[bad][:10].tolist()}"
+                f"{validate.frame_source(self._trajectory, self._ts.frame)}: NaN/inf coordinates for mobile atom "
+                f"indices {self.mobile.indices[bad][:10].tolist()}"
             )
+        self._hash[i] = hash(xm.tobytes())  # equal for bit-identical frames (repeats)
         if self._prev_m is None:
             self._pos[i] = xm
         else:
@@ -417,7 +501,11 @@ class UnwrappedPositions(AnalysisBase):
         if self.remove_drift and len(self._framework):
             xf = self._framework.positions.astype(np.float64) * self._scale
             if not np.all(np.isfinite(xf)):
-                raise InvalidCoordinatesError(f"frame {self._ts.frame}: NaN/inf coordinates in framework atoms")
+                bad = np.where(~np.all(np.isfinite(xf), axis=1))[0]
+                raise InvalidCoordinatesError(
+                    f"{validate.frame_source(self._trajectory, self._ts.frame)}: NaN/inf coordinates for framework "
+                    f"atom indices {self._framework.indices[bad][:10].tolist()}"
+                )
             if self._prev_f is not None:
                 self._drift[i] = self._drift[i - 1] + self._min_image(xf - self._prev_f, box).mean(axis=0)
             self._prev_f = xf
@@ -425,6 +513,7 @@ class UnwrappedPositions(AnalysisBase):
         step = self._ts.data.get("step")
         if step is not None:
             self._steps[i] = int(step)
+        self._done = self._reading
 
     @staticmethod
     def _min_image(raw: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -435,6 +524,11 @@ class UnwrappedPositions(AnalysisBase):
     def _conclude(self) -> None:
         if self._box0 is None:
             raise TrajectoryFormatError("no frames were read")
+        frames = self._frame_ids
+        validate.check_duplicates(self._hash, frames, self._trajectory, allow=self.allow_discontinuities)
+        if len(self.mobile) >= validate.MIN_IONS_FOR_JUMPS:
+            validate.check_discontinuities(validate.median_step(self._pos), frames, self._trajectory,
+                                           allow=self.allow_discontinuities)
         half = 0.5 * float(np.min(self._box0[:3]))
         if self._max_jump > 0.8 * half:
             logger.warning(
@@ -464,32 +558,39 @@ class UnwrappedPositions(AnalysisBase):
     def _resolve_times(self) -> np.ndarray:
         n = self.n_frames
         traj = self._trajectory
+        frames = np.asarray(self.frames, dtype=np.int64)
+        file_has_times = _times_from_file(traj) or (
+            type(traj).__name__ in ("DCDReader", "XTCReader", "TRRReader", "H5MDReader") and n > 1
+        )
         if self.md_timestep_ps is not None and np.all(self._steps >= 0):
             t = self._steps * float(self.md_timestep_ps)
+            if self.timestep_ps is not None and not validate.check_timestep_agrees(
+                float(self.timestep_ps), t, frames, traj, force=self.force_timestep,
+                source=f"the MD timestep (--md-timestep-ps) {float(self.md_timestep_ps):g} ps x the steps in the file",
+            ):
+                t = frames * float(self.timestep_ps)
         elif self.timestep_ps is not None:
-            if self.timestep_ps <= 0:
-                raise TimestepError(f"timestep_ps must be > 0, got {self.timestep_ps}")
-            t = np.asarray(self.frames, dtype=float) * float(self.timestep_ps)
-        elif _times_from_file(traj):
+            t = frames * float(self.timestep_ps)
+            if file_has_times:
+                validate.check_timestep_agrees(float(self.timestep_ps), self._times, frames, traj,
+                                               force=self.force_timestep)
+        elif file_has_times:
             t = self._times.copy()
-        elif type(traj).__name__ in ("DCDReader", "XTCReader", "TRRReader", "H5MDReader", "MemoryReader") and n > 1:
+            if not _times_from_file(traj):
+                logger.info("frame times taken from the %s file", type(traj).__name__)
+        elif type(traj).__name__ == "MemoryReader" and n > 1:
             t = self._times.copy()
-            logger.info("frame times taken from the %s file", type(traj).__name__)
         else:
             raise TimestepError(
-                "the time between frames is not in this file: pass timestep_ps (time between stored frames) "
-                "or, for LAMMPS dumps, md_timestep_ps (the MD timestep)"
+                f"the time between frames is not in {getattr(traj, 'filename', None) or 'this file'}: give the time "
+                "between stored frames (--timestep-ps, timestep_ps) or, for LAMMPS dumps, the MD timestep "
+                "(--md-timestep-ps, md_timestep_ps)"
             )
         if not getattr(traj, "iondiff_absolute_times", False):  # frame stores keep their real times
             t = t - t[0]
         if n > 1:
+            validate.check_times_increase(t, frames, traj)
             dtt = np.diff(t)
-            if np.any(dtt <= 0):
-                k = int(np.argmax(dtt <= 0))
-                raise TimestepError(
-                    f"frame times do not increase at frame {k + 1} ({t[k]:.6g} -> {t[k + 1]:.6g} ps): "
-                    "duplicate or out-of-order frames (e.g. overlapping restart files)"
-                )
             if not np.allclose(dtt, dtt[0], rtol=1e-4, atol=1e-9):
                 logger.warning("frames are not evenly spaced in time (dt %.6g..%.6g ps)", dtt.min(), dtt.max())
         return t
@@ -511,9 +612,18 @@ def collect_positions(
     stop: int | None = None,
     step: int | None = None,
     verbose: bool = False,
+    allow_discontinuities: bool = False,
+    force_timestep: bool = False,
 ) -> TrajectoryData:
-    """Unwrapped positions of the mobile ions (see :class:`UnwrappedPositions`)."""
+    """Unwrapped positions of the mobile ions (see :class:`UnwrappedPositions`).
+
+    The frames are validated on the way (:mod:`iondiff_stream.io.validate`):
+    repeated frames, jumps between frames (files out of order), non-increasing
+    times and a ``timestep_ps`` contradicting the file's times raise unless
+    ``allow_discontinuities`` / ``force_timestep``.
+    """
     ag = select_mobile(u, mobile) if isinstance(mobile, str) else mobile
-    run = UnwrappedPositions(ag, remove_drift=remove_drift, timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps)
+    run = UnwrappedPositions(ag, remove_drift=remove_drift, timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps,
+                             allow_discontinuities=allow_discontinuities, force_timestep=force_timestep)
     run.run(start=start, stop=stop, step=step, verbose=verbose)
     return run.results.data
