@@ -259,6 +259,7 @@ def analyze_run(
     temperature_K: float | None = None,
     charge: float | None = None,
     correlation_params: Any = None,
+    segment: int | str | None = None,
     allow_discontinuities: bool = False,
     force_timestep: bool = False,
 ) -> RunAnalysis:
@@ -291,6 +292,9 @@ def analyze_run(
     temperature_K, charge : float, optional
         For conductivities (charge defaults from the element).
     correlation_params : CorrelationParameters, optional
+    segment : int or "all", optional
+        Frame stores only: the segment (one per LAMMPS ``run``) to analyse; default the
+        last. The summary lists the store's segments and the frames a ring dropped.
     allow_discontinuities, force_timestep : bool
         Analyse a run with repeated frames or jumps between frames / with a
         ``timestep_ps`` contradicting the file's times, with a warning
@@ -303,7 +307,15 @@ def analyze_run(
     from .results import write_outputs
 
     params = params or HopParameters()
-    u = load_universe(trajectories, topology, **(reader_kwargs or {}))
+    store = _store_path(trajectories)
+    reader_kwargs = dict(reader_kwargs or {})
+    if store is not None:
+        reader_kwargs.setdefault("segment", segment)
+    elif segment is not None:
+        from .errors import IonDiffStreamError
+
+        raise IonDiffStreamError("--segment applies to a frame store (*.zarr) only")
+    u = load_universe(trajectories, topology, **reader_kwargs)
     ag = select_mobile(u, mobile)
     data = collect_positions(
         u,
@@ -323,11 +335,37 @@ def analyze_run(
         sites = _reference_sites(reference, set(map(str, data.species)), data.box)
     run = analyse_positions(data, params, reference_sites=sites, n_jobs=n_jobs, progress=progress,
                             temperature_K=temperature_K, charge=charge, correlation_params=correlation_params)
+    if store is not None:
+        _add_store_info(run, store, reader_kwargs.get("segment"))
     if out_dir is not None:
         files = [os.fspath(trajectories)] if isinstance(trajectories, (str, os.PathLike)) else [os.fspath(t) for t in trajectories]
         run.summary.update({"inputs": files, "mobile": mobile, "topology": topology})
         write_outputs(run, out_dir)
     return run
+
+
+def _store_path(trajectories: Any) -> str | None:
+    """The path when the input is one frame store, else None."""
+    from .io import guess_format
+
+    paths = [trajectories] if isinstance(trajectories, (str, os.PathLike)) else list(trajectories)
+    if len(paths) == 1 and guess_format(os.fspath(paths[0])) == "IONDIFFZARR":
+        return os.fspath(paths[0])
+    return None
+
+
+def _add_store_info(run: Any, store: str, segment: Any) -> None:
+    """Segments of the store, the one analysed and the frames a ring dropped, into the summary."""
+    from .buffer import store_info
+
+    info = store_info(store, segment)
+    run.summary.update(info)
+    if len(info["store_segments"]) > 1:
+        logger.warning("%s holds %d segments (one per LAMMPS run); analysed: segment %s (choose with --segment N|all)",
+                       store, len(info["store_segments"]), info["segment_analysed"])
+    if info["ring_dropped_frames"]:
+        logger.warning("%s is a ring: %d earlier frames were dropped; the analysis covers the %d frames it holds "
+                       "(times as stored)", store, info["ring_dropped_frames"], info["frames_available"])
 
 
 def _reference_sites(path: str, species: set[str], box: np.ndarray) -> np.ndarray:

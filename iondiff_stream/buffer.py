@@ -11,7 +11,8 @@ Layout of a store ``RUN.zarr`` (a Zarr v3 group on the local file system)::
     box/                 (capacity, 6) float64, [a, b, c, alpha, beta, gamma] (Å, degrees)
     wall_s/              (capacity,) float64, wall-clock time the frame was received (Unix s)
     online/              state of the streaming centres (see iondiff_stream.online)
-    commit.json          the commit record: frames durably written, last step, ...
+    commit.json          the commit record: frames durably written, last step, segments, ...
+    .writer.lock         the single writer's lock (``fcntl.flock``; pid, host and start time inside)
 
 Frame k (counting from the first frame ever written) lives in slot ``k % capacity``;
 ``capacity`` is a multiple of ``chunk_frames`` and chunks are aligned on it.
@@ -25,6 +26,25 @@ every chunk by write-then-rename. A reader therefore never sees a half-written
 frame, and after a SIGKILL of the writer the store holds every frame up to the
 last flush: at most ``flush_frames`` frames (default ``chunk_frames``) or
 ``flush_seconds`` of simulation output are lost.
+
+Segments: every LAMMPS ``run`` (and every timestep reset) starts a *segment*, a contiguous
+range of frames listed in ``commit.json``. Frames are never dropped because their step was
+seen before in another segment; only a true restart (a new writer session whose first step
+lies inside the last segment, e.g. after ``read_restart``) skips the frames already stored,
+and counts them (``n_skipped_duplicates``).
+
+Ring stores: before a flush overwrites slots, the commit record first retracts the frames
+living there (``first_frame`` moves forward), so a reader that re-checks the commit after
+reading (as :meth:`FrameStoreReader.read` does) never returns a torn frame: it gets
+:class:`~iondiff_stream.errors.StoreOverwrittenError` and can retry.
+
+One writer: :class:`FrameStoreWriter` holds an exclusive lock on ``.writer.lock`` until it is
+closed (or its process dies); a second writer gets
+:class:`~iondiff_stream.errors.StoreLockedError`. A lock file left by a killed writer is
+detected (it is not empty) and reported.
+
+Checksums: every chunk carries a CRC32C checksum (zarr's ``crc32c`` codec); a damaged chunk
+is reported as :class:`~iondiff_stream.errors.StoreCorruptError`.
 """
 
 from __future__ import annotations
@@ -32,40 +52,61 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
-from .errors import StoreError, StoreMismatchError, TrajectoryFileNotFoundError, TrajectoryFormatError
+from .errors import (
+    StoreCorruptError,
+    StoreError,
+    StoreLockedError,
+    StoreMismatchError,
+    StoreOverwrittenError,
+    TrajectoryFileNotFoundError,
+    TrajectoryFormatError,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FrameStoreWriter", "FrameStoreReader", "Commit", "universe_from_store", "FORMAT"]
+__all__ = ["FrameStoreWriter", "FrameStoreReader", "Commit", "universe_from_store", "store_info", "FORMAT"]
 
 FORMAT = "iondiff_stream.framestore"
-VERSION = 1
+VERSION = 2
+LOCK_NAME = ".writer.lock"
 _ARRAYS = ("positions", "framework_centre", "step", "time_ps", "box", "wall_s")
 
 
 @dataclass
 class Commit:
-    """The commit record.
+    """The commit record (``commit.json``).
 
     Attributes
     ----------
     n_frames : int
         Frames durably written since the store was created (global count).
     first_frame : int
-        Oldest global frame still in the store (``n_frames - capacity`` for a full ring).
+        Oldest global frame still in the store (``n_frames - capacity`` for a full ring; moved
+        forward *before* a flush overwrites ring slots).
     last_step : int
         MD step of the newest committed frame (-1 when empty).
     n_skipped_duplicates : int
-        Frames refused because their step was already stored (restarts).
+        Frames refused because a restarted writer sent steps already stored.
     n_step_gaps : int
-        Places where the step jumped by more than the usual interval (frames lost
-        before a restart).
+        Places where the step jumped by more than the usual interval within a segment.
+    online_frames : int
+        Frames seen by the streaming centres.
+    n_run_boundary_repeats : int
+        Frames not stored because a new ``run`` began with the configuration just stored
+        (same step as the last frame, no timestep reset).
+    segments : list of dict
+        One entry per segment: ``index``, ``first_frame`` (global), ``n_frames``,
+        ``first_step``, ``last_step``, ``first_time_ps``, ``last_time_ps``, ``started_by``
+        (``"start"``, ``"new run"``, ``"timestep reset"``, ``"appended run"``), ``restarts``.
+    unclean_exits : list of dict
+        Writers that did not close the store (lock info found by the next writer).
     """
 
     n_frames: int = 0
@@ -74,14 +115,22 @@ class Commit:
     n_skipped_duplicates: int = 0
     n_step_gaps: int = 0
     online_frames: int = 0
+    n_run_boundary_repeats: int = 0
+    segments: list[dict[str, Any]] = field(default_factory=list)
+    unclean_exits: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def read(cls, path: str) -> Commit:
         p = os.path.join(path, "commit.json")
         if not os.path.exists(p):
             return cls()
-        with open(p) as fh:
-            return cls(**json.load(fh))
+        try:
+            with open(p) as fh:
+                raw = json.load(fh)
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            raise StoreCorruptError(f"{path}: the commit record commit.json is unreadable ({exc}): store corrupt") from exc
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
 
     def write(self, path: str) -> None:
         p = os.path.join(path, "commit.json")
@@ -93,8 +142,73 @@ class Commit:
         os.replace(tmp, p)
 
 
+class _WriterLock:
+    """Exclusive ``flock`` on ``STORE/.writer.lock``, with who holds it written inside.
+
+    The kernel releases the lock when the process dies, so a killed writer never blocks the
+    store; the file's content (emptied on a clean release) tells the next writer that the
+    previous one did not close the store.
+    """
+
+    def __init__(self, store: str) -> None:
+        import fcntl
+
+        self.path = os.path.join(store, LOCK_NAME)
+        self.stale: dict[str, Any] | None = None
+        self._fh = open(self.path, "a+")  # noqa: SIM115 - held for the writer's lifetime
+        try:
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self._content()
+            self._fh.close()
+            who = (f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('started')}"
+                   if holder else "another process")
+            raise StoreLockedError(
+                f"{store} is being written by {who}; a store has one writer: wait for that run to end "
+                "or write to another --store"
+            ) from None
+        prev = self._content()
+        if prev:
+            self.stale = prev
+            logger.warning(
+                "%s: the previous writer (pid %s on %s, started %s) did not close the store (killed?); "
+                "the frames it committed are kept", store, prev.get("pid"), prev.get("host"), prev.get("started"),
+            )
+        self._fh.seek(0)
+        self._fh.truncate()
+        json.dump({"pid": os.getpid(), "host": socket.gethostname(),
+                   "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, self._fh)
+        self._fh.flush()
+
+    def _content(self) -> dict[str, Any]:
+        try:
+            self._fh.seek(0)
+            txt = self._fh.read().strip()
+            return json.loads(txt) if txt else {}
+        except (OSError, ValueError):
+            return {"pid": "?", "host": "?", "started": "?"}
+
+    def release(self) -> None:
+        import fcntl
+
+        if self._fh.closed:
+            return
+        self._fh.seek(0)
+        self._fh.truncate()  # empty = closed cleanly (the file is kept: unlinking would race)
+        self._fh.flush()
+        fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+        self._fh.close()
+
+
+def _codecs() -> dict[str, Any]:
+    """Zstd compression followed by a CRC32C checksum of every chunk."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    return {"compressors": (ZstdCodec(level=0), Crc32cCodec())}
+
+
 class FrameStoreWriter:
-    """Append frames to a store, a whole chunk per write.
+    """Append frames to a store, a whole chunk per write; the store's only writer while open.
 
     Parameters
     ----------
@@ -108,7 +222,7 @@ class FrameStoreWriter:
         Unit style the frames came from (e.g. LAMMPS ``metal``); positions are
         always stored in Å and times in ps. Appending with another style is refused.
     capacity : int, optional
-        Ring size in frames (rounded up to whole chunks); ``None`` = unbounded archive.
+        Ring size in frames (> 0; rounded up to whole chunks); ``None`` = unbounded archive.
     chunk_frames : int
         Frames per chunk.
     flush_frames : int, optional
@@ -116,10 +230,23 @@ class FrameStoreWriter:
     flush_seconds : float, optional
         Also flush when this much wall time passed since the last flush.
     mode : {"w", "a"}
-        ``"w"`` creates (refuses an existing non-empty store unless ``overwrite``),
-        ``"a"`` appends to an existing store (restart) or creates it.
+        ``"w"`` creates (refuses a store that holds frames unless ``overwrite``),
+        ``"a"`` appends to an existing store (a new segment, or the continuation of the
+        last one after a restart) or creates it.
+    overwrite : bool
+        With ``mode="w"``: replace a store that holds frames.
     metadata : dict, optional
         Run metadata kept in the group attributes.
+    lammps_types : array of int, shape (n_ions,), optional
+        LAMMPS atom types of the stored ions (kept next to the species, so that a
+        ``"type N"`` selection works on the store too).
+
+    Raises
+    ------
+    StoreLockedError
+        Another writer has the store open.
+    StoreError
+        The store cannot be created, or holds frames and neither append nor overwrite was asked.
     """
 
     def __init__(
@@ -135,6 +262,7 @@ class FrameStoreWriter:
         mode: str = "a",
         overwrite: bool = False,
         metadata: dict[str, Any] | None = None,
+        lammps_types: Any = None,
     ) -> None:
         import zarr
 
@@ -145,44 +273,68 @@ class FrameStoreWriter:
             raise StoreMismatchError(f"{len(self.ion_ids)} ion ids but {len(self.species)} species")
         if len(self.ion_ids) == 0:
             raise StoreMismatchError("no ions to store (empty selection)")
+        if mode not in ("w", "a"):
+            raise ValueError(f"mode must be 'w' or 'a', got {mode!r}")
+        if capacity is not None and int(capacity) < 1:
+            raise StoreError(f"ring capacity must be a positive number of frames, got {capacity}")
         self.units = units
         self.chunk = int(chunk_frames)
         if self.chunk < 1:
             raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
         self.flush_frames = int(flush_frames or self.chunk)
         self.flush_seconds = flush_seconds
+        self.lammps_types = None if lammps_types is None else [int(t) for t in lammps_types]
         n = len(self.ion_ids)
-        exists = os.path.exists(os.path.join(self.path, "zarr.json"))
+        self._lock: _WriterLock | None = None
         try:
             parent = os.path.dirname(os.path.abspath(self.path)) or "."
             os.makedirs(parent, exist_ok=True)
             if not os.access(parent, os.W_OK):
                 raise PermissionError(f"directory {parent} is not writable")
+            if os.path.exists(self.path) and not os.path.isdir(self.path):
+                raise StoreError(f"cannot create store {self.path}: a file of that name exists")
+            os.makedirs(self.path, exist_ok=True)
+            self._lock = _WriterLock(self.path)
+            exists = os.path.exists(os.path.join(self.path, "zarr.json"))
+            held = Commit.read(self.path).n_frames if exists else 0
             if exists and mode == "a":
                 self.group = zarr.open_group(self.path, mode="r+")
                 self._check_compatible()
                 self.capacity = self.group.attrs["capacity"]
                 self.commit = Commit.read(self.path)
-            elif exists and mode == "w" and not overwrite and Commit.read(self.path).n_frames > 0:
-                raise StoreError(f"{self.path} already holds frames; use mode='a' to append or overwrite=True")
-            else:
-                cap = None if capacity is None else int(np.ceil(capacity / self.chunk) * self.chunk)
-                self.capacity = cap
-                self.group = zarr.open_group(self.path, mode="w")
-                self.group.attrs.update(
-                    {
-                        "format": FORMAT,
-                        "version": VERSION,
-                        "length_unit": "angstrom",
-                        "time_unit": "ps",
-                        "source_units": units,
-                        "ion_ids": self.ion_ids.tolist(),
-                        "species": self.species,
-                        "capacity": cap,
-                        "chunk_frames": self.chunk,
-                        "metadata": metadata or {},
-                    }
+            elif held > 0 and mode == "w" and not overwrite:
+                raise StoreError(
+                    f"{self.path} already holds {held} frames from an earlier run; append this run as a new "
+                    "segment (--append) or replace the store (--overwrite)"
                 )
+            else:
+                for entry in os.listdir(self.path):  # keep our lock file: zarr's mode="w" would delete it
+                    if entry != LOCK_NAME:
+                        full = os.path.join(self.path, entry)
+                        if os.path.isdir(full):
+                            import shutil
+
+                            shutil.rmtree(full)
+                        else:
+                            os.remove(full)
+                cap = None if capacity is None else int(np.ceil(int(capacity) / self.chunk) * self.chunk)
+                self.capacity = cap
+                self.group = zarr.open_group(self.path, mode="a")
+                attrs = {
+                    "format": FORMAT,
+                    "version": VERSION,
+                    "length_unit": "angstrom",
+                    "time_unit": "ps",
+                    "source_units": units,
+                    "ion_ids": self.ion_ids.tolist(),
+                    "species": self.species,
+                    "capacity": cap,
+                    "chunk_frames": self.chunk,
+                    "metadata": metadata or {},
+                }
+                if self.lammps_types is not None:
+                    attrs["lammps_types"] = self.lammps_types
+                self.group.attrs.update(attrs)
                 size = cap if cap is not None else 0
                 shapes = {
                     "positions": ((size, n, 3), "float64", (self.chunk, n, 3), "angstrom"),
@@ -193,20 +345,30 @@ class FrameStoreWriter:
                     "wall_s": ((size,), "float64", (self.chunk,), "s since epoch"),
                 }
                 for name, (shape, dt, ch, u) in shapes.items():
-                    a = self.group.create_array(name, shape=shape, dtype=dt, chunks=ch, fill_value=np.nan if dt == "float64" else -1)
+                    a = self.group.create_array(name, shape=shape, dtype=dt, chunks=ch,
+                                                fill_value=np.nan if dt == "float64" else -1, **_codecs())
                     if u:
                         a.attrs["units"] = u
                 self.commit = Commit()
                 self.commit.write(self.path)
-        except (PermissionError, OSError) as exc:
-            if isinstance(exc, (StoreError,)):
+        except BaseException as exc:
+            if self._lock is not None:
+                self._lock.release()
+            if isinstance(exc, StoreError):
                 raise
-            raise StoreError(f"cannot create or open store {self.path}: {exc}") from exc
+            if isinstance(exc, (PermissionError, OSError)):
+                raise StoreError(f"cannot create or open store {self.path}: {exc}") from exc
+            raise
+        if self._lock.stale:
+            self.commit.unclean_exits.append(self._lock.stale)
         self._arrays = {k: self.group[k] for k in _ARRAYS}
         self._buf: dict[str, list[Any]] = {k: [] for k in _ARRAYS}
         self._last_flush = time.monotonic()
         self._step_interval: int | None = None
         self._closed = False
+        self._session_started = False
+        self._dedupe = False  # restart: skip steps already stored until the first new one
+        self._pending_reason: str | None = None
         self.on_flush: list[Any] = []  # callables(writer) run before each commit (e.g. save online state)
 
     # ------------------------------------------------------------------
@@ -234,6 +396,22 @@ class FrameStoreWriter:
     def n_ions(self) -> int:
         return len(self.ion_ids)
 
+    @property
+    def segments(self) -> list[dict[str, Any]]:
+        """Segments written so far (including frames still in memory)."""
+        return self.commit.segments
+
+    def _start_segment(self, reason: str, step: int, time_ps: float) -> None:
+        g = self.commit.n_frames + len(self._buf["step"])
+        self.commit.segments.append({
+            "index": len(self.commit.segments), "first_frame": g, "n_frames": 0, "first_step": int(step),
+            "last_step": int(step), "first_time_ps": float(time_ps), "last_time_ps": float(time_ps),
+            "started_by": reason, "restarts": 0,
+        })
+        self._step_interval = None
+        if len(self.commit.segments) > 1:
+            logger.info("%s: segment %d starts at step %d (%s)", self.path, len(self.commit.segments) - 1, step, reason)
+
     def append(
         self,
         step: int,
@@ -241,6 +419,7 @@ class FrameStoreWriter:
         positions: np.ndarray,
         box: np.ndarray,
         framework_centre: np.ndarray | None = None,
+        new_run: bool = False,
     ) -> bool:
         """Add one frame (kept in memory until its chunk is full or a flush).
 
@@ -252,11 +431,24 @@ class FrameStoreWriter:
             Unwrapped positions in Å, rows in the order of ``ion_ids``.
         box : ndarray, shape (6,)
         framework_centre : ndarray, shape (3,), optional
+        new_run : bool
+            The first frame of a new LAMMPS ``run`` command: starts a new segment (a frame
+            with the same step as the last one stored is then the same configuration and
+            is not stored twice).
 
         Returns
         -------
         bool
-            False when the frame was skipped (its step is already stored).
+            False when the frame was not stored (a restart's step already stored, or the
+            repeat of the last frame at the start of a run).
+
+        Notes
+        -----
+        A step lower than the last one within one writer session is a timestep reset
+        (``reset_timestep``): it starts a new segment. The first frame of a writer that
+        appends to a store continues the last segment when its step lies after that
+        segment's first step (a restart; steps already stored are skipped and counted),
+        and starts a new segment otherwise.
         """
         if self._closed:
             raise StoreError("store writer is closed")
@@ -265,22 +457,68 @@ class FrameStoreWriter:
             raise StoreMismatchError(f"frame has shape {pos.shape}, store expects ({self.n_ions}, 3)")
         if not np.all(np.isfinite(pos)):
             raise TrajectoryFormatError(f"step {step}: NaN/inf positions; frame refused")
+        step = int(step)
         last = self._buf["step"][-1] if self._buf["step"] else self.commit.last_step
-        if step <= last:
-            self.commit.n_skipped_duplicates += 1
+        segs = self.commit.segments
+        if not self._session_started:
+            self._session_started = True
+            if not segs and self.commit.n_frames > 0:  # a version-1 store: one segment
+                segs.append({"index": 0, "first_frame": self.commit.first_frame, "n_frames": self.commit.n_frames
+                             - self.commit.first_frame, "first_step": -1, "last_step": last, "first_time_ps": float("nan"),
+                             "last_time_ps": float("nan"), "started_by": "start", "restarts": 0})
+            if not segs:
+                self._start_segment("start", step, time_ps)
+            elif step > segs[-1]["first_step"]:
+                segs[-1]["restarts"] += 1
+                self._dedupe = step <= last
+                logger.info("%s: continuing segment %d from step %d (restart)", self.path, len(segs) - 1, step)
+            else:
+                self._start_segment("appended run", step, time_ps)
+            decided = True
+        else:
+            decided = False
+        if decided and not self._dedupe:
+            pass
+        elif self._dedupe:
+            if step <= last:
+                self.commit.n_skipped_duplicates += 1
+                return False
+            if self.commit.n_skipped_duplicates:
+                logger.warning("%s: restart: %d frames already stored were skipped", self.path,
+                               self.commit.n_skipped_duplicates)
+            self._dedupe = False
+        elif new_run:
+            if step == last:  # `run` after `run`: its first frame is the configuration just stored
+                self.commit.n_run_boundary_repeats += 1
+                self._pending_reason = "new run"
+                return False
+            self._start_segment("timestep reset" if step < last else "new run", step, time_ps)
+            self._pending_reason = None
+        elif self._pending_reason is not None:
+            self._start_segment(self._pending_reason if step > last else "timestep reset", step, time_ps)
+            self._pending_reason = None
+        elif step < last:
+            self._start_segment("timestep reset", step, time_ps)
+        elif step == last:
+            self.commit.n_run_boundary_repeats += 1
             return False
-        if last >= 0:
-            gap = step - last
+        seg = segs[-1]
+        if seg["n_frames"] > 0:
+            gap = step - seg["last_step"]
             if self._step_interval is None:
                 self._step_interval = gap
             elif gap > self._step_interval:
                 self.commit.n_step_gaps += 1
                 logger.warning("step jumps from %d to %d: frames in between are missing from %s", last, step, self.path)
+        else:
+            seg["first_step"], seg["first_time_ps"] = step, float(time_ps)
+        seg["n_frames"] += 1
+        seg["last_step"], seg["last_time_ps"] = step, float(time_ps)
         self._buf["positions"].append(pos)
         self._buf["framework_centre"].append(
             np.full(3, np.nan) if framework_centre is None else np.asarray(framework_centre, float)
         )
-        self._buf["step"].append(int(step))
+        self._buf["step"].append(step)
         self._buf["time_ps"].append(float(time_ps))
         self._buf["box"].append(np.asarray(box, dtype=np.float64))
         self._buf["wall_s"].append(time.time())
@@ -302,11 +540,20 @@ class FrameStoreWriter:
                 for k in _ARRAYS:
                     a = self._arrays[k]
                     if a.shape[0] < end:
-                        new = int(np.ceil(end / self.chunk) * self.chunk)
+                        # grow geometrically (at most 64 chunks at a time): few metadata rewrites;
+                        # readers go by the commit record, never by the arrays' shape
+                        cur = a.shape[0]
+                        want = max(end, min(2 * cur, cur + 64 * self.chunk))
+                        new = int(np.ceil(want / self.chunk) * self.chunk)
                         a.resize((new,) + a.shape[1:])
-                self._write_slots(start, end)
             else:
-                self._write_slots(start, end)
+                oldest_kept = max(0, end - self.capacity)
+                if oldest_kept > self.commit.first_frame:
+                    # retract the frames whose slots are about to be overwritten *before* writing
+                    committed_n = self.commit.n_frames
+                    self.commit.first_frame = min(oldest_kept, committed_n)
+                    self.commit.write(self.path)
+            self._write_slots(start, end)
             for k in _ARRAYS:
                 self._buf[k].clear()
             self.commit.n_frames = end
@@ -320,6 +567,9 @@ class FrameStoreWriter:
         data = {k: np.asarray(v) for k, v in self._buf.items()}
         self.commit.last_step = int(data["step"][-1])
         cap = self.capacity
+        if cap is not None and end - start > cap:  # more pending frames than the ring holds: keep the newest
+            data = {k: v[end - start - cap :] for k, v in data.items()}
+            start = end - cap
         # split at the ring's wrap-around so every write is a contiguous slice
         pieces = []
         g = start
@@ -333,10 +583,14 @@ class FrameStoreWriter:
                 self._arrays[k][s0:s1] = data[k][i0:i1]
 
     def close(self) -> None:
-        """Flush and close (idempotent)."""
+        """Flush, close and release the writer's lock (idempotent)."""
         if not self._closed:
-            self.flush()
-            self._closed = True
+            try:
+                self.flush()
+            finally:
+                self._closed = True
+                if self._lock is not None:
+                    self._lock.release()
 
     def __enter__(self) -> FrameStoreWriter:
         return self
@@ -351,6 +605,10 @@ class FrameStoreReader:
     Parameters
     ----------
     path : str
+
+    Raises
+    ------
+    TrajectoryFileNotFoundError, TrajectoryFormatError, StoreCorruptError
     """
 
     def __init__(self, path: str) -> None:
@@ -359,12 +617,16 @@ class FrameStoreReader:
         self.path = os.fspath(path)
         if not os.path.exists(os.path.join(self.path, "zarr.json")):
             raise TrajectoryFileNotFoundError(f"no frame store at {self.path}")
-        self.group = zarr.open_group(self.path, mode="r")
-        if self.group.attrs.get("format") != FORMAT:
+        try:
+            self.group = zarr.open_group(self.path, mode="r")
+            a = dict(self.group.attrs)
+        except Exception as exc:  # noqa: BLE001 - zarr raises many kinds on damaged metadata
+            raise StoreCorruptError(f"{self.path}: the store's metadata (zarr.json) is unreadable ({exc}): store corrupt") from exc
+        if a.get("format") != FORMAT:
             raise TrajectoryFormatError(f"{self.path} is not an iondiff_stream frame store")
-        a = self.group.attrs
         self.ion_ids = np.asarray(a["ion_ids"], dtype=np.int64)
         self.species = list(a["species"])
+        self.lammps_types = a.get("lammps_types")
         self.capacity = a["capacity"]
         self.chunk = a["chunk_frames"]
         self.source_units = a["source_units"]
@@ -381,6 +643,36 @@ class FrameStoreReader:
         """Frames available now (committed and not yet overwritten by the ring)."""
         return self.commit.n_frames - self.commit.first_frame
 
+    @property
+    def ring_dropped_frames(self) -> int:
+        """Frames written to the store that a ring no longer holds."""
+        return int(self.commit.first_frame)
+
+    @property
+    def segments(self) -> list[dict[str, Any]]:
+        """Segments with frames still available, as ranges of available frames.
+
+        Returns
+        -------
+        list of dict
+            The commit's segment records plus ``start`` and ``stop`` (available-frame
+            indices, ``[start, stop)``) and ``dropped_by_ring`` (frames of the segment
+            that the ring no longer holds). A store written before segments existed is
+            one segment.
+        """
+        c = self.commit
+        segs = c.segments or [{"index": 0, "first_frame": 0, "n_frames": c.n_frames, "first_step": -1,
+                               "last_step": c.last_step, "started_by": "start", "restarts": 0}]
+        out = []
+        for s in segs:
+            g0, g1 = s["first_frame"], min(s["first_frame"] + s["n_frames"], c.n_frames)
+            a0, a1 = max(g0, c.first_frame), g1
+            if a1 <= a0:
+                continue
+            out.append({**s, "n_frames": g1 - g0, "start": a0 - c.first_frame, "stop": a1 - c.first_frame,
+                        "dropped_by_ring": a0 - g0})
+        return out
+
     def read(self, start: int = 0, stop: int | None = None, names: tuple[str, ...] = _ARRAYS) -> dict[str, np.ndarray]:
         """Frames ``[start, stop)`` of those available (0 = oldest available).
 
@@ -389,6 +681,13 @@ class FrameStoreReader:
         dict
             ``positions (m, n_ions, 3)``, ``framework_centre (m, 3)``, ``step (m,)``,
             ``time_ps (m,)``, ``box (m, 6)``, ``wall_s (m,)``.
+
+        Raises
+        ------
+        StoreOverwrittenError
+            A ring writer overwrote some of these frames while they were read (retry).
+        StoreCorruptError
+            A chunk failed its checksum or could not be decoded.
         """
         import zarr
 
@@ -399,21 +698,49 @@ class FrameStoreReader:
             raise IndexError(f"frames [{start}, {stop}) not in 0..{n}")
         g0, g1 = c.first_frame + start, c.first_frame + stop
         out: dict[str, np.ndarray] = {}
-        grp = zarr.open_group(self.path, mode="r")  # re-open: sees resized arrays
+        try:
+            grp = zarr.open_group(self.path, mode="r")  # re-open: sees resized arrays
+        except Exception as exc:  # noqa: BLE001
+            raise StoreCorruptError(f"{self.path}: the store's metadata is unreadable ({exc}): store corrupt") from exc
         for k in names:
-            a = grp[k]
-            if self.capacity is None:
-                out[k] = a[g0:g1]
-            else:
-                cap = self.capacity
-                idx = np.arange(g0, g1) % cap
-                if len(idx) and idx[-1] >= idx[0] and len(idx) == idx[-1] - idx[0] + 1:
-                    out[k] = a[idx[0] : idx[-1] + 1]
+            try:
+                a = grp[k]
+                if self.capacity is None:
+                    out[k] = a[g0:g1]
                 else:
-                    out[k] = np.concatenate([a[s : e + 1] for s, e in _runs(idx)]) if len(idx) else a[0:0]
+                    cap = self.capacity
+                    idx = np.arange(g0, g1) % cap
+                    if len(idx) and idx[-1] >= idx[0] and len(idx) == idx[-1] - idx[0] + 1:
+                        out[k] = a[idx[0] : idx[-1] + 1]
+                    else:
+                        out[k] = np.concatenate([a[s : e + 1] for s, e in _runs(idx)]) if len(idx) else a[0:0]
+            except Exception as exc:  # noqa: BLE001 - zarr/numcodecs raise many kinds on damaged chunks
+                if self.refresh().first_frame > g0:
+                    raise StoreOverwrittenError(
+                        f"{self.path}: the ring buffer overwrote frames while they were read; retry (read more recent frames)"
+                    ) from exc
+                raise StoreCorruptError(
+                    f"{self.path}: array {k!r}, frames {g0}..{g1 - 1}: a chunk failed its checksum or could not be "
+                    f"decoded ({type(exc).__name__}: {exc}): store corrupt"
+                ) from exc
         if self.refresh().first_frame > g0:
-            raise StoreError("the ring buffer overwrote frames while they were read; read more recent frames")
+            raise StoreOverwrittenError(
+                f"{self.path}: the ring buffer overwrote frames while they were read; retry (read more recent frames)"
+            )
         return out
+
+    def verify(self) -> int:
+        """Read every available chunk of every array (checksums checked); return the frames checked.
+
+        Raises
+        ------
+        StoreCorruptError
+        """
+        n = self.n_frames
+        step = max(int(self.chunk), 1)
+        for s in range(0, n, step):
+            self.read(s, min(n, s + step))
+        return n
 
     def online_state(self) -> dict[str, np.ndarray] | None:
         """Saved state of the streaming centres, or None."""
@@ -423,9 +750,61 @@ class FrameStoreReader:
         if "online" not in grp:
             return None
         og = grp["online"]
-        st = {k: og[k][:] for k in og.array_keys()}
+        try:
+            st = {k: og[k][:] for k in og.array_keys()}
+        except Exception as exc:  # noqa: BLE001
+            raise StoreCorruptError(f"{self.path}: the online state could not be decoded ({exc}): store corrupt") from exc
         st["attrs"] = dict(og.attrs)  # type: ignore[assignment]
         return st
+
+
+def store_info(path: str, segment: int | str | None = None) -> dict[str, Any]:
+    """What a store holds and which of its segments an analysis uses.
+
+    Parameters
+    ----------
+    path : str
+    segment : int, "all" or None
+        None = the last segment.
+
+    Returns
+    -------
+    dict
+        ``segments`` (index, steps, times, frames, how each started), ``segment_analysed``,
+        ``ring_dropped_frames``, ``skipped_duplicate_frames``, ``frames_available``.
+    """
+    r = FrameStoreReader(path)
+    segs = r.segments
+    chosen = _choose_segment(segs, segment, path)
+    return {
+        "store_segments": [{k: s.get(k) for k in ("index", "first_step", "last_step", "first_time_ps", "last_time_ps",
+                                                  "n_frames", "dropped_by_ring", "started_by", "restarts")}
+                           for s in segs],
+        "segment_analysed": "all" if chosen is None else int(chosen["index"]),
+        "ring_dropped_frames": r.ring_dropped_frames,
+        "skipped_duplicate_frames": r.commit.n_skipped_duplicates,
+        "frames_available": r.n_frames,
+    }
+
+
+def _choose_segment(segs: list[dict[str, Any]], segment: int | str | None, path: str) -> dict[str, Any] | None:
+    """The segment record asked for (None = all)."""
+    if isinstance(segment, str):
+        if segment.strip().lower() == "all":
+            return None
+        try:
+            segment = int(segment)
+        except ValueError:
+            raise StoreError(f"--segment must be a segment number or 'all', got {segment!r}") from None
+    if not segs:
+        raise StoreError(f"{path}: the store has no frames")
+    if segment is None:
+        return segs[-1]
+    for s in segs:
+        if s["index"] == segment:
+            return s
+    have = ", ".join(str(s["index"]) for s in segs)
+    raise StoreError(f"{path} has no segment {segment} (segments held: {have}, or 'all')")
 
 
 def _runs(idx: np.ndarray) -> list[tuple[int, int]]:

@@ -71,6 +71,9 @@ def analyze(
                                       help="Worker processes (-1: all cores).")] = 1,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
     with_report: Annotated[bool, typer.Option("--report", help="Also write the figures and report.html.")] = False,
+    segment: Annotated[
+        Optional[str], typer.Option("--segment", help="Frame stores: segment N (one per LAMMPS run) or 'all'; default the last.")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Reuse a non-empty --out: replace a previous analysis's outputs there.")
@@ -112,6 +115,7 @@ def analyze(
         temperature_K=temperature,
         charge=charge,
         correlation_params=CorrelationParameters(percentile=percentile, seed=seed),
+        segment=segment,
         reader_kwargs={"allow_truncated": True} if allow_truncated else None,
         allow_discontinuities=allow_discontinuities,
         force_timestep=force_timestep,
@@ -121,6 +125,8 @@ def analyze(
             "mean_hop_duration_ps", "hop_frequency_per_ps", "mean_residence_time_ps", "D_tracer_cm2_s",
             "D_sigma_cm2_s", "D_sigma_status", "D_sigma_interval_cm2_s", "haven_ratio", "sigma_NE_mS_cm", "mean_correlated_ions", "hop_msd_fraction", "warnings"]
     typer.echo(json.dumps({k: s.get(k) for k in keys}, indent=2))
+    if "store_segments" in s:
+        typer.echo(_format_segments(s["store_segments"], s["segment_analysed"], s.get("ring_dropped_frames", 0)))
     typer.echo(f"results in {out}/ (hops.csv, summary.json, results.zarr)")
     if with_report:
         from .report import make_report
@@ -134,14 +140,18 @@ def run(
     ctx: typer.Context,
     script: Annotated[Path, typer.Argument(help="LAMMPS input script (unmodified).")],
     mobile: Annotated[str, typer.Option("--mobile", help="Mobile ions: element (types guessed from masses) or 'type N'.")],
-    store: Annotated[Path, typer.Option("--store", help="Zarr store to write (appended to on restart).")],
+    store: Annotated[Path, typer.Option("--store", help="Zarr store to write (one segment per LAMMPS run).")],
     every: Annotated[int, typer.Option("--every", min=1, help="Steps between stored frames.")] = 10,
     capacity: Annotated[Optional[int], typer.Option(help="Ring size in frames (default: keep all).")] = None,
     chunk_frames: Annotated[int, typer.Option(min=1, help="Frames per Zarr chunk.")] = 100,
     var: Annotated[Optional[list[str]], typer.Option("--var", help="LAMMPS variable NAME=VALUE (or -var NAME VALUE).")] = None,
+    append: Annotated[bool, typer.Option("--append", help="Add to an existing store (new segment; a restart continues its segment).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Hide LAMMPS's screen output.")] = False,
+    log: Annotated[str, typer.Option("--log", help="LAMMPS log file ('none': no log).")] = "log.lammps",
     verbose: Annotated[bool, typer.Option("--verbose")] = False,
 ) -> None:
-    """Run an unmodified LAMMPS input script with the streaming hook (fix external) attached."""
+    """Run an unmodified LAMMPS input script with the streaming hook (fix external), like `lmp -in SCRIPT`."""
     from lammps_hooks.run_script import run_script
 
     _setup_logging(verbose)
@@ -153,9 +163,37 @@ def run(
             extra = extra[3:]
         else:
             raise typer.BadParameter(f"unexpected argument {extra[0]!r} (use -var NAME VALUE)")
+    _check_store_flags(append, overwrite, capacity, every)
     res = run_script(str(script), mobile, str(store), every=every, variables=variables, capacity=capacity,
-                     chunk_frames=chunk_frames)
+                     chunk_frames=chunk_frames, quiet=quiet, log=None if log.lower() == "none" else log,
+                     mode="a" if append else "w", overwrite=overwrite)
     typer.echo(json.dumps(res, indent=2))
+
+
+def _check_store_flags(append: bool, overwrite: bool, capacity: Optional[int], every: int = 1) -> None:
+    if append and overwrite:
+        raise typer.BadParameter("--append and --overwrite exclude each other")
+    if capacity is not None and capacity < 1:
+        raise typer.BadParameter(f"--capacity must be a positive number of frames, got {capacity}")
+    if every < 1:
+        raise typer.BadParameter(f"--every must be >= 1, got {every}")
+
+
+@app.command()
+def snippet(
+    mobile: Annotated[str, typer.Option("--mobile", help="Mobile ions: element (types from masses) or 'type N'.")],
+    store: Annotated[str, typer.Option("--store", help="Zarr store the LAMMPS run fills.")],
+    every: Annotated[int, typer.Option("--every", help="Steps between stored frames.")] = 10,
+    capacity: Annotated[Optional[int], typer.Option(help="Ring size in frames (default: keep all).")] = None,
+    append: Annotated[bool, typer.Option("--append", help="Add to an existing store (new segment / restart).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store.")] = False,
+) -> None:
+    """Print input-script lines for `fix python/invoke` (LAMMPS with the PYTHON package, e.g. Debian's lmp)."""
+    from lammps_hooks.fix_python_invoke import snippet as _snippet
+
+    _check_store_flags(append, overwrite, capacity, every)
+    mode = "append" if append else "overwrite" if overwrite else "new"
+    typer.echo(_snippet(mobile, every, store, mode=mode, capacity=capacity), nl=False)
 
 
 @app.command()
@@ -166,12 +204,17 @@ def listen(
     mobile: Annotated[str, typer.Option("--mobile", help="Mobile ions: element or 'type N'.")],
     max_frames: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many frames.")] = None,
     units: Annotated[str, typer.Option(help="LAMMPS unit style of the simulation.")] = "metal",
+    capacity: Annotated[Optional[int], typer.Option(help="Ring size in frames (default: keep all).")] = None,
+    append: Annotated[bool, typer.Option("--append", help="Add to an existing store (new segment / restart).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store.")] = False,
 ) -> None:
     """Receive frames from LAMMPS over IMDv3 and store them (with live centres)."""
     from lammps_hooks.imd_listener import listen as _listen
 
     _setup_logging(False)
-    res = _listen(address, str(topology), mobile, str(store), max_frames=max_frames, units=units)
+    _check_store_flags(append, overwrite, capacity)
+    res = _listen(address, str(topology), mobile, str(store), max_frames=max_frames, units=units, capacity=capacity,
+                  mode="a" if append else "w", overwrite=overwrite)
     typer.echo(json.dumps(res, indent=2))
 
 
@@ -181,20 +224,36 @@ def monitor(
     once: Annotated[bool, typer.Option("--once", help="Print one status and exit.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
     interval: Annotated[float, typer.Option(min=0.05, help="Seconds between refreshes.")] = 2.0,
+    verify: Annotated[bool, typer.Option("--verify", help="With --once: check every chunk's checksum.")] = False,
 ) -> None:
-    """Live view of a running simulation: frames, speed, MSD and D, ions in transit, hops."""
+    """Live view of a running simulation: frames, segments, speed, MSD and D, ions in transit, hops."""
     from .monitor import status, watch
 
     _setup_logging(False)
     if once:
-        st = status(str(store))
+        st = status(str(store), verify=verify)
         typer.echo(json.dumps(st, indent=2) if as_json else _format_status(st))
         return
     watch(str(store), interval)
 
 
 def _format_status(st: dict) -> str:
-    return "\n".join(f"{k}: {v}" for k, v in st.items())
+    lines = [f"{k}: {v}" for k, v in st.items() if k != "segments"]
+    if st.get("segments"):
+        lines.append(_format_segments(st["segments"], None, st.get("ring_dropped_frames", 0)))
+    return "\n".join(lines)
+
+
+def _format_segments(segs: list, analysed: object, dropped: int) -> str:
+    """One line per store segment (one per LAMMPS run)."""
+    out = [f"store segments ({len(segs)}; analysed: {analysed})" if analysed is not None else f"store segments ({len(segs)})"]
+    for g in segs:
+        out.append(f"  {g['index']}: steps {g['first_step']}..{g['last_step']}, {g['n_frames']} frames"
+                   f" ({g['started_by']}{', ' + str(g['restarts']) + ' restart(s)' if g.get('restarts') else ''}"
+                   f"{', ' + str(g['dropped_by_ring']) + ' dropped by the ring' if g.get('dropped_by_ring') else ''})")
+    if dropped:
+        out.append(f"  the ring dropped {dropped} earlier frames")
+    return "\n".join(out)
 
 
 @app.command()

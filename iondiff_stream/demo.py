@@ -43,7 +43,8 @@ def run_demo(out: str, steps: int = 20000, temperature: float = 1500.0) -> dict:
     store = os.path.join(out, "caf2.zarr")
     shutil.rmtree(store, ignore_errors=True)
     cmd = [sys.executable, "-m", "iondiff_stream.cli", "run", str(CAF2), "--mobile", "F", "--store", store,
-           "--every", "10", "--chunk-frames", "100", "-var", "nsteps", str(steps), "-var", "T", str(temperature)]
+           "--every", "10", "--chunk-frames", "100", "--quiet", "--overwrite", "--log", os.path.join(out, "log.lammps"),
+           "-var", "nsteps", str(steps), "-var", "T", str(temperature)]
     out_lines = sys.stdout
     out_lines.write(f"[1/3] LAMMPS CaF2 at {temperature:.0f} K, {steps} steps, hook every 10 steps -> {store}\n")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -17,6 +17,9 @@ __all__ = [
     "TimestepError",
     "StoreError",
     "StoreMismatchError",
+    "StoreLockedError",
+    "StoreCorruptError",
+    "StoreOverwrittenError",
     "AnalysisError",
 ]
 
@@ -51,6 +54,18 @@ class StoreError(IonDiffStreamError, OSError):
 
 class StoreMismatchError(IonDiffStreamError, ValueError):
     """Frames appended to a store do not match it (other ions, units, steps)."""
+
+
+class StoreLockedError(StoreError):
+    """Another writer has the store open (a store has one writer)."""
+
+
+class StoreCorruptError(StoreError):
+    """A store's chunk failed its checksum or its metadata cannot be decoded."""
+
+
+class StoreOverwrittenError(StoreError):
+    """A ring store overwrote the frames being read (read again, more recent frames)."""
 
 
 class AnalysisError(IonDiffStreamError, RuntimeError):

@@ -8,12 +8,18 @@ from typing import Any
 import numpy as np
 
 from .buffer import FrameStoreReader
+from .errors import StoreCorruptError, StoreOverwrittenError
 
 __all__ = ["status", "watch"]
 
 
-def status(path: str, recent: int = 200) -> dict[str, Any]:
+def status(path: str, recent: int = 200, verify: bool = False) -> dict[str, Any]:
     """One status snapshot of a store (safe while the writer appends).
+
+    Reads the steps and times of every available frame and the first and last chunk of positions
+    (all chunks with ``verify``), so a damaged chunk among those raises
+    :class:`~iondiff_stream.errors.StoreCorruptError`. A ring that overwrites frames while they are
+    read is read again.
 
     Returns
     -------
@@ -22,19 +28,45 @@ def status(path: str, recent: int = 200) -> dict[str, Any]:
         wall-clock stamps of the last ``recent`` frames), ``msd_A2`` and ``D_running_cm2_s``
         per species (first available frame to the last, framework drift removed),
         ``ions_in_transit``, ``hops``, ``hop_rate_per_ion_per_ps``, ``centres_per_ion``
-        (histogram), ``skipped_duplicate_frames``, ``step_gaps``.
+        (histogram), ``skipped_duplicate_frames``, ``step_gaps``, ``segments`` (one per LAMMPS run),
+        ``ring_dropped_frames``, ``unclean_writer_exits``.
     """
+    for attempt in range(5):
+        try:
+            return _status(path, recent, verify)
+        except StoreOverwrittenError:
+            if attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _status(path: str, recent: int, verify: bool) -> dict[str, Any]:
     r = FrameStoreReader(path)
     n = r.n_frames
     out: dict[str, Any] = {"store": path, "frames": n, "frames_total": r.commit.n_frames,
                            "last_step": r.commit.last_step, "n_ions": int(len(r.ion_ids))}
+    segs = r.segments
+    out["segments"] = [{k: g.get(k) for k in ("index", "first_step", "last_step", "n_frames", "started_by", "restarts",
+                                              "dropped_by_ring")} for g in segs]
+    out["ring_dropped_frames"] = r.ring_dropped_frames
+    if r.commit.unclean_exits:
+        out["unclean_writer_exits"] = len(r.commit.unclean_exits)
     if n == 0:
         return out
-    first = r.read(0, 1)
+    r.read(0, n, names=("step", "time_ps"))  # checksums of the small arrays
+    if verify:
+        r.verify()
+    else:
+        r.read(max(0, n - int(r.chunk)), n, names=("positions",))
+    if segs:  # running MSD and D over the current (last) segment
+        first_i = segs[-1]["start"]
+    else:
+        first_i = 0
+    first = r.read(first_i, first_i + 1)
     last = r.read(n - 1, n)
     t0, t1 = float(first["time_ps"][0]), float(last["time_ps"][0])
     out["simulated_time_ps"] = t1
-    tail = r.read(max(0, n - recent), n, names=("time_ps", "wall_s"))
+    tail = r.read(max(first_i, n - recent), n, names=("time_ps", "wall_s"))
     dwall = float(tail["wall_s"][-1] - tail["wall_s"][0])
     dsim = float(tail["time_ps"][-1] - tail["time_ps"][0])
     out["speed_ns_per_day"] = (dsim * 1e-3) / (dwall / 86400.0) if dwall > 0 else None
@@ -69,6 +101,8 @@ def watch(path: str, interval: float = 2.0, max_updates: int | None = None) -> N
     def table() -> Table:
         try:
             st = status(path)
+        except StoreCorruptError:
+            raise
         except Exception as exc:  # noqa: BLE001 - keep watching through transient states
             st = {"store": path, "waiting": str(exc)}
         t = Table(title=f"iondiff-stream monitor — {path}")
@@ -77,6 +111,10 @@ def watch(path: str, interval: float = 2.0, max_updates: int | None = None) -> N
         for k, v in st.items():
             if isinstance(v, float):
                 v = f"{v:.4g}"
+            elif isinstance(v, list):
+                v = "; ".join(f"{g.get('index')}: steps {g.get('first_step')}..{g.get('last_step')} "
+                              f"({g.get('n_frames')} frames, {g.get('started_by')})" if isinstance(g, dict) else str(g)
+                              for g in v)
             elif isinstance(v, dict):
                 v = ", ".join(f"{a}: {b:.4g}" if isinstance(b, float) else f"{a}: {b}" for a, b in v.items())
             t.add_row(k, str(v))

@@ -1,9 +1,11 @@
 """Library side of the LAMMPS hook: turn plain per-frame arrays into stored frames and live centres.
 
-The hook (``lammps_hooks``) only slices LAMMPS's arrays to the local atoms,
-copies them, unwraps with the image flags and sorts by atom id; it then calls
-:meth:`FrameSink.push` with plain NumPy arrays. Everything here is testable
-without LAMMPS.
+The hook (``lammps_hooks``) only slices LAMMPS's arrays to the local atoms and
+copies them (atom ids, positions, image flags, in LAMMPS's own order); it then
+calls :meth:`FrameSink.push` with plain NumPy arrays. Matching the atoms to the
+stored ions by id (any ids: gaps, ids above the atom count, atoms created or
+deleted later), unwrapping and unit conversion happen here, off the simulation
+thread when threaded. Everything here is testable without LAMMPS.
 """
 
 from __future__ import annotations
@@ -57,12 +59,16 @@ def unwrap_with_images(x: np.ndarray, images: np.ndarray, h: np.ndarray) -> np.n
 class FrameSink:
     """Receives sorted, unwrapped frames of all atoms; stores the mobile ones and updates live centres.
 
+    The stored ions are the selected atoms present when the sink is created; atoms created
+    later are not stored (reported once), and a stored ion that disappears stops the sink
+    with :class:`~iondiff_stream.errors.StoreMismatchError` naming its ids.
+
     Parameters
     ----------
     store : str
-        Path of the Zarr store (created, or appended to on restart).
+        Path of the Zarr store.
     ids : ndarray, shape (n_atoms,)
-        Atom ids of every atom, sorted (the order of the frames pushed).
+        Atom ids of every atom, sorted (the row order of frames pushed without ``ids``).
     types : ndarray, shape (n_atoms,)
         Atom types.
     mobile : str
@@ -85,6 +91,10 @@ class FrameSink:
     batch_frames : int
         Frames collected before they are handed to the worker in one message
         (or after 1 s, for slow simulations); fewer hand-overs.
+    mode : {"a", "w"}
+        ``"a"``: append to an existing store (new segment, or a restart's continuation);
+        ``"w"``: create, refusing a store that holds frames unless ``overwrite``.
+    overwrite : bool
     """
 
     def __init__(
@@ -102,12 +112,21 @@ class FrameSink:
         metadata: dict[str, Any] | None = None,
         worker: str = "thread",
         batch_frames: int = 20,
+        mode: str = "a",
+        overwrite: bool = False,
     ) -> None:
         if worker not in ("process", "thread", "inline"):
             raise ValueError(f"worker must be 'process', 'thread' or 'inline', got {worker!r}")
         self.worker = worker
         self.ids = np.asarray(ids, dtype=np.int64)
         self.types = np.asarray(types, dtype=np.int64)
+        if len(self.ids) != len(self.types):
+            raise StoreMismatchError(f"{len(self.ids)} atom ids but {len(self.types)} atom types")
+        if len(self.ids) > 1 and np.any(np.diff(self.ids) <= 0):
+            order = np.argsort(self.ids, kind="stable")
+            self.ids, self.types = self.ids[order], self.types[order]
+            if np.any(np.diff(self.ids) == 0):
+                raise StoreMismatchError("duplicate atom ids: every atom needs its own id to be followed")
         self.type_elements = dict(type_elements or {})
         self.mask = self._select(mobile)
         if not self.mask.any():
@@ -115,6 +134,12 @@ class FrameSink:
             raise SelectionError(f"mobile selection {mobile!r} matched no atoms; present: {', '.join(present)}")
         self.length, self.time = lammps_factors(units)
         species = [self.type_elements.get(int(t), f"type{int(t)}") for t in self.types[self.mask]]
+        self.ion_ids = self.ids[self.mask]
+        self.framework_ids = self.ids[~self.mask]
+        self._default_rows = (np.flatnonzero(self.mask), np.flatnonzero(~self.mask))
+        self._rows: tuple[np.ndarray, np.ndarray] = self._default_rows
+        self._rows_ids: np.ndarray | None = None
+        self._warned_new = False
         self.n_pushed = 0
         self.seconds_in_push = 0.0
         self.report: dict[str, Any] = {}
@@ -132,14 +157,15 @@ class FrameSink:
             self._start_process(
                 dict(store=store, ids=self.ids, types=self.types, mobile=mobile, type_elements=self.type_elements,
                      units=units, capacity=capacity, chunk_frames=chunk_frames, flush_seconds=flush_seconds,
-                     online=online, metadata=metadata, worker="inline")
+                     online=online, metadata=metadata, worker="inline", mode=mode, overwrite=overwrite)
             )
             self.writer = None  # type: ignore[assignment]
             self.online = None
             return
         self.writer = FrameStoreWriter(
             store, self.ids[self.mask], species, units=units, capacity=capacity, chunk_frames=chunk_frames,
-            flush_seconds=flush_seconds, mode="a", metadata={"mobile": mobile, **(metadata or {})},
+            flush_seconds=flush_seconds, mode=mode, overwrite=overwrite,
+            metadata={"mobile": mobile, **(metadata or {})}, lammps_types=self.types[self.mask],
         )
         self.online = OnlineCentres() if online else None
         if self.online is not None:
@@ -208,7 +234,8 @@ class FrameSink:
 
     def push(
         self, step: int, time_native: float, x_unwrapped: np.ndarray, h: np.ndarray,
-        images: np.ndarray | None = None, image_bits: int = 10,
+        images: np.ndarray | None = None, image_bits: int = 10, ids: np.ndarray | None = None,
+        new_run: bool = False,
     ) -> None:
         """Store one frame.
 
@@ -217,25 +244,30 @@ class FrameSink:
         step : int
         time_native : float
             Simulation time in the LAMMPS time unit.
-        x_unwrapped : ndarray, shape (n_atoms, 3)
-            Positions of all atoms sorted by id, LAMMPS length unit: unwrapped,
-            or wrapped together with ``images`` (the sink keeps a reference: pass
-            a fresh array).
+        x_unwrapped : ndarray, shape (m, 3)
+            Positions of the atoms, LAMMPS length unit: unwrapped, or wrapped together
+            with ``images`` (the sink keeps a reference: pass a fresh array). Rows
+            follow ``ids``; without ``ids`` they are all atoms sorted by id.
         h : ndarray, shape (3, 3)
             Lattice vectors (rows), LAMMPS length unit.
-        images : ndarray, shape (n_atoms,), optional
-            LAMMPS packed image flags (sorted like the positions): the positions
-            are unwrapped with them (in the worker thread when threaded).
+        images : ndarray, shape (m,) or (m, 3), optional
+            LAMMPS image flags (packed, or unpacked (m, 3)), rows like the positions:
+            the positions are unwrapped with them (in the worker thread when threaded).
         image_bits : int
-            10 for 32-bit imageint, 21 for 64-bit.
+            10 for 32-bit imageint, 21 for 64-bit (packed flags).
+        ids : ndarray of int, shape (m,), optional
+            Atom ids of the rows, in any order (e.g. LAMMPS's local order, or ranks
+            concatenated); the stored ions are looked up by id.
+        new_run : bool
+            First frame of a new LAMMPS ``run`` (starts a new store segment).
         """
         t0 = time.perf_counter()
         if self._error is not None:
             err, self._error = self._error, None
             raise err
-        if x_unwrapped.shape != (len(self.ids), 3):
+        if ids is None and x_unwrapped.shape != (len(self.ids), 3):
             raise StoreMismatchError(f"frame of {x_unwrapped.shape[0]} atoms, expected {len(self.ids)}")
-        item = (step, time_native, x_unwrapped, h, images, image_bits)
+        item = (step, time_native, x_unwrapped, h, images, image_bits, ids, new_run)
         if self._proc is None and self._queue is None:
             self._process(*item)
         else:
@@ -259,25 +291,73 @@ class FrameSink:
         elif self._queue is not None:
             self._queue.put(batch)
 
+    def flush(self) -> None:
+        """Commit every frame pushed so far (asynchronously when a worker does the writing)."""
+        self._send_batch()
+        if self._proc is not None:
+            self._conn.send("FLUSH")
+        elif self._queue is not None:
+            self._queue.put("FLUSH")
+        else:
+            self.writer.flush()
+
     def _box(self, h: np.ndarray) -> np.ndarray:
         key = h.tobytes()
         if self._box_cache is None or self._box_cache[0] != key:
             self._box_cache = (key, triclinic_box(*(h * self.length)).astype(np.float64))
         return self._box_cache[1]
 
+    def _rows_of(self, ids: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of the stored ions and of the framework atoms in a frame whose rows have ``ids``."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if self._rows_ids is not None and len(ids) == len(self._rows_ids) and np.array_equal(ids, self._rows_ids):
+            return self._rows  # LAMMPS keeps its atom order between sorts / re-neighbourings
+        order = np.argsort(ids, kind="stable")
+        sid = ids[order]
+
+        def lookup(want: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            loc = np.minimum(np.searchsorted(sid, want), max(len(sid) - 1, 0))
+            ok = sid[loc] == want if len(sid) else np.zeros(len(want), bool)
+            return order[loc], ok
+
+        rows_m, ok = lookup(self.ion_ids)
+        if not ok.all():
+            gone = self.ion_ids[~ok]
+            raise StoreMismatchError(
+                f"step {step}: {len(gone)} stored ions are gone from the simulation (deleted or lost), ids "
+                f"{gone[:10].tolist()}{'...' if len(gone) > 10 else ''}; start a new store for the changed system"
+            )
+        rows_f, okf = lookup(self.framework_ids)
+        n_new = len(ids) - len(self.ion_ids) - int(okf.sum())
+        if (not okf.all() or n_new > 0) and not self._warned_new:
+            logger.warning("step %d: %d framework atoms are gone and %d atoms were created since the store was "
+                           "started; the store keeps the ions present at its start, the framework centre uses "
+                           "the framework atoms still present", step, int((~okf).sum()), n_new)
+            self._warned_new = True
+        rows_f = rows_f[okf]
+        self._rows, self._rows_ids = (rows_m, rows_f), ids.copy()
+        return self._rows
+
     def _process(
         self, step: int, time_native: float, x_unwrapped: np.ndarray, h: np.ndarray,
-        images: np.ndarray | None = None, image_bits: int = 10,
+        images: np.ndarray | None = None, image_bits: int = 10, ids: np.ndarray | None = None,
+        new_run: bool = False,
     ) -> None:
         t0 = time.perf_counter()
+        rm, rf = self._rows_of(ids, step) if ids is not None else self._default_rows
+        xm, xf = x_unwrapped[rm], x_unwrapped[rf]
         if images is not None:
-            x_unwrapped = unwrap_with_images(x_unwrapped, unpack_images(images, image_bits), h)
-        pos = x_unwrapped[self.mask] * self.length
-        rest = x_unwrapped[~self.mask]
-        fw = rest.mean(0) * self.length if len(rest) else None
+            img = np.asarray(images)
+            im, imf = img[rm], img[rf]
+            if img.ndim == 1:
+                im, imf = unpack_images(im, image_bits), unpack_images(imf, image_bits)
+            xm = unwrap_with_images(xm, im, h)
+            xf = unwrap_with_images(xf, imf, h)
+        pos = xm * self.length
+        fw = xf.mean(0) * self.length if len(xf) else None
         box = self._box(h)
         t_ps = float(time_native) * self.time
-        if self.writer.append(int(step), t_ps, pos, box, fw) and self.online is not None:
+        if self.writer.append(int(step), t_ps, pos, box, fw, new_run=bool(new_run)) and self.online is not None:
             self.online.partial_fit(pos[None], box=box, times_ps=np.array([t_ps]))
         self.seconds_in_worker += time.perf_counter() - t0
 
@@ -288,6 +368,10 @@ class FrameSink:
             try:
                 if item is None:
                     return
+                if item == "FLUSH":
+                    if self._error is None:
+                        self.writer.flush()
+                    continue
                 if self._error is None:
                     for frame in item:
                         self._process(*frame)
@@ -331,7 +415,10 @@ class FrameSink:
         if self._error is not None:
             err, self._error = self._error, None
             raise err
-        self.report = {"frames": self.writer.commit.n_frames,
+        c = self.writer.commit
+        self.report = {"frames": c.n_frames, "segments": len(c.segments),
+                       "skipped_duplicate_frames": c.n_skipped_duplicates,
+                       "run_boundary_repeats": c.n_run_boundary_repeats,
                        "hops_live": int(self.online.hops_.sum()) if self.online is not None and hasattr(self.online, "hops_") else None}
         return self.report
 
@@ -351,6 +438,9 @@ def _process_main(conn: Any, kwargs: dict[str, Any] | None = None) -> None:
             item = conn.recv()
             if item is None:
                 break
+            if item == "FLUSH":
+                sink.writer.flush()
+                continue
             for frame in item:
                 sink._process(*frame)
         conn.send(sink.close())

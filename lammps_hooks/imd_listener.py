@@ -39,11 +39,16 @@ def listen(
     max_frames: int | None = None,
     timeout: float = 60.0,
     units: str = "metal",
+    mode: str = "a",
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Connect to an IMDv3 server at ``HOST:PORT`` and store frames until the simulation ends.
 
     ``units`` is the LAMMPS unit style of the simulation: IMD carries LAMMPS's own length and time
-    values, converted to Å and ps like the hook's.
+    values, converted to Å and ps like the hook's. IMD frames say nothing about ``run`` commands:
+    a timestep reset (``reset_timestep``) starts a new segment of the store, consecutive runs
+    without a reset form one segment. ``mode``/``overwrite`` as in
+    :class:`iondiff_stream.stream.FrameSink` (``"w"`` refuses a store that holds frames).
 
     Returns
     -------
@@ -70,7 +75,8 @@ def listen(
     masses = {int(t): float(m) for t, m in zip(top.atoms.types, top.atoms.masses)}
     elements = {t: e for t, e in zip(sorted(masses), elements_from_masses([masses[t] for t in sorted(masses)])) if e}
     sink = FrameSink(store, ids[order], types, mobile, elements, units=units, capacity=capacity,
-                     chunk_frames=chunk_frames, metadata={"source": f"imd://{address}"}, worker="thread")
+                     chunk_frames=chunk_frames, metadata={"source": f"imd://{address}"}, worker="thread",
+                     mode=mode, overwrite=overwrite)
     u = mda.Universe(topology, f"imd://{address}", topology_format="DATA", timeout=timeout,
                      **({"atom_style": style} if style else {}))
     n = 0

@@ -78,7 +78,7 @@ def test_refuses_mismatched_appends_and_bad_paths(tmp_path):
         FrameStoreWriter(str(tmp_path / "m.zarr"), np.arange(2, 7), ["Li"] * 5, mode="a")
     with pytest.raises(StoreMismatchError, match="units 'metal'"):
         FrameStoreWriter(str(tmp_path / "m.zarr"), np.arange(1, 6), ["Li"] * 5, units="real", mode="a")
-    with pytest.raises(StoreError, match="already holds frames"):
+    with pytest.raises(StoreError, match="already holds 10 frames.*--append.*--overwrite"):
         FrameStoreWriter(str(tmp_path / "m.zarr"), np.arange(1, 6), ["Li"] * 5, mode="w")
     with pytest.raises(StoreMismatchError, match="empty selection"):
         FrameStoreWriter(str(tmp_path / "e.zarr"), [], [])
@@ -194,3 +194,168 @@ def test_online_live_hops_and_state_roundtrip(tmp_path):
     assert abs(int(est.hops_.sum()) - len(off.hops.closed())) <= 0.03 * len(off.hops.closed())
     with pytest.raises(ValueError, match="ions"):
         est.partial_fit(X[:3, :5])
+
+
+# ---------------------------------------------------------------- segments, one writer, ring, checksums
+BOX = np.array([10, 10, 10, 90, 90, 90.0])
+
+
+def test_every_run_is_a_segment_and_nothing_is_dropped(tmp_path):
+    """Equilibration 0..200, a run continuing the steps, reset_timestep 0, production 0..300."""
+    X = _frames(21 + 10 + 31)
+    w = FrameStoreWriter(str(tmp_path / "g.zarr"), np.arange(1, 6), ["Li"] * 5, chunk_frames=16)
+    k = 0
+    for s in range(0, 201, 10):  # run 1 (setup frame at step 0)
+        assert w.append(s, s * 1e-3, X[k], BOX, new_run=(s == 0))
+        k += 1
+    # run 2 continues the steps: its setup frame repeats step 200 (same configuration: not stored twice)
+    assert not w.append(200, 0.2, X[k - 1], BOX, new_run=True)
+    for s in range(210, 301, 10):
+        assert w.append(s, s * 1e-3, X[k], BOX)
+        k += 1
+    # reset_timestep 0 (no run flag: a step going back is a reset by itself), production run
+    for s in range(0, 301, 10):
+        assert w.append(s, 0.3 + s * 1e-3, X[k], BOX)
+        k += 1
+    w.close()
+    r = FrameStoreReader(str(tmp_path / "g.zarr"))
+    segs = r.segments
+    assert [(g["first_step"], g["last_step"], g["n_frames"], g["started_by"]) for g in segs] == [
+        (0, 200, 21, "start"), (210, 300, 10, "new run"), (0, 300, 31, "timestep reset")]
+    assert r.n_frames == k == 62 and r.commit.n_skipped_duplicates == 0 and r.commit.n_run_boundary_repeats == 1
+    d = r.read()
+    np.testing.assert_array_equal(d["positions"], X[:62])
+    np.testing.assert_array_equal(d["step"][segs[2]["start"]:segs[2]["stop"]], np.arange(0, 301, 10))
+
+
+def test_append_is_a_new_segment_restart_continues(tmp_path):
+    X = _frames(40)
+    p = str(tmp_path / "a.zarr")
+    _write(p, X[:20], chunk_frames=8).close()  # steps 0..190
+    w = FrameStoreWriter(p, np.arange(1, 6), ["Li"] * 5, chunk_frames=8, mode="a")  # the same script again
+    for t in range(20):
+        w.append(10 * t, 0.01 * t, X[20 + t], BOX, new_run=t == 0)
+    w.close()
+    r = FrameStoreReader(p)
+    assert [g["started_by"] for g in r.segments] == ["start", "appended run"] and r.n_frames == 40
+    assert r.commit.n_skipped_duplicates == 0
+    # a restart from step 150 of the last segment continues it; steps 150..190 already stored are skipped
+    w = FrameStoreWriter(p, np.arange(1, 6), ["Li"] * 5, chunk_frames=8, mode="a")
+    for t in range(15, 25):
+        w.append(10 * t, 0.01 * t, X[20 + min(t, 19)], BOX, new_run=t == 15)
+    w.close()
+    r = FrameStoreReader(p)
+    assert len(r.segments) == 2 and r.segments[1]["restarts"] == 1 and r.segments[1]["last_step"] == 240
+    assert r.commit.n_skipped_duplicates == 5 and r.n_frames == 45
+
+
+def test_one_writer_lock_and_stale_lock(tmp_path):
+    from iondiff_stream.errors import StoreLockedError
+
+    p = str(tmp_path / "l.zarr")
+    w = FrameStoreWriter(p, np.arange(1, 6), ["Li"] * 5)
+    with pytest.raises(StoreLockedError, match=f"pid {os.getpid()}.*one writer"):
+        FrameStoreWriter(p, np.arange(1, 6), ["Li"] * 5, mode="a")
+    w.append(0, 0.0, np.zeros((5, 3)), BOX)
+    w.close()
+    FrameStoreWriter(p, np.arange(1, 6), ["Li"] * 5, mode="a").close()  # released on close
+    # a writer killed with SIGKILL: its lock dies with it, the next writer reports it
+    code = ("import sys, os, numpy as np; from iondiff_stream.buffer import FrameStoreWriter; "
+            "w = FrameStoreWriter(sys.argv[1], np.arange(1, 6), ['Li'] * 5, mode='a'); "
+            "print('open', flush=True); sys.stdin.read()")
+    k = subprocess.Popen([sys.executable, "-c", code, p], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert k.stdout.readline().strip() == "open"
+    with pytest.raises(StoreLockedError, match=f"pid {k.pid}"):
+        FrameStoreWriter(p, np.arange(1, 6), ["Li"] * 5, mode="a")
+    k.kill()
+    k.wait()
+    w = FrameStoreWriter(p, np.arange(1, 6), ["Li"] * 5, mode="a")
+    assert w._lock.stale and w._lock.stale["pid"] == k.pid
+    w.close()
+    assert FrameStoreReader(p).commit.unclean_exits[0]["pid"] == k.pid
+
+
+def test_capacity_must_be_positive(tmp_path):
+    with pytest.raises(StoreError, match="positive"):
+        FrameStoreWriter(str(tmp_path / "c.zarr"), np.arange(1, 6), ["Li"] * 5, capacity=0)
+
+
+def test_corrupt_chunk_is_named(tmp_path):
+    from iondiff_stream.errors import StoreCorruptError
+
+    p = tmp_path / "z.zarr"
+    _write(p, _frames(50), chunk_frames=20).close()
+    chunk = p / "positions" / "c" / "1" / "0" / "0"
+    assert chunk.exists()
+    chunk.write_bytes(b"\0" * chunk.stat().st_size)  # a zero-filled chunk (e.g. a crash of the file system)
+    r = FrameStoreReader(str(p))
+    r.read(0, 20)  # other chunks still read
+    with pytest.raises(StoreCorruptError, match="'positions', frames 20..39.*checksum"):
+        r.read(20, 40)
+    flip = p / "time_ps" / "c" / "0"
+    b = bytearray(flip.read_bytes())
+    b[len(b) // 2] ^= 0xFF  # one flipped byte
+    flip.write_bytes(bytes(b))
+    with pytest.raises(StoreCorruptError, match="time_ps"):
+        r.read(0, 5, names=("time_ps",))
+
+
+RING_WRITER = textwrap.dedent("""
+    import sys, time, numpy as np
+    from iondiff_stream.buffer import FrameStoreWriter
+    path, seconds = sys.argv[1], float(sys.argv[2])
+    w = FrameStoreWriter(path, np.arange(1, 9), ["F"] * 8, capacity=60, chunk_frames=10, flush_frames=3,
+                         flush_seconds=None)
+    t0, t = time.time(), 0
+    while time.time() - t0 < seconds:   # one frame per MD step, each frame's content = its step
+        w.append(t, 0.001 * t, np.full((8, 3), float(t)) + np.arange(8)[:, None], np.array([10, 10, 10, 90, 90, 90.0]))
+        t += 1
+        time.sleep(0.0005)
+    w.close()
+    print(t)
+""")
+
+
+def _poll_ring(tmp_path, seconds):
+    """A reader polls a 60-frame ring written every step; returns (consistent reads, retries)."""
+    from iondiff_stream.errors import StoreOverwrittenError
+
+    path = str(tmp_path / "ring.zarr")
+    p = subprocess.Popen([sys.executable, "-c", RING_WRITER, path, str(seconds)], stdout=subprocess.PIPE, text=True)
+    good = retries = 0
+    try:
+        while p.poll() is None:
+            if not os.path.exists(os.path.join(path, "commit.json")):
+                time.sleep(0.01)
+                continue
+            r = FrameStoreReader(path)
+            if r.n_frames == 0:
+                continue
+            try:
+                d = r.read(names=("positions", "step", "time_ps"))
+            except StoreOverwrittenError:
+                retries += 1
+                continue
+            steps = d["step"]
+            # no torn frame: every frame's rows are its own step, steps consecutive, times match
+            np.testing.assert_array_equal(d["positions"][:, :, 0] - np.arange(8)[None, :], np.repeat(steps[:, None], 8, 1))
+            np.testing.assert_array_equal(np.diff(steps), 1)
+            np.testing.assert_allclose(d["time_ps"], 0.001 * steps)
+            good += 1
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+    assert p.returncode == 0
+    return good, retries, int(p.stdout.read())
+
+
+def test_ring_reader_never_sees_a_torn_frame_short(tmp_path):
+    good, retries, written = _poll_ring(tmp_path, 8.0)
+    assert written > 600 and good >= 5  # the ring wrapped many times while it was read
+
+
+@pytest.mark.slow
+def test_ring_reader_never_sees_a_torn_frame_one_minute(tmp_path):
+    good, retries, written = _poll_ring(tmp_path, 60.0)
+    assert written > 6000 and good >= 50

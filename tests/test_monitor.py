@@ -25,8 +25,8 @@ def test_monitor_reports_growing_frames_and_hops(tmp_path):
     store = str(tmp_path / "live.zarr")
     proc = subprocess.Popen(
         [sys.executable, "-m", "iondiff_stream.cli", "run", CAF2, "--mobile", "F", "--store", store, "--every", "10",
-         "--chunk-frames", "50", "-var", "nsteps", "30000", "-var", "T", "1600"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--chunk-frames", "50", "--quiet", "-var", "nsteps", "30000", "-var", "T", "1600"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         snaps = []
         deadline = time.time() + 240
@@ -43,6 +43,8 @@ def test_monitor_reports_growing_frames_and_hops(tmp_path):
         assert last["n_ions"] == 214 and last["speed_ns_per_day"] > 1
         assert last["msd_A2"]["F"] > 0 and last["D_running_cm2_s"]["F"] > 0
         assert sum(last["centres_per_ion"].values()) == 214
+        assert [g["started_by"] for g in last["segments"]] == ["start"] and last["ring_dropped_frames"] == 0
+        assert last["segments"][0]["n_frames"] == last["frames"]
     finally:
         proc.kill()
         proc.wait()

@@ -586,7 +586,8 @@ class UnwrappedPositions(AnalysisBase):
                 "between stored frames (--timestep-ps, timestep_ps) or, for LAMMPS dumps, the MD timestep "
                 "(--md-timestep-ps, md_timestep_ps)"
             )
-        t = t - t[0]
+        if not getattr(traj, "iondiff_absolute_times", False):  # frame stores keep their real times
+            t = t - t[0]
         if n > 1:
             validate.check_times_increase(t, frames, traj)
             dtt = np.diff(t)

@@ -2,6 +2,14 @@
 
 Frames are read lazily, a Zarr chunk at a time. The committed frame count is
 taken when the reader opens; open a new Universe to see frames written later.
+
+A store holds one segment per LAMMPS ``run`` (see :mod:`iondiff_stream.buffer`); the reader
+shows one segment, the last by default (``segment=N`` or ``segment="all"`` as a reader
+keyword, ``--segment`` on the command line). ``"all"`` joins the segments into one time axis:
+a segment whose clock was reset continues from the previous one's end, and its first frame is
+left out when it repeats the previous frame's configuration. Frame times are the stored times
+(``time_ps``), not shifted to start at zero. Atom types are the LAMMPS types where the store
+has them (so ``"type 2"`` selects what it selected in ``run``), the species otherwise.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from MDAnalysis.core.topologyattrs import Atomids, Atomnames, Atomtypes, Element
 from MDAnalysis.guesser.tables import masses as _MASSES
 from MDAnalysis.topology.base import TopologyReaderBase
 
-from ..buffer import FrameStoreReader
+from ..buffer import FrameStoreReader, _choose_segment
 
 __all__ = ["StoreReader", "StoreParser"]
 
@@ -28,12 +36,16 @@ class StoreParser(TopologyReaderBase):
     def parse(self, **kwargs: Any) -> Topology:  # noqa: D102
         r = FrameStoreReader(self.filename)
         species = np.array(list(r.species) + ["FWC"], dtype=object)
+        if r.lammps_types is not None:
+            types = np.array([str(t) for t in r.lammps_types] + ["FWC"], dtype=object)
+        else:
+            types = species.copy()
         n = len(species)
         ids = np.concatenate([r.ion_ids, [0]])
         masses = np.array([_MASSES.get(s.upper(), 0.0) for s in species[:-1]] + [0.0])
         attrs = [
             Atomnames(species),
-            Atomtypes(species.copy()),
+            Atomtypes(types),
             Elements(np.array(list(r.species) + [""], dtype=object)),
             Masses(masses),
             Atomids(ids),
@@ -50,18 +62,56 @@ class StoreReader(base.ReaderBase):
     format = ["IONDIFFZARR"]
     units = {"time": "ps", "length": "Angstrom"}
     iondiff_times_from_file = True
+    iondiff_absolute_times = True
 
-    def __init__(self, filename: Any, convert_units: bool = True, **kwargs: Any) -> None:
+    def __init__(self, filename: Any, convert_units: bool = True, segment: int | str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(filename, convert_units=convert_units, **kwargs)
         self._store = FrameStoreReader(str(filename))
-        self._n = self._store.n_frames
         self.n_atoms = self._store.ion_ids.size + 1
         self._cache_start = -1
         self._cache: dict[str, np.ndarray] = {}
         self.ts = self._Timestep(self.n_atoms, **self._ts_kwargs)
-        if self._n == 0:
+        if self._store.n_frames == 0:
             raise EOFError(f"{filename}: the store has no committed frames yet")
+        self.segments = self._store.segments
+        chosen = _choose_segment(self.segments, segment, str(filename))
+        self.segment = "all" if chosen is None else int(chosen["index"])
+        if chosen is not None:
+            self._idx = np.arange(chosen["start"], chosen["stop"])
+            self._toff = np.zeros(len(self._idx))
+        else:
+            self._idx, self._toff = self._join_segments()
+        self._n = len(self._idx)
         self._read_frame(0)
+
+    def _join_segments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Available-frame indices and time offsets (ps) of all segments on one time axis."""
+        idx: list[np.ndarray] = []
+        off: list[np.ndarray] = []
+        prev_end_t = None
+        prev_last = None
+        shift = 0.0
+        for s in self.segments:
+            ii = np.arange(s["start"], s["stop"])
+            t = self._store.read(s["start"], min(s["start"] + 2, s["stop"]), names=("time_ps", "positions"))
+            if prev_end_t is not None:
+                t0 = float(t["time_ps"][0])
+                if t0 + shift <= prev_end_t:  # the clock was reset: continue from the previous end
+                    repeat = prev_last is not None and np.array_equal(t["positions"][0], prev_last)
+                    if repeat:
+                        ii = ii[1:]
+                        shift = prev_end_t - t0
+                    else:
+                        dt = float(t["time_ps"][1] - t0) if len(t["time_ps"]) > 1 else 0.0
+                        shift = prev_end_t + max(dt, 0.0) - t0
+            if len(ii):
+                idx.append(ii)
+                off.append(np.full(len(ii), shift))
+                last = self._store.read(s["stop"] - 1, s["stop"], names=("time_ps", "positions"))
+                prev_end_t = float(last["time_ps"][0]) + shift
+                prev_last = last["positions"][0]
+        return np.concatenate(idx), np.concatenate(off)
 
     @staticmethod
     def parse_n_atoms(filename: Any, **kwargs: Any) -> int:
@@ -72,12 +122,13 @@ class StoreReader(base.ReaderBase):
         return self._n
 
     def _block(self, i: int) -> tuple[dict[str, np.ndarray], int]:
+        j = int(self._idx[i])  # index among the store's available frames
         size = max(int(self._store.chunk), 64)
-        start = (i // size) * size
+        start = (j // size) * size
         if start != self._cache_start:
-            self._cache = self._store.read(start, min(start + size, self._n))
+            self._cache = self._store.read(start, min(start + size, self._store.n_frames))
             self._cache_start = start
-        return self._cache, i - start
+        return self._cache, j - start
 
     def _read_frame(self, i: int) -> base.Timestep:
         if i < 0 or i >= self._n:
@@ -89,9 +140,9 @@ class StoreReader(base.ReaderBase):
         fc = blk["framework_centre"][j]
         ts.positions[-1] = fc if np.all(np.isfinite(fc)) else 0.0
         ts.dimensions = blk["box"][j]
-        ts.time = float(blk["time_ps"][j])
+        ts.time = float(blk["time_ps"][j]) + float(self._toff[i])
         ts.data["step"] = int(blk["step"][j])
-        ts.data["time"] = float(blk["time_ps"][j])
+        ts.data["time"] = ts.time
         return ts
 
     def _read_next_timestep(self, ts: base.Timestep | None = None) -> base.Timestep:
@@ -111,5 +162,7 @@ class StoreReader(base.ReaderBase):
     def dt(self) -> float:
         if self._n < 2:
             return 1.0
-        blk = self._store.read(0, 2, names=("time_ps",))
-        return float(blk["time_ps"][1] - blk["time_ps"][0])
+        j0, j1 = int(self._idx[0]), int(self._idx[1])
+        t0 = self._store.read(j0, j0 + 1, names=("time_ps",))["time_ps"][0]
+        t1 = self._store.read(j1, j1 + 1, names=("time_ps",))["time_ps"][0]
+        return float(t1 + self._toff[1] - t0 - self._toff[0])
