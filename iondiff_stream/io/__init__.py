@@ -33,6 +33,7 @@ from ..errors import (
     TrajectoryFileNotFoundError,
     TrajectoryFormatError,
 )
+from . import lammps_dump  # noqa: F401  (registers the fast LAMMPS dump reader IONDIFFDUMP)
 from . import readers  # noqa: F401  (registers XDATCAR / EXTXYZ with MDAnalysis)
 from .readers import read_xdatcar
 
@@ -189,6 +190,10 @@ def load_universe(
     no_time = fmt in ("LAMMPSDUMP", "XYZ") or (fmt is None and paths[0].lower().endswith((".xyz", ".xyz.gz")))
     if no_time and "dt" not in kwargs:
         kwargs["dt"] = 1.0  # placeholder: frame times are resolved by UnwrappedPositions
+    if format is None:  # an explicit format="LAMMPSDUMP" keeps MDAnalysis's reader
+        fmt = _fast_reader_format(fmt, paths, kwargs)
+    if fmt == "IONDIFFDUMP":
+        kwargs["allow_truncated"] = allow_truncated  # checked above; the reader then drops the cut frame
     traj: Any = paths[0] if len(paths) == 1 else paths
     try:
         u = mda.Universe(top, traj, format=fmt, topology_format=top_fmt, **kwargs)
@@ -211,6 +216,27 @@ def load_universe(
         except Exception:  # noqa: BLE001 - best effort, checked later
             pass
     return u
+
+
+_MDA_ONLY_DUMP_OPTIONS = ("unwrap_images", "additional_columns")
+
+
+def _fast_reader_format(fmt: str | None, paths: list[str], kwargs: dict[str, Any]) -> str | None:
+    """``IONDIFFDUMP`` (the block-parsing reader) for plain LAMMPS text dumps it can read, else ``fmt``.
+
+    MDAnalysis's own reader stays in use for compressed dumps, dumps with
+    non-numeric atom columns and the reader options only it has.
+    """
+    if fmt != "LAMMPSDUMP" or any(k in kwargs for k in _MDA_ONLY_DUMP_OPTIONS):
+        return fmt
+    for p in paths:
+        if p.endswith((".gz", ".bz2")):
+            return fmt
+        with open(p, "rb") as fh:
+            head = [fh.readline() for _ in range(9)]
+        if not lammps_dump.dump_is_numeric(head[-1].decode(errors="replace")):
+            return fmt
+    return "IONDIFFDUMP"
 
 
 def _elements_of(ag: mda.AtomGroup) -> np.ndarray | None:
