@@ -38,6 +38,9 @@ def analyze_run(
     temperature_K: float | None = None,
     charge: float | None = None,
     correlation_params: Any = None,
+    memory_budget: Any = None,
+    out_of_core: bool | None = None,
+    scheduler: Any = None,
 ) -> RunAnalysis:
     """Analyse one run (one or several consecutive files) end to end.
 
@@ -63,39 +66,75 @@ def analyze_run(
         species define the reference lattice for metastable centres; default:
         the first frame.
     n_jobs : int
-        Processes for the per-ion work.
+        Dask worker processes (a ``LocalCluster``) for the per-ion work; 1 runs in-process.
+    progress : bool
+        One progress bar (rich, with ETA) over the whole run on stderr.
     temperature_K, charge : float, optional
         For conductivities (charge defaults from the element).
     correlation_params : CorrelationParameters, optional
+    memory_budget : int or str or MemoryBudget, optional
+        Working memory (default 1 GiB; e.g. ``"2GB"``). Positions go out of
+        core (``out_dir/positions.zarr``, or a temporary store) when float64
+        positions would take more than a quarter of it; ion blocks are sized
+        from it.
+    out_of_core : bool, optional
+        Force (True) or forbid (False) the on-disk positions store.
+    scheduler : str or distributed.Client, optional
+        Dask scheduler address (e.g. ``"tcp://10.0.0.1:8786"``) or client: one
+        task per ion block of the per-ion work.
 
     Returns
     -------
     RunAnalysis
     """
+    from .io.positions_store import MemoryBudget, parse_bytes
+    from .progress import RunProgress, run_weights, stage
+
     u = load_universe(trajectories, topology, **(reader_kwargs or {}))
     ag = select_mobile(u, mobile)
-    data = collect_positions(
-        u,
-        ag,
-        remove_drift=remove_drift,
-        timestep_ps=timestep_ps,
-        md_timestep_ps=md_timestep_ps,
-        start=start,
-        stop=stop,
-        step=step,
-        verbose=progress,
-    )
-    warm = _warm_centres(trajectories, data)
-    hops = find_hops(data.positions, data.times_ps, params, data.atom_indices, n_jobs=n_jobs, progress=progress,
-                     atom_ids=data.atom_ids, warm_centres=warm)
-    sites = None
-    if reference is not None:
-        sites = _reference_sites(reference, set(map(str, data.species)), data.box)
-    run = summarise(data, hops, reference_sites=sites, temperature_K=temperature_K, charge=charge,
-                    correlation_params=correlation_params)
-    if out_dir is not None:
-        files = [os.fspath(trajectories)] if isinstance(trajectories, (str, os.PathLike)) else [os.fspath(t) for t in trajectories]
-        write_outputs(run, out_dir, extra={"inputs": files, "mobile": mobile, "topology": topology})
+    budget = memory_budget if isinstance(memory_budget, MemoryBudget) or memory_budget is None \
+        else MemoryBudget(parse_bytes(memory_budget))
+    n_read = len(range(*slice(start, stop, step).indices(u.trajectory.n_frames)))
+    weights = run_weights(n_read, len(ag), len(u.atoms) - len(ag) if remove_drift else 0)
+    if out_dir is None:
+        weights.pop("write")
+    store_path = os.path.join(out_dir, "positions.zarr") if out_dir is not None else None
+    with RunProgress(weights, enabled=progress):
+        data = collect_positions(
+            u,
+            ag,
+            remove_drift=remove_drift,
+            timestep_ps=timestep_ps,
+            md_timestep_ps=md_timestep_ps,
+            start=start,
+            stop=stop,
+            step=step,
+            memory_budget=budget,
+            out_of_core=out_of_core,
+            store_path=store_path,
+            n_workers=max(1, n_jobs),
+        )
+        if out_dir is not None and not data.out_of_core and os.path.isdir(store_path):
+            import shutil
+
+            shutil.rmtree(store_path)  # a store of an earlier out-of-core analysis of this output directory
+        warm = _warm_centres(trajectories, data)
+        hops = find_hops(data.positions, data.times_ps, params, data.atom_indices, n_jobs=n_jobs,
+                         atom_ids=data.atom_ids, warm_centres=warm, client=scheduler)
+        sites = None
+        if reference is not None:
+            sites = _reference_sites(reference, set(map(str, data.species)), data.box)
+        st = stage("transport", 1)
+        run = summarise(data, hops, reference_sites=sites, temperature_K=temperature_K, charge=charge,
+                        correlation_params=correlation_params)
+        st.finish()
+        stage("correlations", 1).finish()
+        if out_dir is not None:
+            st = stage("write", 1)
+            files = [os.fspath(trajectories)] if isinstance(trajectories, (str, os.PathLike)) \
+                else [os.fspath(t) for t in trajectories]
+            write_outputs(run, out_dir, extra={"inputs": files, "mobile": mobile, "topology": topology})
+            st.finish()
     return run
 
 

@@ -43,7 +43,16 @@ def analyze(
     k_max: Annotated[int, typer.Option(help="Largest K tried per ion.")] = 10,
     silhouette_threshold: Annotated[float, typer.Option(help="K=1 below this best silhouette.")] = 0.7,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Worker processes.")] = 1,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Dask worker processes (LocalCluster) for the per-ion work.")] = 1,
+    scheduler: Annotated[
+        Optional[str], typer.Option("--scheduler", help="Dask scheduler address (tcp://HOST:PORT) for the per-ion work.")
+    ] = None,
+    memory_budget: Annotated[
+        str, typer.Option("--memory-budget", help="Working memory, e.g. 2GB; longer runs go out of core (positions.zarr).")
+    ] = "1GiB",
+    out_of_core: Annotated[
+        Optional[bool], typer.Option("--out-of-core/--in-memory", help="Force the on-disk positions store (default: by budget).")
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
     with_report: Annotated[bool, typer.Option("--report", help="Also write the figures and report.html.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -70,6 +79,9 @@ def analyze(
         temperature_K=temperature,
         charge=charge,
         correlation_params=CorrelationParameters(percentile=percentile, seed=seed),
+        memory_budget=memory_budget,
+        out_of_core=out_of_core,
+        scheduler=scheduler,
     )
     s = run.summary
     keys = ["n_frames", "n_mobile", "timestep_ps", "n_hops", "n_diffusive_ions", "mean_hop_length_A",

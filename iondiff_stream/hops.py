@@ -522,16 +522,33 @@ def _ion_seed(seed: int, ion: int) -> np.random.Generator:
 
 
 def _fit_block(
-    positions: np.ndarray, ions: Sequence[int], params: HopParameters, warm: Sequence[Any] | None = None
-) -> list[IonCentres]:
-    return [
-        fit_centres(positions[i], params, _ion_seed(params.seed, int(i)), None if warm is None else warm[i])
-        for i in ions
-    ]
+    positions: Any,
+    i0: int,
+    i1: int,
+    times_ps: np.ndarray,
+    params: HopParameters,
+    atom_indices: np.ndarray,
+    atom_ids: np.ndarray | None,
+    warm: Sequence[Any] | None = None,
+) -> tuple[list[IonCentres], list[dict[str, Any]]]:
+    """Centres and hops of the ions ``i0:i1``, reading only that ion block of ``positions`` (T, n, 3)."""
+    x = np.asarray(positions[:, i0:i1], dtype=np.float64)
+    ok = np.isfinite(x).all(axis=(0, 2))
+    if not ok.all():
+        raise InvalidCoordinatesError(f"NaN/inf positions for mobile ions {(i0 + np.flatnonzero(~ok))[:10].tolist()}")
+    ions: list[IonCentres] = []
+    rows: list[dict[str, Any]] = []
+    for j, i in enumerate(range(i0, i1)):
+        xi = np.ascontiguousarray(x[:, j])
+        ion = fit_centres(xi, params, _ion_seed(params.seed, int(i)), None if warm is None else warm[i])
+        ions.append(ion)
+        rows.extend(detect_hops(ion, xi, times_ps, i, int(atom_indices[i]), params.min_dwell_frames,
+                                None if atom_ids is None else int(atom_ids[i])))
+    return ions, rows
 
 
 def find_hops(
-    positions: np.ndarray,
+    positions: Any,
     times_ps: np.ndarray,
     params: HopParameters | None = None,
     atom_indices: np.ndarray | None = None,
@@ -539,35 +556,46 @@ def find_hops(
     progress: bool = False,
     atom_ids: np.ndarray | None = None,
     warm_centres: Sequence[np.ndarray | None] | None = None,
+    client: Any = None,
+    ion_block: int | None = None,
 ) -> HopResults:
-    """Run the hop method on an array of unwrapped positions.
+    """Run the hop method on unwrapped positions, one ion block at a time.
 
     Parameters
     ----------
-    positions : ndarray, shape (n_mobile, T, 3)
-        Unwrapped positions, Å (framework drift already removed if wanted).
+    positions : array-like, shape (T, n_mobile, 3)
+        Unwrapped positions, Å (framework drift already removed if wanted):
+        an ndarray or any array-like with ``positions[:, i0:i1]`` (a Zarr
+        array from :func:`iondiff_stream.io.collect_positions` out of core).
     times_ps : ndarray, shape (T,)
     params : HopParameters, optional
     atom_indices : ndarray, shape (n_mobile,), optional
         Trajectory indices of the ions (default 0..n_mobile-1).
     n_jobs : int
-        Worker processes for the per-ion work (joblib); 1 runs in-process.
+        Dask worker processes (a ``LocalCluster``) for the ion blocks; 1 runs in-process.
     progress : bool
-        Show a progress bar (rich).
+        Show a progress bar (rich) when no run-wide bar is active.
     atom_ids : ndarray, shape (n_mobile,), optional
         Ids of the atoms in the file (default ``atom_indices + 1``).
     warm_centres : sequence of ndarray (k_i, 3) or None, optional
         Per-ion centres to warm-start k-means from (streaming estimator).
+    client : distributed.Client or str, optional
+        A Dask client or scheduler address: one task per ion block.
+    ion_block : int, optional
+        Ions per block (default: the array's chunk width, else at most 16).
 
     Returns
     -------
     HopResults
     """
+    from .io.positions_store import ion_block_of, ion_blocks
+
     params = params or HopParameters()
-    positions = np.asarray(positions, dtype=np.float64)
-    if positions.ndim != 3 or positions.shape[2] != 3:
-        raise ValueError(f"positions must have shape (n_mobile, T, 3), got {positions.shape}")
-    n, T, _ = positions.shape
+    if isinstance(positions, (list, tuple)) or not hasattr(positions, "shape"):
+        positions = np.asarray(positions, dtype=np.float64)
+    if len(positions.shape) != 3 or positions.shape[2] != 3:
+        raise ValueError(f"positions must have shape (T, n_mobile, 3), got {tuple(positions.shape)}")
+    T, n, _ = positions.shape
     if n == 0:
         raise AnalysisError("no mobile ions")
     if T < 2:
@@ -575,29 +603,26 @@ def find_hops(
     times_ps = np.asarray(times_ps, dtype=np.float64)
     if times_ps.shape != (T,):
         raise ValueError(f"times_ps must have shape ({T},), got {times_ps.shape}")
-    if not np.all(np.isfinite(positions)):
-        bad = np.flatnonzero(~np.isfinite(positions).all(axis=(1, 2)))
-        raise InvalidCoordinatesError(f"NaN/inf positions for mobile ions {bad[:10].tolist()}")
     atom_indices = np.arange(n) if atom_indices is None else np.asarray(atom_indices)
-    blocks = [list(range(s, min(n, s + 16))) for s in range(0, n, 16)]
+    block = ion_block or ion_block_of(positions, default=16)
+    blocks = ion_blocks(n, block)
+    args = (times_ps, params, atom_indices, atom_ids, warm_centres)
     ions: list[IonCentres] = []
-    if n_jobs == 1:
+    rows: list[dict[str, Any]] = []
+    if n_jobs == 1 and client is None:
         from .progress import track
 
-        for blk in track(blocks, "fitting centres", enabled=progress):
-            ions.extend(_fit_block(positions, blk, params, warm_centres))
-    else:
-        from joblib import Parallel, delayed
-
-        out = Parallel(n_jobs=n_jobs, max_nbytes="1M", verbose=10 if progress else 0)(
-            delayed(_fit_block)(positions, blk, params, warm_centres) for blk in blocks
-        )
-        for part in out:
+        for i0, i1 in track(blocks, "hops", enabled=progress):
+            part, r = _fit_block(positions, i0, i1, *args)
             ions.extend(part)
-    rows: list[dict[str, Any]] = []
-    for i, ion in enumerate(ions):
-        rows.extend(detect_hops(ion, positions[i], times_ps, i, int(atom_indices[i]), params.min_dwell_frames,
-                                None if atom_ids is None else int(atom_ids[i])))
+            rows.extend(r)
+    else:
+        from .parallel import map_ion_blocks
+
+        for part, r in map_ion_blocks(_fit_block, positions, blocks, args, client=client, n_workers=n_jobs,
+                                      stage_name="hops", progress=progress):
+            ions.extend(part)
+            rows.extend(r)
     table = HopTable.from_rows(rows)
     logger.info(
         "%d ions, %d frames: %d hops (%d open), %d ions with K>1",
@@ -674,7 +699,7 @@ class HopAnalysis:
         self.results.data = data
         self.results.hops = find_hops(
             data.positions, data.times_ps, self.params, data.atom_indices, n_jobs=self.n_jobs, progress=verbose
-        )
+        )  # positions: (T, n_mobile, 3), read per ion block
         return self
 
 

@@ -137,7 +137,7 @@ def summarise(
     tab = hops.hops
     closed = tab.closed()
     total_ps = float(times[-1] - times[0]) if T > 1 else 0.0
-    sites = data.positions[:, 0, :] if reference_sites is None else np.asarray(reference_sites, float)
+    sites = np.asarray(data.positions[0], float) if reference_sites is None else np.asarray(reference_sites, float)
     res = residence_times(hops, times)
     meta = np.zeros(len(res), dtype=bool)
     if res:
@@ -148,7 +148,7 @@ def summarise(
         charge = default_charge(species[0]) if len(species) == 1 else None
     tr = None
     if T >= 8:
-        tr = analyse_transport(data.positions, dt, data.volume_A3, temperature_K, charge,
+        tr = analyse_transport(data.ion_major(), dt, data.volume_A3, temperature_K, charge,
                                max_lag_fraction=max_lag_fraction)
     corr = None
     if T >= 2 and total_ps > 0:
@@ -254,14 +254,18 @@ def write_outputs(run: RunAnalysis, out_dir: str, extra: dict[str, Any] | None =
     arr("sigma_A", np.array([i.sigma_A for i in h.ions]), "angstrom", "vibration amplitude per axis")
     arr("r_vib_A", np.array([i.r_vib_A for i in h.ions]), "angstrom", "vibrating radius")
     arr("states", h.states(), None, "centre index per ion and frame, -1 in transit (n_mobile, n_frames)")
-    if run.data.positions.nbytes // 2 <= 2 * 2**30:  # float32 copy up to 2 GiB (it duplicates the trajectory)
-        p = g.create_array("positions_A", shape=run.data.positions.shape, dtype="float32",
+    pos = run.data.positions
+    if run.data.out_of_core:
+        g.attrs["positions_store"] = os.path.abspath(run.data.store.path) if run.data.store is not None else None
+        logger.info("positions stay in their store %s (not copied into results.zarr)", g.attrs["positions_store"])
+    elif pos.nbytes // 2 <= 2 * 2**30:  # float32 copy up to 2 GiB (it duplicates the trajectory)
+        p = g.create_array("positions_A", shape=(pos.shape[1], pos.shape[0], 3), dtype="float32",
                            chunks=(1, run.data.n_frames, 3))
-        p[:] = run.data.positions.astype(np.float32)
+        p[:] = pos.transpose(1, 0, 2).astype(np.float32)
         p.attrs.update({"units": "angstrom", "description": "unwrapped (drift-corrected) positions (n_mobile, n_frames, 3)"})
     else:
         logger.warning("positions (%.1f GiB) not copied into results.zarr: read them from the trajectory",
-                       run.data.positions.nbytes / 2**31)
+                       pos.nbytes / 2**31)
     arr("box", run.data.box, "angstrom, degrees", "cell [a, b, c, alpha, beta, gamma] of the first frame")
     hg = g.create_group("hops")
     hg.attrs["description"] = "one entry per hop; columns as in hops.csv"

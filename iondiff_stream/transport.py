@@ -16,6 +16,7 @@ Definitions (Å, ps inside; results also in cm²/s and mS/cm):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.fft import irfft, next_fast_len, rfft
@@ -85,6 +86,40 @@ def msd_fft(pos: np.ndarray, max_lag: int | None = None, block: int = 64) -> np.
         s1 = (csum[:, T - m, :] + (total - csum[:, m, :])) / norm
         out[s : s + block] = s1 - 2.0 * s2
     return np.maximum(out, 0.0) if L >= 0 else out
+
+
+#: at most this many MSD lags are kept (evenly strided) for fits; runs up to 2 * MAX_LAGS frames keep all lags
+MAX_LAGS = 20000
+
+
+def msd_ion_blocks(pos: Any, max_lag: int, lags: np.ndarray | None = None, ion_block: int | None = None) -> np.ndarray:
+    """Per-ion, per-axis MSD at selected lags, computed one ion block at a time.
+
+    Parameters
+    ----------
+    pos : array-like, shape (n, T, 3)
+        Unwrapped positions, Å, read as ``pos[s:e]`` per block (an ndarray or
+        :class:`iondiff_stream.io.positions_store.IonMajorView` of an out-of-core store).
+    max_lag : int
+        Largest lag (frames).
+    lags : ndarray of int, optional
+        Lags kept (default all ``0..max_lag``).
+    ion_block : int, optional
+        Ions per FFT (default: as many as fit in 256 MiB of FFT work).
+
+    Returns
+    -------
+    ndarray, shape (n, len(lags), 3)
+        MSD in Å².
+    """
+    n, T, _ = pos.shape
+    keep = np.arange(min(max_lag, T - 1) + 1) if lags is None else np.asarray(lags)
+    block = ion_block or int(max(1, min(64, (256 << 20) // max(1, 320 * T))))
+    out = np.empty((n, len(keep), 3))
+    for s in range(0, n, block):
+        e = min(n, s + block)
+        out[s:e] = msd_fft(pos[s:e], max_lag, block=block)[:, keep]
+    return out
 
 
 def tracer_msd(pos: np.ndarray, max_lag: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -408,8 +443,12 @@ def analyse_transport(
 
     Parameters
     ----------
-    pos : ndarray, shape (n, T, 3)
-        Unwrapped, drift-corrected positions of one mobile species, Å.
+    pos : ndarray or array-like, shape (n, T, 3)
+        Unwrapped, drift-corrected positions of one mobile species, Å. Read
+        per ion block (``pos[s:e]``, ``pos.sum(0)``), so an
+        :class:`~iondiff_stream.io.positions_store.IonMajorView` of an
+        out-of-core store works; runs longer than ``2 * MAX_LAGS`` frames keep
+        ``MAX_LAGS`` evenly strided lags.
     frame_dt_ps : float
     volume_A3 : float
     temperature_K, charge : float, optional
@@ -435,11 +474,17 @@ def analyse_transport(
     else:
         raise ValueError(f"window must be 'half' or 'pymatgen', got {window!r}")
     weighted = window == "pymatgen"
-    per_ion = msd_fft(pos, max_lag)
+    # long runs: keep at most MAX_LAGS evenly strided lags (per-ion MSDs stay small; the fit windows are unchanged)
+    stride = max(1, -(-(max_lag + 1) // MAX_LAGS))
+    lags = np.arange(0, max_lag + 1, stride)
+    if stride > 1:
+        idx = np.flatnonzero(np.isin(lags, idx))
+    per_ion = msd_ion_blocks(pos, max_lag, lags)
     axes = per_ion.mean(0)
     msd = axes.sum(1)
-    mscd, _ = collective_msd(pos, max_lag)
-    lag_ps = np.arange(max_lag + 1) * frame_dt_ps
+    com = pos.sum(0)  # (T, 3): the collective MSDs below need only the sum over ions
+    mscd = (msd_fft(com[None], max_lag)[0] / n)[lags].sum(1)
+    lag_ps = lags * frame_dt_ps
     tr = fit_diffusion(lag_ps, msd, indices=idx, inverse_time_weights=weighted)
     co = fit_diffusion(lag_ps, mscd, indices=idx, inverse_time_weights=weighted)
     d_axes = np.array([fit_diffusion(lag_ps, axes[:, k], dim=1, indices=idx, inverse_time_weights=weighted).D_cm2_s
@@ -455,9 +500,9 @@ def analyse_transport(
     bl = T // n_blocks
     if n_blocks >= 2 and bl >= 8:
         for b in range(n_blocks):
-            seg = pos[:, b * bl : (b + 1) * bl]
+            seg = com[None, b * bl : (b + 1) * bl]
             ml = max(4, int(bl * max_lag_fraction))
-            m_b, _ = collective_msd(seg, ml)
+            m_b = (msd_fft(seg, ml)[0] / n).sum(1)
             blocks.append(fit_diffusion(np.arange(ml + 1) * frame_dt_ps, m_b).D_cm2_s)
     ds_std = float(np.std(blocks, ddof=1) / np.sqrt(len(blocks))) if len(blocks) > 1 else float("nan")
     hr = tr.D_cm2_s / co.D_cm2_s if co.D_cm2_s > 0 else float("nan")

@@ -20,7 +20,7 @@ def noisy_run():
 
 @pytest.fixture(scope="module")
 def noisy_result(noisy_run):
-    return find_hops(noisy_run.positions, noisy_run.times_ps, HopParameters(seed=3))
+    return find_hops(noisy_run.positions.transpose(1, 0, 2), noisy_run.times_ps, HopParameters(seed=3))
 
 
 def test_ground_truth_has_all_event_kinds(noisy_run):
@@ -55,20 +55,20 @@ def test_hop_geometry_and_flags(noisy_run, noisy_result):
 def test_failed_attempts_and_still_ions_give_no_hops():
     run = make_run(n_frames=1500, sigma_A=0.2, hop_prob=0.0, back_hop_prob=0.0, fail_prob=5e-3, n_chains=0, seed=5)
     assert run.events == [] and run.n_failed_attempts > 100
-    res = find_hops(run.positions, run.times_ps)
+    res = find_hops(run.positions.transpose(1, 0, 2), run.times_ps)
     assert len(res.hops) == 0
     assert np.all(res.k == 1)
 
 
 def test_deterministic_for_seed(noisy_run, noisy_result):
-    again = find_hops(noisy_run.positions, noisy_run.times_ps, HopParameters(seed=3))
+    again = find_hops(noisy_run.positions.transpose(1, 0, 2), noisy_run.times_ps, HopParameters(seed=3))
     for name in ("ion", "start_frame", "end_frame", "length_A"):
         assert np.array_equal(again.hops[name], noisy_result.hops[name])
 
 
 def test_parallel_equals_serial(noisy_run, noisy_result):
-    par = find_hops(noisy_run.positions[:20], noisy_run.times_ps, HopParameters(seed=3), n_jobs=2)
-    ser = find_hops(noisy_run.positions[:20], noisy_run.times_ps, HopParameters(seed=3))
+    par = find_hops(noisy_run.positions[:20].transpose(1, 0, 2), noisy_run.times_ps, HopParameters(seed=3), n_jobs=2)
+    ser = find_hops(noisy_run.positions[:20].transpose(1, 0, 2), noisy_run.times_ps, HopParameters(seed=3))
     assert np.array_equal(par.hops["start_frame"], ser.hops["start_frame"])
     assert np.array_equal(par.k, ser.k)
 
@@ -79,7 +79,7 @@ def test_open_hop_flagged():
     # the ion hops at frame 200 to +2.5 Å x; the run ends in the middle of its hop back
     pos[0, 200:] += np.array([2.5, 0, 0])
     pos[0, 399] -= np.array([1.6, 0, 0])
-    res = find_hops(pos, run.times_ps)
+    res = find_hops(pos.transpose(1, 0, 2), run.times_ps)
     h = res.hops
     assert len(h) == 2
     assert not h["open"][0] and h["open"][1]
@@ -117,8 +117,8 @@ def test_k_agrees_with_exact_silhouette():
 
 
 def test_sampled_equals_exact_silhouette_choice(noisy_run):
-    sampled = find_hops(noisy_run.positions[:25, :1500], noisy_run.times_ps[:1500], HopParameters(seed=1))
-    exact = find_hops(noisy_run.positions[:25, :1500], noisy_run.times_ps[:1500], HopParameters(seed=1, silhouette_samples=0))
+    sampled = find_hops(noisy_run.positions[:25, :1500].transpose(1, 0, 2), noisy_run.times_ps[:1500], HopParameters(seed=1))
+    exact = find_hops(noisy_run.positions[:25, :1500].transpose(1, 0, 2), noisy_run.times_ps[:1500], HopParameters(seed=1, silhouette_samples=0))
     ks, ke = sampled.k, exact.k
     sil_e = np.array([i.silhouette_by_k for i in exact.ions])
     for i in range(25):
@@ -129,7 +129,7 @@ def test_sampled_equals_exact_silhouette_choice(noisy_run):
 
 
 def test_screen_does_not_change_hops(noisy_run, noisy_result):
-    res = find_hops(noisy_run.positions, noisy_run.times_ps, HopParameters(seed=3, screen=False))
+    res = find_hops(noisy_run.positions.transpose(1, 0, 2), noisy_run.times_ps, HopParameters(seed=3, screen=False))
     assert np.array_equal(res.hops["start_frame"], noisy_result.hops["start_frame"])
 
 
@@ -138,9 +138,9 @@ def test_bad_inputs():
     pos = run.positions.copy()
     pos[3, 50, 1] = np.nan
     with pytest.raises(InvalidCoordinatesError, match="NaN"):
-        find_hops(pos, run.times_ps)
+        find_hops(pos.transpose(1, 0, 2), run.times_ps)
     with pytest.raises(AnalysisError, match="no mobile ions"):
-        find_hops(pos[:0], run.times_ps)
+        find_hops(pos[:0].transpose(1, 0, 2), run.times_ps)
     with pytest.raises(ValueError, match="shape"):
         find_hops(pos[0], run.times_ps)
     with pytest.raises(ValueError, match="k_max"):

@@ -33,7 +33,7 @@ def _analyse(conc):
     u = load_universe(f"{base}/Li6PS5Cl/{conc}/run1/actual_XDATCAR.gz")
     li = collect_positions(u, "Li", timestep_ps=0.1, remove_drift=False)
     an = collect_positions(u, "S,Cl", timestep_ps=0.1, remove_drift=False)
-    vert, cen = delaunay_tetrahedra(an.positions[:, 0], li.box)
+    vert, cen = delaunay_tetrahedra(an.positions[0], li.box)
     ref = ase.io.read(f"{base}/reference_structures/Li6PS5X_complete_sites.cif").repeat((2, 2, 2))
     u.trajectory[0]
     al = align_reference(ref.get_scaled_positions() @ triclinic_vectors(li.box).astype(float),
@@ -42,7 +42,7 @@ def _analyse(conc):
     names = np.array(ref.get_chemical_symbols())
     labels = label_sites(cen, al, np.array([{"Li": "T5", "Se": "T4"}.get(s, "other") for s in names]), li.box,
                          default="T2")
-    a = assign_polyhedra(li.positions, an.positions, vert, li.box)
+    a = assign_polyhedra(li.ion_major(), an.ion_major(), vert, li.box)
     return a, labels, site_statistics(a, labels, len(labels), 0.1)
 
 

@@ -304,8 +304,11 @@ class TrajectoryData:
 
     Attributes
     ----------
-    positions : ndarray, shape (n_mobile, n_frames, 3), float64
-        Unwrapped Cartesian positions, Å (drift removed if requested).
+    positions : ndarray or zarr.Array, shape (n_frames, n_mobile, 3)
+        Unwrapped Cartesian positions, Å (drift removed if requested), frame
+        major: ``positions[:, i0:i1]`` is an ion block. An in-memory float64
+        array, or (out of core) a float32 Zarr array chunked per ion block
+        (see :mod:`iondiff_stream.io.positions_store`).
     times_ps : ndarray, shape (n_frames,)
     box : ndarray, shape (6,)
         Box of the first frame ``[a, b, c, alpha, beta, gamma]`` (Å, degrees).
@@ -319,9 +322,11 @@ class TrajectoryData:
     steps : ndarray, shape (n_frames,) or None
         MD step numbers where the file has them.
     volume_A3 : float
+    store : PositionStore or None
+        The on-disk store when ``positions`` is out of core.
     """
 
-    positions: np.ndarray
+    positions: Any
     times_ps: np.ndarray
     box: np.ndarray
     atom_indices: np.ndarray
@@ -331,18 +336,32 @@ class TrajectoryData:
     volume_A3: float = float("nan")
     meta: dict[str, Any] = field(default_factory=dict)
     atom_ids: np.ndarray | None = None
+    store: Any = None
 
     @property
     def n_frames(self) -> int:
-        return int(self.positions.shape[1])
+        return int(self.positions.shape[0])
 
     @property
     def n_mobile(self) -> int:
-        return int(self.positions.shape[0])
+        return int(self.positions.shape[1])
+
+    @property
+    def out_of_core(self) -> bool:
+        """True when the positions live in a Zarr store on disk."""
+        return not isinstance(self.positions, np.ndarray)
 
     @property
     def timestep_ps(self) -> float:
         return float(self.times_ps[1] - self.times_ps[0]) if self.n_frames > 1 else float("nan")
+
+    def ion_major(self) -> Any:
+        """Positions as ``(n_mobile, n_frames, 3)``: a transposed view in memory, else an :class:`IonMajorView`."""
+        if isinstance(self.positions, np.ndarray):
+            return self.positions.transpose(1, 0, 2)
+        from .positions_store import IonMajorView, ion_block_of
+
+        return IonMajorView(self.positions, ion_block=ion_block_of(self.positions))
 
 
 def _species(ag: mda.AtomGroup) -> np.ndarray:
@@ -359,7 +378,7 @@ def _box_volume(box: np.ndarray) -> float:
 
 
 class UnwrappedPositions(AnalysisBase):
-    """Collect unwrapped positions of mobile ions, frame by frame.
+    """Collect unwrapped positions of mobile ions, one slab of frames at a time.
 
     Positions are unwrapped by minimum-image frame-to-frame differences
     (orthorhombic and triclinic boxes), which is exact whether the file holds
@@ -367,6 +386,11 @@ class UnwrappedPositions(AnalysisBase):
     box length between stored frames (checked). Framework drift (the mean
     displacement of all non-mobile atoms, as in pymatgen's DiffusionAnalyzer)
     can be subtracted.
+
+    Frames are buffered in slabs of ``plan.frame_chunk`` frames and unwrapped
+    with array operations per slab; each slab is written to the output (an
+    in-memory float64 array, or out of core a float32 :class:`PositionStore`),
+    so memory is bounded by the budget whatever the run length.
 
     Parameters
     ----------
@@ -378,6 +402,16 @@ class UnwrappedPositions(AnalysisBase):
     md_timestep_ps : float, optional
         MD integration timestep, ps; with LAMMPS dumps the frame times are
         ``step * md_timestep_ps``.
+    memory_budget : MemoryBudget or int, optional
+        Working memory (bytes); decides in memory vs out of core.
+    out_of_core : bool, optional
+        Force positions to a Zarr store (True) or memory (False).
+    store_path : str, optional
+        Directory of the Zarr store (default: a temporary directory).
+    n_workers : int
+        Ion blocks that will be analysed at once (sizes the ion block).
+    progress : callable, optional
+        ``progress(n_frames_done)`` called after each slab.
 
     Results
     -------
@@ -390,6 +424,11 @@ class UnwrappedPositions(AnalysisBase):
         remove_drift: bool = True,
         timestep_ps: float | None = None,
         md_timestep_ps: float | None = None,
+        memory_budget: Any = None,
+        out_of_core: bool | None = None,
+        store_path: str | None = None,
+        n_workers: int = 1,
+        progress: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(mobile.universe.trajectory, **kwargs)
@@ -397,22 +436,49 @@ class UnwrappedPositions(AnalysisBase):
         self.remove_drift = remove_drift
         self.timestep_ps = timestep_ps
         self.md_timestep_ps = md_timestep_ps
+        self.memory_budget = memory_budget
+        self.out_of_core = out_of_core
+        self.store_path = store_path
+        self.n_workers = n_workers
+        self.progress = progress
 
     def _prepare(self) -> None:
+        from .positions_store import MemoryBudget, PositionStore, plan_chunks
+
         u = self.mobile.universe
         if len(self.mobile) == 0:
             raise SelectionError("empty mobile selection")
         self._framework = u.atoms - self.mobile
+        self._with_drift = bool(self.remove_drift and len(self._framework))
         self._scale = float(getattr(u, "iondiff_length_scale", 1.0))
         self._fallback_box = getattr(u, "iondiff_box_fallback", None)
-        n = self.n_frames
-        self._pos = np.empty((n, len(self.mobile), 3), dtype=np.float64)
+        n, N = self.n_frames, len(self.mobile)
+        M = len(self._framework) if self._with_drift else 0
+        budget = self.memory_budget
+        if budget is not None and not isinstance(budget, MemoryBudget):
+            budget = MemoryBudget(int(budget))
+        self.plan = plan_chunks(n, N, M, budget, self.n_workers, self.out_of_core)
+        if self.plan.in_memory:
+            self._store = None
+            self._out: Any = np.empty((n, N, 3), dtype=np.float64)
+        else:
+            self._store = PositionStore(self.store_path, n, N, self.plan)
+            self._out = self._store.array
+        B = self.plan.frame_chunk
+        self._buf_m = np.empty((B, N, 3), dtype=np.float64)
+        self._buf_f = np.empty((B, M, 3), dtype=np.float64)
+        self._buf_box = np.empty((B, 6), dtype=np.float64)
+        self._buf_frame = np.empty(B, dtype=np.int64)
+        self._nb = 0
+        self._t0 = 0
         self._drift = np.zeros((n, 3))
         self._times = np.empty(n)
         self._steps = np.full(n, -1, dtype=np.int64)
         self._box0: np.ndarray | None = None
-        self._prev_m: np.ndarray | None = None
-        self._prev_f: np.ndarray | None = None
+        self._last_raw_m: np.ndarray | None = None  # raw (wrapped) positions of the previous frame
+        self._last_raw_f: np.ndarray | None = None
+        self._last_m: np.ndarray | None = None  # unwrapped position of the previous frame (float64)
+        self._last_drift = np.zeros(3)
         self._max_jump = 0.0
 
     def _box(self) -> np.ndarray:
@@ -428,34 +494,99 @@ class UnwrappedPositions(AnalysisBase):
         return out
 
     def _single_frame(self) -> None:
-        i = self._frame_index
+        i, j = self._frame_index, self._nb
         box = self._box()
         if self._box0 is None:
             self._box0 = box
-        xm = self.mobile.positions.astype(np.float64) * self._scale
-        if not np.all(np.isfinite(xm)):
-            bad = np.where(~np.all(np.isfinite(xm), axis=1))[0]
-            raise InvalidCoordinatesError(
-                f"frame {self._ts.frame}: NaN/inf coordinates for mobile atom indices {self.mobile.indices[bad][:10].tolist()}"
-            )
-        if self._prev_m is None:
-            self._pos[i] = xm
-        else:
-            d = self._min_image(xm - self._prev_m, box)
-            self._max_jump = max(self._max_jump, float(np.max(np.abs(d))) if d.size else 0.0)
-            self._pos[i] = self._pos[i - 1] + d
-        self._prev_m = xm
-        if self.remove_drift and len(self._framework):
-            xf = self._framework.positions.astype(np.float64) * self._scale
-            if not np.all(np.isfinite(xf)):
-                raise InvalidCoordinatesError(f"frame {self._ts.frame}: NaN/inf coordinates in framework atoms")
-            if self._prev_f is not None:
-                self._drift[i] = self._drift[i - 1] + self._min_image(xf - self._prev_f, box).mean(axis=0)
-            self._prev_f = xf
+        self._buf_box[j] = box
+        self._buf_frame[j] = self._ts.frame
+        np.multiply(self.mobile.positions, self._scale, out=self._buf_m[j])
+        if self._with_drift:
+            np.multiply(self._framework.positions, self._scale, out=self._buf_f[j])
         self._times[i] = self._ts.time
         step = self._ts.data.get("step")
         if step is not None:
             self._steps[i] = int(step)
+        self._nb += 1
+        if self._nb == len(self._buf_m):
+            self._flush()
+
+    def _check_slab(self, xm: np.ndarray, xf: np.ndarray, frames: np.ndarray) -> None:
+        """Validate one slab of raw frames before it is unwrapped (NaN/inf coordinates).
+
+        Parameters
+        ----------
+        xm, xf : ndarray, shape (B, n_mobile, 3), (B, n_framework, 3)
+            Raw positions (Å) of the mobile and (if drift is removed) framework atoms.
+        frames : ndarray, shape (B,)
+            Trajectory frame numbers of the slab.
+        """
+        okm = np.isfinite(xm).all(axis=2)
+        if not okm.all():
+            f, bad = np.nonzero(~okm)
+            first = f[0]
+            atoms = self.mobile.indices[bad[f == first]]
+            raise InvalidCoordinatesError(
+                f"frame {int(frames[first])}: NaN/inf coordinates for mobile atom indices {atoms[:10].tolist()}"
+            )
+        if xf.size and not np.isfinite(xf).all():
+            first = int(np.argmin(np.isfinite(xf).all(axis=(1, 2))))
+            raise InvalidCoordinatesError(f"frame {int(frames[first])}: NaN/inf coordinates in framework atoms")
+
+    def _flush(self) -> None:
+        """Unwrap the buffered slab and write it to the output."""
+        nb = self._nb
+        if nb == 0:
+            return
+        xm, xf, boxes = self._buf_m[:nb], self._buf_f[:nb], self._buf_box[:nb]
+        self._check_slab(xm, xf, self._buf_frame[:nb])
+        d = np.empty_like(xm)
+        d[1:] = xm[1:] - xm[:-1]
+        if self._last_raw_m is None:
+            d[0] = 0.0
+        else:
+            d[0] = xm[0] - self._last_raw_m
+        d = self._min_image_slab(d, boxes)
+        if d.size:
+            jumps = np.abs(d[1:] if self._last_raw_m is None else d)
+            if jumps.size:
+                self._max_jump = max(self._max_jump, float(jumps.max()))
+        d[0] += xm[0] if self._last_m is None else self._last_m
+        unwrapped = np.cumsum(d, axis=0)  # sequential float64 sums: identical to frame-by-frame accumulation
+        self._last_m = unwrapped[-1].copy()
+        self._last_raw_m = xm[-1].copy()
+        t0 = self._t0
+        if self._with_drift:
+            df = np.empty_like(xf)
+            df[1:] = xf[1:] - xf[:-1]
+            df[0] = 0.0 if self._last_raw_f is None else xf[0] - self._last_raw_f
+            step_drift = self._min_image_slab(df, boxes).mean(axis=1)
+            step_drift[0] += self._last_drift
+            drift = np.cumsum(step_drift, axis=0)
+            self._drift[t0 : t0 + nb] = drift
+            self._last_drift = drift[-1].copy()
+            self._last_raw_f = xf[-1].copy()
+            unwrapped -= drift[:, None, :]
+        if self._store is None:
+            self._out[t0 : t0 + nb] = unwrapped
+        else:
+            self._store.write(t0, unwrapped)
+        self._t0 += nb
+        self._nb = 0
+        if self.progress is not None:
+            self.progress(nb)
+
+    @staticmethod
+    def _min_image_slab(raw: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """Displacements (B, n, 3) with whole lattice translations removed, per frame's box (B, 6)."""
+        if len(boxes) and np.all(boxes == boxes[0]):
+            h = triclinic_vectors(boxes[0]).astype(np.float64)
+            frac = raw @ np.linalg.inv(h)
+            return raw - np.rint(frac) @ h
+        out = np.empty_like(raw)
+        for k in range(len(raw)):
+            out[k] = UnwrappedPositions._min_image(raw[k], boxes[k])
+        return out
 
     @staticmethod
     def _min_image(raw: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -469,6 +600,7 @@ class UnwrappedPositions(AnalysisBase):
         return raw - np.rint(frac) @ h
 
     def _conclude(self) -> None:
+        self._flush()
         if self._box0 is None:
             raise TrajectoryFormatError("no frames were read")
         half = 0.5 * float(np.min(self._box0[:3]))
@@ -480,21 +612,19 @@ class UnwrappedPositions(AnalysisBase):
                 half,
             )
         times = self._resolve_times()
-        pos = self._pos
-        if self.remove_drift and len(self._framework):
-            pos = pos - self._drift[:, None, :]
         data = TrajectoryData(
-            positions=np.ascontiguousarray(pos.transpose(1, 0, 2)),
+            positions=self._out,
             times_ps=times,
             box=self._box0,
             atom_indices=self.mobile.indices.copy(),
             species=_species(self.mobile),
-            framework_drift=self._drift if (self.remove_drift and len(self._framework)) else None,
+            framework_drift=self._drift if self._with_drift else None,
             steps=self._steps if np.all(self._steps >= 0) else None,
             volume_A3=_box_volume(self._box0),
             atom_ids=np.asarray(self.mobile.ids).astype(np.int64) if hasattr(self.mobile, "ids") else None,
+            store=self._store,
         )
-        del self._pos
+        del self._buf_m, self._buf_f
         self.results.data = data
 
     def _resolve_times(self) -> np.ndarray:
@@ -530,6 +660,8 @@ class UnwrappedPositions(AnalysisBase):
         return t
 
 
+
+
 def _times_from_file(traj: Any) -> bool:
     subs = getattr(traj, "readers", [traj])  # a ChainReader's parts, or the reader itself
     return all(getattr(r, "dt_from_file", None) is not None or getattr(r, "iondiff_times_from_file", False) for r in subs)
@@ -546,9 +678,56 @@ def collect_positions(
     stop: int | None = None,
     step: int | None = None,
     verbose: bool = False,
+    memory_budget: Any = None,
+    out_of_core: bool | None = None,
+    store_path: str | None = None,
+    n_workers: int = 1,
 ) -> TrajectoryData:
-    """Unwrapped positions of the mobile ions (see :class:`UnwrappedPositions`)."""
+    """Unwrapped positions of the mobile ions in one pass (see :class:`UnwrappedPositions`).
+
+    Parameters
+    ----------
+    u : Universe
+    mobile : str or AtomGroup
+    remove_drift, timestep_ps, md_timestep_ps :
+        See :class:`UnwrappedPositions`.
+    start, stop, step : int, optional
+        Frames to read.
+    verbose : bool
+        Show a progress bar (rich) when no run-wide bar is active.
+    memory_budget : MemoryBudget or int, optional
+        Bytes of working memory (default 1 GiB): positions go out of core
+        (a Zarr store) when float64 positions would take over a quarter of it.
+    out_of_core : bool, optional
+        Force the store (True) or memory (False).
+    store_path : str, optional
+        Where to write the store (default: a temporary directory removed with
+        the returned data's ``store``).
+    n_workers : int
+        Ion blocks analysed at once later (sizes the store's ion blocks).
+
+    Returns
+    -------
+    TrajectoryData
+        ``positions`` of shape (n_frames, n_mobile, 3).
+    """
+    from ..progress import RunProgress, current, stage
+
     ag = select_mobile(u, mobile) if isinstance(mobile, str) else mobile
-    run = UnwrappedPositions(ag, remove_drift=remove_drift, timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps)
-    run.run(start=start, stop=stop, step=step, verbose=verbose)
+    n = len(range(*slice(start, stop, step).indices(u.trajectory.n_frames)))
+    own = RunProgress({"read": 1.0}, enabled=True, description="reading") if (verbose and current() is None) else None
+    if own is not None:
+        own.__enter__()
+    try:
+        st = stage("read", n)
+        run = UnwrappedPositions(ag, remove_drift=remove_drift, timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps,
+                                 memory_budget=memory_budget, out_of_core=out_of_core, store_path=store_path,
+                                 n_workers=n_workers, progress=st)
+        run.run(start=start, stop=stop, step=step, verbose=False)
+    except BaseException as exc:
+        if own is not None:
+            own.__exit__(type(exc), exc, None)
+        raise
+    if own is not None:
+        own.__exit__(None, None, None)
     return run.results.data
