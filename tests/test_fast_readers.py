@@ -35,8 +35,14 @@ def _both(dump, data, **kw):
     return _frames(ref), _frames(new)
 
 
+@pytest.mark.parametrize("parser", ["numpy", "pandas"])
 @pytest.mark.parametrize("columns", ["x y z", "xs ys zs", "xu yu zu"])
-def test_same_frames_as_mdanalysis(tmp_path, synth, columns):
+def test_same_frames_as_mdanalysis(tmp_path, synth, columns, parser, monkeypatch):
+    import iondiff_stream.io.lammps_dump as ld
+
+    monkeypatch.setattr(ld, "_PANDAS_MIN_VALUES", 0 if parser == "pandas" else 10**12)
+    if parser == "numpy":
+        monkeypatch.delitem(__import__("sys").modules, "pandas", raising=False)
     dump, data = str(tmp_path / "run.dump"), str(tmp_path / "run.data")
     synth.write_lammps(dump, data, columns=columns, every_step=10)
     ref, new = _both(dump, data, dt=0.005)
@@ -79,7 +85,13 @@ def test_triclinic_and_random_access(tmp_path):
     assert np.array_equal(r[21].positions, ref[0][21])
 
 
-def test_truncated_and_malformed(tmp_path, synth):
+@pytest.mark.parametrize("parser", ["numpy", "pandas"])
+def test_truncated_and_malformed(tmp_path, synth, parser, monkeypatch):
+    import iondiff_stream.io.lammps_dump as ld
+
+    monkeypatch.setattr(ld, "_PANDAS_MIN_VALUES", 0 if parser == "pandas" else 10**12)
+    if parser == "numpy":
+        monkeypatch.delitem(__import__("sys").modules, "pandas", raising=False)
     dump, data = str(tmp_path / "run.dump"), str(tmp_path / "run.data")
     synth.write_lammps(dump, data)
     text = open(dump).read().splitlines()
