@@ -23,6 +23,8 @@ def _root() -> None:
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("MDAnalysis").setLevel(logging.WARNING)
+    if not verbose:
+        logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
 @app.command()
