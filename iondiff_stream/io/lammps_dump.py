@@ -63,15 +63,16 @@ def _frame_offsets(path: str) -> np.ndarray:
 _PANDAS_MIN_VALUES = 2_000_000
 
 
-def _parse_table(text: bytes, n_rows: int, n_cols: int) -> np.ndarray:
+def _parse_table(text: bytes, n_rows: int, n_cols: int, n_file_values: int = 0) -> np.ndarray:
     """Whitespace-separated numbers, ``n_rows`` lines of ``n_cols``, as float64.
 
-    pandas' C parser (~25 ns per number) once pandas is imported or the block
-    is large; otherwise :func:`numpy.fromstring` (~150 ns per number, nothing to import).
+    pandas' C parser (~25 ns per number) once pandas is imported or the file
+    (``n_file_values`` numbers) is large; otherwise :func:`numpy.fromstring`
+    (~150 ns per number, nothing to import).
     """
     import sys
 
-    if "pandas" in sys.modules or n_rows * n_cols >= _PANDAS_MIN_VALUES:
+    if "pandas" in sys.modules or max(n_rows * n_cols, n_file_values) >= _PANDAS_MIN_VALUES:
         import io
 
         import pandas as pd
@@ -231,7 +232,7 @@ class DumpBlockReader:
             raise TrajectoryFormatError(f"{where}: malformed BOX BOUNDS")
         expect = (nf * self.n_atoms, self._ncol)
         try:
-            vals = _parse_table(b"".join(pieces), expect[0], expect[1])
+            vals = _parse_table(b"".join(pieces), expect[0], expect[1], self.n_frames * self.n_atoms * self._ncol)
         except ValueError as exc:
             raise TrajectoryFormatError(f"{where}: an atom line is not all numbers: {exc}") from exc
         if vals.shape != expect:
@@ -307,6 +308,7 @@ class FastDumpReader(base.ReaderBase):
         per = max(1, self._blocks.frame_bytes(0)) if self._blocks.n_frames else 1
         self._block_frames = int(max(1, min(4096, (8 << 20) // per)))
         self._cache: dict[str, np.ndarray] | None = None
+        self._first: dict[str, np.ndarray] | None = None
         self._cache_start = -1
         self.ts = self._Timestep(self._n_atoms, **self._ts_kwargs)
         self.ts.frame = -1
@@ -337,15 +339,20 @@ class FastDumpReader(base.ReaderBase):
         if frame < 0 or frame >= self.n_frames:
             raise IOError(f"frame {frame} out of range (0..{self.n_frames - 1})")
         s = (frame // self._block_frames) * self._block_frames
-        if s != self._cache_start or self._cache is None:
-            self._cache = self._blocks.read(s, min(s + self._block_frames, self.n_frames))
-            self._cache_start = s
-        j = frame - s
+        if frame == 0 and self._first is not None and self._cache_start != 0:
+            cache, j = self._first, 0  # rewinding after a full pass does not parse block 0 again
+        else:
+            if s != self._cache_start or self._cache is None:
+                self._cache = self._blocks.read(s, min(s + self._block_frames, self.n_frames))
+                self._cache_start = s
+                if s == 0:
+                    self._first = {k: v[:1].copy() for k, v in self._cache.items()}
+            cache, j = self._cache, frame - s
         ts = self.ts
         ts.frame = frame
-        ts.positions = self._cache["positions"][j]
-        ts.dimensions = self._cache["dimensions"][j]
-        step = int(self._cache["step"][j])
+        ts.positions = cache["positions"][j]
+        ts.dimensions = cache["dimensions"][j]
+        step = int(cache["step"][j])
         ts.data["step"] = step
         ts.data["time"] = step * ts.dt
         return ts
@@ -362,4 +369,5 @@ class FastDumpReader(base.ReaderBase):
 
     def close(self) -> None:  # noqa: D102
         self._cache = None
+        self._first = None
         self._cache_start = -1
