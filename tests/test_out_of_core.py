@@ -175,3 +175,24 @@ def test_ion_blocks_on_a_real_dask_cluster(both, synth, tmp_path):
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=30)
+
+
+def test_hook_store_is_rechunked_per_ion_block(tmp_path):
+    """A store written by the hook (per-frame chunks) becomes an ion-block store in one pass, same positions."""
+    from iondiff_stream.buffer import FrameStoreWriter
+    from iondiff_stream.io import load_universe
+
+    rng = np.random.default_rng(3)
+    X = 5.0 + np.cumsum(rng.normal(0, 0.1, (900, 12, 3)), axis=0)
+    src = str(tmp_path / "hook.zarr")
+    w = FrameStoreWriter(src, np.arange(1, 13), ["Li"] * 12, chunk_frames=50, flush_seconds=None)
+    for t, x in enumerate(X):
+        w.append(10 * t, 0.01 * t, x, np.array([30.0, 30.0, 30.0, 90, 90, 90]))
+    w.close()
+    u = load_universe(src)
+    data = collect_positions(u, "Li", remove_drift=False, out_of_core=True, store_path=str(tmp_path / "p.zarr"),
+                             memory_budget=MemoryBudget(16 << 20), n_workers=2)
+    assert data.positions.shape == (900, 12, 3)
+    assert data.positions.chunks[0] > 50  # time-contiguous chunks, not the hook's 50-frame chunks
+    assert np.allclose(np.asarray(data.positions[:], float), X, atol=2e-5)
+    assert data.timestep_ps == pytest.approx(0.01)
