@@ -140,13 +140,14 @@ def analyze_run(
 
 def _warm_centres(trajectories: Any, data: Any) -> list[Any] | None:
     """Online centres of a frame store, per analysed ion (None for other inputs)."""
-    from .buffer import FrameStoreReader
     from .io import guess_format
-    from .online import OnlineCentres
 
     paths = [trajectories] if isinstance(trajectories, (str, os.PathLike)) else list(trajectories)
     if len(paths) != 1 or guess_format(os.fspath(paths[0])) != "IONDIFFZARR":
         return None
+    from .buffer import FrameStoreReader
+    from .online import OnlineCentres  # imports scipy.stats: only for stores
+
     st = FrameStoreReader(os.fspath(paths[0])).online_state()
     if st is None:
         return None

@@ -163,33 +163,47 @@ _FAST_MIN_LINES = 1_000_000
 
 
 def _fixed_cell_frames(lines: list[str], config_idx: list[int], natoms: int) -> np.ndarray | None:
-    """All frames of a fixed-cell XDATCAR parsed at once (pandas' C parser), or None to parse frame by frame.
+    """All frames of a fixed-cell XDATCAR parsed at once, or None to parse frame by frame.
 
     Applies when every block is one ``Direct configuration=`` line plus ``natoms``
     lines of three finite numbers (no repeated headers, complete last frame).
+    Large files use pandas' C parser; small ones :func:`numpy.fromstring` (no import).
     """
     nf = len(config_idx)
-    if nf * natoms < _FAST_MIN_LINES:  # importing pandas costs more than it saves on small files
-        return None
     if nf == 0 or len(lines) - config_idx[0] < nf * (natoms + 1):
         return None
     if config_idx[-1] - config_idx[0] != (nf - 1) * (natoms + 1):
         return None
-    if any(ln.strip() for ln in lines[config_idx[0] + nf * (natoms + 1) :]):
+    end = config_idx[0] + nf * (natoms + 1)
+    if any(ln.strip() for ln in lines[end:]):
         return None
     idx = np.asarray(config_idx)
     if np.any(np.diff(idx) != natoms + 1):
         return None
-    import io
+    import sys
 
-    import pandas as pd
+    if nf * natoms < _FAST_MIN_LINES and "pandas" not in sys.modules:
+        import warnings
 
-    text = "\n".join(lines[config_idx[0] : config_idx[0] + nf * (natoms + 1)])
-    try:
-        vals = pd.read_csv(io.StringIO(text), sep=r"\s+", header=None, comment="D", usecols=[0, 1, 2],
-                           dtype=np.float64, engine="c").to_numpy()
-    except (ValueError, pd.errors.ParserError):
-        return None
+        block = lines[config_idx[0] : end]
+        del block[:: natoms + 1]  # the "Direct configuration=" lines
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            vals = np.fromstring("\n".join(block), dtype=np.float64, sep=" ")
+        if vals.size != nf * natoms * 3:
+            return None  # extra columns (selective dynamics flags) or text: frame by frame
+        vals = vals.reshape(nf * natoms, 3)
+    else:
+        import io
+
+        import pandas as pd
+
+        text = "\n".join(lines[config_idx[0] : end])
+        try:
+            vals = pd.read_csv(io.StringIO(text), sep=r"\s+", header=None, comment="D", usecols=[0, 1, 2],
+                               dtype=np.float64, engine="c").to_numpy()
+        except (ValueError, pd.errors.ParserError):
+            return None
     if vals.shape != (nf * natoms, 3) or not np.all(np.isfinite(vals)):
         return None
     return vals.reshape(nf, natoms, 3)
