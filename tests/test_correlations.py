@@ -72,7 +72,7 @@ def test_any_overlap_is_not_enough():
 def test_chains_in_a_trajectory_and_pair_mechanism():
     run = make_run(n_frames=3000, sigma_A=0.18, hop_prob=5e-4, back_hop_prob=0.0, n_chains=6, chain_sizes=(2, 4),
                    seed=8)
-    hops = find_hops(run.positions, run.times_ps, HopParameters(seed=0))
+    hops = find_hops(run.positions.transpose(1, 0, 2), run.times_ps, HopParameters(seed=0))
     m = match_hops(run.events, hops.hops)
     assert m["f1"] >= 0.97
     # detected hop frames carry ±1 frame of noise: see test_isolated_groups_recovered_with_exact_sizes
