@@ -474,6 +474,8 @@ class UnwrappedPositions(AnalysisBase):
         self._drift = np.zeros((n, 3))
         self._times = np.empty(n)
         self._steps = np.full(n, -1, dtype=np.int64)
+        fb = self._fallback_box
+        self._no_box = np.full(6, np.nan) if fb is None else np.asarray(fb, dtype=np.float64)
         self._box0: np.ndarray | None = None
         self._last_raw_m: np.ndarray | None = None  # raw (wrapped) positions of the previous frame
         self._last_raw_f: np.ndarray | None = None
@@ -481,46 +483,41 @@ class UnwrappedPositions(AnalysisBase):
         self._last_drift = np.zeros(3)
         self._max_jump = 0.0
 
-    def _box(self) -> np.ndarray:
-        dims = self._ts.dimensions
-        if dims is None:
-            dims = self._fallback_box
-        if dims is None or not np.all(np.isfinite(dims)) or np.any(np.asarray(dims)[:3] <= 0):
-            raise InvalidCoordinatesError(
-                f"frame {self._ts.frame}: no valid periodic box ({dims}); give a topology/data file with the box"
-            )
-        out = np.asarray(dims, dtype=np.float64).copy()
-        out[:3] *= self._scale
-        return out
-
     def _single_frame(self) -> None:
         i, j = self._frame_index, self._nb
-        box = self._box()
-        if self._box0 is None:
-            self._box0 = box
-        self._buf_box[j] = box
+        dims = self._ts.dimensions
+        self._buf_box[j] = self._no_box if dims is None else dims  # checked and scaled per slab
         self._buf_frame[j] = self._ts.frame
-        np.multiply(self.mobile.positions, self._scale, out=self._buf_m[j])
+        self._buf_m[j] = self.mobile.positions
         if self._with_drift:
-            np.multiply(self._framework.positions, self._scale, out=self._buf_f[j])
+            self._buf_f[j] = self._framework.positions
         self._times[i] = self._ts.time
         step = self._ts.data.get("step")
         if step is not None:
-            self._steps[i] = int(step)
+            self._steps[i] = step
         self._nb += 1
         if self._nb == len(self._buf_m):
             self._flush()
 
-    def _check_slab(self, xm: np.ndarray, xf: np.ndarray, frames: np.ndarray) -> None:
-        """Validate one slab of raw frames before it is unwrapped (NaN/inf coordinates).
+    def _check_slab(self, xm: np.ndarray, xf: np.ndarray, boxes: np.ndarray, frames: np.ndarray) -> None:
+        """Validate one slab of raw frames before it is unwrapped (boxes, NaN/inf coordinates).
 
         Parameters
         ----------
         xm, xf : ndarray, shape (B, n_mobile, 3), (B, n_framework, 3)
             Raw positions (Å) of the mobile and (if drift is removed) framework atoms.
+        boxes : ndarray, shape (B, 6)
+            Boxes ``[a, b, c, alpha, beta, gamma]`` (Å, degrees; NaN where the frame has none).
         frames : ndarray, shape (B,)
             Trajectory frame numbers of the slab.
         """
+        bad_box = ~(np.isfinite(boxes).all(axis=1) & (boxes[:, :3] > 0).all(axis=1))
+        if bad_box.any():
+            k = int(np.argmax(bad_box))
+            raise InvalidCoordinatesError(
+                f"frame {int(frames[k])}: no valid periodic box ({boxes[k].tolist()}); "
+                "give a topology/data file with the box"
+            )
         okm = np.isfinite(xm).all(axis=2)
         if not okm.all():
             f, bad = np.nonzero(~okm)
@@ -539,7 +536,13 @@ class UnwrappedPositions(AnalysisBase):
         if nb == 0:
             return
         xm, xf, boxes = self._buf_m[:nb], self._buf_f[:nb], self._buf_box[:nb]
-        self._check_slab(xm, xf, self._buf_frame[:nb])
+        self._check_slab(xm, xf, boxes, self._buf_frame[:nb])
+        if self._scale != 1.0:
+            xm *= self._scale
+            xf *= self._scale
+            boxes[:, :3] *= self._scale
+        if self._box0 is None:
+            self._box0 = boxes[0].copy()
         d = np.empty_like(xm)
         d[1:] = xm[1:] - xm[:-1]
         if self._last_raw_m is None:
