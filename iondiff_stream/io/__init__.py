@@ -6,7 +6,12 @@
 * :func:`select_mobile` picks the mobile ions by element, type, name or any
   MDAnalysis selection string.
 * :class:`UnwrappedPositions` (an MDAnalysis analysis) collects unwrapped,
-  optionally drift-corrected positions of the mobile ions as one array.
+  optionally drift-corrected positions of the mobile ions, shape
+  ``(n_frames, n_mobile, 3)``, in one pass of slabs of frames: in memory, or
+  for long runs out of core in a Zarr store chunked per ion block
+  (:mod:`iondiff_stream.io.positions_store`), within a memory budget.
+* LAMMPS text dumps are read by the block-parsing reader ``IONDIFFDUMP``
+  (:mod:`iondiff_stream.io.lammps_dump`), same frames as MDAnalysis's reader.
 
 Units: Å and ps.
 """
