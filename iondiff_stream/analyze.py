@@ -1,21 +1,248 @@
-"""One call for the whole offline analysis of one run: read, hops, transport, outputs."""
+"""The offline analysis of one run, orchestrated in one place: read → hops → residences → transport →
+correlations → summary → files.
+
+Every step returns a documented result object (:class:`~iondiff_stream.hops.HopResults`,
+:class:`~iondiff_stream.hops.ResidenceTimes`, :class:`~iondiff_stream.transport.TransportResult`,
+:class:`~iondiff_stream.correlations.CorrelationResult`); :class:`RunAnalysis` holds them and the flat
+``summary`` dict of ``summary.json``; :mod:`iondiff_stream.results` only writes and reads the files.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .hops import HopParameters, find_hops
-from .io import collect_positions, load_universe, select_mobile
-from .results import RunAnalysis, summarise, write_outputs
+from .correlations import CorrelationParameters, CorrelationResult, concerted_groups
+from .hops import HopParameters, HopResults, ResidenceTimes, find_hops, parameters_dict, residence_times
+from .io import TrajectoryData, collect_positions, load_universe, select_mobile
+from .transport import DiffusionFit, TransportResult, analyse_transport, default_charge
+from .units import A2_PER_PS_TO_CM2_PER_S
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["analyze_run"]
+__all__ = ["analyze_run", "analyse_positions", "RunAnalysis", "reference_sites_distance", "summarise"]
+
+#: D_hops / D_MSD outside this range: the hops do not carry the measured transport
+HOP_MSD_RANGE = (0.5, 3.0)
+
+
+@dataclass
+class RunAnalysis:
+    """Everything the offline analysis computed for one run.
+
+    Attributes
+    ----------
+    data : TrajectoryData
+        Unwrapped positions (T, n_mobile, 3) Å (in memory or a Zarr store), times ps, cell, ids.
+    hops : HopResults
+        Sites/centres, core states and the hop table.
+    residences : ResidenceTimes
+        Complete residences (with the ``metastable`` flag).
+    transport : TransportResult or None
+        MSD, D*, D_σ, Haven ratio, conductivities (None below 8 frames).
+    correlations : CorrelationResult or None
+        Concerted groups of hops.
+    summary : dict
+        The scalars of ``summary.json`` (units in the key names).
+    """
+
+    data: TrajectoryData
+    hops: HopResults
+    residences: ResidenceTimes
+    transport: TransportResult | None = None
+    correlations: CorrelationResult | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    # short-hands kept for callers of the first API
+    @property
+    def diffusion(self) -> DiffusionFit | None:
+        return None if self.transport is None else self.transport.tracer
+
+    @property
+    def msd_lag_ps(self) -> np.ndarray:
+        return np.zeros(0) if self.transport is None else self.transport.lag_ps
+
+    @property
+    def msd_A2(self) -> np.ndarray:
+        return np.zeros(0) if self.transport is None else self.transport.msd_A2
+
+    @property
+    def msd_axes_A2(self) -> np.ndarray:
+        return np.zeros((0, 3)) if self.transport is None else self.transport.msd_axes_A2
+
+    @property
+    def metastable(self) -> np.ndarray:
+        return self.residences.metastable
+
+
+def reference_sites_distance(points: np.ndarray, sites: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Minimum-image distance from each point (n, 3) to the nearest reference site (m, 3), Å, shape (n,)."""
+    from .sitemodel import SiteModel
+
+    if len(points) == 0:
+        return np.zeros(0)
+    model = SiteModel(np.asarray(sites, float), np.asarray(box, float), np.ones(len(sites)))
+    return model.nearest(np.asarray(points, float))[1]
+
+
+def _finite(v: Any) -> float | None:
+    return None if v is None or not math.isfinite(float(v)) else float(v)
+
+
+def summarise(
+    data: TrajectoryData,
+    hops: HopResults,
+    reference_sites: np.ndarray | None = None,
+    metastable_distance_A: float = 1.0,
+    max_lag_fraction: float = 0.5,
+    temperature_K: float | None = None,
+    charge: float | None = None,
+    correlation_params: CorrelationParameters | None = None,
+) -> RunAnalysis:
+    """Residences, transport and correlations of an analysed run, and its summary numbers.
+
+    Parameters
+    ----------
+    data : TrajectoryData
+    hops : HopResults
+    reference_sites : ndarray, shape (m, 3), optional
+        Sites of the reference lattice, Å. Default: the mobile ions' positions in the first frame.
+    metastable_distance_A : float
+        A residence is metastable when at least this far from every reference site, Å.
+    max_lag_fraction : float
+        MSD lags up to this fraction of the run; D is fitted over the second half of those lags.
+    temperature_K : float, optional
+        For conductivities.
+    charge : float, optional
+        Ionic charge (e); default from the element (Li/Na +1, F -1, O -2, ...).
+    correlation_params : CorrelationParameters, optional
+
+    Returns
+    -------
+    RunAnalysis
+    """
+    T = data.n_frames
+    total_ps = float(data.times_ps[-1] - data.times_ps[0]) if T > 1 else 0.0
+    res = residence_times(hops)
+    if len(res):
+        sites = np.asarray(data.positions[0], float) if reference_sites is None else np.asarray(reference_sites, float)
+        res.metastable = reference_sites_distance(res.position_A, sites, data.box) >= metastable_distance_A
+    if charge is None and temperature_K is not None:
+        species = sorted({str(x) for x in data.species})
+        charge = default_charge(species[0]) if len(species) == 1 else None
+    tr = None
+    if T >= 8:
+        tr = analyse_transport(data.ion_major(), data.timestep_ps, data.volume_A3, temperature_K, charge,
+                               max_lag_fraction=max_lag_fraction)
+    corr = None
+    if T >= 2 and total_ps > 0:
+        corr = concerted_groups(hops.hops, T, data.n_mobile, total_ps, data.box, correlation_params)
+    run = RunAnalysis(data, hops, res, tr, corr)
+    run.summary = _summary(run, temperature_K, charge, metastable_distance_A)
+    return run
+
+
+def _summary(run: RunAnalysis, temperature_K: float | None, charge: float | None,
+             metastable_distance_A: float) -> dict[str, Any]:
+    data, hops, res, tr = run.data, run.hops, run.residences, run.transport
+    T = data.n_frames
+    total_ps = float(data.times_ps[-1] - data.times_ps[0]) if T > 1 else 0.0
+    tab = hops.hops
+    closed = tab.closed()
+    nu = (len(closed) / (data.n_mobile * total_ps)) if total_ps > 0 else None
+    a_mean = float(closed["length_A"].mean()) if len(closed) else None
+    nu0 = 6.0 * tr.tracer.D_A2_ps / a_mean**2 if (tr is not None and a_mean) else None  # dilute limit D = a² ν0 / 6
+    sil = np.array([ion.silhouette for ion in hops.ions]) if hops.ions else np.zeros(0)
+    d_hops = hops.d_hops_A2_ps()
+    d_msd = tr.tracer.D_A2_ps if tr is not None else float("nan")
+    frac = d_hops / d_msd if (tr is not None and d_msd > 0 and math.isfinite(d_hops)) else None
+    warnings = list(hops.warnings)
+    if frac is not None and not HOP_MSD_RANGE[0] <= frac <= HOP_MSD_RANGE[1]:
+        why = ("most hops are back-and-forth or confined (e.g. within cages) motion" if frac > HOP_MSD_RANGE[1]
+               else "hops are missed, or the ions move without hopping between sites")
+        warnings.append(f"hops do not carry the measured transport: D_hops/D_MSD = {frac:.2f} "
+                        f"(expected {HOP_MSD_RANGE[0]}-{HOP_MSD_RANGE[1]}): {why}")
+        logger.warning(warnings[-1])
+    meta = res.metastable
+    s: dict[str, Any] = {
+        "n_frames": T,
+        "n_mobile": data.n_mobile,
+        "mobile_species": sorted({str(x) for x in data.species}),
+        "timestep_ps": _finite(data.timestep_ps),
+        "total_time_ps": total_ps,
+        "temperature_K": temperature_K,
+        "charge_e": charge,
+        "method": hops.parameters.method,
+        "n_sites": hops.n_sites,
+        "n_hops": int(len(closed)),
+        "n_open_hops": int(tab["open"].sum()),
+        "n_back_hops": int(closed["back_hop"].sum()),
+        "n_diffusive_ions": int(len(np.unique(closed["ion"]))),
+        "k_distribution": {str(k): int(v) for k, v in zip(*np.unique(hops.k, return_counts=True))},
+        "mean_silhouette": _finite(float(np.nanmean(sil))) if np.any(np.isfinite(sil)) else None,
+        "median_sigma_A": _finite(float(np.median(hops.sigma_A))) if len(hops.sigma_A) else None,
+        "mean_hop_length_A": _finite(a_mean),
+        "max_hop_length_A": _finite(float(closed["length_A"].max())) if len(closed) else None,
+        "mean_hop_duration_ps": _finite(float(closed["duration_ps"].mean())) if len(closed) else None,
+        "hop_frequency_per_ps": nu,
+        "nu0_dilute_limit_per_ps": nu0,
+        "nu_over_nu0": (nu / nu0) if (nu is not None and nu0) else None,
+        "D_hops_cm2_s": _finite(d_hops * A2_PER_PS_TO_CM2_PER_S),
+        "hop_msd_fraction": _finite(frac),
+        "mean_residence_time_ps": _finite(float(res.duration_ps[meta].mean())) if meta.any() else None,
+        "n_metastable_residences": int(meta.sum()),
+        "mean_residence_time_all_ps": _finite(float(res.duration_ps.mean())) if len(res) else None,
+        "metastable_distance_A": metastable_distance_A,
+        "drift_removed": data.framework_drift is not None,
+        "volume_A3": _finite(data.volume_A3),
+        "warnings": warnings,
+        "parameters": parameters_dict(hops.parameters),
+    }
+    if tr is not None:
+        s.update({k: (_finite(v) if isinstance(v, float) else v) for k, v in tr.summary().items()})
+        s["D_tracer_stderr_cm2_s"] = tr.tracer.stderr_cm2_s
+    else:
+        s["D_tracer_cm2_s"] = None
+    if run.correlations is not None:
+        s.update(run.correlations.summary())
+    return s
+
+
+def analyse_positions(
+    data: TrajectoryData,
+    params: HopParameters | None = None,
+    *,
+    reference_sites: np.ndarray | None = None,
+    n_jobs: int = 1,
+    progress: bool = False,
+    temperature_K: float | None = None,
+    charge: float | None = None,
+    correlation_params: CorrelationParameters | None = None,
+    warm_centres: Sequence[Any] | None = None,
+    scheduler: Any = None,
+) -> RunAnalysis:
+    """Hops, residences, transport and correlations of positions already read (no files written).
+
+    ``data.positions`` is (n_frames, n_mobile, 3), read per ion block; ``n_jobs > 1`` or
+    ``scheduler`` (a Dask address or client) run one Dask task per ion block.
+    """
+    from .progress import stage
+
+    hops = find_hops(data.positions, data.times_ps, params, data.atom_indices, n_jobs=n_jobs, progress=progress,
+                     atom_ids=data.atom_ids, warm_centres=warm_centres, box=data.box, layout="frame",
+                     client=scheduler)
+    st = stage("transport", 1)
+    run = summarise(data, hops, reference_sites=reference_sites, temperature_K=temperature_K, charge=charge,
+                    correlation_params=correlation_params)
+    st.finish()
+    stage("correlations", 1).finish()
+    return run
 
 
 def analyze_run(
@@ -61,9 +288,10 @@ def analyze_run(
     remove_drift : bool
         Subtract framework drift.
     params : HopParameters, optional
+        ``method="sites"`` (default) or ``"silhouette"`` (the published procedure).
     reference : str, optional
         A structure file (any format ASE reads) whose sites of the mobile
-        species define the reference lattice for metastable centres; default:
+        species define the reference lattice for metastable residences; default:
         the first frame.
     n_jobs : int
         Dask worker processes (a ``LocalCluster``) for the per-ion work; 1 runs in-process.
@@ -87,9 +315,12 @@ def analyze_run(
     -------
     RunAnalysis
     """
+    from .results import write_outputs
+
     from .io.positions_store import MemoryBudget, parse_bytes
     from .progress import RunProgress, run_weights, stage
 
+    params = params or HopParameters()
     u = load_universe(trajectories, topology, **(reader_kwargs or {}))
     ag = select_mobile(u, mobile)
     budget = memory_budget if isinstance(memory_budget, MemoryBudget) or memory_budget is None \
@@ -118,50 +349,20 @@ def analyze_run(
             import shutil
 
             shutil.rmtree(store_path)  # a store of an earlier out-of-core analysis of this output directory
-        warm = _warm_centres(trajectories, data)
-        hops = find_hops(data.positions, data.times_ps, params, data.atom_indices, n_jobs=n_jobs,
-                         atom_ids=data.atom_ids, warm_centres=warm, client=scheduler)
         sites = None
         if reference is not None:
             sites = _reference_sites(reference, set(map(str, data.species)), data.box)
-        st = stage("transport", 1)
-        run = summarise(data, hops, reference_sites=sites, temperature_K=temperature_K, charge=charge,
-                        correlation_params=correlation_params)
-        st.finish()
-        stage("correlations", 1).finish()
+        run = analyse_positions(data, params, reference_sites=sites, n_jobs=n_jobs,
+                                temperature_K=temperature_K, charge=charge, correlation_params=correlation_params,
+                                scheduler=scheduler)
         if out_dir is not None:
             st = stage("write", 1)
             files = [os.fspath(trajectories)] if isinstance(trajectories, (str, os.PathLike)) \
                 else [os.fspath(t) for t in trajectories]
-            write_outputs(run, out_dir, extra={"inputs": files, "mobile": mobile, "topology": topology})
+            run.summary.update({"inputs": files, "mobile": mobile, "topology": topology})
+            write_outputs(run, out_dir)
             st.finish()
     return run
-
-
-def _warm_centres(trajectories: Any, data: Any) -> list[Any] | None:
-    """Online centres of a frame store, per analysed ion (None for other inputs)."""
-    from .io import guess_format
-
-    paths = [trajectories] if isinstance(trajectories, (str, os.PathLike)) else list(trajectories)
-    if len(paths) != 1 or guess_format(os.fspath(paths[0])) != "IONDIFFZARR":
-        return None
-    from .buffer import FrameStoreReader
-    from .online import OnlineCentres  # imports scipy.stats: only for stores
-
-    st = FrameStoreReader(os.fspath(paths[0])).online_state()
-    if st is None:
-        return None
-    est = OnlineCentres.load(st)
-    if data.framework_drift is not None:  # centres were learnt before drift removal
-        shift = data.framework_drift[-1]
-    else:
-        shift = np.zeros(3)
-    out = []
-    for idx in data.atom_indices:
-        k = int(est.n_centres_[idx]) if idx < len(est.n_centres_) else 0
-        out.append(est.centres_[idx, :k] - shift if k >= 2 else None)
-    logger.info("warm start from the online centres of %d ions", sum(c is not None for c in out))
-    return out
 
 
 def _reference_sites(path: str, species: set[str], box: np.ndarray) -> np.ndarray:

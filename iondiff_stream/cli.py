@@ -42,8 +42,10 @@ def analyze(
     temperature: Annotated[Optional[float], typer.Option("--temperature", help="Temperature, K (conductivity).")] = None,
     charge: Annotated[Optional[float], typer.Option("--charge", help="Ionic charge, e (default from element).")] = None,
     percentile: Annotated[float, typer.Option(help="Null percentile for concerted hops.")] = 95.0,
-    k_max: Annotated[int, typer.Option(help="Largest K tried per ion.")] = 10,
-    silhouette_threshold: Annotated[float, typer.Option(help="K=1 below this best silhouette.")] = 0.7,
+    method: Annotated[str, typer.Option("--method", help="Hop method: 'sites' (shared sites, core-to-core; default) "
+                                        "or 'silhouette' (the published per-ion k-means procedure).")] = "sites",
+    k_max: Annotated[int, typer.Option(help="Largest K tried per ion (silhouette method).")] = 10,
+    silhouette_threshold: Annotated[float, typer.Option(help="K=1 below this best silhouette (silhouette method).")] = 0.7,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Dask worker processes (LocalCluster) for the per-ion work.")] = 1,
     scheduler: Annotated[
@@ -65,7 +67,7 @@ def analyze(
     from .hops import HopParameters
 
     _setup_logging(verbose)
-    params = HopParameters(k_max=k_max, silhouette_threshold=silhouette_threshold, seed=seed)
+    params = HopParameters(method=method, k_max=k_max, silhouette_threshold=silhouette_threshold, seed=seed)
     run = analyze_run(
         [str(t) for t in trajectories],
         mobile,
@@ -86,9 +88,9 @@ def analyze(
         scheduler=scheduler,
     )
     s = run.summary
-    keys = ["n_frames", "n_mobile", "timestep_ps", "n_hops", "n_diffusive_ions", "mean_hop_length_A",
+    keys = ["n_frames", "n_mobile", "timestep_ps", "method", "n_sites", "n_hops", "n_diffusive_ions", "mean_hop_length_A",
             "mean_hop_duration_ps", "hop_frequency_per_ps", "mean_residence_time_ps", "D_tracer_cm2_s",
-            "D_sigma_cm2_s", "haven_ratio", "sigma_NE_mS_cm", "mean_correlated_ions"]
+            "D_sigma_cm2_s", "haven_ratio", "sigma_NE_mS_cm", "mean_correlated_ions", "hop_msd_fraction", "warnings"]
     typer.echo(json.dumps({k: s.get(k) for k in keys}, indent=2))
     typer.echo(f"results in {out}/ (hops.csv, summary.json, results.zarr)")
     if with_report:
@@ -179,6 +181,10 @@ def sites(
     default_label: Annotated[str, typer.Option(help="Type of unlabelled holes.")] = "other",
     anchor: Annotated[Optional[str], typer.Option(help="Species aligning the reference, e.g. P.")] = None,
     window_ps: Annotated[float, typer.Option(help="Window for concerted modes, ps.")] = 1.0,
+    align_tol: Annotated[Optional[float], typer.Option("--align-tol", help="Largest anchor residual after the "
+                         "reference alignment, Å (default: half the shortest anchor-anchor distance).")] = None,
+    match_tol: Annotated[Optional[float], typer.Option("--match-tol", help="Reference site to hole centre distance "
+                         "counted as unmatched, Å (default: half the median hole spacing).")] = None,
 ) -> None:
     """Tetrahedral sites: occupation per site type, residence times, concerted A->B + B->C modes."""
     from .sites import analyse_sites
@@ -187,7 +193,8 @@ def sites(
     labels = dict(v.split("=", 1) for v in (label or []))
     res = analyse_sites([str(t) for t in trajectories], mobile, framework, topology=str(topology) if topology else None,
                         timestep_ps=timestep_ps, reference=str(reference) if reference else None, labels=labels,
-                        default_label=default_label, anchor=anchor, window_ps=window_ps)
+                        default_label=default_label, anchor=anchor, window_ps=window_ps, align_tol_A=align_tol,
+                        match_tol_A=match_tol)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
     typer.echo(json.dumps({k: res[k] for k in ("n_sites", "site_types", "fraction", "mean_residence_frames")}, indent=2))
@@ -223,6 +230,33 @@ def arrhenius(
     temps = [float(t) for t in temperatures.split(",")] if temperatures else None
     res = arrhenius_across_runs([str(r) for r in runs], temps, str(plot) if plot else None)
     typer.echo(json.dumps(res, indent=2))
+
+
+@app.command()
+def database(
+    manifest: Annotated[Path, typer.Argument(help="CSV: name,files,topology,mobile,temperature_K,timestep_ps,material[,family].")],
+    out: Annotated[Path, typer.Option("--out", help="Database folder (runs/, descriptors.csv, statistics, index.html).")],
+    scheduler: Annotated[
+        Optional[str], typer.Option("--scheduler", help="Address of a running Dask scheduler, tcp://HOST:PORT.")
+    ] = None,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="Workers of the local Dask cluster.")] = None,
+    no_figures: Annotated[bool, typer.Option("--no-figures", help="Skip the PNG figures and index.html.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Descriptor database of many runs on Dask: per-run analysis (cached), descriptors, Spearman, PCA, classes."""
+    from .database import build_database
+
+    _setup_logging(verbose)
+    import distributed  # noqa: F401  (its import configures its loggers: quiet them afterwards)
+
+    logging.getLogger("distributed").setLevel(logging.INFO if verbose else logging.ERROR)
+    if scheduler and jobs:
+        raise typer.BadParameter("give either --scheduler or --jobs, not both")
+    res = build_database(str(manifest), str(out), scheduler=scheduler, n_jobs=jobs, figures=not no_figures)
+    typer.echo(json.dumps({"finished": len(res.done), "skipped_already_finished": len(res.skipped),
+                           "failed": res.failures, "outputs": res.outputs}, indent=2))
+    if res.failures:
+        typer.echo(f"{len(res.failures)} run(s) failed (listed in {out}/failures.json); re-run to retry them", err=True)
 
 
 def main() -> None:

@@ -1,38 +1,47 @@
-"""Unsupervised hop detection: the k-means method of López, Rurali & Cazorla, done right.
+"""Hop detection: which ion hops, from which site to which, when.
 
-For every mobile ion independently:
+Two methods (``HopParameters(method=...)``, CLI ``--method``):
 
-1. **Vibrational centres.** k-means of the ion's unwrapped positions for
-   K = 2..``k_max``; K is the one with the largest average silhouette
-   coefficient, and K = 1 when that best silhouette is below
-   ``silhouette_threshold`` (0.7, as in the paper). The silhouette is never
-   computed over all T frames (O(T²)): it is estimated from a sample
-   stratified by cluster (:func:`iondiff_stream.kmeans.sampled_silhouette`),
-   exact when every cluster has at most ``silhouette_samples`` frames.
-   k-means runs on positions binned on a 0.2 Å grid, weighted by frame
-   counts, so its cost does not grow with the run length. An optional
-   pre-screen gives K = 1 at once to ions whose positions are one compact
-   cloud (total variance close to the short-time vibrational variance and no
-   frame far from the median); it never applies to an ion that visited another
-   site even briefly.
-2. **Vibrating or in transit.** The ion's vibration amplitude σ is estimated
-   robustly from its distances to the nearest centre (the median of d² is
-   2.366 σ² for an isotropic 3D Gaussian). A frame is *vibrating* at centre k
-   when it lies within ``r_vib = sqrt(chi2_3.ppf(vib_quantile)) · σ`` of it
-   (capped at half the smallest centre separation), otherwise *in
-   transit*. No fixed Å threshold.
-3. **Hops.** Consecutive vibrating periods at different centres make a hop:
-   ``start_frame`` is the last frame vibrating at the origin, ``end_frame`` the
-   first frame vibrating at the destination. An excursion that returns to the
-   same centre is not a hop. Vibrating periods shorter than
-   ``min_dwell_frames`` are treated as transit. A hop back to the centre the
-   previous hop came from is flagged ``back_hop``. An ion in transit at the end
-   of the run, nearest to a centre other than its last one, gives a hop
-   flagged ``open`` ending at the last frame.
+``"sites"`` (default): sites shared by all ions, core-to-core transitions
+    1. **Sites** are learnt once for the run from the pooled, short-time-averaged
+       positions of all mobile ions (periodic density peaks, see
+       :mod:`iondiff_stream.sitemodel`); an ion may visit any number of them.
+    2. **Vibration amplitude** σ of every ion from *short-time* fluctuations only:
+       the deviation of its positions from their running mean over a window of
+       a few to a few tens of frames (robust median of d², 2.366 σ² for an
+       isotropic 3D Gaussian), never from the spread of the whole path. The
+       window is where σ(window) plateaus (:func:`plateau_window`), so it does
+       not depend on the frame spacing.
+    3. **Cores.** A frame is in the core of a site when within
+       ``r_core = sqrt(chi2_3.ppf(vib_quantile)) · σ`` of it, capped at
+       ``site.core_cap`` (< 1/2) of the distance from that site to its nearest
+       other site, so cores never overlap. Elsewhere the ion is in transit.
+    4. **Hops** are core-to-core transitions: consecutive core periods (at least
+       ``min_dwell_frames`` long) at *different* sites. ``start_frame`` is the last
+       frame in the origin core, ``end_frame`` the first in the destination core.
+       Rattling, recrossings and excursions that return to the same core are not
+       hops. ``back_hop`` marks a return to the site the ion's previous hop left;
+       an ion in transit at the end of the run, nearest to another site, gives a
+       hop flagged ``open``.
 
-Everything is deterministic for a given ``seed`` (every ion draws from its own
-stream ``SeedSequence(seed, spawn_key=(ion,))``), and ions are independent, so
-they run in parallel (``n_jobs``).
+    Positions are read in ion blocks ``positions[i0:i1]`` (or ``positions[:, i0:i1]``
+    of a frame-major (T, N, 3) array such as a Zarr array) in two passes (site
+    density and σ; cores and hops), so memory is bounded by a block and the grid.
+
+``"silhouette"``: the published per-ion procedure (López, Rurali & Cazorla)
+    For every mobile ion independently: k-means of its unwrapped positions for
+    K = 2..``k_max``; K is the one with the largest average silhouette and K = 1
+    when that is below ``silhouette_threshold`` (0.7, as in the paper), estimated
+    from a cluster-stratified sample (:func:`iondiff_stream.kmeans.sampled_silhouette`)
+    on positions binned on a ``grid_A`` grid; an optional single-cloud pre-screen.
+    σ from the distances to the nearest centre; frames within ``r_vib`` of a
+    centre vibrate there; hops between vibrating periods at different centres,
+    with the refinement of :func:`_add_settled_centres` (``settle_frames``).
+    Known failures on real MD (README): for a diffusing K = 1 ion σ comes from the
+    spread of its whole path (1.3-1.5 Å), so its hops are never seen; the most
+    mobile ions are the ones reported without hops (hop frequency falling with T).
+
+Everything is deterministic for a given ``seed``.
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ from scipy.special import chdtri  # chi2(3).ppf(q) = chdtri(3, 1 - q); scipy.sta
 
 from .errors import AnalysisError, InvalidCoordinatesError
 from .kmeans import compress, kmeans_weighted, sampled_silhouette
+from .sitemodel import SiteDensity, SiteModel, SiteParameters, short_time_average
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +71,14 @@ __all__ = [
     "find_hops",
     "HopAnalysis",
     "HOP_COLUMNS",
+    "learn_sites",
+    "ResidenceTimes",
+    "committed_site_changes",
+    "residence_times",
+    "short_time_sigma",
+    "transitions",
+    "residence_frames",
+    "parameters_dict",
 ]
 
 _CHI2_3_MEDIAN = float(chdtri(3, 0.5))  # 2.366
@@ -68,48 +86,59 @@ _CHI2_3_MEDIAN = float(chdtri(3, 0.5))  # 2.366
 
 @dataclass(frozen=True)
 class HopParameters:
-    """Settings of the hop method (defaults follow the paper where it has one).
+    """Settings of the hop method.
 
     Attributes
     ----------
-    k_max : int
-        Largest number of centres tried per ion (paper: 10).
-    silhouette_threshold : float
-        K = 1 when the best average silhouette is below this (paper: 0.7).
-    n_init : int
-        k-means++ starts per K.
-    grid_A : float
-        Voxel edge for binning positions before k-means, Å (0: no binning).
-    silhouette_samples : int
-        Frames sampled per cluster for the silhouette estimate; 0 computes the
-        exact silhouette over all frames (O(T²) memory and time: only for
-        verification on short runs).
+    method : {"sites", "silhouette"}
+        ``"sites"``: shared sites, core-to-core transitions (default).
+        ``"silhouette"``: the published per-ion k-means + silhouette procedure.
+    site : SiteParameters
+        Site learning (``"sites"`` method), see :class:`iondiff_stream.sitemodel.SiteParameters`.
     vib_quantile : float
-        A frame vibrates at a centre when its distance is below this quantile
-        of the ion's own thermal distance distribution.
+        Core radius / vibrating radius: this quantile of the ion's own thermal
+        distance distribution (both methods).
     min_dwell_frames : int
-        Vibrating periods shorter than this are treated as transit.
+        Core (vibrating) periods shorter than this are treated as transit.
+    min_residence_ps : float
+        Site visits shorter than this (and than 2 frames) are passages, not
+        residences (``"sites"``; see :func:`transitions`), ps; 0 disables.
+    k_max : int
+        Largest number of centres tried per ion (silhouette; paper: 10).
+    silhouette_threshold : float
+        K = 1 when the best average silhouette is below this (silhouette; paper: 0.7).
+    n_init : int
+        k-means++ starts per K (silhouette).
+    grid_A : float
+        Voxel edge for binning positions before k-means, Å (silhouette; 0: no binning).
+    silhouette_samples : int
+        Frames sampled per cluster for the silhouette estimate; 0 = exact (O(T²)).
     screen : bool
-        Use the single-cloud pre-screen (K = 1 without the K sweep).
+        Single-cloud pre-screen (silhouette).
     settle_frames : int
-        An ion that stays this many frames within its vibration amplitude of a
-        point away from all centres gets a centre there (0 disables; pure
-        silhouette method).
+        Settled-centre refinement window (silhouette; 0 disables: pure published method).
     seed : int
     """
 
+    method: str = "sites"
+    site: SiteParameters = field(default_factory=SiteParameters)
+    vib_quantile: float = 0.99
+    min_dwell_frames: int = 1
+    min_residence_ps: float = 0.1
     k_max: int = 10
     silhouette_threshold: float = 0.7
     n_init: int = 2
     grid_A: float = 0.2
     silhouette_samples: int = 50
-    vib_quantile: float = 0.99
-    min_dwell_frames: int = 1
     screen: bool = True
     settle_frames: int = 10
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.method not in ("sites", "silhouette"):
+            raise ValueError(f"method must be 'sites' or 'silhouette', got {self.method!r}")
+        if isinstance(self.site, dict):  # from JSON / Zarr attributes
+            object.__setattr__(self, "site", SiteParameters(**self.site))
         if self.k_max < 2:
             raise ValueError(f"k_max must be >= 2, got {self.k_max}")
         if not 0 < self.vib_quantile < 1:
@@ -181,6 +210,9 @@ HOP_COLUMNS = [
 ]
 
 
+_INT_COLUMNS = ("atom_index", "atom_id", "ion", "start_frame", "end_frame", "from_centre", "to_centre")
+
+
 @dataclass
 class HopTable:
     """All hops of a run, one entry per hop (column arrays, sorted by start frame).
@@ -209,17 +241,35 @@ class HopTable:
 
     @classmethod
     def from_rows(cls, rows: Sequence[dict[str, Any]]) -> HopTable:
+        """Table from one dict per hop (keys of :data:`HOP_COLUMNS`)."""
+        return cls.from_columns({name: [r[name] for r in rows] for name in HOP_COLUMNS})
+
+    @classmethod
+    def from_columns(cls, columns: dict[str, Any]) -> HopTable:
+        """Table from column arrays (keys of :data:`HOP_COLUMNS`), sorted by start frame then ion."""
         cols: dict[str, np.ndarray] = {}
         for name in HOP_COLUMNS:
-            vals = [r[name] for r in rows]
+            vals = columns[name]
             if name in ("open", "back_hop"):
                 cols[name] = np.asarray(vals, dtype=bool)
-            elif name in ("atom_index", "atom_id", "ion", "start_frame", "end_frame", "from_centre", "to_centre"):
+            elif name in _INT_COLUMNS:
                 cols[name] = np.asarray(vals, dtype=np.int64)
             else:
                 cols[name] = np.asarray(vals, dtype=np.float64)
         order = np.lexsort((cols["ion"], cols["start_frame"]))
         return cls({k: v[order] for k, v in cols.items()})
+
+    @classmethod
+    def concatenate(cls, tables: Sequence[HopTable]) -> HopTable:
+        """One table from several (e.g. ion blocks), re-sorted."""
+        if not tables:
+            return cls.empty()
+        return cls.from_columns({k: np.concatenate([t.columns[k] for t in tables]) for k in HOP_COLUMNS})
+
+    def per_ion(self, n_ions: int, closed_only: bool = True) -> np.ndarray:
+        """Hops of every mobile ion, shape (n_ions,)."""
+        tab = self.closed() if closed_only else self
+        return np.bincount(tab.columns["ion"], minlength=n_ions)[:n_ions]
 
     def closed(self) -> HopTable:
         """Only the hops that ended within the run."""
@@ -249,22 +299,45 @@ class HopTable:
 
 @dataclass
 class HopResults:
-    """Outcome of the method on one run.
+    """Outcome of the hop method on one run (attributes with units, like MDAnalysis ``Results``).
 
     Attributes
     ----------
-    ions : list of IonCentres, length n_mobile
     hops : HopTable
+        One entry per hop.
     times_ps : ndarray, shape (T,)
+        Frame times, ps.
     atom_indices : ndarray, shape (n_mobile,)
+        0-based trajectory indices of the mobile ions.
     parameters : HopParameters
+    states : ndarray, shape (n_mobile, T), int32
+        Core each ion is in at each frame, -1 in transit: a site index of
+        :attr:`sites` (``"sites"``) or a per-ion centre index (``"silhouette"``).
+    sigma_A : ndarray, shape (n_mobile,)
+        Vibration amplitude per axis of every ion, Å.
+    r_core_A : ndarray, shape (n_mobile,)
+        Core (vibrating) radius of every ion before the per-site cap, Å.
+    n_centres : ndarray, shape (n_mobile,)
+        Distinct sites visited (``"sites"``) or K (``"silhouette"``).
+    sites : SiteModel or None
+        The shared sites (``"sites"`` method).
+    ions : list of IonCentres
+        Per-ion centres (``"silhouette"`` method; empty otherwise).
+    warnings : list of str
+        Problems found on the way (e.g. frames too far apart to resolve hops).
     """
 
-    ions: list[IonCentres]
     hops: HopTable
     times_ps: np.ndarray
     atom_indices: np.ndarray
     parameters: HopParameters
+    states: np.ndarray
+    sigma_A: np.ndarray
+    r_core_A: np.ndarray
+    n_centres: np.ndarray
+    sites: SiteModel | None = None
+    ions: list[IonCentres] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -272,16 +345,34 @@ class HopResults:
         return int(len(self.times_ps))
 
     @property
-    def k(self) -> np.ndarray:
-        """Number of centres per ion, shape (n_mobile,)."""
-        return np.array([ion.k for ion in self.ions])
+    def n_mobile(self) -> int:
+        return int(len(self.atom_indices))
 
-    def states(self) -> np.ndarray:
-        """Frame labels, shape (n_mobile, T), int16 (-1 = in transit)."""
-        return np.stack([ion.states for ion in self.ions]) if self.ions else np.zeros((0, self.n_frames), np.int16)
+    @property
+    def k(self) -> np.ndarray:
+        """Distinct sites visited / centres per ion, shape (n_mobile,) (alias of :attr:`n_centres`)."""
+        return np.asarray(self.n_centres)
+
+    @property
+    def n_sites(self) -> int | None:
+        """Number of shared sites (None for the silhouette method)."""
+        return None if self.sites is None else self.sites.n_sites
+
+    @property
+    def hops_per_ion(self) -> np.ndarray:
+        """Closed hops of every mobile ion, shape (n_mobile,)."""
+        return self.hops.per_ion(self.n_mobile)
+
+    def d_hops_A2_ps(self) -> float:
+        """Diffusion coefficient carried by the hops, ``Σ length² / (6 N t_run)``, Å²/ps (closed hops)."""
+        t = float(self.times_ps[-1] - self.times_ps[0]) if self.n_frames > 1 else 0.0
+        if t <= 0 or self.n_mobile == 0:
+            return float("nan")
+        c = self.hops.closed()
+        return float((c["length_A"] ** 2).sum()) / (6.0 * self.n_mobile * t)
 
     def centres_padded(self) -> np.ndarray:
-        """Centres, shape (n_mobile, 2 * k_max, 3), NaN-padded, Å."""
+        """Per-ion centres (silhouette), shape (n_mobile, 2 * k_max, 3), NaN-padded, Å; empty for ``"sites"``."""
         out = np.full((len(self.ions), 2 * self.parameters.k_max, 3), np.nan)
         for i, ion in enumerate(self.ions):
             out[i, : ion.k] = ion.centres
@@ -522,29 +613,364 @@ def _ion_seed(seed: int, ion: int) -> np.random.Generator:
 
 
 def _fit_block(
-    positions: Any,
-    i0: int,
-    i1: int,
-    times_ps: np.ndarray,
-    params: HopParameters,
-    atom_indices: np.ndarray,
-    atom_ids: np.ndarray | None,
-    warm: Sequence[Any] | None = None,
-) -> tuple[list[IonCentres], list[dict[str, Any]]]:
-    """Centres and hops of the ions ``i0:i1``, reading only that ion block of ``positions`` (T, n, 3)."""
-    x = np.asarray(positions[:, i0:i1], dtype=np.float64)
-    ok = np.isfinite(x).all(axis=(0, 2))
-    if not ok.all():
-        raise InvalidCoordinatesError(f"NaN/inf positions for mobile ions {(i0 + np.flatnonzero(~ok))[:10].tolist()}")
-    ions: list[IonCentres] = []
-    rows: list[dict[str, Any]] = []
-    for j, i in enumerate(range(i0, i1)):
-        xi = np.ascontiguousarray(x[:, j])
-        ion = fit_centres(xi, params, _ion_seed(params.seed, int(i)), None if warm is None else warm[i])
-        ions.append(ion)
-        rows.extend(detect_hops(ion, xi, times_ps, i, int(atom_indices[i]), params.min_dwell_frames,
-                                None if atom_ids is None else int(atom_ids[i])))
-    return ions, rows
+    positions: Any, ions: Sequence[int], params: HopParameters, warm: Sequence[Any] | None, layout: str
+) -> list[IonCentres]:
+    x = _read_block(positions, int(ions[0]), int(ions[-1]) + 1, layout)
+    return [
+        fit_centres(x[:, j], params, _ion_seed(params.seed, int(i)), None if warm is None else warm[i])
+        for j, i in enumerate(ions)
+    ]
+
+
+def _fit_block_task(
+    positions: Any, i0: int, i1: int, params: HopParameters, warm: Sequence[Any] | None, layout: str
+) -> list[IonCentres]:
+    """One Dask task of the silhouette method: centres of ions ``i0:i1``."""
+    return _fit_block(positions, list(range(i0, i1)), params, warm, layout)
+
+
+# ---------------------------------------------------------------------------
+# positions in ion blocks (in memory or a Zarr array)
+
+
+def _shape(positions: Any, layout: str) -> tuple[int, int]:
+    """(n_mobile, T) of an ion-major (n, T, 3) or frame-major (T, n, 3) array."""
+    sh = tuple(getattr(positions, "shape", ()))
+    if len(sh) != 3 or sh[2] != 3:
+        want = "(n_mobile, T, 3)" if layout == "ion" else "(T, n_mobile, 3)"
+        raise ValueError(f"positions must have shape {want}, got {sh}")
+    return (int(sh[0]), int(sh[1])) if layout == "ion" else (int(sh[1]), int(sh[0]))
+
+
+def _read_block(positions: Any, i0: int, i1: int, layout: str) -> np.ndarray:
+    """Positions of ions i0..i1-1, shape (T, i1 - i0, 3), float64 (one read of a Zarr array)."""
+    if layout == "ion":
+        x = np.asarray(positions[i0:i1], dtype=np.float64).transpose(1, 0, 2)
+    else:
+        x = np.asarray(positions[:, i0:i1], dtype=np.float64)
+    if not np.all(np.isfinite(x)):
+        bad = i0 + np.flatnonzero(~np.isfinite(x).all(axis=(0, 2)))
+        raise InvalidCoordinatesError(f"NaN/inf positions for mobile ions {bad[:10].tolist()}")
+    return x
+
+
+def _block_size(T: int, budget_bytes: int = 256 * 2**20, ion_block: int | None = None) -> int:
+    """Ions per block so that a few float64 copies of a block stay within ``budget_bytes``.
+
+    With ``ion_block`` (the chunk width of an out-of-core store) blocks are whole chunks.
+    """
+    b = int(max(1, min(4096, budget_bytes // max(1, 8 * 3 * 6 * T))))
+    if ion_block:
+        b = max(ion_block, (b // ion_block) * ion_block)
+    return b
+
+
+# ---------------------------------------------------------------------------
+# the "sites" method
+
+
+def _frames(ps: float, dt_ps: float) -> int:
+    return max(1, int(round(ps / dt_ps))) if dt_ps > 0 else 1
+
+
+def short_time_sigma(x: np.ndarray, window: int) -> np.ndarray:
+    """Vibration amplitude per axis from short-time fluctuations only.
+
+    Parameters
+    ----------
+    x : ndarray, shape (T, n, 3)
+        Unwrapped positions, Å.
+    window : int
+        Running-mean window, frames (≥ 3).
+
+    Returns
+    -------
+    ndarray, shape (n,)
+        σ, Å: ``sqrt(median_t |x - <x>_window|² / chi2_3.median · w / (w - 1))``.
+        The median ignores the few frames of hops inside a window.
+    """
+    w = int(min(max(3, window), len(x)))
+    dev = x - short_time_average(x, w)
+    d2 = np.einsum("tnj,tnj->tn", dev, dev)
+    return np.sqrt(np.median(d2, axis=0) / _CHI2_3_MEDIAN * w / max(w - 1, 1))
+
+
+def sigma_windows(n_frames: int) -> np.ndarray:
+    """Ladder of running-mean windows (frames) tried for the vibration amplitude: 3, 5, 9, ... ≤ min(T/2, 257)."""
+    ws = [3]
+    while 2 * ws[-1] - 1 <= min(max(3, n_frames // 2), 257):
+        ws.append(2 * ws[-1] - 1)
+    return np.array(ws)
+
+
+def _sigma_sample(x: np.ndarray, max_frames: int = 8000, n_chunks: int = 4) -> np.ndarray:
+    """Frames used for σ: all, or ``n_chunks`` evenly spaced contiguous chunks (σ is a local property)."""
+    T = len(x)
+    if T <= max_frames:
+        return x
+    c = max_frames // n_chunks
+    starts = np.linspace(0, T - c, n_chunks).astype(int)
+    return np.concatenate([x[s : s + c] for s in starts], axis=0)
+
+
+def plateau_window(sigma_by_window: np.ndarray, windows: np.ndarray) -> int:
+    """Index of the window where the vibration amplitude plateaus.
+
+    σ(w) (median over ions) rises steeply while the window is shorter than the
+    vibrational correlation time, flattens on the thermal amplitude, and rises
+    again slowly once hops and confined diffusion enter the window. The plateau is
+    the start of the ladder step with the smallest log-slope d ln σ / d ln w, so the
+    choice does not depend on the frame spacing.
+    """
+    med = np.median(sigma_by_window, axis=0)
+    if len(windows) < 2 or np.any(med <= 0):
+        return int(len(windows) - 1) if np.all(med > 0) else int(np.argmax(med > 0))
+    slope = np.diff(np.log(med)) / np.diff(np.log(windows))
+    return int(np.argmin(slope))
+
+
+def residence_frames(min_residence_ps: float, dt_ps: float) -> int:
+    """Shortest residence in frames: ``min_residence_ps`` rounded up, and at least 2 frames (a single
+    stored frame in a core between two others cannot tell a residence from a passage)."""
+    if min_residence_ps <= 0:
+        return 1
+    return max(2, int(np.ceil(min_residence_ps / dt_ps - 1e-9))) if dt_ps > 0 else 2
+
+
+def transitions(
+    states: np.ndarray, min_dwell: int = 1, min_residence: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Core-to-core transitions of one ion.
+
+    Parameters
+    ----------
+    states : ndarray, shape (T,)
+        Core (site) of every frame, -1 in transit.
+    min_dwell : int
+        Core periods shorter than this many frames are treated as transit.
+    min_residence : int
+        A visit to a site (first frame in its core to last, excursions that return
+        included) shorter than this many frames is not a residence: the ion passed
+        through or recrossed, so A→B→A counts as no hop and A→B→C as one hop A→C.
+        The first and last visits of the run are kept whatever their length.
+
+    Returns
+    -------
+    from_site, to_site : ndarray, shape (n_hops,)
+    start_frame : ndarray, shape (n_hops,)
+        Last frame in the origin core.
+    end_frame : ndarray, shape (n_hops,)
+        First frame in the destination core.
+    last_frame : int
+        Last frame in a core (-1 if never in one).
+    """
+    s = np.asarray(states)
+    e = np.zeros(0, np.int64)
+    if len(s) == 0:
+        return e, e, e, e, -1
+    change = np.flatnonzero(s[1:] != s[:-1]) + 1
+    starts = np.concatenate([[0], change])
+    ends = np.concatenate([change - 1, [len(s) - 1]])
+    vals = s[starts]
+    keep = (vals >= 0) & (ends - starts + 1 >= min_dwell)
+    site, r_first, r_last = vals[keep], starts[keep], ends[keep]
+    while True:
+        if len(site) == 0:
+            return e, e, e, e, -1
+        new = np.concatenate([[True], site[1:] != site[:-1]])
+        first = np.flatnonzero(new)
+        site, r_first, r_last = site[first], r_first[first], np.maximum.reduceat(r_last, first)
+        if min_residence <= 1 or len(site) <= 2:
+            break
+        short = (r_last - r_first + 1) < min_residence
+        short[0] = short[-1] = False
+        if not short.any():
+            break
+        site, r_first, r_last = site[~short], r_first[~short], r_last[~short]
+    return (site[:-1].astype(np.int64), site[1:].astype(np.int64), r_last[:-1].astype(np.int64),
+            r_first[1:].astype(np.int64), int(r_last[-1]))
+
+
+def _sites_block_task(
+    positions: Any, i0: int, i1: int, layout: str, model: SiteModel, r_core: np.ndarray, times_ps: np.ndarray,
+    atom_indices: np.ndarray, atom_ids: np.ndarray, min_dwell: int, min_residence: int,
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """One task of the sites method: read ions ``i0:i1`` (one ion block) and find their hops."""
+    x = _read_block(positions, i0, i1, layout)
+    return _site_hops_block(x, i0, model, r_core[i0:i1], times_ps, atom_indices, atom_ids, min_dwell, min_residence)
+
+
+def _chunk_ions(positions: Any, layout: str) -> int | None:
+    """Ions per chunk of a chunked (Zarr) array, None for in-memory arrays."""
+    chunks = getattr(positions, "chunks", None)
+    if chunks is None or isinstance(positions, np.ndarray) or len(chunks) != 3:
+        return None
+    return int(chunks[1] if layout == "frame" else chunks[0])
+
+
+def _site_hops_block(
+    x: np.ndarray, i0: int, model: SiteModel, r_core: np.ndarray, times_ps: np.ndarray, atom_indices: np.ndarray,
+    atom_ids: np.ndarray, min_dwell: int, min_residence: int = 1,
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """States and hops of one ion block (x: (T, nb, 3))."""
+    T, nb, _ = x.shape
+    flat = x.reshape(-1, 3)
+    r = np.broadcast_to(r_core[None, :], (T, nb)).reshape(-1)
+    states = model.assign(flat, r).reshape(T, nb)
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in HOP_COLUMNS}
+    n_sites = np.zeros(nb, dtype=np.int64)
+    for j in range(nb):
+        st = states[:, j]
+        fr, to, s0, e0, last = transitions(st, min_dwell, min_residence)
+        vis = np.unique(st[st >= 0])
+        n_sites[j] = len(vis)
+        is_open = np.zeros(len(fr), dtype=bool)
+        if last >= 0 and last < T - 1:
+            tgt, _ = model.nearest(x[T - 1, j][None])
+            prev = int(to[-1]) if len(to) else int(st[last])
+            if tgt[0] >= 0 and int(tgt[0]) != prev:
+                fr = np.append(fr, prev)
+                to = np.append(to, int(tgt[0]))
+                s0 = np.append(s0, last)
+                e0 = np.append(e0, T - 1)
+                is_open = np.append(is_open, True)
+        if len(fr) == 0:
+            continue
+        a = model.unwrapped_site(x[s0, j], fr)
+        b = model.unwrapped_site(x[e0, j], to)
+        back = np.zeros(len(fr), dtype=bool)
+        back[1:] = to[1:] == fr[:-1]
+        n = len(fr)
+        i = i0 + j
+        cols["atom_index"].append(np.full(n, atom_indices[i]))
+        cols["atom_id"].append(np.full(n, atom_ids[i]))
+        cols["ion"].append(np.full(n, i))
+        cols["start_frame"].append(s0)
+        cols["end_frame"].append(e0)
+        cols["start_time_ps"].append(times_ps[s0])
+        cols["end_time_ps"].append(times_ps[e0])
+        cols["duration_ps"].append(times_ps[e0] - times_ps[s0])
+        cols["length_A"].append(np.linalg.norm(b - a, axis=1))
+        cols["from_centre"].append(fr)
+        cols["to_centre"].append(to)
+        for k, ax in enumerate("xyz"):
+            cols[f"from_{ax}_A"].append(a[:, k])
+            cols[f"to_{ax}_A"].append(b[:, k])
+        cols["open"].append(is_open)
+        cols["back_hop"].append(back)
+    out = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in cols.items()}
+    return states.T.astype(np.int32), out, n_sites
+
+
+def learn_sites(
+    positions: Any, times_ps: np.ndarray, box: np.ndarray | None, params: HopParameters | None = None,
+    layout: str = "ion", progress: bool = False,
+) -> tuple[SiteModel, np.ndarray]:
+    """Shared sites of a run and every ion's short-time vibration amplitude (first pass).
+
+    Parameters
+    ----------
+    positions : array_like, shape (n_mobile, T, 3) (``layout="ion"``) or (T, n_mobile, 3) (``"frame"``)
+        Unwrapped positions, Å; an ndarray or a Zarr array (read in ion blocks).
+    times_ps : ndarray, shape (T,)
+    box : ndarray, shape (6,) or None
+        Cell (Å, degrees); None: no periodicity (a bounding box is used).
+    params : HopParameters, optional
+
+    Returns
+    -------
+    sites : SiteModel
+    sigma_A : ndarray, shape (n_mobile,)
+        Vibration amplitude per axis, Å.
+    """
+    from .progress import track
+
+    params = params or HopParameters()
+    n, T = _shape(positions, layout)
+    dt = float(np.median(np.diff(times_ps))) if T > 1 else 0.0
+    w_avg = _frames(params.site.average_ps, dt)
+    windows = sigma_windows(T)
+    bs = _block_size(T)
+    periodic = box is not None
+    origin = None
+    if not periodic:  # bounding box of all positions, with a margin
+        lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
+        for i0 in range(0, n, bs):
+            x = _read_block(positions, i0, min(n, i0 + bs), layout)
+            lo = np.minimum(lo, x.min(axis=(0, 1)))
+            hi = np.maximum(hi, x.max(axis=(0, 1)))
+        origin = lo - 5.0
+        box = np.concatenate([hi - lo + 10.0, [90.0, 90.0, 90.0]])
+        logger.info("no periodic cell: sites learnt in a bounding box of %s A", np.round(box[:3], 1).tolist())
+    dens = SiteDensity(np.asarray(box, float), params.site, periodic=periodic, origin=origin)
+    sig_w = np.empty((n, len(windows)))
+    stride = max(1, w_avg // 2)  # consecutive averages are correlated: every stride-th, weighted by stride
+    for i0 in track(range(0, n, bs), "site density", enabled=progress):
+        i1 = min(n, i0 + bs)
+        x = _read_block(positions, i0, i1, layout)
+        dens.add(short_time_average(x, w_avg)[::stride], weight=float(stride))
+        xs = _sigma_sample(x)
+        for k, w in enumerate(windows):
+            sig_w[i0:i1, k] = short_time_sigma(xs, int(w))
+    kw = plateau_window(sig_w, windows)
+    sigma = sig_w[:, kw]
+    logger.info("vibration amplitude from %d-frame running means (median sigma %.3f A)", windows[kw],
+                float(np.median(sigma)))
+    return dens.sites(), sigma
+
+
+def _find_hops_sites(
+    positions: Any, times_ps: np.ndarray, params: HopParameters, atom_indices: np.ndarray, atom_ids: np.ndarray,
+    box: np.ndarray | None, layout: str, n_jobs: int, progress: bool, sites: SiteModel | None = None,
+    client: Any = None,
+) -> HopResults:
+    from .progress import track
+
+    n, T = _shape(positions, layout)
+    model, sigma = learn_sites(positions, times_ps, box, params, layout, progress)
+    if sites is not None:
+        model = sites
+    z = float(np.sqrt(chdtri(3, 1.0 - params.vib_quantile)))
+    r_core = z * sigma
+    dt = float(np.median(np.diff(times_ps)))
+    m_res = residence_frames(params.min_residence_ps, dt)
+    states = np.empty((n, T), dtype=np.int32)
+    n_vis = np.zeros(n, dtype=np.int64)
+    parts = []
+    bs = _block_size(T, ion_block=_chunk_ions(positions, layout))
+    blocks = [(i0, min(n, i0 + bs)) for i0 in range(0, n, bs)]
+    args = (layout, model, r_core, times_ps, atom_indices, atom_ids, params.min_dwell_frames, m_res)
+    if client is not None or n_jobs > 1:
+        from .parallel import map_ion_blocks
+
+        done = map_ion_blocks(_sites_block_task, positions, blocks, args, client=client, n_workers=n_jobs,
+                              stage_name="hops", progress=progress, layout=layout)
+    else:
+        done = [_sites_block_task(positions, i0, i1, *args) for i0, i1 in track(blocks, "hops", enabled=progress)]
+    for (i0, i1), (st, cols, nv) in zip(blocks, done):
+        states[i0:i1] = st
+        n_vis[i0:i1] = nv
+        parts.append(HopTable.from_columns(cols))
+    table = HopTable.concatenate(parts)
+    res = HopResults(table, times_ps, atom_indices, params, states, sigma, r_core, n_vis, sites=model)
+    res.warnings.extend(_resolution_warnings(res))
+    return res
+
+
+def _resolution_warnings(res: HopResults) -> list[str]:
+    """Warn when the stored frames are too far apart to resolve hops."""
+    out = []
+    c = res.hops.closed()
+    if len(c) >= 10:
+        frac = float(np.mean(c["end_frame"] - c["start_frame"] <= 1))
+        if frac > 0.5:
+            dt = float(np.median(np.diff(res.times_ps)))
+            out.append(f"frame spacing too coarse to resolve hops: {100 * frac:.0f} % of the hops go from one site's "
+                       f"core to another's between two consecutive stored frames ({dt:.3g} ps apart); hops may be "
+                       "missed or merged: store frames more often (e.g. every 0.02-0.05 ps)")
+    for w in out:
+        logger.warning(w)
+    return out
 
 
 def find_hops(
@@ -556,46 +982,54 @@ def find_hops(
     progress: bool = False,
     atom_ids: np.ndarray | None = None,
     warm_centres: Sequence[np.ndarray | None] | None = None,
+    box: np.ndarray | None = None,
+    layout: str = "ion",
+    sites: SiteModel | None = None,
     client: Any = None,
-    ion_block: int | None = None,
 ) -> HopResults:
-    """Run the hop method on unwrapped positions, one ion block at a time.
+    """Run the hop method on unwrapped positions.
 
     Parameters
     ----------
-    positions : array-like, shape (T, n_mobile, 3)
-        Unwrapped positions, Å (framework drift already removed if wanted):
-        an ndarray or any array-like with ``positions[:, i0:i1]`` (a Zarr
-        array from :func:`iondiff_stream.io.collect_positions` out of core).
+    positions : array_like, shape (n_mobile, T, 3), or (T, n_mobile, 3) with ``layout="frame"``
+        Unwrapped positions, Å (framework drift already removed if wanted). An
+        ndarray or any array with numpy slicing (a Zarr array): it is read in
+        ion blocks, never whole.
     times_ps : ndarray, shape (T,)
     params : HopParameters, optional
     atom_indices : ndarray, shape (n_mobile,), optional
         Trajectory indices of the ions (default 0..n_mobile-1).
     n_jobs : int
-        Dask worker processes (a ``LocalCluster``) for the ion blocks; 1 runs in-process.
+        Worker processes for the per-ion work of the silhouette method (joblib).
     progress : bool
-        Show a progress bar (rich) when no run-wide bar is active.
+        Show a progress bar (rich).
     atom_ids : ndarray, shape (n_mobile,), optional
         Ids of the atoms in the file (default ``atom_indices + 1``).
     warm_centres : sequence of ndarray (k_i, 3) or None, optional
-        Per-ion centres to warm-start k-means from (streaming estimator).
+        Per-ion centres to warm-start k-means from (silhouette method).
+    box : ndarray, shape (6,), optional
+        Periodic cell ``[a, b, c, alpha, beta, gamma]`` (Å, degrees) for the
+        sites method; without it sites are not periodic.
+    layout : {"ion", "frame"}
+        ``"ion"``: positions are (n_mobile, T, 3); ``"frame"``: (T, n_mobile, 3).
+    sites : SiteModel, optional
+        Use these sites instead of learning them (sites method).
     client : distributed.Client or str, optional
-        A Dask client or scheduler address: one task per ion block.
-    ion_block : int, optional
-        Ions per block (default: the array's chunk width, else at most 16).
+        Dask client or scheduler address: one task per ion block, each reading
+        its own block (from the Zarr store when the positions are out of core).
+        ``n_jobs > 1`` without a client starts a ``LocalCluster`` of ``n_jobs``
+        processes.
 
     Returns
     -------
     HopResults
     """
-    from .io.positions_store import ion_block_of, ion_blocks
-
     params = params or HopParameters()
-    if isinstance(positions, (list, tuple)) or not hasattr(positions, "shape"):
+    if layout not in ("ion", "frame"):
+        raise ValueError(f"layout must be 'ion' or 'frame', got {layout!r}")
+    if isinstance(positions, (list, tuple)):
         positions = np.asarray(positions, dtype=np.float64)
-    if len(positions.shape) != 3 or positions.shape[2] != 3:
-        raise ValueError(f"positions must have shape (T, n_mobile, 3), got {tuple(positions.shape)}")
-    T, n, _ = positions.shape
+    n, T = _shape(positions, layout)
     if n == 0:
         raise AnalysisError("no mobile ions")
     if T < 2:
@@ -604,35 +1038,143 @@ def find_hops(
     if times_ps.shape != (T,):
         raise ValueError(f"times_ps must have shape ({T},), got {times_ps.shape}")
     atom_indices = np.arange(n) if atom_indices is None else np.asarray(atom_indices)
-    block = ion_block or ion_block_of(positions, default=16)
-    blocks = ion_blocks(n, block)
-    args = (times_ps, params, atom_indices, atom_ids, warm_centres)
+    ids = atom_indices + 1 if atom_ids is None else np.asarray(atom_ids)
+    if params.method == "sites":
+        res = _find_hops_sites(positions, times_ps, params, atom_indices, ids, box, layout, n_jobs, progress, sites,
+                               client)
+    else:
+        res = _find_hops_silhouette(positions, times_ps, params, atom_indices, ids, layout, n_jobs, progress,
+                                    warm_centres, client)
+    logger.info("%s method, %d ions, %d frames: %d hops (%d open)%s", params.method, n, T, len(res.hops),
+                int(res.hops["open"].sum()), "" if res.sites is None else f", {res.sites.n_sites} sites")
+    return res
+
+
+def _find_hops_silhouette(
+    positions: Any, times_ps: np.ndarray, params: HopParameters, atom_indices: np.ndarray, atom_ids: np.ndarray,
+    layout: str, n_jobs: int, progress: bool, warm_centres: Sequence[Any] | None, client: Any = None,
+) -> HopResults:
+    n, T = _shape(positions, layout)
+    blocks = [list(range(s, min(n, s + 16))) for s in range(0, n, 16)]
     ions: list[IonCentres] = []
-    rows: list[dict[str, Any]] = []
     if n_jobs == 1 and client is None:
         from .progress import track
 
-        for i0, i1 in track(blocks, "hops", enabled=progress):
-            part, r = _fit_block(positions, i0, i1, *args)
-            ions.extend(part)
-            rows.extend(r)
+        for blk in track(blocks, "hops", enabled=progress):
+            ions.extend(_fit_block(positions, blk, params, warm_centres, layout))
     else:
         from .parallel import map_ion_blocks
 
-        for part, r in map_ion_blocks(_fit_block, positions, blocks, args, client=client, n_workers=n_jobs,
-                                      stage_name="hops", progress=progress):
+        out = map_ion_blocks(_fit_block_task, positions, [(b[0], b[-1] + 1) for b in blocks],
+                             (params, warm_centres, layout), client=client, n_workers=n_jobs, stage_name="hops",
+                             progress=progress, layout=layout)
+        for part in out:
             ions.extend(part)
-            rows.extend(r)
+    rows: list[dict[str, Any]] = []
+    for blk in blocks:
+        x = _read_block(positions, blk[0], blk[-1] + 1, layout)
+        for j, i in enumerate(blk):
+            rows.extend(detect_hops(ions[i], x[:, j], times_ps, i, int(atom_indices[i]), params.min_dwell_frames,
+                                    int(atom_ids[i])))
     table = HopTable.from_rows(rows)
-    logger.info(
-        "%d ions, %d frames: %d hops (%d open), %d ions with K>1",
-        n,
-        T,
-        len(table),
-        int(table["open"].sum()),
-        int(sum(ion.k > 1 for ion in ions)),
-    )
-    return HopResults(ions, table, times_ps, atom_indices, params)
+    states = np.stack([ion.states.astype(np.int32) for ion in ions])
+    res = HopResults(table, times_ps, atom_indices, params, states, np.array([i.sigma_A for i in ions]),
+                     np.array([i.r_vib_A for i in ions]), np.array([i.k for i in ions]), ions=ions)
+    res.warnings.extend(_resolution_warnings(res))
+    return res
+
+
+@dataclass
+class ResidenceTimes:
+    """Complete residences at a site/centre: bounded by a hop in and a hop out.
+
+    Attributes
+    ----------
+    ion, centre : ndarray, shape (n,), int64
+        Mobile-ion index and the site (``"sites"``) or per-ion centre index.
+    arrival_frame, departure_frame : ndarray, shape (n,), int64
+        First frame in the core after the hop in; last frame before the hop out.
+    duration_ps : ndarray, shape (n,)
+        ``time[departure] - time[arrival]``, ps.
+    position_A : ndarray, shape (n, 3)
+        Where the ion resided (the hop-in's destination, unwrapped), Å.
+    metastable : ndarray, shape (n,), bool
+        At least ``metastable_distance_A`` from every reference site (set by the
+        orchestration when reference sites are known; False otherwise).
+    """
+
+    ion: np.ndarray
+    centre: np.ndarray
+    arrival_frame: np.ndarray
+    departure_frame: np.ndarray
+    duration_ps: np.ndarray
+    position_A: np.ndarray
+    metastable: np.ndarray
+
+    def __len__(self) -> int:
+        return int(len(self.ion))
+
+
+def residence_times(hops: HopResults) -> ResidenceTimes:
+    """Complete residences of every ion (see :class:`ResidenceTimes`)."""
+    tab = hops.hops.closed()
+    ion = tab["ion"]
+    order = np.lexsort((tab["start_frame"], ion))
+    ion_s = ion[order]
+    same = ion_s[1:] == ion_s[:-1]
+    a, b = order[:-1][same], order[1:][same]
+    arr, dep = tab["end_frame"][a], tab["start_frame"][b]
+    ok = dep >= arr
+    a, b, arr, dep = a[ok], b[ok], arr[ok], dep[ok]
+    pos = np.column_stack([tab["to_x_A"][a], tab["to_y_A"][a], tab["to_z_A"][a]]) if len(a) else np.zeros((0, 3))
+    t = hops.times_ps
+    return ResidenceTimes(ion[a].astype(np.int64), tab["to_centre"][a].astype(np.int64), arr.astype(np.int64),
+                          dep.astype(np.int64), t[dep] - t[arr], pos, np.zeros(len(a), dtype=bool))
+
+
+def committed_site_changes(
+    positions: Any, times_ps: np.ndarray, sites_A: np.ndarray, box: np.ndarray, min_stay_ps: float = 0.2,
+    layout: str = "ion",
+) -> np.ndarray:
+    """Changes of nearest known site that stick: an independent hop count where the lattice is known.
+
+    Every frame is assigned to the nearest of ``sites_A`` (minimum image, no core, no
+    learning); stays shorter than ``min_stay_ps`` are dropped and a change between
+    two consecutive remaining stays at different sites counts once.
+
+    Parameters
+    ----------
+    positions : array_like, shape (n_mobile, T, 3) or (T, n_mobile, 3) (``layout="frame"``)
+        Unwrapped positions, Å.
+    times_ps : ndarray, shape (T,)
+    sites_A : ndarray, shape (m, 3)
+        Known sites (e.g. the ideal F sublattice of fluorite), Å.
+    box : ndarray, shape (6,)
+    min_stay_ps : float
+
+    Returns
+    -------
+    ndarray, shape (n_mobile,)
+        Committed site changes of every ion.
+    """
+    model = SiteModel(np.asarray(sites_A, float), np.asarray(box, float), np.ones(len(sites_A)))
+    n, T = _shape(positions, layout)
+    dt = float(np.median(np.diff(times_ps)))
+    m = max(1, int(round(min_stay_ps / dt)))
+    out = np.zeros(n, dtype=np.int64)
+    bs = _block_size(T)
+    for i0 in range(0, n, bs):
+        x = _read_block(positions, i0, min(n, i0 + bs), layout)
+        idx, _ = model.nearest(x.reshape(-1, 3))
+        idx = idx.reshape(x.shape[:2])
+        for j in range(x.shape[1]):
+            s = idx[:, j]
+            ch = np.flatnonzero(s[1:] != s[:-1]) + 1
+            st = np.concatenate([[0], ch])
+            en = np.concatenate([ch, [T]])
+            v = s[st[(en - st) >= m]]
+            out[i0 + j] = int(np.count_nonzero(v[1:] != v[:-1]))
+    return out
 
 
 class HopAnalysis:
@@ -698,8 +1240,9 @@ class HopAnalysis:
         self.results = Results()
         self.results.data = data
         self.results.hops = find_hops(
-            data.positions, data.times_ps, self.params, data.atom_indices, n_jobs=self.n_jobs, progress=verbose
-        )  # positions: (T, n_mobile, 3), read per ion block
+            data.positions, data.times_ps, self.params, data.atom_indices, n_jobs=self.n_jobs, progress=verbose,
+            atom_ids=data.atom_ids, box=data.box, layout="frame",
+        )
         return self
 
 

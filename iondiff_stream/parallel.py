@@ -26,16 +26,19 @@ __all__ = ["RunSpec", "analyze_many", "map_ion_blocks", "dask_client"]
 
 
 class _Shifted:
-    """An in-memory ion block ``full[:, i0:i1]`` that answers ``[:, i0:i1]`` like the full array."""
+    """An in-memory ion block that answers ``[:, i0:i1]`` (frame layout) or ``[i0:i1]`` (ion layout) like the full array."""
 
-    def __init__(self, block: Any, i0: int, n: int) -> None:
+    def __init__(self, block: Any, i0: int, n: int, layout: str = "frame") -> None:
         self.block = block
         self.i0 = i0
-        self.shape = (block.shape[0], n, block.shape[2])
+        self.layout = layout
+        self.shape = (block.shape[0], n, 3) if layout == "frame" else (n, block.shape[1], 3)
 
     def __getitem__(self, key: Any) -> Any:
-        t, ions = key
-        return self.block[t, ions.start - self.i0 : ions.stop - self.i0]
+        if self.layout == "frame":
+            t, ions = key
+            return self.block[t, ions.start - self.i0 : ions.stop - self.i0]
+        return self.block[key.start - self.i0 : key.stop - self.i0]
 
 
 class dask_client:  # noqa: N801 - used as a context manager like a function
@@ -86,6 +89,7 @@ def map_ion_blocks(
     n_workers: int = 1,
     stage_name: str = "per-ion",
     progress: bool = False,
+    layout: str = "frame",
 ) -> list[Any]:
     """``[func(positions, i0, i1, *args) for (i0, i1) in blocks]`` on Dask, one task per ion block.
 
@@ -93,7 +97,7 @@ def map_ion_blocks(
     ----------
     func : callable
         A module-level function (pickled to the workers).
-    positions : array-like, shape (T, n, 3)
+    positions : array-like, shape (T, n, 3), or (n, T, 3) with ``layout="ion"``
         A Zarr array (each task opens it and reads its block) or an ndarray
         (each task gets its block).
     blocks : sequence of (int, int)
@@ -123,7 +127,12 @@ def map_ion_blocks(
             in_memory = isinstance(positions, np.ndarray)
             futures = []
             for i0, i1 in blocks:
-                arr = _Shifted(positions[:, i0:i1], i0, positions.shape[1]) if in_memory else positions
+                if not in_memory:
+                    arr = positions
+                elif layout == "frame":
+                    arr = _Shifted(positions[:, i0:i1], i0, positions.shape[1], layout)
+                else:
+                    arr = _Shifted(positions[i0:i1], i0, positions.shape[0], layout)
                 futures.append(c.submit(func, arr, i0, i1, *shared, pure=False))
             index = {f.key: k for k, f in enumerate(futures)}
             out: list[Any] = [None] * len(futures)

@@ -102,31 +102,76 @@ def correlation_matrix(corr: Any, group_of_event: np.ndarray, max_events: int = 
     return fig
 
 
-def group_sizes(size_hist: np.ndarray, fit: dict[str, float] | None) -> Any:
-    """Distribution of the number of ions hopping in concert with its exponential fit (cf. Fig. 4)."""
+def group_sizes(size_hist: np.ndarray, fit: dict[str, float] | None, null_hist: np.ndarray | None = None,
+                null_fit: dict[str, float] | None = None, null_std: np.ndarray | None = None,
+                p_value: float | None = None) -> Any:
+    """Distribution of the number of ions hopping in concert with its exponential fit (cf. Fig. 4).
+
+    Parameters
+    ----------
+    size_hist : ndarray, shape (max_size,)
+        Observed groups of n = 1..max_size ions.
+    fit : dict or None
+        ``A, b, b_err`` of the observed distribution.
+    null_hist, null_std : ndarray, shape (max_size,), optional
+        Mean (and std) group counts of the time-shuffled null of the same hops.
+    null_fit : dict, optional
+        Exponential fit of the null's mean distribution.
+    p_value : float, optional
+        ``concert_p_value``, shown in the title.
+    """
     fig = _figure(figsize=(5.5, 4), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
     n = np.arange(1, len(size_hist) + 1)
     total = max(float(np.sum(size_hist)), 1.0)
-    ax.bar(n, np.asarray(size_hist) / total, color="tab:blue", alpha=0.7, label="groups")
+    w = 0.4 if null_hist is not None else 0.8
+    ax.bar(n - (w / 2 if null_hist is not None else 0), np.asarray(size_hist) / total, width=w, color="tab:blue",
+           alpha=0.8, label="observed groups")
     nz = np.flatnonzero(np.asarray(size_hist))
     n_last = int(nz[-1]) + 1 if len(nz) else 1
+    if null_hist is not None:
+        nh = np.asarray(null_hist, float)
+        ntot = max(float(nh.sum()), 1e-12)
+        yerr = None if null_std is None else np.asarray(null_std, float) / ntot
+        ax.bar(n + w / 2, nh / ntot, width=w, color="0.55", alpha=0.8, yerr=yerr, ecolor="0.3", capsize=2,
+               label="time-shuffled null (mean ± std)")
+        nzn = np.flatnonzero(nh >= 0.05)
+        n_last = max(n_last, int(nzn[-1]) + 1 if len(nzn) else 1)
     if fit:
         x = np.linspace(1, min(len(size_hist), n_last + 1), 200)
         ax.plot(x, fit["A"] * np.exp(-fit["b"] * x), "r-",
-                label=f"A exp(-b n), b = {fit['b']:.2f} ± {fit['b_err']:.2f}")
+                label=f"observed: A exp(-b n), b = {fit['b']:.2f} ± {fit['b_err']:.2f}")
+    if null_fit:
+        x = np.linspace(1, min(len(size_hist), n_last + 1), 200)
+        ax.plot(x, null_fit["A"] * np.exp(-null_fit["b"] * x), "k--",
+                label=f"null: b = {null_fit['b']:.2f} ± {null_fit['b_err']:.2f}")
     ax.set_yscale("log")
     ax.set_ylim(0.3 / total, 2.0)
     ax.set_xlim(0.4, n_last + 1.6)
     ax.set_xlabel("ions hopping in concert, n")
     ax.set_ylabel("fraction of groups")
+    if p_value is not None:
+        ax.set_title(f"P(null ≥ observed share of hops in groups) = {p_value:.3g}", fontsize=9)
     ax.legend(fontsize=8)
     return fig
 
 
 def msd(lag_ps: np.ndarray, msd_A2: np.ndarray, msd_axes_A2: np.ndarray | None = None,
-        mscd_A2: np.ndarray | None = None, fit: tuple[float, float, float, float] | None = None) -> Any:
-    """Tracer MSD (total and per axis), collective MSD/N, and the fitted line (slope Å²/ps, intercept, t0, t1)."""
+        mscd_A2: np.ndarray | None = None, fit: tuple[float, float, float, float] | None = None,
+        band: tuple[float, float] | None = None) -> Any:
+    """Tracer MSD (total and per axis), collective MSD/N, the fitted line and its fit window.
+
+    Parameters
+    ----------
+    lag_ps, msd_A2 : ndarray, shape (L,)
+    msd_axes_A2 : ndarray, shape (L, 3), optional
+    mscd_A2 : ndarray, shape (L,), optional
+    fit : (slope Å²/ps, intercept Å², t0 ps, t1 ps), optional
+        The line, drawn over its window ``[t0, t1]`` (shaded).
+    band : (slope_lo, slope_hi), optional
+        Slopes (Å²/ps) of the 95 % interval of D (``6 D``): the band is the
+        line's slope varied within them, pivoting about the window's centre.
+    """
     fig = _figure(figsize=(5.5, 4), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(lag_ps, msd_A2, "k-", label="tracer")
@@ -137,8 +182,16 @@ def msd(lag_ps: np.ndarray, msd_A2: np.ndarray, msd_axes_A2: np.ndarray | None =
         ax.plot(lag_ps, mscd_A2, c="tab:purple", lw=1, label="collective / N")
     if fit is not None:
         slope, icpt, t0, t1 = fit
-        t = np.array([t0, t1])
+        ax.axvspan(t0, t1, color="0.9", zorder=0, label=f"fit window {t0:.3g}–{t1:.3g} ps")
+        t = np.linspace(t0, t1, 50)
         ax.plot(t, slope * t + icpt, "k--", lw=2, label="fit")
+        if band is not None:
+            tc = 0.5 * (t0 + t1)
+            yc = slope * tc + icpt
+            lo = yc + band[0] * (t - tc)
+            hi = yc + band[1] * (t - tc)
+            ax.fill_between(t, np.minimum(lo, hi), np.maximum(lo, hi), color="tab:orange", alpha=0.35,
+                            label="95 % interval of D*")
     ax.set_xlabel("lag (ps)")
     ax.set_ylabel("MSD (Å²)")
     ax.legend(fontsize=8)

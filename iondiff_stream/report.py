@@ -20,15 +20,9 @@ __all__ = ["make_report", "arrhenius_across_runs"]
 
 
 def _load(out_dir: str) -> tuple[dict[str, Any], Any]:
-    import zarr
+    from .results import read_outputs
 
-    sj = os.path.join(out_dir, "summary.json")
-    zp = os.path.join(out_dir, "results.zarr")
-    if not (os.path.exists(sj) and os.path.exists(zp)):
-        raise TrajectoryFileNotFoundError(f"{out_dir} has no summary.json/results.zarr: run 'iondiff-stream analyze' first")
-    with open(sj) as fh:
-        summary = json.load(fh)
-    return summary, zarr.open_group(zp, mode="r")
+    return read_outputs(out_dir)
 
 
 def make_report(out_dir: str, ion: int | None = None) -> list[str]:
@@ -69,9 +63,12 @@ def make_report(out_dir: str, ion: int | None = None) -> list[str]:
     if ion is None:
         ion = int(np.bincount(hops["ion"], minlength=n_ions).argmax()) if len(hops["ion"]) else 0
     if "positions_A" in g:
-        k = int(g["k"][ion])
+        from .results import ion_centres
+
+        centres, ion_states = ion_centres(g, ion)
+        k = len(centres)
         sel = hops["ion"] == ion
-        save(plots.ion_path(g["positions_A"][ion].astype(float), times, states[ion], g["centres_A"][ion][:k],
+        save(plots.ion_path(g["positions_A"][ion].astype(float), times, ion_states, centres,
                             {"start_time_ps": hops["start_time_ps"][sel], "end_time_ps": hops["end_time_ps"][sel]},
                             title=f"mobile ion {ion} (atom {int(g['atom_indices'][ion])}), K = {k}"), "ion_path.png")
     goe = g["correlations/group_of_event"][:] if "correlations" in g else None
@@ -82,22 +79,35 @@ def make_report(out_dir: str, ion: int | None = None) -> list[str]:
         n = len(goe)
         corr = sp.csr_matrix((c["corr_value"][:], (c["corr_row"][:], c["corr_col"][:])), shape=(n, n))
         save(plots.correlation_matrix(corr, goe), "correlation_matrix.png")
-        save(plots.group_sizes(c["size_hist"][:], summary.get("group_size_fit")), "group_sizes.png")
+        nh, ns = summary.get("null_group_size_hist_mean"), summary.get("null_group_size_hist_std")
+        save(plots.group_sizes(c["size_hist"][:], summary.get("group_size_fit"),
+                               np.asarray(nh, float) if nh is not None else None, summary.get("group_size_fit_null"),
+                               np.asarray(ns, float) if ns is not None else None, summary.get("concert_p_value")),
+             "group_sizes.png")
     m = g["msd"]
     fit = None
+    band = None
     if summary.get("D_tracer_cm2_s") and summary.get("D_fit_window_ps"):
         slope = 6 * summary["D_tracer_cm2_s"] / 1e-4
         t0, t1 = summary["D_fit_window_ps"]
         lag, y = m["lag_ps"][:], m["msd_A2"][:]
         sel = (lag >= t0) & (lag <= t1)
-        icpt = float(np.mean(y[sel] - slope * lag[sel])) if sel.any() else 0.0
+        icpt = summary.get("D_fit_intercept_A2")
+        if icpt is None:
+            icpt = float(np.mean(y[sel] - slope * lag[sel])) if sel.any() else 0.0
         fit = (slope, icpt, t0, t1)
+        ci = summary.get("D_tracer_ci95_cm2_s")
+        if ci and all(v is not None for v in ci):
+            band = (6 * ci[0] / 1e-4, 6 * ci[1] / 1e-4)
     save(plots.msd(m["lag_ps"][:], m["msd_A2"][:], m["msd_axes_A2"][:], m["mscd_A2"][:] if "mscd_A2" in m else None,
-                   fit), "msd.png")
+                   fit, band), "msd.png")
     page = os.path.join(out_dir, "report.html")
     rows = "".join(
         f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>"
-        for k, v in summary.items() if not isinstance(v, (dict, list)) or k in ("group_size_fit", "pair_mechanisms")
+        for k, v in summary.items() if not isinstance(v, (dict, list)) or k in ("group_size_fit", "pair_mechanisms", "group_size_fit_null",
+                                                    "group_size_fit_excess_over_null", "pair_mechanisms_p_value",
+                                                    "null_pair_mechanisms_mean", "D_tracer_ci95_cm2_s",
+                                                    "D_sigma_ci95_cm2_s", "sigma_NE_ci95_mS_cm")
     )
     imgs = "".join(f'<figure><img src="{os.path.basename(p)}" style="max-width:100%"><figcaption>'
                    f"{os.path.basename(p)}</figcaption></figure>" for p in written)

@@ -1,205 +1,26 @@
-"""Summaries and output files of an offline analysis (hops.csv, summary.json, results.zarr).
+"""Output files of an offline analysis: writing and reading ``hops.csv``, ``summary.json``, ``results.zarr``.
 
-Units are in every name (``_A``, ``_ps``, ``_cm2_s``) and in the Zarr attributes.
+Nothing here computes an analysis (that is :mod:`iondiff_stream.analyze`); units are in every name
+(``_A``, ``_ps``, ``_cm2_s``) and in the Zarr attributes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import StoreError
-from .hops import HopResults, parameters_dict
-from .io import TrajectoryData
-from .correlations import CorrelationParameters, CorrelationResult, concerted_groups
-from .transport import DiffusionFit, TransportResult, analyse_transport, default_charge
+from .errors import StoreError, TrajectoryFileNotFoundError
+
+if TYPE_CHECKING:
+    from .analyze import RunAnalysis
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["residence_times", "reference_sites_distance", "RunAnalysis", "summarise", "write_outputs"]
-
-
-def reference_sites_distance(points: np.ndarray, sites: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Minimum-image distance from each point to the nearest reference site.
-
-    Parameters
-    ----------
-    points : ndarray, shape (n, 3)
-        Å (unwrapped is fine).
-    sites : ndarray, shape (m, 3)
-    box : ndarray, shape (6,)
-
-    Returns
-    -------
-    ndarray, shape (n,)
-        Å.
-    """
-    from MDAnalysis.lib.distances import distance_array
-
-    if len(points) == 0:
-        return np.zeros(0)
-    d = distance_array(points.astype(np.float64), sites.astype(np.float64), box=box.astype(np.float32))
-    return d.min(1)
-
-
-def residence_times(hops: HopResults, times_ps: np.ndarray) -> list[dict[str, Any]]:
-    """Complete residences at a centre (bounded by a hop in and a hop out).
-
-    Returns
-    -------
-    list of dict
-        ``ion, centre, arrival_frame, departure_frame, duration_ps``; the
-        duration runs from the first frame vibrating at the centre (end of the
-        hop in) to the last one (start of the hop out).
-    """
-    out: list[dict[str, Any]] = []
-    tab = hops.hops.closed()
-    ions = tab["ion"]
-    for i in np.unique(ions):
-        sel = np.flatnonzero(ions == i)
-        sel = sel[np.argsort(tab["start_frame"][sel])]
-        for a, b in zip(sel[:-1], sel[1:]):
-            arr, dep = int(tab["end_frame"][a]), int(tab["start_frame"][b])
-            if dep < arr:
-                continue
-            out.append(
-                {
-                    "ion": int(i),
-                    "centre": int(tab["to_centre"][a]),
-                    "arrival_frame": arr,
-                    "departure_frame": dep,
-                    "duration_ps": float(times_ps[dep] - times_ps[arr]),
-                }
-            )
-    return out
-
-
-@dataclass
-class RunAnalysis:
-    """Everything the offline analyzer computed for one run."""
-
-    data: TrajectoryData
-    hops: HopResults
-    msd_lag_ps: np.ndarray
-    msd_A2: np.ndarray
-    msd_axes_A2: np.ndarray
-    diffusion: DiffusionFit | None
-    residences: list[dict[str, Any]]
-    metastable: np.ndarray  # per residence: True when at a metastable centre
-    summary: dict[str, Any] = field(default_factory=dict)
-    transport: TransportResult | None = None
-    correlations: CorrelationResult | None = None
-
-
-def _finite(v: float) -> float | None:
-    return None if v is None or not math.isfinite(v) else float(v)
-
-
-def summarise(
-    data: TrajectoryData,
-    hops: HopResults,
-    reference_sites: np.ndarray | None = None,
-    metastable_distance_A: float = 1.0,
-    max_lag_fraction: float = 0.5,
-    temperature_K: float | None = None,
-    charge: float | None = None,
-    correlation_params: CorrelationParameters | None = None,
-) -> RunAnalysis:
-    """Residences, transport, correlations and the summary numbers of one analysed run.
-
-    Parameters
-    ----------
-    data : TrajectoryData
-    hops : HopResults
-    reference_sites : ndarray, shape (m, 3), optional
-        Sites of the reference lattice, Å. Default: the mobile ions' positions
-        in the first frame.
-    metastable_distance_A : float
-        A centre is metastable when at least this far from every reference site.
-    max_lag_fraction : float
-        MSD lags up to this fraction of the run; D is fitted over the second
-        half of those lags.
-    temperature_K : float, optional
-        For conductivities.
-    charge : float, optional
-        Ionic charge (e); default from the element (Li/Na +1, F -1, O -2, ...).
-    correlation_params : CorrelationParameters, optional
-    """
-    T = data.n_frames
-    times = data.times_ps
-    dt = data.timestep_ps
-    tab = hops.hops
-    closed = tab.closed()
-    total_ps = float(times[-1] - times[0]) if T > 1 else 0.0
-    sites = np.asarray(data.positions[0], float) if reference_sites is None else np.asarray(reference_sites, float)
-    res = residence_times(hops, times)
-    meta = np.zeros(len(res), dtype=bool)
-    if res:
-        pts = np.array([hops.ions[r["ion"]].centres[r["centre"]] for r in res])
-        meta = reference_sites_distance(pts, sites, data.box) >= metastable_distance_A
-    if charge is None and temperature_K is not None:
-        species = sorted({str(x) for x in data.species})
-        charge = default_charge(species[0]) if len(species) == 1 else None
-    tr = None
-    if T >= 8:
-        tr = analyse_transport(data.ion_major(), dt, data.volume_A3, temperature_K, charge,
-                               max_lag_fraction=max_lag_fraction)
-    corr = None
-    if T >= 2 and total_ps > 0:
-        corr = concerted_groups(tab, T, data.n_mobile, total_ps, data.box, correlation_params)
-    sil = np.array([ion.silhouette for ion in hops.ions])
-    durations = np.array([r["duration_ps"] for r in res])
-    nu = (len(closed) / (data.n_mobile * total_ps)) if total_ps > 0 else None
-    a_mean = float(closed["length_A"].mean()) if len(closed) else None
-    nu0 = None
-    if tr is not None and a_mean:
-        nu0 = 6.0 * tr.tracer.D_A2_ps / a_mean**2  # dilute limit D = a^2 nu0 / 6
-    summary: dict[str, Any] = {
-        "n_frames": T,
-        "n_mobile": data.n_mobile,
-        "mobile_species": sorted({str(s) for s in data.species}),
-        "timestep_ps": _finite(dt),
-        "total_time_ps": total_ps,
-        "temperature_K": temperature_K,
-        "charge_e": charge,
-        "n_hops": int(len(closed)),
-        "n_open_hops": int(tab["open"].sum()),
-        "n_back_hops": int(closed["back_hop"].sum()),
-        "n_diffusive_ions": int(len(np.unique(closed["ion"]))),
-        "k_distribution": {str(k): int(v) for k, v in zip(*np.unique(hops.k, return_counts=True))},
-        "mean_silhouette": _finite(float(np.nanmean(sil))) if np.any(np.isfinite(sil)) else None,
-        "mean_hop_length_A": _finite(a_mean) if a_mean is not None else None,
-        "max_hop_length_A": _finite(float(closed["length_A"].max())) if len(closed) else None,
-        "mean_hop_duration_ps": _finite(float(closed["duration_ps"].mean())) if len(closed) else None,
-        "hop_frequency_per_ps": nu,
-        "nu0_dilute_limit_per_ps": nu0,
-        "nu_over_nu0": (nu / nu0) if (nu is not None and nu0) else None,
-        "mean_residence_time_ps": _finite(float(durations[meta].mean())) if meta.any() else None,
-        "n_metastable_residences": int(meta.sum()),
-        "mean_residence_time_all_ps": _finite(float(durations.mean())) if len(durations) else None,
-        "metastable_distance_A": metastable_distance_A,
-        "drift_removed": data.framework_drift is not None,
-        "volume_A3": _finite(data.volume_A3),
-        "parameters": parameters_dict(hops.parameters),
-    }
-    if tr is not None:
-        summary.update({k: (_finite(v) if isinstance(v, float) else v) for k, v in tr.summary().items()})
-        summary["D_tracer_stderr_cm2_s"] = tr.tracer.stderr_cm2_s
-    else:
-        summary["D_tracer_cm2_s"] = None
-    if corr is not None:
-        summary.update(corr.summary())
-    fit = tr.tracer if tr is not None else None
-    lag = tr.lag_ps if tr is not None else np.zeros(0)
-    msd = tr.msd_A2 if tr is not None else np.zeros(0)
-    axes = tr.msd_axes_A2 if tr is not None else np.zeros((0, 3))
-    return RunAnalysis(data, hops, lag, msd, axes, fit, res, meta, summary, tr, corr)
+__all__ = ["write_outputs", "read_outputs", "ion_centres"]
 
 
 def write_outputs(run: RunAnalysis, out_dir: str, extra: dict[str, Any] | None = None) -> None:
@@ -241,20 +62,22 @@ def write_outputs(run: RunAnalysis, out_dir: str, extra: dict[str, Any] | None =
 
     arr("times_ps", run.data.times_ps, "ps", "time of every frame")
     arr("atom_indices", run.data.atom_indices.astype(np.int64), None, "0-based trajectory index of each mobile ion")
-    arr("k", h.k.astype(np.int16), None, "number of vibrational centres per ion")
-    arr("k_silhouette", np.array([i.k_silhouette for i in h.ions], np.int16), None, "K chosen by silhouette alone")
-    arr("centres_A", h.centres_padded(), "angstrom", "unwrapped centres (n_mobile, 2*k_max, 3), NaN padded")
-    arr("silhouette", np.array([i.silhouette for i in h.ions]), None, "best average silhouette per ion")
-    arr(
-        "silhouette_by_k",
-        np.stack([i.silhouette_by_k for i in h.ions]),
-        None,
-        "average silhouette for K = 2..k_max (n_mobile, k_max - 1)",
-    )
-    arr("sigma_A", np.array([i.sigma_A for i in h.ions]), "angstrom", "vibration amplitude per axis")
-    arr("r_vib_A", np.array([i.r_vib_A for i in h.ions]), "angstrom", "vibrating radius")
-    arr("states", h.states(), None, "centre index per ion and frame, -1 in transit (n_mobile, n_frames)")
-    pos = run.data.positions
+    arr("k", h.k.astype(np.int32), None, "distinct sites visited (sites method) / centres (silhouette) per ion")
+    arr("hops_per_ion", h.hops_per_ion.astype(np.int64), None, "closed hops of every mobile ion")
+    arr("sigma_A", np.asarray(h.sigma_A, float), "angstrom", "vibration amplitude per axis (short-time fluctuations)")
+    arr("r_core_A", np.asarray(h.r_core_A, float), "angstrom", "core / vibrating radius before the per-site cap")
+    if h.sites is not None:
+        arr("sites_A", h.sites.sites_A, "angstrom", "shared sites, wrapped into the cell (n_sites, 3)")
+        arr("site_core_cap_A", h.sites.core_cap_A, "angstrom", "largest core radius of every site")
+        arr("states", h.states, None, "site index per ion and frame, -1 in transit (n_mobile, n_frames)")
+    else:
+        arr("states", h.states, None, "centre index per ion and frame, -1 in transit (n_mobile, n_frames)")
+        arr("k_silhouette", np.array([i.k_silhouette for i in h.ions], np.int16), None, "K chosen by silhouette alone")
+        arr("centres_A", h.centres_padded(), "angstrom", "unwrapped centres (n_mobile, 2*k_max, 3), NaN padded")
+        arr("silhouette", np.array([i.silhouette for i in h.ions]), None, "best average silhouette per ion")
+        arr("silhouette_by_k", np.stack([i.silhouette_by_k for i in h.ions]), None,
+            "average silhouette for K = 2..k_max (n_mobile, k_max - 1)")
+    pos = run.data.positions  # (n_frames, n_mobile, 3)
     if run.data.out_of_core:
         g.attrs["positions_store"] = os.path.abspath(run.data.store.path) if run.data.store is not None else None
         logger.info("positions stay in their store %s (not copied into results.zarr)", g.attrs["positions_store"])
@@ -293,13 +116,66 @@ def write_outputs(run: RunAnalysis, out_dir: str, extra: dict[str, Any] | None =
         cg.create_array("size_hist", data=c.size_hist.astype(np.int64))
         cg.attrs.update({"threshold": float(c.threshold), "description": "sparse event-event correlation "
                          "(closed hops in hops.csv order), concerted groups, group-size histogram n=1..20"})
-    if run.residences:
+    r = run.residences
+    if len(r):
         rg = g.create_group("residences")
         for key in ("ion", "centre", "arrival_frame", "departure_frame"):
-            rg.create_array(key, data=np.array([r[key] for r in run.residences], dtype=np.int64))
-        rg.create_array("duration_ps", data=np.array([r["duration_ps"] for r in run.residences])).attrs["units"] = "ps"
-        rg.create_array("metastable", data=run.metastable.astype(bool))
+            rg.create_array(key, data=np.asarray(getattr(r, key), dtype=np.int64))
+        rg.create_array("duration_ps", data=np.asarray(r.duration_ps, float)).attrs["units"] = "ps"
+        rg.create_array("metastable", data=np.asarray(r.metastable, bool))
     logger.info("wrote %s (hops.csv, summary.json, results.zarr)", out_dir)
+
+
+def read_outputs(out_dir: str) -> tuple[dict[str, Any], Any]:
+    """``summary.json`` (dict) and ``results.zarr`` (read-only Zarr group) of an analysis directory.
+
+    Raises
+    ------
+    TrajectoryFileNotFoundError
+        If the directory has no analysis outputs.
+    """
+    import zarr
+
+    sj = os.path.join(out_dir, "summary.json")
+    zp = os.path.join(out_dir, "results.zarr")
+    if not (os.path.exists(sj) and os.path.exists(zp)):
+        raise TrajectoryFileNotFoundError(f"{out_dir} has no summary.json/results.zarr: run 'iondiff-stream analyze' first")
+    with open(sj) as fh:
+        summary = json.load(fh)
+    return summary, zarr.open_group(zp, mode="r")
+
+
+def ion_centres(g: Any, ion: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centres one ion visited and its frame states relabelled to them (for the path figure).
+
+    Parameters
+    ----------
+    g : zarr.Group
+        ``results.zarr`` of an analysis.
+    ion : int
+        Mobile-ion index.
+
+    Returns
+    -------
+    centres : ndarray, shape (k, 3)
+        Unwrapped positions of the sites (or centres) the ion visited, Å.
+    states : ndarray, shape (T,)
+        Index into ``centres`` per frame, -1 in transit.
+    """
+    st = np.asarray(g["states"][ion])
+    if "sites_A" not in g:
+        k = int(g["k"][ion])
+        return np.asarray(g["centres_A"][ion][:k], float), st
+    from .pbc import minimum_image
+
+    vis = np.unique(st[st >= 0])
+    local = np.where(st >= 0, np.searchsorted(vis, np.maximum(st, 0)), -1)
+    sites = np.asarray(g["sites_A"][:], float)[vis]
+    if "positions_A" in g and len(vis):
+        x = np.asarray(g["positions_A"][ion], float)
+        first = np.array([int(np.argmax(st == v)) for v in vis])
+        sites = x[first] - minimum_image(x[first] - sites, np.asarray(g["box"][:], float))
+    return sites, local
 
 
 def _json_default(o: Any) -> Any:

@@ -29,12 +29,13 @@ import numpy as np
 from MDAnalysis.lib.mdamath import triclinic_vectors
 
 from .errors import AnalysisError
+from .pbc import minimum_image, wrap
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["find_sites", "align_reference", "assign_sites", "site_statistics", "site_jumps", "concerted_modes",
            "polyhedral_vertices", "assign_polyhedra", "delaunay_tetrahedra", "label_sites", "analyse_sites",
-           "SiteStatistics"]
+           "SiteStatistics", "SiteMatch", "match_reference_sites"]
 
 
 def _h(box: np.ndarray) -> np.ndarray:
@@ -42,9 +43,7 @@ def _h(box: np.ndarray) -> np.ndarray:
 
 
 def _wrap(x: np.ndarray, box: np.ndarray) -> np.ndarray:
-    h = _h(box)
-    f = x @ np.linalg.inv(h)
-    return (f - np.floor(f)) @ h
+    return wrap(x, box)
 
 
 def find_sites(centres: np.ndarray, box: np.ndarray, cutoff_A: float = 1.0, weights: np.ndarray | None = None) -> np.ndarray:
@@ -94,37 +93,82 @@ def align_reference(
     traj_species: np.ndarray,
     box: np.ndarray,
     anchor: str,
-    tol_A: float = 1.0,
+    tol_A: float | None = None,
+    n_iter: int = 20,
 ) -> np.ndarray:
-    """Translate reference positions onto the run's frame using an anchor species.
+    """Translate reference positions onto the run's frame: least-squares periodic fit of the anchor species.
 
-    Tries every translation mapping the first anchor atom of the trajectory onto
-    an anchor site of the reference, and keeps the one that maps all anchor
-    atoms onto reference anchor sites best (all within ``tol_A``).
+    Every translation that maps the first anchor atom of the trajectory onto a
+    reference anchor site is a starting guess; each is refined by iterating
+    "match every anchor atom to its nearest translated reference site (minimum
+    image), move by the mean residual" (the least-squares translation for
+    that matching), and the guess with the smallest RMS residual wins. A cubic
+    (or any) cell needs no rotation: the reference is given in the run's cell.
+
+    Parameters
+    ----------
+    ref_positions : ndarray, shape (n_ref, 3)
+        Reference structure in the run's cell, Å.
+    ref_species, traj_species : ndarray of str
+    traj_positions : ndarray, shape (n_atoms, 3)
+        The frame to align to (e.g. frame 0), Å.
+    box : ndarray, shape (6,)
+    anchor : str
+        Species present in both (e.g. ``"P"``).
+    tol_A : float, optional
+        Largest residual accepted after the fit. Default (from the data): half
+        the shortest distance between two reference anchor sites, beyond which
+        an atom could be nearer another site than its own.
+    n_iter : int
+        Refinement iterations per guess.
 
     Returns
     -------
     ndarray, shape (n_ref, 3)
         Translated (wrapped) reference positions, Å.
-    """
-    from MDAnalysis.lib.distances import distance_array
 
-    ra = ref_positions[np.asarray(ref_species) == anchor]
-    ta = traj_positions[np.asarray(traj_species) == anchor]
+    Raises
+    ------
+    AnalysisError
+        Anchor species missing, or the best fit leaves a residual above ``tol_A``.
+    """
+    from MDAnalysis.lib.distances import distance_array, self_distance_array
+
+    ra = np.asarray(ref_positions, float)[np.asarray(ref_species) == anchor]
+    ta = np.asarray(traj_positions, float)[np.asarray(traj_species) == anchor]
     if len(ra) == 0 or len(ta) == 0:
         raise AnalysisError(f"anchor species {anchor!r} missing from the reference or the trajectory")
     b32 = np.asarray(box, np.float32)
-    best, best_err = None, np.inf
+    if tol_A is None:
+        tol_A = 0.5 * float(self_distance_array(ra, box=b32).min()) if len(ra) > 1 else 1.0
+    h = _h(box)
+    hinv = np.linalg.inv(h)
+
+    def residuals(shift: np.ndarray) -> np.ndarray:
+        moved = _wrap(ra + shift, box)
+        j = distance_array(ta, moved, box=b32).argmin(1)
+        f = (ta - moved[j]) @ hinv
+        return (f - np.rint(f)) @ h
+
+    best, best_rms, best_max = None, np.inf, np.inf
     for r in ra:
         shift = ta[0] - r
-        moved = _wrap(ra + shift, box)
-        err = distance_array(ta, moved, box=b32).min(1).max()
-        if err < best_err:
-            best, best_err = shift, err
-    if best is None or best_err > tol_A:
-        raise AnalysisError(f"cannot align the reference: best {anchor} mismatch {best_err:.2f} Å > {tol_A} Å")
-    logger.info("reference aligned on %s (max mismatch %.3f Å)", anchor, best_err)
-    return _wrap(ref_positions + best, box)
+        for _ in range(n_iter):
+            d = residuals(shift)
+            step = d.mean(0)
+            shift = shift + step
+            if np.linalg.norm(step) < 1e-6:
+                break
+        d = residuals(shift)
+        rms = float(np.sqrt((d**2).sum(1).mean()))
+        if rms < best_rms - 1e-9:
+            best, best_rms, best_max = shift, rms, float(np.linalg.norm(d, axis=1).max())
+    if best is None or best_max > tol_A:
+        raise AnalysisError(f"cannot align the reference: after the least-squares fit the largest {anchor} residual "
+                            f"is {best_max:.2f} Å > tolerance {tol_A:.2f} Å")
+    logger.info("reference aligned on %d %s atoms (RMS %.3f Å, max %.3f Å, tolerance %.2f Å)", len(ta), anchor,
+                best_rms, best_max, tol_A)
+    return _wrap(np.asarray(ref_positions, float) + best, box)
 
 
 def assign_sites(positions: np.ndarray, sites: np.ndarray, box: np.ndarray, chunk: int = 256) -> np.ndarray:
@@ -317,12 +361,10 @@ def assign_polyhedra(
         raise AnalysisError("polyhedral assignment needs tetrahedra (4 vertices)")
     n, T, _ = positions.shape
     h = _h(box)
-    hinv = np.linalg.inv(h)
     b32 = np.asarray(box, np.float32)
 
     def mi(v: np.ndarray) -> np.ndarray:
-        f = v @ hinv
-        return (f - np.rint(f)) @ h
+        return minimum_image(v, box)
 
     out = np.full((n, T), -1, dtype=np.int32)
     k = min(n_candidates, len(vertices))
@@ -388,6 +430,101 @@ def label_sites(
     return np.where(d[np.arange(len(sites)), near] < cutoff_A, np.asarray(ref_labels)[near], default).astype(str)
 
 
+@dataclass
+class SiteMatch:
+    """Labels of polyhedral holes from a labelled reference (see :func:`match_reference_sites`).
+
+    Attributes
+    ----------
+    labels : ndarray of str, shape (n_holes,)
+    hole_of_reference : ndarray of int, shape (n_ref,)
+        Hole each labelled reference site was matched to.
+    distance_A : ndarray, shape (n_ref,)
+        Reference site to its hole's centre, Å.
+    tol_A : float
+    unmatched_fraction : float
+        Share of reference sites farther than ``tol_A`` from their hole (they
+        are still matched, so no type is lost, but the match is doubtful).
+    n_conflicts : int
+        Reference sites whose nearest hole was taken by another one (resolved
+        by an optimal one-to-one assignment).
+    """
+
+    labels: np.ndarray
+    hole_of_reference: np.ndarray
+    distance_A: np.ndarray
+    tol_A: float
+    unmatched_fraction: float
+    n_conflicts: int
+
+    def summary(self) -> dict[str, Any]:
+        """Numbers for JSON output."""
+        return {
+            "reference_match_tolerance_A": self.tol_A,
+            "unmatched_reference_fraction": self.unmatched_fraction,
+            "reference_match_conflicts": self.n_conflicts,
+            "reference_to_hole_distance_median_A": float(np.median(self.distance_A)) if len(self.distance_A) else None,
+            "reference_to_hole_distance_max_A": float(self.distance_A.max()) if len(self.distance_A) else None,
+        }
+
+
+def match_reference_sites(
+    centres: np.ndarray, ref_positions: np.ndarray, ref_labels: np.ndarray, box: np.ndarray,
+    tol_A: float | None = None, default: str = "unlabelled",
+) -> SiteMatch:
+    """Label polyhedral holes by matching every labelled reference site to its nearest hole centre.
+
+    The match goes from the reference to the holes, so every reference site
+    (every site type) is kept even where the run's frame-0 holes are distorted
+    away from the ideal positions; holes no reference site picks get
+    ``default``. Two reference sites never share a hole: conflicts are resolved
+    by a minimum-total-distance one-to-one assignment
+    (``scipy.optimize.linear_sum_assignment``).
+
+    Parameters
+    ----------
+    centres : ndarray, shape (n_holes, 3)
+        Hole (polyhedron) centres, Å.
+    ref_positions : ndarray, shape (n_ref, 3)
+        Aligned labelled reference sites, Å.
+    ref_labels : ndarray of str, shape (n_ref,)
+    box : ndarray, shape (6,)
+    tol_A : float, optional
+        Distance beyond which a match counts as unmatched. Default (from the
+        data): half the median distance between neighbouring hole centres.
+    default : str
+
+    Returns
+    -------
+    SiteMatch
+    """
+    from MDAnalysis.lib.distances import distance_array
+    from scipy.optimize import linear_sum_assignment
+
+    c = np.asarray(centres, float)
+    r = np.asarray(ref_positions, float)
+    if len(r) > len(c):
+        raise AnalysisError(f"{len(r)} labelled reference sites but only {len(c)} holes to match them to")
+    b32 = np.asarray(box, np.float32)
+    if tol_A is None:
+        dc = distance_array(c, c, box=b32)
+        np.fill_diagonal(dc, np.inf)
+        tol_A = 0.5 * float(np.median(dc.min(1)))
+    d = distance_array(r, c, box=b32)
+    near = d.argmin(1)
+    counts = np.bincount(near, minlength=len(c))
+    n_conf = int((counts[near] > 1).sum())
+    if n_conf:
+        rows, cols = linear_sum_assignment(d)
+        near = np.empty(len(r), dtype=np.int64)
+        near[rows] = cols
+    dist = d[np.arange(len(r)), near]
+    labels = np.full(len(c), default, dtype=object)
+    labels[near] = np.asarray(ref_labels)
+    return SiteMatch(labels.astype(str), near, dist, float(tol_A), float(np.mean(dist > tol_A)) if len(r) else 0.0,
+                     n_conf)
+
+
 def analyse_sites(
     trajectories: Any,
     mobile: str,
@@ -401,6 +538,8 @@ def analyse_sites(
     default_label: str = "other",
     anchor: str | None = None,
     window_ps: float = 1.0,
+    align_tol_A: float | None = None,
+    match_tol_A: float | None = None,
 ) -> dict[str, Any]:
     """Tetrahedral-site analysis of a run: site fractions, residence times per type, concerted modes.
 
@@ -422,14 +561,22 @@ def analyse_sites(
     default_label : str
         Type of holes not near a labelled reference site.
     anchor : str, optional
-        Framework species present in both the reference and the run (e.g. ``"P"``).
+        Framework species present in both the reference and the run (e.g. ``"P"``); the reference is
+        put onto frame 0 by a least-squares periodic translation of these atoms (:func:`align_reference`).
+    align_tol_A : float, optional
+        Largest anchor residual accepted after the alignment (default from the data, see
+        :func:`align_reference`).
+    match_tol_A : float, optional
+        Reference-site-to-hole distance beyond which a match counts as unmatched (default from the
+        data, see :func:`match_reference_sites`).
 
     Returns
     -------
     dict
         ``n_sites``, ``site_types`` (count per type), ``fraction`` (of assigned ion-frames per type),
         ``assigned_fraction``, ``mean_residence_frames``, ``mean_residence_ps``, ``n_residences``,
-        ``concerted`` (see :func:`concerted_modes`).
+        ``concerted`` (see :func:`concerted_modes`), and with a reference ``reference_match``
+        (:meth:`SiteMatch.summary`: tolerance, unmatched fraction, distances).
     """
     from .io import collect_positions, load_universe
 
@@ -438,6 +585,7 @@ def analyse_sites(
     an = collect_positions(u, framework, timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps, remove_drift=False)
     vert, cen = delaunay_tetrahedra(an.positions[0], mob.box)
     types = np.full(len(vert), default_label, dtype=object)
+    match = None
     if reference is not None:
         import ase.io
 
@@ -451,12 +599,15 @@ def analyse_sites(
         from .io import _elements_of
 
         al = align_reference(ref.get_scaled_positions() @ _h(mob.box), np.array(ref.get_chemical_symbols()),
-                             u.atoms.positions.astype(float), _elements_of(u.atoms), mob.box, anchor)
+                             u.atoms.positions.astype(float), _elements_of(u.atoms), mob.box, anchor,
+                             tol_A=align_tol_A)
         names = np.array(ref.get_chemical_symbols())
         lab = np.array([(labels or {}).get(s, "") for s in names], dtype=object)
         keep = lab != ""
         if keep.any():
-            types = label_sites(cen, al[keep], lab[keep].astype(str), mob.box, default=default_label).astype(object)
+            match = match_reference_sites(cen, al[keep], lab[keep].astype(str), mob.box, tol_A=match_tol_A,
+                                          default=default_label)
+            types = match.labels.astype(object)
     a = assign_polyhedra(mob.ion_major(), an.ion_major(), vert, mob.box)
     assigned = a >= 0
     types_all = np.append(types.astype(str), "__unassigned__")
@@ -475,4 +626,5 @@ def analyse_sites(
         "mean_residence_ps": st.mean_residence_ps,
         "n_residences": st.n_residences,
         "concerted": concerted_modes(a_full, types_all, mob.timestep_ps, window_ps),
+        "reference_match": match.summary() if match is not None else None,
     }

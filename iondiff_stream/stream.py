@@ -20,6 +20,7 @@ from MDAnalysis.lib.mdamath import triclinic_box
 
 from .buffer import FrameStoreWriter
 from .errors import SelectionError, StoreError, StoreMismatchError
+from .elements import elements_from_masses  # noqa: F401  (public here too)
 from .online import OnlineCentres
 from .units import lammps_factors
 
@@ -51,20 +52,6 @@ def box_from_lammps(boxlo: Any, boxhi: Any, xy: float, yz: float, xz: float) -> 
 def unwrap_with_images(x: np.ndarray, images: np.ndarray, h: np.ndarray) -> np.ndarray:
     """``x + ix a + iy b + iz c`` for (n, 3) positions and integer image flags."""
     return x + images @ h
-
-
-def elements_from_masses(masses: np.ndarray, tol: float = 0.1) -> list[str]:
-    """Element symbols from per-type masses (amu), "" when none is within ``tol``."""
-    from MDAnalysis.guesser.tables import masses as table
-
-    keys = [k for k in table if k.isalpha() and len(k) <= 2]
-    names = [k.capitalize() for k in keys]
-    vals = np.array([table[k] for k in keys], dtype=float)
-    out = []
-    for m in np.asarray(masses, float):
-        j = int(np.argmin(np.abs(vals - m)))
-        out.append(names[j] if abs(vals[j] - m) <= tol else "")
-    return out
 
 
 class FrameSink:
@@ -288,8 +275,10 @@ class FrameSink:
         pos = x_unwrapped[self.mask] * self.length
         rest = x_unwrapped[~self.mask]
         fw = rest.mean(0) * self.length if len(rest) else None
-        if self.writer.append(int(step), float(time_native) * self.time, pos, self._box(h), fw) and self.online is not None:
-            self.online.partial_fit(pos[None])
+        box = self._box(h)
+        t_ps = float(time_native) * self.time
+        if self.writer.append(int(step), t_ps, pos, box, fw) and self.online is not None:
+            self.online.partial_fit(pos[None], box=box, times_ps=np.array([t_ps]))
         self.seconds_in_worker += time.perf_counter() - t0
 
     def _work(self) -> None:
@@ -336,6 +325,8 @@ class FrameSink:
 
                 sys.setswitchinterval(self._old_switch)
                 self._old_switch = None
+        if self.online is not None and hasattr(self.online, "finalize") and self._error is None:
+            self.online.finalize()  # re-learn the sites and recount the last frames before the final save
         self.writer.close()
         if self._error is not None:
             err, self._error = self._error, None

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SyntheticRun", "make_run", "match_hops"]
+__all__ = ["SyntheticRun", "make_run", "make_lattice_walk", "match_hops", "same_hops"]
 
 
 @dataclass
@@ -232,6 +232,7 @@ def make_run(
     dirs = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]])
     chain_times = set(np.linspace(T * 0.1, T * 0.9, n_chains).astype(int).tolist()) if n_chains else set()
     group_id = 0
+    last_event: dict[int, int] = {}
 
     def neighbour(s: int, d: np.ndarray) -> tuple[int, np.ndarray]:
         g = grid[s] + d
@@ -243,6 +244,7 @@ def make_run(
         dst = sites[target] + image[i] + shift
         reserved[target] = True
         moves[i] = (t, src, dst, h, target, shift)  # type: ignore[assignment]
+        last_event[i] = len(events)
         events.append(
             {
                 "ion": i,
@@ -322,7 +324,7 @@ def make_run(
                     reserved[tgt] = False
                     del moves[i]
                     busy_until[i] = t + min_rest
-                    ev = events[[k for k, e in enumerate(events) if e["ion"] == i][-1]]
+                    ev = events[last_event[i]]
                     if not ev["back_hop"] and ev["group"] < 0 and rng.random() < back_hop_prob:
                         pending_back[i] = (t + min_rest + int(rng.integers(0, min_rest)), old)
             elif i in fails:
@@ -462,3 +464,97 @@ def make_events(
     for k in ("from_x_A", "from_y_A", "from_z_A", "to_x_A", "to_y_A", "to_z_A"):
         cols[k] = np.zeros(m)
     return cols, np.asarray(truth), int(t + gap_frames), n_ions
+
+
+def same_hops(a: Any, b: Any, tol_frames: int = 1) -> dict[str, Any]:
+    """Hops two analyses of the same run have in common (same atom id, start and end within ``tol_frames``).
+
+    Parameters
+    ----------
+    a, b : HopTable
+        Closed hops are compared.
+
+    Returns
+    -------
+    dict
+        ``n_a, n_b, common`` and ``fraction`` = common / max(n_a, n_b) (1 when both are empty).
+    """
+    ta, tb = a.closed(), b.closed()
+    used = np.zeros(len(tb), dtype=bool)
+    by_atom: dict[int, np.ndarray] = {}
+    for k, atom in enumerate(tb["atom_id"]):
+        by_atom.setdefault(int(atom), []).append(k)  # type: ignore[attr-defined]
+    common = 0
+    for i in range(len(ta)):
+        for k in by_atom.get(int(ta["atom_id"][i]), []):
+            if (not used[k] and abs(int(tb["start_frame"][k]) - int(ta["start_frame"][i])) <= tol_frames
+                    and abs(int(tb["end_frame"][k]) - int(ta["end_frame"][i])) <= tol_frames):
+                used[k] = True
+                common += 1
+                break
+    n = max(len(ta), len(tb))
+    return {"n_a": len(ta), "n_b": len(tb), "common": common, "fraction": common / n if n else 1.0}
+
+
+def make_lattice_walk(
+    n_frames: int = 100_000,
+    n_ions: int = 40,
+    n_cells: int = 5,
+    a: float = 2.5,
+    sigma_A: float = 0.15,
+    tau_frames: float = 3.0,
+    mean_rest_frames: float = 120.0,
+    min_rest: int = 25,
+    hop_frames: tuple[int, int] = (2, 4),
+    dt_ps: float = 0.05,
+    seed: int = 0,
+) -> SyntheticRun:
+    """Independent ions walking on a simple-cubic lattice for a long time (every ion visits hundreds of sites).
+
+    Each ion rests at a site for ``min_rest`` + an exponential number of frames (mean
+    ``mean_rest_frames``), then hops to a random one of its 6 neighbours along a straight
+    line in ``hop_frames`` frames; correlated vibration as in :func:`make_run`. Ions do not
+    exclude each other (a dilute walk), so the sites in the periodic box are shared by all.
+    Events follow the product's convention (``start_frame`` last at the origin,
+    ``end_frame`` first at the destination).
+    """
+    rng = np.random.default_rng(seed)
+    L = n_cells * a
+    dirs = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], dtype=float) * a
+    base = np.empty((n_ions, n_frames, 3))
+    events: list[dict[str, Any]] = []
+    for i in range(n_ions):
+        p = (rng.integers(0, n_cells, 3) + 0.5) * a
+        t = 0
+        while t < n_frames:
+            rest = min_rest + int(rng.exponential(mean_rest_frames - min_rest))
+            e = min(n_frames, t + rest)
+            base[i, t:e] = p
+            t = e
+            if t >= n_frames:
+                break
+            h = int(rng.integers(hop_frames[0], hop_frames[1] + 1))
+            q = p + dirs[rng.integers(6)]
+            f = np.arange(1, h + 1) / h
+            seg = p[None] + f[:, None] * (q - p)[None]
+            e = min(n_frames, t + h)
+            base[i, t:e] = seg[: e - t]
+            if t - 1 + h <= n_frames - 1:
+                events.append({"ion": i, "start_frame": t - 1, "end_frame": t - 1 + h, "from_pos": p.copy(),
+                               "to_pos": q.copy(), "group": -1, "back_hop": False})
+            p = q
+            t = e
+    last_from: dict[int, np.ndarray] = {}
+    for ev in events:
+        prev = last_from.get(ev["ion"])
+        ev["back_hop"] = bool(prev is not None and np.allclose(prev, ev["to_pos"]))
+        last_from[ev["ion"]] = ev["from_pos"]
+    phi = np.exp(-1.0 / tau_frames)
+    noise = np.empty_like(base)
+    noise[:, 0] = rng.normal(0, sigma_A, (n_ions, 3))
+    kick = rng.normal(0, sigma_A * np.sqrt(1 - phi * phi), base.shape)
+    for t in range(1, n_frames):
+        noise[:, t] = phi * noise[:, t - 1] + kick[:, t]
+    grid = np.stack(np.meshgrid(*[np.arange(n_cells)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    return SyntheticRun(base + noise, np.arange(n_frames) * dt_ps, np.array([L, L, L, 90.0, 90.0, 90.0]),
+                        (grid + 0.5) * a, events)

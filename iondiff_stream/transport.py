@@ -11,11 +11,27 @@ Definitions (Å, ps inside; results also in cm²/s and mS/cm):
   second half of the lags evaluated, which themselves go up to half the run),
   ``D = slope / (2 d)`` with d = 3 (or 1 per axis).
 * Haven ratio ``H_R = D* / D_σ``; Nernst–Einstein ``σ = N q² D_σ / (V k_B T)``.
+* **Generalised least squares with the MSD's covariance** (default,
+  :func:`fit_diffusion_gls`), the approach of kinisi (McCluskey et al., JCTC
+  2024): MSD points at different lags are strongly correlated; their
+  covariance is approximated by ``Σ_ij = var(s_i) / n_j`` for lags
+  ``i ≤ j``, with ``var(s_i)`` the variance of the squared displacements at lag
+  i and ``n_j = N (T - 1) / j`` the number of independent observations at lag
+  j; the matrix is brought to the nearest positive semi-definite correlation
+  and pseudo-inverted, and the straight line's posterior (flat prior, D ≥ 0)
+  is Gaussian with covariance ``(Xᵀ Σ⁺ X)⁻¹``. The fit runs from a start lag to
+  the end of the run. The start of the diffusive regime is chosen from the
+  data: the earliest start on a geometric grid whose D lies inside the 95 %
+  interval of D for every later start (D has stopped drifting with the
+  start). The 95 % interval pools the posteriors of the starts from the
+  chosen one to twice it (equal weights), so it includes the fit-window
+  choice.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,7 +54,12 @@ __all__ = [
     "TransportResult",
     "analyse_transport",
     "arrhenius_fit",
+    "GLSFit",
+    "squared_displacement_variance",
+    "fit_diffusion_gls",
 ]
+
+logger = logging.getLogger(__name__)
 
 _CHARGES = {"Li": 1, "Na": 1, "K": 1, "Ag": 1, "Cu": 1, "H": 1, "F": -1, "Cl": -1, "O": -2, "Mg": 2, "Zn": 2}
 
@@ -88,12 +109,8 @@ def msd_fft(pos: np.ndarray, max_lag: int | None = None, block: int = 64) -> np.
     return np.maximum(out, 0.0) if L >= 0 else out
 
 
-#: at most this many MSD lags are kept (evenly strided) for fits; runs up to 2 * MAX_LAGS frames keep all lags
-MAX_LAGS = 20000
-
-
 def msd_ion_blocks(pos: Any, max_lag: int, lags: np.ndarray | None = None, ion_block: int | None = None) -> np.ndarray:
-    """Per-ion, per-axis MSD at selected lags, computed one ion block at a time.
+    """Per-ion, per-axis MSD (by FFT), computed one ion block at a time.
 
     Parameters
     ----------
@@ -118,7 +135,8 @@ def msd_ion_blocks(pos: Any, max_lag: int, lags: np.ndarray | None = None, ion_b
     out = np.empty((n, len(keep), 3))
     for s in range(0, n, block):
         e = min(n, s + block)
-        out[s:e] = msd_fft(pos[s:e], max_lag, block=block)[:, keep]
+        m = msd_fft(pos[s:e], max_lag, block=block)
+        out[s:e] = m if lags is None else m[:, keep]
     return out
 
 
@@ -246,6 +264,223 @@ def fit_diffusion(
         stderr_cm2_s=float(np.sqrt(var_slope)) / (2 * dim) * A2_PER_PS_TO_CM2_PER_S,
         fit_start_ps=float(t[0]),
         fit_end_ps=float(t[-1]),
+    )
+
+
+def squared_displacement_variance(pos: np.ndarray, lags: np.ndarray, max_values: float = 5e7) -> np.ndarray:
+    """Variance of the squared displacements ``s = |x(t + m) - x(t)|²`` over ions and origins, per lag.
+
+    Parameters
+    ----------
+    pos : ndarray, shape (n, T, d)
+        Unwrapped positions, Å (one row for a collective displacement).
+    lags : ndarray of int, shape (L,)
+        Lags m ≥ 1, frames.
+    max_values : float
+        Bound on squared displacements evaluated per lag; beyond it the time
+        origins are taken with a stride (an unbiased estimate, less work).
+
+    Returns
+    -------
+    ndarray, shape (L,)
+        ``var(s)``, Å⁴ (ddof = 1).
+    """
+    n, T, _ = pos.shape
+    lags = np.asarray(lags, dtype=np.int64)
+    # one read per ion block (pos may be an out-of-core IonMajorView); per-block count, mean and sum of
+    # squared deviations combined exactly (Chan et al.), so the result is the variance over all ions
+    cnt = np.zeros(len(lags))
+    mean = np.zeros(len(lags))
+    m2 = np.zeros(len(lags))
+    block = int(max(1, min(n, (64 << 20) // max(1, 24 * T))))
+    for s in range(0, n, block):
+        x = np.asarray(pos[s : s + block], dtype=np.float64)
+        for k, m in enumerate(lags):
+            n_org = T - int(m)
+            stride = max(1, int(np.ceil(n * n_org / max_values)))
+            a = x[:, 0:n_org:stride]
+            b = x[:, int(m):T:stride][:, : a.shape[1]]
+            sq = ((b - a) ** 2).sum(-1).ravel()
+            if sq.size == 0:
+                continue
+            mb = float(sq.mean())
+            m2b = float(((sq - mb) ** 2).sum())
+            tot = cnt[k] + sq.size
+            delta = mb - mean[k]
+            m2[k] += m2b + delta**2 * cnt[k] * sq.size / tot
+            mean[k] += delta * sq.size / tot
+            cnt[k] = tot
+    return np.where(cnt > 1, m2 / np.maximum(cnt - 1, 1), 0.0)
+
+
+@dataclass
+class GLSFit:
+    """Generalised-least-squares diffusion fit with a data-chosen start (see :func:`fit_diffusion_gls`).
+
+    Attributes
+    ----------
+    D_cm2_s, D_std_cm2_s : float
+        Posterior mean and standard deviation of D at the chosen start.
+    ci95_cm2_s : tuple of float
+        2.5 and 97.5 percentiles of D pooled over the starts in ``starts_pooled_ps``.
+    slope_A2_ps, intercept_A2 : float
+        The line at the chosen start.
+    start_ps, end_ps : float
+        Fit window (start of the diffusive regime, last lag).
+    grid_start_ps, grid_D_cm2_s, grid_std_cm2_s : ndarray, shape (g,)
+        D and its posterior standard deviation for every start tried.
+    starts_pooled_ps : ndarray
+        Starts whose posteriors make the 95 % interval.
+    regime_found : bool
+        False when D kept drifting with the start up to the last start tried
+        (the diffusive regime is not established in this run).
+    """
+
+    D_cm2_s: float
+    D_std_cm2_s: float
+    ci95_cm2_s: tuple[float, float]
+    slope_A2_ps: float
+    intercept_A2: float
+    start_ps: float
+    end_ps: float
+    grid_start_ps: np.ndarray
+    grid_D_cm2_s: np.ndarray
+    grid_std_cm2_s: np.ndarray
+    starts_pooled_ps: np.ndarray
+    regime_found: bool
+
+    def as_diffusion_fit(self) -> DiffusionFit:
+        """The chosen line as a :class:`DiffusionFit` (stderr = posterior std)."""
+        return DiffusionFit(self.D_cm2_s, self.D_cm2_s / A2_PER_PS_TO_CM2_PER_S, self.slope_A2_ps, self.intercept_A2,
+                            self.D_std_cm2_s, self.start_ps, self.end_ps)
+
+
+def _gls_line(t: np.ndarray, y: np.ndarray, var_s: np.ndarray, n_obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Straight line through correlated MSD points; returns (slope, intercept) and their covariance."""
+    from scipy.linalg import pinvh
+
+    i = np.arange(len(t))
+    lo, hi = np.minimum.outer(i, i), np.maximum.outer(i, i)
+    S = var_s[lo] / n_obs[hi]
+    w, V = np.linalg.eigh(S)
+    S = (V * np.maximum(w, w.max() * 1e-16)) @ V.T  # no negative variances (minimum-eigenvalue method)
+    sd = np.sqrt(np.maximum(np.diag(S), 1e-300))
+    w, V = np.linalg.eigh(S / np.outer(sd, sd))
+    R = (V * np.maximum(w, 1e-15)) @ V.T  # nearest positive semi-definite correlation (eigenvalue clipping)
+    d = np.sqrt(np.diag(R))
+    S = R / np.outer(d, d) * np.outer(sd, sd)
+    P = pinvh(S)
+    X = np.column_stack([t, np.ones_like(t)])
+    A = X.T @ P @ X
+    cov = np.linalg.pinv(A)
+    beta = cov @ (X.T @ P @ y)
+    return beta, cov
+
+
+def fit_diffusion_gls(
+    lag_ps: np.ndarray,
+    msd: np.ndarray,
+    var_s: np.ndarray,
+    n_particles: int,
+    n_frames: int,
+    frame_dt_ps: float,
+    dim: int = 3,
+    start_ps: float | None = None,
+    n_starts: int = 16,
+    min_points: int = 8,
+    seed: int = 0,
+) -> GLSFit:
+    """Diffusion coefficient by GLS with the MSD covariance, start of the diffusive regime from the data.
+
+    Parameters
+    ----------
+    lag_ps : ndarray, shape (L,)
+        Lags of the points given (> 0), ps, increasing; the last one ends the fit.
+    msd : ndarray, shape (L,)
+        MSD at those lags, Å².
+    var_s : ndarray, shape (L,)
+        Variance of the squared displacements at those lags, Å⁴
+        (:func:`squared_displacement_variance`).
+    n_particles : int
+        Independent particles averaged (ions for the tracer MSD, 1 for the
+        collective one).
+    n_frames : int
+        Frames of the run (``n_j = n_particles (n_frames - 1) / lag_j`` in frames).
+    frame_dt_ps : float
+        Time between frames, ps.
+    dim : int
+    start_ps : float, optional
+        Fixed start (no choice from the data; the interval is then that start's).
+    n_starts : int
+        Starts tried, geometric from the second lag to half the last lag.
+    min_points : int
+        Fewest lags a fit may use.
+    seed : int
+        For the sampled quantiles of the pooled interval.
+
+    Returns
+    -------
+    GLSFit
+    """
+    t_all = np.asarray(lag_ps, float)
+    y_all = np.asarray(msd, float)
+    v_all = np.asarray(var_s, float)
+    if len(t_all) < min_points + 1:
+        raise AnalysisError(f"too few lags ({len(t_all)}) for a GLS diffusion fit (need {min_points + 1})")
+    if frame_dt_ps <= 0:
+        raise AnalysisError(f"frame_dt_ps must be > 0, got {frame_dt_ps}")
+    frames = np.maximum(np.rint(t_all / frame_dt_ps), 1.0)
+    n_obs = n_particles * (n_frames - 1) / frames
+    conv = A2_PER_PS_TO_CM2_PER_S / (2 * dim)
+
+    def fit_from(k0: int) -> tuple[float, float, np.ndarray]:
+        beta, cov = _gls_line(t_all[k0:], y_all[k0:], v_all[k0:], n_obs[k0:])
+        return float(beta[0]), float(np.sqrt(max(cov[0, 0], 0.0))), beta
+
+    last_k = len(t_all) - min_points
+    if start_ps is not None:
+        k0 = int(np.searchsorted(t_all, start_ps - 1e-9))
+        if k0 > last_k:
+            raise AnalysisError(f"start {start_ps} ps leaves fewer than {min_points} lags to fit")
+        ks = np.array([k0])
+    else:
+        hi_t = max(t_all[-1] / 2, t_all[min(1, last_k)])
+        cand = np.geomspace(t_all[min(1, last_k)], hi_t, n_starts)
+        ks = np.unique(np.minimum(np.searchsorted(t_all, cand - 1e-9), last_k))
+    fits = [fit_from(int(k)) for k in ks]
+    Dg = np.array([f[0] for f in fits]) * conv
+    Sg = np.array([f[1] for f in fits]) * conv
+    found = True
+    if start_ps is not None:
+        choice = 0
+    else:
+        # earliest start whose D is inside every later start's 95 % interval (the last one trivially is)
+        choice = next(i for i in range(len(ks)) if np.all(np.abs(Dg[i] - Dg[i + 1:]) <= 1.96 * Sg[i + 1:]))
+        found = choice < len(ks) - 1 or len(ks) == 1
+        if not found:
+            logger.warning("D keeps drifting with the fit start up to %.3g ps: the diffusive regime is not "
+                           "established in this run; D and its interval are from the last start tried",
+                           t_all[ks[choice]])
+    t0 = t_all[ks[choice]]
+    pool = [i for i in range(choice, len(ks)) if t_all[ks[i]] <= 2 * t0 + 1e-9]
+    rng = np.random.default_rng(seed)
+    draws = np.concatenate([rng.normal(Dg[i], Sg[i], 20000) for i in pool])
+    draws = draws[draws >= 0] if np.any(draws >= 0) else np.zeros(1)  # D >= 0 prior (kinisi's)
+    lo, hi = np.percentile(draws, [2.5, 97.5])
+    beta = fits[choice][2]
+    return GLSFit(
+        D_cm2_s=float(Dg[choice]),
+        D_std_cm2_s=float(Sg[choice]),
+        ci95_cm2_s=(float(lo), float(hi)),
+        slope_A2_ps=float(beta[0]),
+        intercept_A2=float(beta[1]),
+        start_ps=float(t0),
+        end_ps=float(t_all[-1]),
+        grid_start_ps=t_all[ks],
+        grid_D_cm2_s=Dg,
+        grid_std_cm2_s=Sg,
+        starts_pooled_ps=t_all[ks[pool]],
+        regime_found=bool(found),
     )
 
 
@@ -405,9 +640,34 @@ class TransportResult:
     sigma_NE_mS_cm: float | None
     sigma_collective_mS_cm: float | None
     sigma_NE_std_mS_cm: float | None
+    tracer_gls: GLSFit | None = field(default=None, repr=False)
+    collective_gls: GLSFit | None = field(default=None, repr=False)
+    sigma_NE_ci95_mS_cm: tuple[float, float] | None = None
+    sigma_collective_ci95_mS_cm: tuple[float, float] | None = None
 
     def summary(self) -> dict[str, float | None]:
         """Scalar results with units in the names."""
+        out = self._summary_point()
+        if self.tracer_gls is not None:
+            g, c = self.tracer_gls, self.collective_gls
+            out.update({
+                "D_fit_method": "gls_msd_covariance",
+                "D_fit_intercept_A2": g.intercept_A2,
+                "D_tracer_ci95_cm2_s": list(g.ci95_cm2_s),
+                "D_tracer_posterior_std_cm2_s": g.D_std_cm2_s,
+                "D_sigma_ci95_cm2_s": list(c.ci95_cm2_s) if c is not None else None,
+                "sigma_NE_ci95_mS_cm": list(self.sigma_NE_ci95_mS_cm) if self.sigma_NE_ci95_mS_cm else None,
+                "sigma_collective_ci95_mS_cm": (list(self.sigma_collective_ci95_mS_cm)
+                                                if self.sigma_collective_ci95_mS_cm else None),
+                "diffusive_regime_start_ps": g.start_ps,
+                "diffusive_regime_found": g.regime_found,
+                "D_ci95_pooled_starts_ps": g.starts_pooled_ps.tolist(),
+                "D_tracer_by_start": {"start_ps": g.grid_start_ps.tolist(), "D_cm2_s": g.grid_D_cm2_s.tolist(),
+                                      "std_cm2_s": g.grid_std_cm2_s.tolist()},
+            })
+        return out
+
+    def _summary_point(self) -> dict[str, float | None]:
         dx, dy, dz = (float(v) for v in self.D_axes_cm2_s)
         return {
             "D_tracer_cm2_s": self.tracer.D_cm2_s,
@@ -433,30 +693,33 @@ def analyse_transport(
     volume_A3: float,
     temperature_K: float | None = None,
     charge: float | None = None,
-    window: str = "half",
+    window: str = "gls",
     max_lag_fraction: float = 0.5,
     n_bootstrap: int = 200,
     n_blocks: int = 5,
     seed: int = 0,
+    gls_points: int = 200,
 ) -> TransportResult:
     """Tracer and collective diffusion, Haven ratio, conductivity, with uncertainties.
 
     Parameters
     ----------
-    pos : ndarray or array-like, shape (n, T, 3)
-        Unwrapped, drift-corrected positions of one mobile species, Å. Read
-        per ion block (``pos[s:e]``, ``pos.sum(0)``), so an
-        :class:`~iondiff_stream.io.positions_store.IonMajorView` of an
-        out-of-core store works; runs longer than ``2 * MAX_LAGS`` frames keep
-        ``MAX_LAGS`` evenly strided lags.
+    pos : ndarray, shape (n, T, 3)
+        Unwrapped, drift-corrected positions of one mobile species, Å.
     frame_dt_ps : float
     volume_A3 : float
     temperature_K, charge : float, optional
         Needed for conductivities.
-    window : {"half", "pymatgen"}
-        ``"half"``: lags up to ``max_lag_fraction`` of the run, unweighted line
-        over the second half of them. ``"pymatgen"``: pymatgen's
-        ``smoothed="max"`` window with 1/t weights (:func:`pymatgen_window`).
+    window : {"gls", "half", "pymatgen"}
+        ``"gls"`` (default): :func:`fit_diffusion_gls` on the tracer and the
+        collective MSD up to the end of the run, the start of the diffusive
+        regime chosen from the tracer MSD (the collective fit uses the same
+        start), 95 % intervals including the start choice. ``"half"``: lags up
+        to ``max_lag_fraction`` of the run, unweighted line over the second
+        half of them. ``"pymatgen"``: pymatgen's ``smoothed="max"`` window
+        with 1/t weights (:func:`pymatgen_window`).
+    gls_points : int
+        Most lags used by the GLS fit (evenly spaced; the covariance is dense).
     n_bootstrap : int
         Resamples of the ions for the D* uncertainty.
     n_blocks : int
@@ -465,28 +728,48 @@ def analyse_transport(
     n, T, _ = pos.shape
     if T < 8:
         raise AnalysisError(f"need at least 8 frames for transport, got {T}")
+    if window == "gls" and T < 24:
+        logger.info("%d frames: too short for the GLS fit, using the second half of the lags", T)
+        window = "half"
     if window == "pymatgen":
         idx = pymatgen_window(T, n, frame_dt_ps)
         max_lag = int(idx.max())
     elif window == "half":
         max_lag = max(4, int(T * max_lag_fraction))
         idx = np.arange((max_lag + 1) // 2, max_lag + 1)
+    elif window == "gls":
+        max_lag = T - 1
     else:
-        raise ValueError(f"window must be 'half' or 'pymatgen', got {window!r}")
+        raise ValueError(f"window must be 'gls', 'half' or 'pymatgen', got {window!r}")
     weighted = window == "pymatgen"
-    # long runs: keep at most MAX_LAGS evenly strided lags (per-ion MSDs stay small; the fit windows are unchanged)
-    stride = max(1, -(-(max_lag + 1) // MAX_LAGS))
-    lags = np.arange(0, max_lag + 1, stride)
-    if stride > 1:
-        idx = np.flatnonzero(np.isin(lags, idx))
-    per_ion = msd_ion_blocks(pos, max_lag, lags)
+    per_ion = msd_ion_blocks(pos, max_lag)  # per ion block: pos may be an out-of-core IonMajorView
     axes = per_ion.mean(0)
     msd = axes.sum(1)
-    com = pos.sum(0)  # (T, 3): the collective MSDs below need only the sum over ions
-    mscd = (msd_fft(com[None], max_lag)[0] / n)[lags].sum(1)
-    lag_ps = lags * frame_dt_ps
-    tr = fit_diffusion(lag_ps, msd, indices=idx, inverse_time_weights=weighted)
-    co = fit_diffusion(lag_ps, mscd, indices=idx, inverse_time_weights=weighted)
+    mscd, _ = collective_msd(pos, max_lag)
+    lag_ps = np.arange(max_lag + 1) * frame_dt_ps
+    g_tr = g_co = None
+    if window == "gls":
+        sel = np.unique(np.rint(np.linspace(1, max_lag, min(gls_points, max_lag))).astype(np.int64))
+        v_tr = squared_displacement_variance(pos, sel)
+        com = pos.sum(0, keepdims=True)
+        v_co = squared_displacement_variance(com, sel) / n**2
+        g_tr = fit_diffusion_gls(lag_ps[sel], msd[sel], v_tr, n, T, frame_dt_ps, seed=seed)
+        g_co = fit_diffusion_gls(lag_ps[sel], mscd[sel], v_co, 1, T, frame_dt_ps, start_ps=g_tr.start_ps, seed=seed)
+        # the collective interval pools the same starts as the tracer one
+        if len(g_tr.starts_pooled_ps) > 1:
+            pooled = [fit_diffusion_gls(lag_ps[sel], mscd[sel], v_co, 1, T, frame_dt_ps, start_ps=float(t0), seed=seed)
+                      for t0 in g_tr.starts_pooled_ps]
+            rng = np.random.default_rng(seed)
+            draws = np.concatenate([rng.normal(f.D_cm2_s, f.D_std_cm2_s, 20000) for f in pooled])
+            draws = draws[draws >= 0] if np.any(draws >= 0) else np.zeros(1)
+            g_co.ci95_cm2_s = tuple(float(x) for x in np.percentile(draws, [2.5, 97.5]))
+            g_co.starts_pooled_ps = g_tr.starts_pooled_ps
+        tr = g_tr.as_diffusion_fit()
+        co = g_co.as_diffusion_fit()
+        idx = np.arange(int(np.searchsorted(lag_ps, g_tr.start_ps - 1e-9)), max_lag + 1)
+    else:
+        tr = fit_diffusion(lag_ps, msd, indices=idx, inverse_time_weights=weighted)
+        co = fit_diffusion(lag_ps, mscd, indices=idx, inverse_time_weights=weighted)
     d_axes = np.array([fit_diffusion(lag_ps, axes[:, k], dim=1, indices=idx, inverse_time_weights=weighted).D_cm2_s
                        for k in range(3)])
     rng = np.random.default_rng(seed)
@@ -500,9 +783,9 @@ def analyse_transport(
     bl = T // n_blocks
     if n_blocks >= 2 and bl >= 8:
         for b in range(n_blocks):
-            seg = com[None, b * bl : (b + 1) * bl]
+            seg = pos[:, b * bl : (b + 1) * bl]
             ml = max(4, int(bl * max_lag_fraction))
-            m_b = (msd_fft(seg, ml)[0] / n).sum(1)
+            m_b, _ = collective_msd(seg, ml)
             blocks.append(fit_diffusion(np.arange(ml + 1) * frame_dt_ps, m_b).D_cm2_s)
     ds_std = float(np.std(blocks, ddof=1) / np.sqrt(len(blocks))) if len(blocks) > 1 else float("nan")
     hr = tr.D_cm2_s / co.D_cm2_s if co.D_cm2_s > 0 else float("nan")
@@ -511,7 +794,12 @@ def analyse_transport(
         s_ne = nernst_einstein_mS_cm(tr.D_cm2_s, n, volume_A3, temperature_K, charge)
         s_co = nernst_einstein_mS_cm(co.D_cm2_s, n, volume_A3, temperature_K, charge)
         s_ne_std = nernst_einstein_mS_cm(d_std, n, volume_A3, temperature_K, charge) if np.isfinite(d_std) else None
-    return TransportResult(lag_ps, msd, axes, mscd, tr, co, d_axes, d_std, ds_std, hr, s_ne, s_co, s_ne_std)
+    ci_ne = ci_co = None
+    if g_tr is not None and temperature_K is not None and charge is not None:
+        ci_ne = tuple(nernst_einstein_mS_cm(d, n, volume_A3, temperature_K, charge) for d in g_tr.ci95_cm2_s)
+        ci_co = tuple(nernst_einstein_mS_cm(d, n, volume_A3, temperature_K, charge) for d in g_co.ci95_cm2_s)
+    return TransportResult(lag_ps, msd, axes, mscd, tr, co, d_axes, d_std, ds_std, hr, s_ne, s_co, s_ne_std,
+                           g_tr, g_co, ci_ne, ci_co)
 
 
 def arrhenius_fit(temperatures_K: np.ndarray, values: np.ndarray, errors: np.ndarray | None = None) -> dict[str, float]:

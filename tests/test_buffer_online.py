@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 import pytest
-from sklearn.cluster import KMeans
 
 from iondiff_stream.buffer import FrameStoreReader, FrameStoreWriter
 from iondiff_stream.errors import StoreError, StoreMismatchError
@@ -137,34 +136,39 @@ def test_reader_reads_while_writer_writes_and_survives_kill9(tmp_path):
     assert last_printed + 1 - n <= 20 + 1  # lost at most one chunk (the documented bound)
 
 
-def test_online_centres_match_kmeans_on_stationary_data():
-    """On stationary data (fixed sites, ions hopping back and forth) the streaming centres equal
-    scikit-learn's KMeans centres of all frames to within 0.05 Å for centres visited >= 200 frames and
-    0.15 Å for any centre (the two differ in how transit frames are shared out: KMeans gives them to the
-    nearest centre, which pulls a briefly visited centre towards its neighbour)."""
-    run = make_run(n_frames=4000, n_cells=3, n_vacancies=6, sigma_A=0.15, hop_prob=2e-3, back_hop_prob=0.9,
-                   n_chains=0, seed=5)
+def test_online_sites_match_minibatch_kmeans_and_offline():
+    """The live sites are a mini-batch k-means of the pooled positions: on stationary data they agree with
+    scikit-learn's MiniBatchKMeans (initialised at the same sites, fed the in-core frames) and with the
+    offline site model to within 0.05 Å."""
+    from sklearn.cluster import MiniBatchKMeans
+
+    from iondiff_stream.hops import find_hops
+
+    run = make_run(n_frames=3000, n_cells=4, n_vacancies=8, sigma_A=0.15, hop_prob=2e-3, n_chains=0, seed=5)
     X = run.positions.transpose(1, 0, 2)
-    est = OnlineCentres()
+    est = OnlineCentres(dt_ps=0.05)
     for b in range(0, len(X), 100):
-        assert est.partial_fit(X[b:b + 100]) is est
-    checked = 0
-    for i in range(run.n_ions):
-        k = int(est.n_centres_[i])
-        km = KMeans(k, n_init=5, random_state=0).fit(run.positions[i])
-        ours = est.centres_[i, :k]
-        d = np.linalg.norm(ours[:, None, :] - km.cluster_centers_[None], axis=2)
-        well = est.counts_[i, :k] >= 200
-        assert d.min(1)[well].max(initial=0) < 0.05, (i, d.min(1))
-        assert d.min(1).max() < 0.15, (i, d.min(1))
-        checked += k > 1
-    assert checked >= 5
+        assert est.partial_fit(X[b:b + 100], box=run.box) is est
+    off = find_hops(run.positions, run.times_ps, box=run.box)
+    _, d_off = off.sites.nearest(est.sites_.sites_A)
+    assert est.sites_.n_sites == off.n_sites == len(run.sites)
+    assert d_off.max() < 0.05
+    # scikit-learn's streaming k-means on the same pooled in-core positions (wrapped around each site)
+    m = est.sites_
+    st = est.predict(X)
+    near = np.concatenate([m.sites_A[st[t][st[t] >= 0]] + m.minimum_image(X[t][st[t] >= 0] - m.sites_A[st[t][st[t] >= 0]])
+                           for t in range(len(X))])
+    km = MiniBatchKMeans(m.n_sites, init=m.sites_A, n_init=1, batch_size=4096, random_state=0, reassignment_ratio=0.0)
+    for b in range(0, len(near), 4096):
+        km.partial_fit(near[b:b + 4096])
+    d = np.linalg.norm(km.cluster_centers_ - m.sites_A, axis=1)
+    assert np.median(d) < 0.02 and d.max() < 0.05
 
 
 def test_online_live_hops_and_state_roundtrip(tmp_path):
     run = make_run(n_frames=2500, sigma_A=0.2, seed=1)
     X = run.positions.transpose(1, 0, 2)
-    est = OnlineCentres().partial_fit(X[:1200])
+    est = OnlineCentres(dt_ps=0.05).partial_fit(X[:1200], box=run.box)
     import zarr
 
     g = zarr.open_group(str(tmp_path / "st.zarr"), mode="w")
@@ -172,9 +176,10 @@ def test_online_live_hops_and_state_roundtrip(tmp_path):
     st = {k: g["online"][k][:] for k in g["online"].array_keys()}
     st["attrs"] = dict(g["online"].attrs)
     est2 = OnlineCentres.load(st)
-    est.partial_fit(X[1200:])
-    est2.partial_fit(X[1200:])
-    np.testing.assert_array_equal(est.centres_, est2.centres_)
+    est.partial_fit(X[1200:], box=run.box)
+    est2.partial_fit(X[1200:], box=run.box)
+    np.testing.assert_array_equal(est.sites_.sites_A, est2.sites_.sites_A)
+    np.testing.assert_array_equal(est.hops_, est2.hops_)
     rows = [dict(atom_index=h.ion, atom_id=h.ion + 1, ion=h.ion, start_frame=h.start_frame, end_frame=h.end_frame, start_time_ps=0.0,
                  end_time_ps=0.0, duration_ps=0.0, length_A=0.0, from_centre=h.from_centre, to_centre=h.to_centre,
                  from_x_A=0.0, from_y_A=0.0, from_z_A=0.0, to_x_A=0.0, to_y_A=0.0, to_z_A=0.0, open=False,
@@ -182,5 +187,10 @@ def test_online_live_hops_and_state_roundtrip(tmp_path):
     m = match_hops(run.events, HopTable.from_rows(rows), tol_frames=2)
     assert m["f1"] >= 0.95
     assert est.hops_.sum() == len(est.hop_log_)
+    # live = offline (same site model and hop rule)
+    from iondiff_stream.hops import find_hops
+
+    off = find_hops(run.positions, run.times_ps, box=run.box)
+    assert abs(int(est.hops_.sum()) - len(off.hops.closed())) <= 0.03 * len(off.hops.closed())
     with pytest.raises(ValueError, match="ions"):
         est.partial_fit(X[:3, :5])

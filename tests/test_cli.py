@@ -55,7 +55,8 @@ def test_analyze_outputs(dump_run):
     assert s["hop_frequency_per_ps"] == pytest.approx(len(run.events) / (run.n_ions * 1499 * 0.05), rel=0.05)
     g = zarr.open_group(str(out / "results.zarr"), mode="r")
     assert g["states"].shape == (run.n_ions, 1500)
-    assert g["centres_A"].attrs["units"] == "angstrom"
+    assert g["sites_A"].attrs["units"] == "angstrom"  # shared sites (default method)
+    assert s["method"] == "sites" and s["n_sites"] >= run.n_ions and 0.5 <= s["hop_msd_fraction"] <= 3
     assert g["hops/start_frame"].shape == (len(rows),)
     assert abs(g["msd/msd_A2"][0]) < 1e-12
 

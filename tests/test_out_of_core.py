@@ -54,10 +54,10 @@ def test_store_layout_and_values(both, synth):
 def test_hops_from_ion_blocks(both):
     mem, ooc = both
     params = HopParameters(seed=2)
-    a = find_hops(ooc.positions, ooc.times_ps, params)  # reads positions[:, i0:i1] from the store
-    b = find_hops(np.asarray(ooc.positions[:], dtype=np.float64), ooc.times_ps, params, ion_block=5)
-    assert np.array_equal(a.hops["start_frame"], b.hops["start_frame"]) and np.array_equal(a.k, b.k)
-    c = find_hops(mem.positions, mem.times_ps, params)
+    a = find_hops(ooc.positions, ooc.times_ps, params, layout="frame", box=ooc.box)  # reads [:, i0:i1] blocks
+    b = find_hops(np.asarray(ooc.positions[:], dtype=np.float64), ooc.times_ps, params, layout="frame", box=ooc.box)
+    assert np.array_equal(a.hops["start_frame"], b.hops["start_frame"]) and np.array_equal(a.states, b.states)
+    c = find_hops(mem.positions, mem.times_ps, params, layout="frame", box=mem.box)
     assert abs(len(c.hops) - len(a.hops)) <= 1 and len(a.hops) > 20
 
 
@@ -74,17 +74,11 @@ def test_transport_per_ion_block(both):
     assert a.collective.D_cm2_s == pytest.approx(b.collective.D_cm2_s, rel=1e-9)
 
 
-def test_strided_lags_match_full_msd(synth, monkeypatch):
-    import iondiff_stream.transport as tr
-
+def test_msd_by_ion_blocks_matches_full_msd(synth):
     x = synth.positions[:10]
     lags = np.arange(0, 1500, 7)
     assert np.allclose(msd_ion_blocks(x, 1499, lags, ion_block=3), msd_fft(x, 1499)[:, lags], rtol=1e-12, atol=1e-12)
-    full = analyse_transport(x, 0.05, 1000.0, n_bootstrap=10)
-    monkeypatch.setattr(tr, "MAX_LAGS", 200)  # force striding: 1501 lags -> every 8th
-    strided = analyse_transport(x, 0.05, 1000.0, n_bootstrap=10)
-    assert len(strided.lag_ps) < 200 < len(full.lag_ps)
-    assert strided.tracer.D_cm2_s == pytest.approx(full.tracer.D_cm2_s, rel=0.02)
+    assert np.allclose(msd_ion_blocks(x, 1499, ion_block=4), msd_fft(x, 1499), rtol=1e-12, atol=1e-12)
 
 
 def test_memory_bounded_by_budget(synth):
@@ -152,12 +146,13 @@ def test_ion_blocks_on_a_real_dask_cluster(both, synth, tmp_path):
     address, procs = _start_cluster(tmp_path)
     try:
         params = HopParameters(seed=2)
-        serial = find_hops(ooc.positions, ooc.times_ps, params)
-        dist = find_hops(ooc.positions, ooc.times_ps, params, client=address)  # workers read the Zarr store
+        kw = dict(layout="frame", box=ooc.box)
+        serial = find_hops(ooc.positions, ooc.times_ps, params, **kw)
+        dist = find_hops(ooc.positions, ooc.times_ps, params, client=address, **kw)  # workers read the Zarr store
         assert np.array_equal(dist.hops["start_frame"], serial.hops["start_frame"])
-        assert np.array_equal(dist.k, serial.k)
-        shipped = find_hops(mem.positions, mem.times_ps, params, client=address, ion_block=7)  # in-memory blocks
-        ref = find_hops(mem.positions, mem.times_ps, params)
+        assert np.array_equal(dist.states, serial.states)
+        shipped = find_hops(mem.positions, mem.times_ps, params, client=address, **kw)  # in-memory blocks shipped
+        ref = find_hops(mem.positions, mem.times_ps, params, **kw)
         assert np.array_equal(shipped.hops["end_frame"], ref.hops["end_frame"])
         # the command line, scheduler address given
         dump, data = str(tmp_path / "run.dump"), str(tmp_path / "run.data")

@@ -16,7 +16,7 @@ def test_stages_advance_one_bar():
         assert current() is rp
         data = collect_positions(u, "Li")
         assert rp.completed == pytest.approx(250.0)  # reading is a quarter of the weight
-        find_hops(data.positions, data.times_ps, HopParameters(seed=0), ion_block=5)
+        find_hops(data.positions, data.times_ps, HopParameters(seed=0), layout="frame", box=data.box)
         assert rp.completed == pytest.approx(1000.0)
     assert current() is None
     st = stage("anything", 10)  # outside a run: a no-op

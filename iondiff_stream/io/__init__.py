@@ -28,9 +28,9 @@ from typing import Any
 import MDAnalysis as mda
 import numpy as np
 from MDAnalysis.analysis.base import AnalysisBase
-from MDAnalysis.lib.mdamath import triclinic_vectors
-from MDAnalysis.guesser.tables import masses as _MASS_TABLE
 
+from ..elements import ELEMENTS, elements_from_masses
+from ..pbc import cell_matrix, minimum_image
 from ..errors import (
     InvalidCoordinatesError,
     SelectionError,
@@ -54,7 +54,7 @@ __all__ = [
     "guess_format",
 ]
 
-_ELEMENTS = {k.capitalize() for k in _MASS_TABLE if k.isalpha() and len(k) <= 2}
+_ELEMENTS = ELEMENTS
 
 
 def guess_format(path: str) -> str | None:
@@ -254,13 +254,8 @@ def _elements_of(ag: mda.AtomGroup) -> np.ndarray | None:
             ok = np.array([v in _ELEMENTS for v in vals], dtype=bool) & (out == "")
             out[ok] = vals[ok]
     if np.any(out == "") and hasattr(ag, "masses"):
-        table = {k.capitalize(): v for k, v in _MASS_TABLE.items() if k.capitalize() in _ELEMENTS}
-        syms, ms = np.array(list(table)), np.array(list(table.values()))
-        for i in np.flatnonzero(out == ""):
-            m = float(ag.masses[i])
-            j = int(np.argmin(np.abs(ms - m)))
-            if m > 0 and abs(ms[j] - m) <= 0.1:
-                out[i] = syms[j]
+        todo = np.flatnonzero(out == "")
+        out[todo] = elements_from_masses(np.asarray(ag.masses, float)[todo])
     if np.all(out == ""):
         return None
     return out
@@ -588,7 +583,7 @@ class UnwrappedPositions(AnalysisBase):
     def _min_image_slab(raw: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """Displacements (B, n, 3) with whole lattice translations removed, per frame's box (B, 6)."""
         if len(boxes) and np.all(boxes == boxes[0]):
-            h = triclinic_vectors(boxes[0]).astype(np.float64)
+            h = cell_matrix(boxes[0])
             frac = raw @ np.linalg.inv(h)
             return raw - np.rint(frac) @ h
         out = np.empty_like(raw)
@@ -598,14 +593,9 @@ class UnwrappedPositions(AnalysisBase):
 
     @staticmethod
     def _min_image(raw: np.ndarray, box: np.ndarray) -> np.ndarray:
-        """Frame-to-frame displacements (n, 3) with whole lattice translations removed.
-
-        Rounds fractional components, which is exact (in float64) whenever the
-        true displacement is shorter than half of every cell height.
-        """
-        h = triclinic_vectors(box).astype(np.float64)  # rows are lattice vectors
-        frac = np.linalg.solve(h.T, raw.T).T
-        return raw - np.rint(frac) @ h
+        """Frame-to-frame displacements (n, 3) with whole lattice translations removed
+        (:func:`iondiff_stream.pbc.minimum_image`)."""
+        return minimum_image(raw, box)
 
     def _conclude(self) -> None:
         self._flush()

