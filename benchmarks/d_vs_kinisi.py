@@ -5,7 +5,8 @@ start choice) and kinisi 2.x (``DiffusionAnalyzer.from_xdatcar`` + ``diffusion(s
 at the start we chose, and at kinisi's and our fit from a fixed 2 ps start; ratios of the interval widths.
 kinisi's example data (``example_XDATCAR.gz``) is the 50p run1 file used here.
 
-Run: ``python benchmarks/d_vs_kinisi.py [--full]`` (``--full`` adds the concatenated 70 ps runs of 0p/50p/100p).
+Run: ``python benchmarks/d_vs_kinisi.py [--full] [0p 100p ...]`` (``--full`` adds the concatenated 70 ps runs of
+0p/50p/100p; names select cases).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def ours(files: list[str], start_ps: float | None = None) -> dict:
     if start_ps is not None:
         from iondiff_stream.transport import fit_diffusion_gls, squared_displacement_variance
 
-        sel = np.unique(np.rint(np.linspace(1, len(tr.lag_ps) - 1, 200)).astype(int))
+        sel = np.unique(np.rint(np.linspace(1, len(tr.lag_ps) - 1, 1000)).astype(int))
         v = squared_displacement_variance(d.ion_major(), sel)
         f = fit_diffusion_gls(tr.lag_ps[sel], tr.msd_A2[sel], v, d.n_mobile, d.n_frames, 0.1, start_ps=start_ps)
         out["fixed_start"] = {"start_ps": start_ps, "D": f.D_cm2_s, "ci95": list(f.ci95_cm2_s)}
@@ -59,8 +60,11 @@ def kinisi_d(files: list[str], starts_ps: list[float]) -> dict:
 def main() -> None:
     warnings.simplefilter("ignore")
     cases = [("50p run1 (kinisi example)", ["50p/run1"])]
+    only = [a for a in sys.argv[1:] if not a.startswith("--")]
     if "--full" in sys.argv:
         cases += [(f"{c} run1-{k} (70 ps)", [f"{c}/run{i}" for i in range(1, k + 1)]) for c, k in RUNS.items()]
+    if only:
+        cases = [c for c in cases if any(c[0].startswith(o) for o in only)]
     rows = []
     for name, runs in cases:
         files = [os.path.join(BASE, r, "actual_XDATCAR.gz") for r in runs]

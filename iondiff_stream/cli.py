@@ -67,6 +67,8 @@ def analyze(
     from .hops import HopParameters
 
     _setup_logging(verbose)
+    if method not in ("sites", "silhouette"):
+        raise typer.BadParameter(f"--method must be 'sites' or 'silhouette', got {method!r}")
     params = HopParameters(method=method, k_max=k_max, silhouette_threshold=silhouette_threshold, seed=seed)
     run = analyze_run(
         [str(t) for t in trajectories],

@@ -529,7 +529,8 @@ def concert_null(
     n_draws : int, optional
         Overrides ``params.n_shuffle``.
     max_nnz : int
-        Bound on stored signal values per batch of draws (memory).
+        Bound on stored signal values and on correlated pairs per batch of
+        draws (memory: ~100 bytes each).
 
     Returns
     -------
@@ -553,7 +554,9 @@ def concert_null(
     ion_idx = ion_idx.ravel()
     n_ion = int(ion_idx.max()) + 1 if n else 0
     sig_len = (dur + 2 * (np.ceil(params.truncate * np.maximum(dur, 1) / _FWHM) + 1)).sum() if n else 0
-    per_batch = int(max(1, min(n_draws, max_nnz // max(int(sig_len), 1))))
+    # bound both the signal matrix and the pair matrix (about as many pairs per draw as observed) per batch
+    n_pairs = int(observed.corr.nnz) if observed.corr is not None else 0
+    per_batch = int(max(1, min(n_draws, max_nnz // max(int(sig_len), 1), max_nnz // max(2 * n_pairs, 1))))
     fracs, means, hists, mechs = [], [], [], []
     for b0 in range(0, n_draws, per_batch):
         k = min(per_batch, n_draws - b0)

@@ -846,7 +846,7 @@ def write_figures(out: str, rows: Sequence[dict[str, Any]], hists: Sequence[Sequ
 
 SHOWN = ["temperature_K", "D_tracer_cm2_s", "haven_ratio", "n_hops", "hop_length_mean_A", "hop_duration_mean_ps",
          "hop_frequency_per_ps", "mean_correlated_ions", "mean_phonon_freq_THz", "heat_capacity_kB_per_atom",
-         "vib_entropy_kB_per_atom", "lindemann_ratio", "T_kinetic_K_all", "vdos_source", "nyquist_THz"]
+         "vib_entropy_kB_per_atom", "lindemann_ratio", "T_kinetic_over_T", "vdos_source", "nyquist_THz"]
 
 
 def write_html(out: str, entries: Sequence[RunEntry], result: DatabaseResult) -> str:
@@ -881,6 +881,17 @@ def write_html(out: str, entries: Sequence[RunEntry], result: DatabaseResult) ->
         parts.append("<h2>Failed runs</h2><ul>")
         parts += [f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in result.failures.items()]
         parts.append("</ul>")
+    flagged = []
+    for r in rows:
+        ratio = _as_float(r.get("T_kinetic_over_T"))
+        near = _as_float(r.get("vdos_weight_near_nyquist"))
+        if (np.isfinite(ratio) and abs(ratio - 1) > 0.25) or (np.isfinite(near) and near > 0.01):
+            flagged.append(f"<li><b>{html.escape(r['name'])}</b>: the spectrum carries T_kin/T = {ratio:.2f}, "
+                           f"{100 * near:.1f}% of the modes near the Nyquist frequency {fmt(r.get('nyquist_THz', ''))} THz"
+                           "</li>")
+    if flagged:
+        parts.append("<h2>Vibrational descriptors not to be trusted</h2><p>Frames too far apart (the spectrum is cut "
+                     "at the Nyquist frequency) or processed coordinates:</p><ul>" + "".join(flagged) + "</ul>")
     cols = [c for c in SHOWN if rows and c in rows[0]]
     parts.append("<h2>Runs</h2><table><tr><th>name</th><th>material</th><th>class</th>"
                  + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>")

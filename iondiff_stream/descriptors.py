@@ -93,6 +93,7 @@ from typing import Any
 import numpy as np
 
 from .errors import AnalysisError, TrajectoryFormatError
+from .pbc import minimum_image
 from .units import A2_PER_PS_TO_CM2_PER_S, KB_EV_PER_K
 
 logger = logging.getLogger(__name__)
@@ -539,8 +540,6 @@ def read_all_atoms(
     TimestepError
         Frame times unknown or not evenly spaced.
     """
-    from MDAnalysis.lib.mdamath import triclinic_vectors
-
     from .errors import InvalidCoordinatesError, TimestepError
     from .io import guess_format, load_universe
     from .units import lammps_factors
@@ -579,10 +578,7 @@ def read_all_atoms(
             pos[:, i] = x
             box0 = box
         else:
-            h = triclinic_vectors(box).astype(np.float64)
-            d = x - prev
-            d -= np.rint(np.linalg.solve(h.T, d.T).T) @ h
-            pos[:, i] = pos[:, i - 1] + d
+            pos[:, i] = pos[:, i - 1] + minimum_image(x - prev, box)
         prev = x
         if vel is not None:
             vel[:, i] = ts.velocities * vel_scale

@@ -219,12 +219,14 @@ class HopTable:
 
     Columns: ``atom_index`` (0-based atom index in the trajectory), ``atom_id``
     (the atom's id in the file, e.g. the LAMMPS tag), ``ion``
-    (0-based index among the mobile ions), ``start_frame``, ``end_frame``,
+    (0-based index among the mobile ions), ``start_frame`` (last frame in the
+    origin's core), ``end_frame`` (first frame in the destination's core),
     ``start_time_ps``, ``end_time_ps``, ``duration_ps``, ``length_A`` (distance
-    between the two centres), ``from_centre``/``to_centre`` (centre indices of
-    that ion), ``from_{x,y,z}_A``/``to_{x,y,z}_A`` (unwrapped centre
-    positions), ``open`` (still in transit at the end of the run),
-    ``back_hop`` (returns to the centre the previous hop of the ion left).
+    between the two sites/centres), ``from_centre``/``to_centre`` (shared site
+    indices for the ``"sites"`` method, per-ion centre indices for
+    ``"silhouette"``), ``from_{x,y,z}_A``/``to_{x,y,z}_A`` (unwrapped site
+    positions: the image next to the ion), ``open`` (still in transit at the end
+    of the run), ``back_hop`` (returns to the site the previous hop of the ion left).
     """
 
     columns: dict[str, np.ndarray]

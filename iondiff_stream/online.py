@@ -169,6 +169,7 @@ class OnlineCentres:
         self._warm: list[np.ndarray] = []
         self._warm_t: list[float] = []
         self._hist: list[np.ndarray] = []
+        self._pending: list[np.ndarray] = []
         self._since_refresh = 0
 
     # ------------------------------------------------------------------
@@ -234,7 +235,9 @@ class OnlineCentres:
         # pooled short-time averages keep feeding the site density; sites are re-learnt from it now and then
         if not getattr(self, "_replaying", False):  # warm-up frames are in the density already
             self._ring[t % self._w_avg] = x
-            self._density.add(self._ring.mean(0))
+            self._pending.append(self._ring.mean(0))
+            if len(self._pending) >= 64:  # one histogram update per batch of frames (cheaper)
+                self._flush_density()
             self._hist.append(x.copy())
         self._enter(np.flatnonzero(inc), k[inc], t)
         if self.relearn and not getattr(self, "_replaying", False) and len(self._hist) >= self.relearn:
@@ -282,6 +285,11 @@ class OnlineCentres:
 
     _SNAP = ("current_", "_cur_last", "_cand", "_cand_first", "_cand_last", "hops_", "n_centres_", "in_transit_")
 
+    def _flush_density(self) -> None:
+        if getattr(self, "_pending", None):
+            self._density.add(np.asarray(self._pending))
+        self._pending = []
+
     def _snapshot(self) -> None:
         self._snap = {k: np.array(getattr(self, k)) for k in self._SNAP}
         self._snap_log = len(self.hop_log_)
@@ -305,6 +313,7 @@ class OnlineCentres:
         if self.sites_ is None or not hasattr(self, "_snap"):
             return self
         m = self.sites_
+        self._flush_density()
         try:
             found = self._density.sites()
         except Exception:  # noqa: BLE001 - no peak yet: keep the sites
@@ -372,6 +381,7 @@ class OnlineCentres:
             st["snap_log"] = np.array([self._snap_log])
             st["snap_visited"] = np.array(sorted(self._snap_visited), dtype=np.int64).reshape(-1, 2)
         if self.sites_ is not None:
+            self._flush_density()
             st["sites"] = self.sites_.sites_A
             st["site_weight"] = self.sites_.weight
             st["site_box"] = self.sites_.box

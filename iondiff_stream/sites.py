@@ -75,14 +75,12 @@ def find_sites(centres: np.ndarray, box: np.ndarray, cutoff_A: float = 1.0, weig
     d = self_distance_array(c, box=np.asarray(box, np.float32))
     lab = fcluster(linkage(d, method="average"), t=cutoff_A, criterion="distance")
     w = np.ones(len(c)) if weights is None else np.asarray(weights, float)
-    h = _h(box)
     out = []
     for k in np.unique(lab):
         members = c[lab == k]
         ref = members[0]
-        f = (members - ref) @ np.linalg.inv(h)
-        f -= np.rint(f)  # unwrap around the first member
-        out.append(ref + np.average(f @ h, axis=0, weights=w[lab == k]))
+        d = minimum_image(members - ref, box)  # unwrap around the first member
+        out.append(ref + np.average(d, axis=0, weights=w[lab == k]))
     return _wrap(np.array(out), box)
 
 
@@ -141,14 +139,10 @@ def align_reference(
     b32 = np.asarray(box, np.float32)
     if tol_A is None:
         tol_A = 0.5 * float(self_distance_array(ra, box=b32).min()) if len(ra) > 1 else 1.0
-    h = _h(box)
-    hinv = np.linalg.inv(h)
-
     def residuals(shift: np.ndarray) -> np.ndarray:
         moved = _wrap(ra + shift, box)
         j = distance_array(ta, moved, box=b32).argmin(1)
-        f = (ta - moved[j]) @ hinv
-        return (f - np.rint(f)) @ h
+        return minimum_image(ta - moved[j], box)
 
     best, best_rms, best_max = None, np.inf, np.inf
     for r in ra:

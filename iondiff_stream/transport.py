@@ -386,7 +386,7 @@ def fit_diffusion_gls(
     frame_dt_ps: float,
     dim: int = 3,
     start_ps: float | None = None,
-    n_starts: int = 16,
+    n_starts: int = 12,
     min_points: int = 8,
     seed: int = 0,
 ) -> GLSFit:
@@ -698,7 +698,7 @@ def analyse_transport(
     n_bootstrap: int = 200,
     n_blocks: int = 5,
     seed: int = 0,
-    gls_points: int = 200,
+    gls_points: int = 700,
 ) -> TransportResult:
     """Tracer and collective diffusion, Haven ratio, conductivity, with uncertainties.
 
@@ -719,7 +719,9 @@ def analyse_transport(
         half of them. ``"pymatgen"``: pymatgen's ``smoothed="max"`` window
         with 1/t weights (:func:`pymatgen_window`).
     gls_points : int
-        Most lags used by the GLS fit (evenly spaced; the covariance is dense).
+        Most lags used by the GLS fit (all lags up to this many, else evenly spaced; the covariance is dense,
+        O(gls_points³) per start). Where the MSD is not linear the GLS result depends on the lag sampling
+        (as kinisi's does on its start): with all lags it is kinisi's.
     n_bootstrap : int
         Resamples of the ions for the D* uncertainty.
     n_blocks : int

@@ -51,7 +51,7 @@ def test_hook_stores_every_frame(hooked_run):
     # unwrapped with the image flags: no jump between consecutive frames
     assert np.abs(np.diff(data["positions"], axis=0)).max() < 3.0
     st = r.online_state()
-    assert st is not None and int(st["attrs"]["n_frames_seen"]) == 400
+    assert st is not None and int(st["attrs"]["n_frames_seen"]) == 401  # every frame given to the live estimator
 
 
 def test_store_and_dump_give_the_same_hops(hooked_run, tmp_path):
