@@ -104,6 +104,7 @@ def summarise(
     temperature_K: float | None = None,
     charge: float | None = None,
     correlation_params: CorrelationParameters | None = None,
+    correlations: bool = True,
 ) -> RunAnalysis:
     """Residences, transport and correlations of an analysed run, and its summary numbers.
 
@@ -122,6 +123,8 @@ def summarise(
     charge : float, optional
         Ionic charge (e); default from the element (Li/Na +1, F -1, O -2, ...).
     correlation_params : CorrelationParameters, optional
+    correlations : bool
+        Compute the concerted-hop groups (the costliest step on runs with many hops).
 
     Returns
     -------
@@ -141,7 +144,7 @@ def summarise(
         tr = analyse_transport(data.ion_major(), data.timestep_ps, data.volume_A3, temperature_K, charge,
                                max_lag_fraction=max_lag_fraction)
     corr = None
-    if T >= 2 and total_ps > 0:
+    if correlations and T >= 2 and total_ps > 0:
         corr = concerted_groups(hops.hops, T, data.n_mobile, total_ps, data.box, correlation_params)
     run = RunAnalysis(data, hops, res, tr, corr)
     run.summary = _summary(run, temperature_K, charge, metastable_distance_A)
@@ -207,6 +210,9 @@ def _summary(run: RunAnalysis, temperature_K: float | None, charge: float | None
     if tr is not None:
         s.update({k: (_finite(v) if isinstance(v, float) else v) for k, v in tr.summary().items()})
         s["D_tracer_stderr_cm2_s"] = tr.tracer.stderr_cm2_s
+        from .results import _mark_collective
+
+        _mark_collective(s)  # D_sigma <= 0 or its 95 % interval reaching 0: null, status and interval
     else:
         s["D_tracer_cm2_s"] = None
     if run.correlations is not None:
@@ -268,6 +274,8 @@ def analyze_run(
     memory_budget: Any = None,
     out_of_core: bool | None = None,
     scheduler: Any = None,
+    allow_discontinuities: bool = False,
+    force_timestep: bool = False,
 ) -> RunAnalysis:
     """Analyse one run (one or several consecutive files) end to end.
 
@@ -310,6 +318,10 @@ def analyze_run(
     scheduler : str or distributed.Client, optional
         Dask scheduler address (e.g. ``"tcp://10.0.0.1:8786"``) or client: one
         task per ion block of the per-ion work.
+    allow_discontinuities, force_timestep : bool
+        Analyse a run with repeated frames or jumps between frames / with a
+        ``timestep_ps`` contradicting the file's times, with a warning
+        (see :func:`iondiff_stream.io.collect_positions`).
 
     Returns
     -------
@@ -321,6 +333,8 @@ def analyze_run(
     from .progress import RunProgress, run_weights, stage
 
     params = params or HopParameters()
+    if n_jobs < 0:
+        n_jobs = os.cpu_count() or 1
     u = load_universe(trajectories, topology, **(reader_kwargs or {}))
     ag = select_mobile(u, mobile)
     budget = memory_budget if isinstance(memory_budget, MemoryBudget) or memory_budget is None \
@@ -344,6 +358,8 @@ def analyze_run(
             out_of_core=out_of_core,
             store_path=store_path,
             n_workers=max(1, n_jobs),
+            allow_discontinuities=allow_discontinuities,
+            force_timestep=force_timestep,
         )
         if out_dir is not None and not data.out_of_core and os.path.isdir(store_path):
             import shutil
@@ -367,14 +383,14 @@ def analyze_run(
 
 def _reference_sites(path: str, species: set[str], box: np.ndarray) -> np.ndarray:
     """Sites of ``species`` in a structure file, in the run's (canonical) cell orientation."""
-    import ase.io
+    from .io.readers import read_structure
     from MDAnalysis.lib.mdamath import triclinic_vectors
 
     from .errors import SelectionError, TrajectoryFileNotFoundError
 
     if not os.path.exists(path):
         raise TrajectoryFileNotFoundError(f"reference structure not found: {path}")
-    atoms = ase.io.read(path)
+    atoms = read_structure(path)
     mask = np.isin(atoms.get_chemical_symbols(), sorted(species))
     if not mask.any():
         raise SelectionError(f"reference structure {path} has no sites of {sorted(species)}")

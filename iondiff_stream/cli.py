@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Annotated, Optional
 
 import typer
@@ -16,8 +17,27 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ionic hops, 
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the Python traceback of a failure.")] = False,
+) -> None:
     """iondiff-stream: which ions hop, when, where to, and how many hop together."""
+
+
+def _nonzero(value: int, flag: str) -> int:
+    if value == 0:
+        raise typer.BadParameter("0 has no meaning: give a number of processes, or -1 for all cores", param_hint=flag)
+    return value
+
+
+def _pairs(values: Optional[list[str]], flag: str) -> dict[str, str]:
+    """``NAME=VALUE`` options as a dict; a value without ``=`` is a usage error naming the option."""
+    out: dict[str, str] = {}
+    for v in values or []:
+        if "=" not in v:
+            raise typer.BadParameter(f"{v!r} is not NAME=VALUE", param_hint=flag)
+        k, val = v.split("=", 1)
+        out[k] = val
+    return out
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -39,15 +59,18 @@ def analyze(
     ] = None,
     no_drift: Annotated[bool, typer.Option("--no-drift-removal", help="Keep framework drift.")] = False,
     reference: Annotated[Optional[Path], typer.Option("--reference", help="Reference structure for metastable sites.")] = None,
-    temperature: Annotated[Optional[float], typer.Option("--temperature", help="Temperature, K (conductivity).")] = None,
+    temperature: Annotated[
+        Optional[float], typer.Option("--temperature", min=0.0, help="Temperature, K (conductivity).")
+    ] = None,
     charge: Annotated[Optional[float], typer.Option("--charge", help="Ionic charge, e (default from element).")] = None,
-    percentile: Annotated[float, typer.Option(help="Null percentile for concerted hops.")] = 95.0,
+    percentile: Annotated[float, typer.Option(min=0.0, max=100.0, help="Null percentile for concerted hops.")] = 95.0,
     method: Annotated[str, typer.Option("--method", help="Hop method: 'sites' (shared sites, core-to-core; default) "
                                         "or 'silhouette' (the published per-ion k-means procedure).")] = "sites",
-    k_max: Annotated[int, typer.Option(help="Largest K tried per ion (silhouette method).")] = 10,
-    silhouette_threshold: Annotated[float, typer.Option(help="K=1 below this best silhouette (silhouette method).")] = 0.7,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Dask worker processes (LocalCluster) for the per-ion work.")] = 1,
+    k_max: Annotated[int, typer.Option(min=2, help="Largest K tried per ion (silhouette method).")] = 10,
+    silhouette_threshold: Annotated[float, typer.Option(min=-1.0, max=1.0, help="K=1 below this best silhouette (silhouette method).")] = 0.7,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed.")] = 0,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", callback=lambda v: _nonzero(v, "--jobs"),
+                                      help="Dask worker processes (LocalCluster) for the per-ion work (-1: all cores).")] = 1,
     scheduler: Annotated[
         Optional[str], typer.Option("--scheduler", help="Dask scheduler address (tcp://HOST:PORT) for the per-ion work.")
     ] = None,
@@ -60,15 +83,30 @@ def analyze(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
     with_report: Annotated[bool, typer.Option("--report", help="Also write the figures and report.html.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Reuse a non-empty --out: replace a previous analysis's outputs there.")
+    ] = False,
+    allow_truncated: Annotated[
+        bool, typer.Option("--allow-truncated", help="Drop an incomplete last frame (killed run) instead of failing.")
+    ] = False,
+    allow_discontinuities: Annotated[
+        bool, typer.Option("--allow-discontinuities",
+                           help="Analyse despite repeated frames or jumps between frames (files out of order).")
+    ] = False,
+    force_timestep: Annotated[
+        bool, typer.Option("--force-timestep", help="Use --timestep-ps even where it contradicts the file's times.")
+    ] = False,
 ) -> None:
     """Detect hops and compute transport for one run; write hops.csv, summary.json, results.zarr."""
     from .analyze import analyze_run
     from .correlations import CorrelationParameters
     from .hops import HopParameters
+    from .results import prepare_output_dir
 
     _setup_logging(verbose)
     if method not in ("sites", "silhouette"):
         raise typer.BadParameter(f"--method must be 'sites' or 'silhouette', got {method!r}")
+    prepare_output_dir(str(out), overwrite=overwrite)
     params = HopParameters(method=method, k_max=k_max, silhouette_threshold=silhouette_threshold, seed=seed)
     run = analyze_run(
         [str(t) for t in trajectories],
@@ -88,11 +126,14 @@ def analyze(
         memory_budget=memory_budget,
         out_of_core=out_of_core,
         scheduler=scheduler,
+        reader_kwargs={"allow_truncated": True} if allow_truncated else None,
+        allow_discontinuities=allow_discontinuities,
+        force_timestep=force_timestep,
     )
     s = run.summary
     keys = ["n_frames", "n_mobile", "timestep_ps", "method", "n_sites", "n_hops", "n_diffusive_ions", "mean_hop_length_A",
             "mean_hop_duration_ps", "hop_frequency_per_ps", "mean_residence_time_ps", "D_tracer_cm2_s",
-            "D_sigma_cm2_s", "haven_ratio", "sigma_NE_mS_cm", "mean_correlated_ions", "hop_msd_fraction", "warnings"]
+            "D_sigma_cm2_s", "D_sigma_status", "D_sigma_interval_cm2_s", "haven_ratio", "sigma_NE_mS_cm", "mean_correlated_ions", "hop_msd_fraction", "warnings"]
     typer.echo(json.dumps({k: s.get(k) for k in keys}, indent=2))
     typer.echo(f"results in {out}/ (hops.csv, summary.json, results.zarr)")
     if with_report:
@@ -108,9 +149,9 @@ def run(
     script: Annotated[Path, typer.Argument(help="LAMMPS input script (unmodified).")],
     mobile: Annotated[str, typer.Option("--mobile", help="Mobile ions: element (types guessed from masses) or 'type N'.")],
     store: Annotated[Path, typer.Option("--store", help="Zarr store to write (appended to on restart).")],
-    every: Annotated[int, typer.Option("--every", help="Steps between stored frames.")] = 10,
+    every: Annotated[int, typer.Option("--every", min=1, help="Steps between stored frames.")] = 10,
     capacity: Annotated[Optional[int], typer.Option(help="Ring size in frames (default: keep all).")] = None,
-    chunk_frames: Annotated[int, typer.Option(help="Frames per Zarr chunk.")] = 100,
+    chunk_frames: Annotated[int, typer.Option(min=1, help="Frames per Zarr chunk.")] = 100,
     var: Annotated[Optional[list[str]], typer.Option("--var", help="LAMMPS variable NAME=VALUE (or -var NAME VALUE).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose")] = False,
 ) -> None:
@@ -118,7 +159,7 @@ def run(
     from lammps_hooks.run_script import run_script
 
     _setup_logging(verbose)
-    variables = dict(v.split("=", 1) for v in (var or []))
+    variables = _pairs(var, "--var")
     extra = list(ctx.args)
     while extra:
         if extra[0] in ("-var", "-v") and len(extra) >= 3:
@@ -137,7 +178,7 @@ def listen(
     store: Annotated[Path, typer.Option("--store", help="Zarr store to write.")],
     topology: Annotated[Path, typer.Option("--topology", help="LAMMPS data file of the same system.")],
     mobile: Annotated[str, typer.Option("--mobile", help="Mobile ions: element or 'type N'.")],
-    max_frames: Annotated[Optional[int], typer.Option(help="Stop after this many frames.")] = None,
+    max_frames: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many frames.")] = None,
     units: Annotated[str, typer.Option(help="LAMMPS unit style of the simulation.")] = "metal",
 ) -> None:
     """Receive frames from LAMMPS over IMDv3 and store them (with live centres)."""
@@ -153,7 +194,7 @@ def monitor(
     store: Annotated[Path, typer.Argument(help="Zarr store being written by 'run' or the hook.")],
     once: Annotated[bool, typer.Option("--once", help="Print one status and exit.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
-    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 2.0,
+    interval: Annotated[float, typer.Option(min=0.05, help="Seconds between refreshes.")] = 2.0,
 ) -> None:
     """Live view of a running simulation: frames, speed, MSD and D, ions in transit, hops."""
     from .monitor import status, watch
@@ -178,11 +219,14 @@ def sites(
     out: Annotated[Path, typer.Option("--out", help="Write sites.json here (a file).")],
     topology: Annotated[Optional[Path], typer.Option("--topology")] = None,
     timestep_ps: Annotated[Optional[float], typer.Option("--timestep-ps")] = None,
+    md_timestep_ps: Annotated[
+        Optional[float], typer.Option("--md-timestep-ps", help="MD timestep (LAMMPS dumps: frame time = step x this).")
+    ] = None,
     reference: Annotated[Optional[Path], typer.Option("--reference", help="Structure with labelled sites.")] = None,
     label: Annotated[Optional[list[str]], typer.Option("--label", help="SPECIES=TYPE for reference sites.")] = None,
     default_label: Annotated[str, typer.Option(help="Type of unlabelled holes.")] = "other",
     anchor: Annotated[Optional[str], typer.Option(help="Species aligning the reference, e.g. P.")] = None,
-    window_ps: Annotated[float, typer.Option(help="Window for concerted modes, ps.")] = 1.0,
+    window_ps: Annotated[float, typer.Option(min=0.0, help="Window for concerted modes, ps.")] = 1.0,
     align_tol: Annotated[Optional[float], typer.Option("--align-tol", help="Largest anchor residual after the "
                          "reference alignment, Å (default: half the shortest anchor-anchor distance).")] = None,
     match_tol: Annotated[Optional[float], typer.Option("--match-tol", help="Reference site to hole centre distance "
@@ -192,9 +236,10 @@ def sites(
     from .sites import analyse_sites
 
     _setup_logging(False)
-    labels = dict(v.split("=", 1) for v in (label or []))
+    labels = _pairs(label, "--label")
     res = analyse_sites([str(t) for t in trajectories], mobile, framework, topology=str(topology) if topology else None,
-                        timestep_ps=timestep_ps, reference=str(reference) if reference else None, labels=labels,
+                        timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps,
+                        reference=str(reference) if reference else None, labels=labels,
                         default_label=default_label, anchor=anchor, window_ps=window_ps, align_tol_A=align_tol,
                         match_tol_A=match_tol)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -229,7 +274,11 @@ def arrhenius(
     from .report import arrhenius_across_runs
 
     _setup_logging(verbose)
-    temps = [float(t) for t in temperatures.split(",")] if temperatures else None
+    try:
+        temps = [float(t) for t in temperatures.split(",")] if temperatures else None
+    except ValueError:
+        raise typer.BadParameter(f"{temperatures!r} is not a comma-separated list of numbers (K)",
+                                 param_hint="'--temperatures'") from None
     res = arrhenius_across_runs([str(r) for r in runs], temps, str(plot) if plot else None)
     typer.echo(json.dumps(res, indent=2))
 
@@ -261,13 +310,103 @@ def database(
         typer.echo(f"{len(res.failures)} run(s) failed (listed in {out}/failures.json); re-run to retry them", err=True)
 
 
-def main() -> None:
-    """Entry point: run the app and turn package errors into a one-line message and exit code 2."""
+def _one_line(exc: BaseException) -> str:
+    """At most two lines: what went wrong (package errors already name the file, frame or option)."""
+    text = str(exc).strip() or type(exc).__name__
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return "\n  ".join(lines[:2]) + (" ..." if len(lines) > 2 else "")
+
+
+def _describe(exc: BaseException, args: Sequence[str] = ()) -> str:
+    """One or two lines for an exception that reached the command line, naming it when it is not ours.
+
+    Errors from other libraries do not know which file they were reading: the
+    command and the existing paths among its arguments are named instead.
+    """
+    import os
+
+    if isinstance(exc, IonDiffStreamError):
+        return _one_line(exc)
+    paths = [a for a in args if not a.startswith("-") and os.path.exists(a)][:3]
+    where = " ".join(([args[0]] if args else []) + paths)
+    text = str(exc).lower()
+    if "decompress" in text or "checksum" in text or "crc" in text:
+        return f"{where}: corrupt data ({type(exc).__name__}: {_one_line(exc)}); a damaged file or store chunk"
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        return f"file not found: {exc.filename}"
+    if isinstance(exc, PermissionError) and exc.filename:
+        return f"permission denied: {exc.filename}"
+    if isinstance(exc, MemoryError):
+        return "out of memory (try fewer frames, --jobs 1, or a machine with more RAM)"
+    if isinstance(exc, OSError):
+        return _one_line(exc)
+    name = type(exc).__name__
+    mod = type(exc).__module__
+    if mod.startswith("lammps") or str(exc).lstrip().startswith("ERROR"):
+        return f"LAMMPS: {_one_line(exc)}"
+    return f"{where + ': ' if where else ''}{name}: {_one_line(exc)} (run with --debug for the traceback)"
+
+
+def _split_debug(args: list[str]) -> tuple[list[str], bool]:
+    """Remove ``--debug`` (anywhere before a ``--``) from the arguments; env IONDIFF_STREAM_DEBUG=1 also sets it."""
+    import os
+
+    debug = os.environ.get("IONDIFF_STREAM_DEBUG", "").lower() in ("1", "true", "yes")
+    out: list[str] = []
+    for i, a in enumerate(args):
+        if a == "--":
+            out.extend(args[i:])
+            break
+        if a == "--debug":
+            debug = True
+        else:
+            out.append(a)
+    return out, debug
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Entry point: every failure becomes one or two lines on stderr and a non-zero exit status.
+
+    Exit status: 0 success, 1 unexpected failure, 2 bad input or usage (package errors, click usage
+    errors), 130 interrupted. ``--debug`` (anywhere on the command line) re-raises with the traceback.
+    """
+    args, debug = _split_debug(list(sys.argv[1:] if argv is None else argv))
+    if not debug:
+        # a reader that failed half-built can complain again at garbage collection; one message is enough
+        sys.unraisablehook = lambda u: logging.getLogger(__name__).debug("ignored: %s", u.exc_value)
+    cmd = typer.main.get_command(app)
+    code = 0
     try:
-        app()
-    except IonDiffStreamError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        rv = cmd.main(args=args, prog_name="iondiff-stream", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
+    except typer.Exit as exc:  # pragma: no cover - returned, not raised, in non-standalone mode
+        code = exc.exit_code
+    except typer.TyperException as exc:  # usage errors: bad option, missing argument, bad value
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:  # pragma: no cover
+            typer.echo(f"error: {exc.format_message()}", err=True)
+        code = exc.exit_code
+    except typer.Abort as exc:
+        cause = exc.__cause__ or exc.__context__
+        if debug and cause is not None:
+            raise cause
+        if isinstance(cause, EOFError):
+            typer.echo(f"error: unexpected end of input: {_one_line(cause)}", err=True)
+            code = 2
+        else:
+            typer.echo("aborted", err=True)
+            code = 1
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        code = 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns failures into messages
+        if debug:
+            raise
+        typer.echo(f"error: {_describe(exc, args)}", err=True)
+        code = 2 if isinstance(exc, IonDiffStreamError) else 1
+    sys.exit(code)
 
 
 if __name__ == "__main__":

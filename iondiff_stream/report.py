@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import AnalysisError, TrajectoryFileNotFoundError
+from .errors import AnalysisError, SelectionError
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,8 @@ def make_report(out_dir: str, ion: int | None = None) -> list[str]:
     closed = ~hops["open"] if len(hops["ion"]) else np.zeros(0, bool)
     if ion is None:
         ion = int(np.bincount(hops["ion"], minlength=n_ions).argmax()) if len(hops["ion"]) else 0
+    elif not 0 <= ion < n_ions:
+        raise SelectionError(f"ion (--ion) {ion} is not a mobile-ion index of {out_dir}: use 0..{n_ions - 1}")
     if "positions_A" in g:
         from .results import ion_centres
 
@@ -108,6 +110,7 @@ def make_report(out_dir: str, ion: int | None = None) -> list[str]:
                                                     "group_size_fit_excess_over_null", "pair_mechanisms_p_value",
                                                     "null_pair_mechanisms_mean", "D_tracer_ci95_cm2_s",
                                                     "D_sigma_ci95_cm2_s", "sigma_NE_ci95_mS_cm")
+        or "_interval_" in k
     )
     imgs = "".join(f'<figure><img src="{os.path.basename(p)}" style="max-width:100%"><figcaption>'
                    f"{os.path.basename(p)}</figcaption></figure>" for p in written)
@@ -146,6 +149,8 @@ def arrhenius_across_runs(
     """
     from .transport import arrhenius_fit
 
+    if len(out_dirs) < 2:
+        raise AnalysisError(f"an Arrhenius fit needs runs at 2 or more temperatures, got {len(out_dirs)} run(s)")
     sums = [_load(d)[0] for d in out_dirs]
     if temperatures_K is None:
         temperatures_K = [s.get("temperature_K") for s in sums]

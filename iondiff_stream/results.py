@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import StoreError, TrajectoryFileNotFoundError
+from .errors import StoreError, TrajectoryFileNotFoundError, TrajectoryFormatError
 
 if TYPE_CHECKING:
     from .analyze import RunAnalysis
@@ -140,9 +141,18 @@ def read_outputs(out_dir: str) -> tuple[dict[str, Any], Any]:
     zp = os.path.join(out_dir, "results.zarr")
     if not (os.path.exists(sj) and os.path.exists(zp)):
         raise TrajectoryFileNotFoundError(f"{out_dir} has no summary.json/results.zarr: run 'iondiff-stream analyze' first")
-    with open(sj) as fh:
-        summary = json.load(fh)
-    return summary, zarr.open_group(zp, mode="r")
+    try:
+        with open(sj) as fh:
+            summary = json.load(fh)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TrajectoryFormatError(f"{sj}: not a summary written by 'iondiff-stream analyze' ({exc})") from exc
+    if not isinstance(summary, dict):
+        raise TrajectoryFormatError(f"{sj}: not a summary written by 'iondiff-stream analyze'")
+    try:
+        g = zarr.open_group(zp, mode="r")
+    except Exception as exc:  # noqa: BLE001 - zarr raises several kinds for a damaged group
+        raise StoreError(f"{zp}: cannot open the results store ({type(exc).__name__}: {exc})") from exc
+    return summary, g
 
 
 def ion_centres(g: Any, ion: int) -> tuple[np.ndarray, np.ndarray]:
@@ -188,3 +198,158 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, np.bool_):
         return bool(o)
     raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+# --- sanity of summaries and ownership of output directories (issue 12) ---
+
+__all__ += ["resolved_from_zero", "prepare_output_dir", "OWNED_OUTPUTS"]
+
+#: what ``analyze`` / ``report`` write into an output directory (``--overwrite`` removes these, nothing else)
+OWNED_OUTPUTS = (
+    "hops.csv",
+    "summary.json",
+    "summary.json.tmp",
+    ".write_test",
+    "results.zarr",
+    "report.html",
+    "ion_path.png",
+    "hop_timeline.png",
+    "correlation_matrix.png",
+    "group_sizes.png",
+    "msd.png",
+    "positions.zarr",  # out-of-core positions of a long run
+)
+
+
+def resolved_from_zero(
+    value: float | None,
+    std: float | None = None,
+    ci95: Any = None,
+    dof: int | None = None,
+) -> tuple[bool, list[float] | None]:
+    """Is a quantity that must be positive (a diffusion coefficient, a conductivity) resolved from zero?
+
+    Parameters
+    ----------
+    value : float or None
+    std : float, optional
+        Standard error of ``value``; the 95 % interval is ``value ± t std``
+        (Student t with ``dof`` degrees of freedom, normal when ``dof`` is None).
+    ci95 : (float, float), optional
+        A 95 % interval computed elsewhere (e.g. the GLS fit's). With ``std`` as
+        well, both intervals must stay above zero, and the one reaching lower is
+        reported (a model-based interval can exclude zero for ions that do not
+        diffuse at all; the block standard error does not).
+    dof : int, optional
+
+    Returns
+    -------
+    resolved : bool
+        False when the value is missing, not finite, <= 0, or its 95 % interval
+        reaches zero.
+    interval : [low, high] or None
+        The 95 % interval (same units as ``value``) when one is known.
+    """
+    if value is None or not math.isfinite(value):
+        return False, None
+    intervals: list[list[float]] = []
+    if ci95 is not None and len(ci95) == 2 and all(c is not None and math.isfinite(c) for c in ci95):
+        intervals.append([float(ci95[0]), float(ci95[1])])
+    if std is not None and math.isfinite(std) and std >= 0:
+        from scipy.stats import norm, t as student_t
+
+        z = float(student_t.ppf(0.975, dof)) if dof else float(norm.ppf(0.975))
+        intervals.append([float(value) - z * float(std), float(value) + z * float(std)])
+    # resolved only if every estimate of the uncertainty keeps the interval above 0; report the deciding one
+    interval = min(intervals, key=lambda iv: iv[0]) if intervals else None
+    resolved = value > 0 and (interval is None or interval[0] > 0)
+    return bool(resolved), interval
+
+
+def _mark_collective(summary: dict[str, Any], n_blocks: int = 5) -> None:
+    """Replace an unresolved D_sigma (and what is computed from it) by None, its status and interval.
+
+    D_sigma comes from the centre-of-mass MSD of the mobile ions (one sample of
+    the run); its standard error is over ``n_blocks`` time blocks.
+    """
+    D = summary.get("D_sigma_cm2_s")
+    ok, interval = resolved_from_zero(D, summary.get("D_sigma_std_cm2_s"), summary.get("D_sigma_ci95_cm2_s"),
+                                      dof=n_blocks - 1)
+    summary["D_sigma_status"] = "resolved" if ok else "not resolved"
+    summary["D_sigma_interval_cm2_s"] = interval
+    if ok:
+        return
+    if D is not None:
+        logger.warning("collective diffusion not resolved: D_sigma = %.3g cm2/s, 95%% interval %s; reported as null",
+                       D, "unknown" if interval is None else f"[{interval[0]:.3g}, {interval[1]:.3g}]")
+    summary["D_sigma_cm2_s"] = None
+    if "haven_ratio" in summary:
+        summary["haven_ratio"] = None
+        summary["haven_ratio_status"] = "not resolved"
+    s_co = summary.get("sigma_collective_mS_cm")
+    if s_co is not None:
+        per_D = s_co / D if (D is not None and D != 0) else None  # conductivity is linear in D
+        s_ci = summary.get("sigma_collective_ci95_mS_cm")
+        summary["sigma_collective_mS_cm"] = None
+        summary["sigma_collective_status"] = "not resolved"
+        if interval is not None and per_D is not None:  # the interval that decided, in conductivity units
+            summary["sigma_collective_interval_mS_cm"] = [interval[0] * per_D, interval[1] * per_D]
+        elif s_ci is not None and len(s_ci) == 2:
+            summary["sigma_collective_interval_mS_cm"] = [float(s_ci[0]), float(s_ci[1])]
+        else:
+            summary["sigma_collective_interval_mS_cm"] = None
+
+
+def prepare_output_dir(out_dir: str, overwrite: bool = False) -> list[str]:
+    """Make sure an output directory can be written without mixing two runs.
+
+    Parameters
+    ----------
+    out_dir : str
+    overwrite : bool
+        Allow a non-empty directory: the outputs of a previous analysis
+        (:data:`OWNED_OUTPUTS`) are removed first; other files are left alone.
+
+    Returns
+    -------
+    list of str
+        Paths removed.
+
+    Raises
+    ------
+    StoreError
+        ``out_dir`` is a file, or holds files and ``overwrite`` is False.
+    """
+    import shutil
+
+    if not os.path.exists(out_dir):
+        return []
+    if not os.path.isdir(out_dir):
+        raise StoreError(f"output directory (--out) {out_dir} exists and is not a directory")
+    present = sorted(os.listdir(out_dir))
+    if not present:
+        return []
+    if not overwrite:
+        shown = ", ".join(present[:5]) + (f", ... ({len(present)} entries)" if len(present) > 5 else "")
+        raise StoreError(
+            f"output directory (--out) {out_dir} is not empty ({shown}): choose a new directory, or pass "
+            "--overwrite (overwrite=True) to replace the outputs of a previous analysis there"
+        )
+    removed = []
+    for name in present:
+        if name not in OWNED_OUTPUTS:
+            continue
+        p = os.path.join(out_dir, name)
+        try:
+            if os.path.isdir(p) and not os.path.islink(p):
+                shutil.rmtree(p)
+            else:
+                os.remove(p)
+        except OSError as exc:
+            raise StoreError(f"cannot remove the previous output {p}: {exc}") from exc
+        removed.append(p)
+    kept = [n for n in present if n not in OWNED_OUTPUTS]
+    if kept:
+        logger.info("--overwrite: kept %d file(s) not written by iondiff-stream in %s: %s", len(kept), out_dir,
+                    ", ".join(kept[:5]))
+    return removed

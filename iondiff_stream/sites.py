@@ -581,11 +581,11 @@ def analyse_sites(
     types = np.full(len(vert), default_label, dtype=object)
     match = None
     if reference is not None:
-        import ase.io
+        from .io.readers import read_structure
 
         if anchor is None:
             raise AnalysisError("aligning a reference structure needs an anchor species (e.g. 'P')")
-        ref = ase.io.read(reference)
+        ref = read_structure(reference)
         cell = np.asarray(ref.cell[:])
         reps = np.maximum(1, np.rint(np.diag(_h(mob.box)) / np.linalg.norm(cell, axis=1)).astype(int))
         ref = ref.repeat(tuple(int(r) for r in reps))

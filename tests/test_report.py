@@ -63,7 +63,13 @@ def test_report_writes_figures_and_page(analysed):
     page = open(os.path.join(analysed[1], "report.html")).read()
     s = json.load(open(os.path.join(analysed[1], "summary.json")))
     assert f"<td>n_hops</td><td>{s['n_hops']}</td>" in page
-    assert s["n_hops"] > 10 and s["sigma_NE_mS_cm"] > 0 and s["haven_ratio"] > 0
+    assert s["n_hops"] > 10 and s["sigma_NE_mS_cm"] > 0
+    # H = D*/D_sigma only where D_sigma is resolved from zero (95 % interval above 0)
+    if s["D_sigma_status"] == "resolved":
+        assert s["haven_ratio"] > 0 and s["D_sigma_interval_cm2_s"][0] > 0
+    else:
+        assert s["haven_ratio"] is None and s["D_sigma_cm2_s"] is None and s["D_sigma_interval_cm2_s"][0] <= 0
+        assert "<td>D_sigma_status</td><td>not resolved</td>" in page
 
 
 def test_arrhenius_across_runs(analysed, tmp_path):

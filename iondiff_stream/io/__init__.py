@@ -32,6 +32,7 @@ from MDAnalysis.analysis.base import AnalysisBase
 from ..elements import ELEMENTS, elements_from_masses
 from ..pbc import cell_matrix, minimum_image
 from ..errors import (
+    IonDiffStreamError,
     InvalidCoordinatesError,
     SelectionError,
     TimestepError,
@@ -40,6 +41,7 @@ from ..errors import (
 )
 from . import lammps_dump  # noqa: F401  (registers the fast LAMMPS dump reader IONDIFFDUMP)
 from . import readers  # noqa: F401  (registers XDATCAR / EXTXYZ with MDAnalysis)
+from . import validate
 from .readers import read_xdatcar
 
 logger = logging.getLogger(__name__)
@@ -103,11 +105,22 @@ def _check_dump_complete(path: str, allow_truncated: bool) -> None:
     """
     from MDAnalysis.lib.util import anyopen
 
-    with anyopen(path) as fh:
-        head = [fh.readline() for _ in range(4)]
+    if os.path.getsize(path) == 0:
+        raise TrajectoryFormatError(f"{path}: empty file (no frames)")
+    try:
+        with anyopen(path, "rb") as fb:
+            raw = [fb.readline(4096) for _ in range(4)]
+        head = [ln.decode("ascii") for ln in raw]
+    except (UnicodeDecodeError, OSError, EOFError) as exc:
+        raise TrajectoryFormatError(
+            f"{path}: not a LAMMPS text dump (binary or corrupt content at the start: {exc})"
+        ) from exc
     if not head[0].startswith("ITEM: TIMESTEP") or not head[2].startswith("ITEM: NUMBER OF ATOMS"):
         raise TrajectoryFormatError(f"{path}: not a LAMMPS text dump (no ITEM: TIMESTEP / NUMBER OF ATOMS)")
-    n_atoms = int(head[3])
+    try:
+        n_atoms = int(head[3])
+    except ValueError as exc:
+        raise TrajectoryFormatError(f"{path}: not a LAMMPS text dump (bad number of atoms {head[3].strip()!r})") from exc
     if path.endswith((".gz", ".bz2")):
         with anyopen(path) as fh:
             lines = fh.read().splitlines()
@@ -122,12 +135,15 @@ def _check_dump_complete(path: str, allow_truncated: bool) -> None:
                 break
             block = min(size, 4 * block)
         lines = tail.splitlines()
-    last = max(i for i, ln in enumerate(lines) if ln.startswith("ITEM: TIMESTEP"))
+    starts = [i for i, ln in enumerate(lines) if ln.startswith("ITEM: TIMESTEP")]
+    if not starts:
+        raise TrajectoryFormatError(f"{path}: no complete frame header near the end of the file (corrupt dump?)")
+    last = max(starts)
     got = len(lines) - last - 9
     if got != n_atoms:
         msg = f"{path}: last frame is incomplete: {max(got, 0)} of {n_atoms} atom lines; the frames before it are complete"
         if not allow_truncated:
-            raise TrajectoryFormatError(msg + " (allow_truncated=True keeps them)")
+            raise TrajectoryFormatError(msg + " (--allow-truncated, allow_truncated=True, keeps them)")
         logger.warning("%s; using those", msg)
 
 
@@ -171,13 +187,26 @@ def load_universe(
     for p in paths + ([os.fspath(topology)] if topology is not None else []):
         if not os.path.exists(p):
             raise TrajectoryFileNotFoundError(f"file not found: {p}")
+        if os.path.isfile(p) and os.path.getsize(p) == 0:
+            raise TrajectoryFormatError(f"{p}: empty file (no frames)")
     fmt = format or guess_format(paths[0])
+    if format is None and len(paths) > 1:
+        kinds = {p: guess_format(p) or os.path.splitext(p)[1].lower() for p in paths}
+        if len(set(kinds.values())) > 1:
+            raise TrajectoryFormatError(
+                "the files of one run must have one format, got "
+                + ", ".join(f"{p} ({k or 'unknown'})" for p, k in kinds.items())
+            )
     if fmt == "IONDIFFZARR":
         from ..buffer import universe_from_store
 
         if len(paths) != 1:
             raise TrajectoryFormatError("a Zarr store is one run: give one store")
         return universe_from_store(paths[0], **kwargs)
+    allow_truncated = bool(kwargs.pop("allow_truncated", False)) if fmt != "XDATCAR" else kwargs.get("allow_truncated", False)
+    if fmt == "LAMMPSDUMP":  # before asking for a data file: is it a dump at all?
+        for p in paths:
+            _check_dump_complete(p, allow_truncated)
     top = os.fspath(topology) if topology is not None else paths[0]
     top_fmt = topology_format or (guess_format(top) if topology is not None else fmt)
     if top_fmt == "LAMMPSDUMP":
@@ -188,10 +217,6 @@ def load_universe(
         style = _data_atom_style(top)
         if style is not None:
             kwargs["atom_style"] = style
-    allow_truncated = bool(kwargs.pop("allow_truncated", False)) if fmt != "XDATCAR" else kwargs.get("allow_truncated", False)
-    if fmt == "LAMMPSDUMP":
-        for p in paths:
-            _check_dump_complete(p, allow_truncated)
     no_time = fmt in ("LAMMPSDUMP", "XYZ") or (fmt is None and paths[0].lower().endswith((".xyz", ".xyz.gz")))
     if no_time and "dt" not in kwargs:
         kwargs["dt"] = 1.0  # placeholder: frame times are resolved by UnwrappedPositions
@@ -205,6 +230,9 @@ def load_universe(
     except (TrajectoryFormatError, TrajectoryFileNotFoundError):
         raise
     except (ValueError, OSError, EOFError, IndexError, KeyError, TypeError) as exc:
+        cause = _our_cause(exc)  # MDAnalysis re-raises our readers' errors without their message
+        if cause is not None:
+            raise type(cause)(str(cause)) from exc
         raise TrajectoryFormatError(
             f"cannot open {', '.join(paths)} (format {fmt or 'guessed'}, topology {top}): {exc}"
         ) from exc
@@ -242,6 +270,18 @@ def _fast_reader_format(fmt: str | None, paths: list[str], kwargs: dict[str, Any
         if not lammps_dump.dump_is_numeric(head[-1].decode(errors="replace")):
             return fmt
     return "IONDIFFDUMP"
+
+
+def _our_cause(exc: BaseException) -> IonDiffStreamError | None:
+    """The first iondiff_stream error in the chain of causes of ``exc``, if any."""
+    seen = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, IonDiffStreamError):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def _elements_of(ag: mda.AtomGroup) -> np.ndarray | None:
@@ -412,6 +452,19 @@ class UnwrappedPositions(AnalysisBase):
         Ion blocks that will be analysed at once (sizes the ion block).
     progress : callable, optional
         ``progress(n_frames_done)`` called after each slab.
+    allow_discontinuities : bool
+        Warn instead of refusing a run with repeated frames or jumps between
+        frames (see :mod:`iondiff_stream.io.validate`).
+    force_timestep : bool
+        Use ``timestep_ps`` even when it contradicts the times in the file.
+
+    Raises
+    ------
+    TrajectoryFormatError
+        A frame cannot be read (the message names file and frame), frames are
+        repeated, or the run jumps between frames (files out of order).
+    TimestepError
+        Times unknown, not increasing, or contradicting ``timestep_ps``.
 
     Results
     -------
@@ -429,6 +482,8 @@ class UnwrappedPositions(AnalysisBase):
         store_path: str | None = None,
         n_workers: int = 1,
         progress: Any = None,
+        allow_discontinuities: bool = False,
+        force_timestep: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(mobile.universe.trajectory, **kwargs)
@@ -441,6 +496,29 @@ class UnwrappedPositions(AnalysisBase):
         self.store_path = store_path
         self.n_workers = n_workers
         self.progress = progress
+        self.allow_discontinuities = allow_discontinuities
+        self.force_timestep = force_timestep
+
+    def run(self, *args: Any, **kwargs: Any) -> "UnwrappedPositions":
+        """As :meth:`AnalysisBase.run`; a frame the reader cannot parse is named (file, frame)."""
+        validate.check_timestep(self.timestep_ps, "timestep (--timestep-ps)")
+        validate.check_timestep(self.md_timestep_ps, "MD timestep (--md-timestep-ps)")
+        self._reading = -1
+        self._done = -1
+        try:
+            super().run(*args, **kwargs)
+        except (SelectionError, InvalidCoordinatesError, TimestepError, TrajectoryFormatError):
+            raise
+        except (IndexError, ValueError, KeyError, EOFError, OSError, np.linalg.LinAlgError) as exc:
+            traj = self._trajectory
+            if self._reading != self._done:  # failed while using frame self._reading
+                where = validate.frame_source(traj, self._reading)
+            else:  # failed while the reader parsed the next frame
+                where = validate.frame_source(traj, self._done + 1)
+            raise TrajectoryFormatError(
+                f"{where}: cannot read this frame ({type(exc).__name__}: {exc}); the file is truncated or corrupt there"
+            ) from exc
+        return self
 
     def _prepare(self) -> None:
         from .positions_store import MemoryBudget, PositionStore, plan_chunks
@@ -482,13 +560,19 @@ class UnwrappedPositions(AnalysisBase):
         self._last_m: np.ndarray | None = None  # unwrapped position of the previous frame (float64)
         self._last_drift = np.zeros(3)
         self._max_jump = 0.0
+        self._hash = np.zeros(n, dtype=np.int64)  # of each frame's mobile coordinates (bytes)
+        self._frame_ids = np.zeros(n, dtype=np.int64)
+        self._med_step = np.zeros(n)  # median over ions of the unwrapped step into each frame, Å
 
     def _single_frame(self) -> None:
         i, j = self._frame_index, self._nb
+        self._reading = int(self._ts.frame)
+        self._frame_ids[i] = self._ts.frame
         dims = self._ts.dimensions
         self._buf_box[j] = self._no_box if dims is None else dims  # checked and scaled per slab
         self._buf_frame[j] = self._ts.frame
-        self._buf_m[j] = self.mobile.positions
+        self._buf_m[j] = xm = self.mobile.positions
+        self._hash[i] = hash(xm.tobytes())  # equal for bit-identical frames (repeats)
         if self._with_drift:
             self._buf_f[j] = self._framework.positions
         self._times[i] = self._ts.time
@@ -498,6 +582,7 @@ class UnwrappedPositions(AnalysisBase):
         self._nb += 1
         if self._nb == len(self._buf_m):
             self._flush()
+        self._done = self._reading
 
     def _check_slab(self, xm: np.ndarray, xf: np.ndarray, boxes: np.ndarray, frames: np.ndarray) -> None:
         """Validate one slab of raw frames before it is unwrapped (boxes, NaN/inf coordinates).
@@ -524,11 +609,14 @@ class UnwrappedPositions(AnalysisBase):
             first = f[0]
             atoms = self.mobile.indices[bad[f == first]]
             raise InvalidCoordinatesError(
-                f"frame {int(frames[first])}: NaN/inf coordinates for mobile atom indices {atoms[:10].tolist()}"
+                f"{validate.frame_source(self._trajectory, int(frames[first]))}: NaN/inf coordinates for mobile atom "
+                f"indices {atoms[:10].tolist()}"
             )
         if xf.size and not np.isfinite(xf).all():
             first = int(np.argmin(np.isfinite(xf).all(axis=(1, 2))))
-            raise InvalidCoordinatesError(f"frame {int(frames[first])}: NaN/inf coordinates in framework atoms")
+            raise InvalidCoordinatesError(
+                f"{validate.frame_source(self._trajectory, int(frames[first]))}: NaN/inf coordinates for framework atoms"
+            )
 
     def _flush(self) -> None:
         """Unwrap the buffered slab and write it to the output."""
@@ -554,6 +642,7 @@ class UnwrappedPositions(AnalysisBase):
             jumps = np.abs(d[1:] if self._last_raw_m is None else d)
             if jumps.size:
                 self._max_jump = max(self._max_jump, float(jumps.max()))
+        self._med_step[self._t0 : self._t0 + nb] = np.median(np.linalg.norm(d, axis=2), axis=1) if d.shape[1] else 0.0
         d[0] += xm[0] if self._last_m is None else self._last_m
         unwrapped = np.cumsum(d, axis=0)  # sequential float64 sums: identical to frame-by-frame accumulation
         self._last_m = unwrapped[-1].copy()
@@ -601,6 +690,11 @@ class UnwrappedPositions(AnalysisBase):
         self._flush()
         if self._box0 is None:
             raise TrajectoryFormatError("no frames were read")
+        frames = self._frame_ids
+        validate.check_duplicates(self._hash, frames, self._trajectory, allow=self.allow_discontinuities)
+        if len(self.mobile) >= validate.MIN_IONS_FOR_JUMPS:
+            validate.check_discontinuities(self._med_step, frames, self._trajectory,
+                                           allow=self.allow_discontinuities)
         half = 0.5 * float(np.min(self._box0[:3]))
         if self._max_jump > 0.8 * half:
             logger.warning(
@@ -628,31 +722,38 @@ class UnwrappedPositions(AnalysisBase):
     def _resolve_times(self) -> np.ndarray:
         n = self.n_frames
         traj = self._trajectory
+        frames = np.asarray(self.frames, dtype=np.int64)
+        file_has_times = _times_from_file(traj) or (
+            type(traj).__name__ in ("DCDReader", "XTCReader", "TRRReader", "H5MDReader") and n > 1
+        )
         if self.md_timestep_ps is not None and np.all(self._steps >= 0):
             t = self._steps * float(self.md_timestep_ps)
+            if self.timestep_ps is not None and not validate.check_timestep_agrees(
+                float(self.timestep_ps), t, frames, traj, force=self.force_timestep,
+                source=f"the MD timestep (--md-timestep-ps) {float(self.md_timestep_ps):g} ps x the steps in the file",
+            ):
+                t = frames * float(self.timestep_ps)
         elif self.timestep_ps is not None:
-            if self.timestep_ps <= 0:
-                raise TimestepError(f"timestep_ps must be > 0, got {self.timestep_ps}")
-            t = np.asarray(self.frames, dtype=float) * float(self.timestep_ps)
-        elif _times_from_file(traj):
+            t = frames * float(self.timestep_ps)
+            if file_has_times:
+                validate.check_timestep_agrees(float(self.timestep_ps), self._times, frames, traj,
+                                               force=self.force_timestep)
+        elif file_has_times:
             t = self._times.copy()
-        elif type(traj).__name__ in ("DCDReader", "XTCReader", "TRRReader", "H5MDReader", "MemoryReader") and n > 1:
+            if not _times_from_file(traj):
+                logger.info("frame times taken from the %s file", type(traj).__name__)
+        elif type(traj).__name__ == "MemoryReader" and n > 1:
             t = self._times.copy()
-            logger.info("frame times taken from the %s file", type(traj).__name__)
         else:
             raise TimestepError(
-                "the time between frames is not in this file: pass timestep_ps (time between stored frames) "
-                "or, for LAMMPS dumps, md_timestep_ps (the MD timestep)"
+                f"the time between frames is not in {getattr(traj, 'filename', None) or 'this file'}: give the time "
+                "between stored frames (--timestep-ps, timestep_ps) or, for LAMMPS dumps, the MD timestep "
+                "(--md-timestep-ps, md_timestep_ps)"
             )
         t = t - t[0]
         if n > 1:
+            validate.check_times_increase(t, frames, traj)
             dtt = np.diff(t)
-            if np.any(dtt <= 0):
-                k = int(np.argmax(dtt <= 0))
-                raise TimestepError(
-                    f"frame times do not increase at frame {k + 1} ({t[k]:.6g} -> {t[k + 1]:.6g} ps): "
-                    "duplicate or out-of-order frames (e.g. overlapping restart files)"
-                )
             if not np.allclose(dtt, dtt[0], rtol=1e-4, atol=1e-9):
                 logger.warning("frames are not evenly spaced in time (dt %.6g..%.6g ps)", dtt.min(), dtt.max())
         return t
@@ -680,8 +781,15 @@ def collect_positions(
     out_of_core: bool | None = None,
     store_path: str | None = None,
     n_workers: int = 1,
+    allow_discontinuities: bool = False,
+    force_timestep: bool = False,
 ) -> TrajectoryData:
     """Unwrapped positions of the mobile ions in one pass (see :class:`UnwrappedPositions`).
+
+    The frames are validated on the way (:mod:`iondiff_stream.io.validate`):
+    repeated frames, jumps between frames (files out of order), non-increasing
+    times and a ``timestep_ps`` contradicting the file's times raise unless
+    ``allow_discontinuities`` / ``force_timestep``.
 
     Parameters
     ----------
@@ -720,7 +828,8 @@ def collect_positions(
         st = stage("read", n)
         run = UnwrappedPositions(ag, remove_drift=remove_drift, timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps,
                                  memory_budget=memory_budget, out_of_core=out_of_core, store_path=store_path,
-                                 n_workers=n_workers, progress=st)
+                                 n_workers=n_workers, progress=st, allow_discontinuities=allow_discontinuities,
+                                 force_timestep=force_timestep)
         run.run(start=start, stop=stop, step=step, verbose=False)
     except BaseException as exc:
         if own is not None:

@@ -43,7 +43,7 @@ from ..errors import TrajectoryFileNotFoundError, TrajectoryFormatError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["XDATCARReader", "XDATCARParser", "ExtXYZReader", "ExtXYZParser", "read_xdatcar"]
+__all__ = ["XDATCARReader", "XDATCARParser", "ExtXYZReader", "ExtXYZParser", "read_xdatcar", "read_structure"]
 
 
 def _open_text(path: str | os.PathLike[str]) -> str:
@@ -150,8 +150,8 @@ def read_xdatcar(path: str | os.PathLike[str], allow_truncated: bool = False) ->
                 logger.warning("%s; dropping it and keeping the %d complete frames", msg, n)
                 break
             raise TrajectoryFormatError(
-                msg + f"; the {n} frames before it are complete (allow_truncated=True keeps them)"
-                if n == len(config_idx) - 1
+                msg + f"; the {n} frames before it are complete (--allow-truncated, allow_truncated=True, keeps them)"
+                if n == len(config_idx) - 1 and n > 0
                 else msg
             ) from exc
         frames.append(arr)
@@ -358,5 +358,33 @@ class ExtXYZParser(TopologyReaderBase):
             except (ValueError, IndexError) as exc:
                 raise TrajectoryFormatError(f"{path}: first line is not an atom count") from exc
             fh.readline()
-            species = np.array([fh.readline().split()[0] for _ in range(n)], dtype=object)
+            rows = [fh.readline().split() for _ in range(n)]
+        got = sum(1 for r in rows if r)
+        if got < n:
+            raise TrajectoryFormatError(f"{path}: frame 0 has {got} of {n} atom lines (truncated or not extended XYZ)")
+        species = np.array([r[0] for r in rows], dtype=object)
         return _element_topology(species)
+
+
+def read_structure(path: str | os.PathLike[str], what: str = "reference structure (--reference)") -> Any:
+    """One structure (any format ASE reads) as ``ase.Atoms``; unreadable files raise naming ``what``.
+
+    Raises
+    ------
+    TrajectoryFileNotFoundError, TrajectoryFormatError
+    """
+    import ase.io
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise TrajectoryFileNotFoundError(f"{what} not found: {path}")
+    try:
+        atoms = ase.io.read(path)
+    except Exception as exc:  # noqa: BLE001 - ASE raises many kinds (StopIteration for non-structures)
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise TrajectoryFormatError(f"{what} {path}: not a structure ASE can read ({detail})") from exc
+    if isinstance(atoms, list):
+        atoms = atoms[0]
+    if len(atoms) == 0:
+        raise TrajectoryFormatError(f"{what} {path}: no atoms")
+    return atoms
