@@ -28,14 +28,14 @@ RUNS = {"0p": 5, "50p": 6, "100p": 6}
 
 def ours(files: list[str], start_ps: float | None = None) -> dict:
     d = collect_positions(load_universe(files), "Li", timestep_ps=0.1, remove_drift=True)
-    tr = analyse_transport(d.positions, 0.1, d.volume_A3, 500.0, 1)
+    tr = analyse_transport(d.ion_major(), 0.1, d.volume_A3, 500.0, 1)
     g = tr.tracer_gls
     out = {"D": g.D_cm2_s, "ci95": list(g.ci95_cm2_s), "start_ps": g.start_ps, "pooled_starts_ps": g.starts_pooled_ps.tolist()}
     if start_ps is not None:
         from iondiff_stream.transport import fit_diffusion_gls, squared_displacement_variance
 
         sel = np.unique(np.rint(np.linspace(1, len(tr.lag_ps) - 1, 1000)).astype(int))
-        v = squared_displacement_variance(d.positions, sel)
+        v = squared_displacement_variance(d.ion_major(), sel)
         f = fit_diffusion_gls(tr.lag_ps[sel], tr.msd_A2[sel], v, d.n_mobile, d.n_frames, 0.1, start_ps=start_ps)
         out["fixed_start"] = {"start_ps": start_ps, "D": f.D_cm2_s, "ci95": list(f.ci95_cm2_s)}
     return out

@@ -50,7 +50,7 @@ def part1(n_frames: int, n_ions_naive: int | None) -> None:
     pos = run.positions[:n]
     params = HopParameters(method="silhouette")
     t0 = time.perf_counter()
-    ours = find_hops(pos, run.times_ps, params)
+    ours = find_hops(pos.transpose(1, 0, 2), run.times_ps, params)
     t_ours = time.perf_counter() - t0
     t0 = time.perf_counter()
     sites = find_hops(pos, run.times_ps, HopParameters(), box=run.box)

@@ -39,7 +39,7 @@ class RunAnalysis:
     Attributes
     ----------
     data : TrajectoryData
-        Unwrapped positions (n_mobile, T, 3) Å, times ps, cell, ids.
+        Unwrapped positions (T, n_mobile, 3) Å (in memory or a Zarr store), times ps, cell, ids.
     hops : HopResults
         Sites/centres, core states and the hop table.
     residences : ResidenceTimes
@@ -134,14 +134,14 @@ def summarise(
     total_ps = float(data.times_ps[-1] - data.times_ps[0]) if T > 1 else 0.0
     res = residence_times(hops)
     if len(res):
-        sites = data.positions[:, 0, :] if reference_sites is None else np.asarray(reference_sites, float)
+        sites = np.asarray(data.positions[0], float) if reference_sites is None else np.asarray(reference_sites, float)
         res.metastable = reference_sites_distance(res.position_A, sites, data.box) >= metastable_distance_A
     if charge is None and temperature_K is not None:
         species = sorted({str(x) for x in data.species})
         charge = default_charge(species[0]) if len(species) == 1 else None
     tr = None
     if T >= 8:
-        tr = analyse_transport(data.positions, data.timestep_ps, data.volume_A3, temperature_K, charge,
+        tr = analyse_transport(data.ion_major(), data.timestep_ps, data.volume_A3, temperature_K, charge,
                                max_lag_fraction=max_lag_fraction)
     corr = None
     if correlations and T >= 2 and total_ps > 0:
@@ -231,12 +231,24 @@ def analyse_positions(
     charge: float | None = None,
     correlation_params: CorrelationParameters | None = None,
     warm_centres: Sequence[Any] | None = None,
+    scheduler: Any = None,
 ) -> RunAnalysis:
-    """Hops, residences, transport and correlations of positions already read (no files written)."""
+    """Hops, residences, transport and correlations of positions already read (no files written).
+
+    ``data.positions`` is (n_frames, n_mobile, 3), read per ion block; ``n_jobs > 1`` or
+    ``scheduler`` (a Dask address or client) run one Dask task per ion block.
+    """
+    from .progress import stage
+
     hops = find_hops(data.positions, data.times_ps, params, data.atom_indices, n_jobs=n_jobs, progress=progress,
-                     atom_ids=data.atom_ids, warm_centres=warm_centres, box=data.box)
-    return summarise(data, hops, reference_sites=reference_sites, temperature_K=temperature_K, charge=charge,
-                     correlation_params=correlation_params)
+                     atom_ids=data.atom_ids, warm_centres=warm_centres, box=data.box, layout="frame",
+                     client=scheduler)
+    st = stage("transport", 1)
+    run = summarise(data, hops, reference_sites=reference_sites, temperature_K=temperature_K, charge=charge,
+                    correlation_params=correlation_params)
+    st.finish()
+    stage("correlations", 1).finish()
+    return run
 
 
 def analyze_run(
@@ -260,6 +272,9 @@ def analyze_run(
     charge: float | None = None,
     correlation_params: Any = None,
     segment: int | str | None = None,
+    memory_budget: Any = None,
+    out_of_core: bool | None = None,
+    scheduler: Any = None,
     allow_discontinuities: bool = False,
     force_timestep: bool = False,
 ) -> RunAnalysis:
@@ -288,13 +303,25 @@ def analyze_run(
         species define the reference lattice for metastable residences; default:
         the first frame.
     n_jobs : int
-        Processes for the per-ion work (silhouette method).
+        Dask worker processes (a ``LocalCluster``) for the per-ion work; 1 runs in-process.
+    progress : bool
+        One progress bar (rich, with ETA) over the whole run on stderr.
     temperature_K, charge : float, optional
         For conductivities (charge defaults from the element).
     correlation_params : CorrelationParameters, optional
     segment : int or "all", optional
         Frame stores only: the segment (one per LAMMPS ``run``) to analyse; default the
         last. The summary lists the store's segments and the frames a ring dropped.
+    memory_budget : int or str or MemoryBudget, optional
+        Working memory (default 1 GiB; e.g. ``"2GB"``). Positions go out of
+        core (``out_dir/positions.zarr``, or a temporary store) when float64
+        positions would take more than a quarter of it; ion blocks are sized
+        from it.
+    out_of_core : bool, optional
+        Force (True) or forbid (False) the on-disk positions store.
+    scheduler : str or distributed.Client, optional
+        Dask scheduler address (e.g. ``"tcp://10.0.0.1:8786"``) or client: one
+        task per ion block of the per-ion work.
     allow_discontinuities, force_timestep : bool
         Analyse a run with repeated frames or jumps between frames / with a
         ``timestep_ps`` contradicting the file's times, with a warning
@@ -306,7 +333,12 @@ def analyze_run(
     """
     from .results import write_outputs
 
+    from .io.positions_store import MemoryBudget, parse_bytes
+    from .progress import RunProgress, run_weights, stage
+
     params = params or HopParameters()
+    if n_jobs < 0:
+        n_jobs = os.cpu_count() or 1
     store = _store_path(trajectories)
     reader_kwargs = dict(reader_kwargs or {})
     if store is not None:
@@ -317,30 +349,49 @@ def analyze_run(
         raise IonDiffStreamError("--segment applies to a frame store (*.zarr) only")
     u = load_universe(trajectories, topology, **reader_kwargs)
     ag = select_mobile(u, mobile)
-    data = collect_positions(
-        u,
-        ag,
-        remove_drift=remove_drift,
-        timestep_ps=timestep_ps,
-        md_timestep_ps=md_timestep_ps,
-        start=start,
-        stop=stop,
-        step=step,
-        verbose=progress,
-        allow_discontinuities=allow_discontinuities,
-        force_timestep=force_timestep,
-    )
-    sites = None
-    if reference is not None:
-        sites = _reference_sites(reference, set(map(str, data.species)), data.box)
-    run = analyse_positions(data, params, reference_sites=sites, n_jobs=n_jobs, progress=progress,
-                            temperature_K=temperature_K, charge=charge, correlation_params=correlation_params)
-    if store is not None:
-        _add_store_info(run, store, reader_kwargs.get("segment"))
-    if out_dir is not None:
-        files = [os.fspath(trajectories)] if isinstance(trajectories, (str, os.PathLike)) else [os.fspath(t) for t in trajectories]
-        run.summary.update({"inputs": files, "mobile": mobile, "topology": topology})
-        write_outputs(run, out_dir)
+    budget = memory_budget if isinstance(memory_budget, MemoryBudget) or memory_budget is None \
+        else MemoryBudget(parse_bytes(memory_budget))
+    n_read = len(range(*slice(start, stop, step).indices(u.trajectory.n_frames)))
+    weights = run_weights(n_read, len(ag), len(u.atoms) - len(ag) if remove_drift else 0)
+    if out_dir is None:
+        weights.pop("write")
+    store_path = os.path.join(out_dir, "positions.zarr") if out_dir is not None else None
+    with RunProgress(weights, enabled=progress):
+        data = collect_positions(
+            u,
+            ag,
+            remove_drift=remove_drift,
+            timestep_ps=timestep_ps,
+            md_timestep_ps=md_timestep_ps,
+            start=start,
+            stop=stop,
+            step=step,
+            memory_budget=budget,
+            out_of_core=out_of_core,
+            store_path=store_path,
+            n_workers=max(1, n_jobs),
+            allow_discontinuities=allow_discontinuities,
+            force_timestep=force_timestep,
+        )
+        if out_dir is not None and not data.out_of_core and os.path.isdir(store_path):
+            import shutil
+
+            shutil.rmtree(store_path)  # a store of an earlier out-of-core analysis of this output directory
+        sites = None
+        if reference is not None:
+            sites = _reference_sites(reference, set(map(str, data.species)), data.box)
+        run = analyse_positions(data, params, reference_sites=sites, n_jobs=n_jobs,
+                                temperature_K=temperature_K, charge=charge, correlation_params=correlation_params,
+                                scheduler=scheduler)
+        if store is not None:
+            _add_store_info(run, store, reader_kwargs.get("segment"))
+        if out_dir is not None:
+            st = stage("write", 1)
+            files = [os.fspath(trajectories)] if isinstance(trajectories, (str, os.PathLike)) \
+                else [os.fspath(t) for t in trajectories]
+            run.summary.update({"inputs": files, "mobile": mobile, "topology": topology})
+            write_outputs(run, out_dir)
+            st.finish()
     return run
 
 

@@ -43,6 +43,8 @@ def _pairs(values: Optional[list[str]], flag: str) -> dict[str, str]:
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("MDAnalysis").setLevel(logging.WARNING)
+    if not verbose:
+        logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
 @app.command()
@@ -68,7 +70,16 @@ def analyze(
     silhouette_threshold: Annotated[float, typer.Option(min=-1.0, max=1.0, help="K=1 below this best silhouette (silhouette method).")] = 0.7,
     seed: Annotated[int, typer.Option(min=0, help="Random seed.")] = 0,
     jobs: Annotated[int, typer.Option("--jobs", "-j", callback=lambda v: _nonzero(v, "--jobs"),
-                                      help="Worker processes (-1: all cores).")] = 1,
+                                      help="Dask worker processes (LocalCluster) for the per-ion work (-1: all cores).")] = 1,
+    scheduler: Annotated[
+        Optional[str], typer.Option("--scheduler", help="Dask scheduler address (tcp://HOST:PORT) for the per-ion work.")
+    ] = None,
+    memory_budget: Annotated[
+        str, typer.Option("--memory-budget", help="Working memory, e.g. 2GB; longer runs go out of core (positions.zarr).")
+    ] = "1GiB",
+    out_of_core: Annotated[
+        Optional[bool], typer.Option("--out-of-core/--in-memory", help="Force the on-disk positions store (default: by budget).")
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
     with_report: Annotated[bool, typer.Option("--report", help="Also write the figures and report.html.")] = False,
     segment: Annotated[
@@ -116,6 +127,9 @@ def analyze(
         charge=charge,
         correlation_params=CorrelationParameters(percentile=percentile, seed=seed),
         segment=segment,
+        memory_budget=memory_budget,
+        out_of_core=out_of_core,
+        scheduler=scheduler,
         reader_kwargs={"allow_truncated": True} if allow_truncated else None,
         allow_discontinuities=allow_discontinuities,
         force_timestep=force_timestep,

@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 from scipy.ndimage import uniform_filter1d
-from scipy.stats import chi2
+from scipy.special import chdtri  # chi2(3).ppf(q) = chdtri(3, 1 - q); scipy.stats costs ~1 s to import
 
 from .errors import AnalysisError, InvalidCoordinatesError
 from .kmeans import compress, kmeans_weighted, sampled_silhouette
@@ -81,7 +81,7 @@ __all__ = [
     "parameters_dict",
 ]
 
-_CHI2_3_MEDIAN = float(chi2.ppf(0.5, 3))  # 2.366
+_CHI2_3_MEDIAN = float(chdtri(3, 0.5))  # 2.366
 
 
 @dataclass(frozen=True)
@@ -474,7 +474,7 @@ def _finish(
     nearest = d2.argmin(1)
     dmin2 = d2[np.arange(len(x)), nearest]
     sigma = float(np.sqrt(np.median(dmin2) / _CHI2_3_MEDIAN))
-    z = float(np.sqrt(chi2.ppf(params.vib_quantile, 3)))
+    z = float(np.sqrt(chdtri(3, 1.0 - params.vib_quantile)))
     r_vib = z * sigma
     if params.settle_frames > 0 and sigma > 0:
         centres, d2 = _add_settled_centres(x, centres, d2, sigma, r_vib, params)
@@ -624,6 +624,13 @@ def _fit_block(
     ]
 
 
+def _fit_block_task(
+    positions: Any, i0: int, i1: int, params: HopParameters, warm: Sequence[Any] | None, layout: str
+) -> list[IonCentres]:
+    """One Dask task of the silhouette method: centres of ions ``i0:i1``."""
+    return _fit_block(positions, list(range(i0, i1)), params, warm, layout)
+
+
 # ---------------------------------------------------------------------------
 # positions in ion blocks (in memory or a Zarr array)
 
@@ -649,9 +656,15 @@ def _read_block(positions: Any, i0: int, i1: int, layout: str) -> np.ndarray:
     return x
 
 
-def _block_size(T: int, budget_bytes: int = 256 * 2**20) -> int:
-    """Ions per block so that a few float64 copies of a block stay within ``budget_bytes``."""
-    return int(max(1, min(4096, budget_bytes // max(1, 8 * 3 * 6 * T))))
+def _block_size(T: int, budget_bytes: int = 256 * 2**20, ion_block: int | None = None) -> int:
+    """Ions per block so that a few float64 copies of a block stay within ``budget_bytes``.
+
+    With ``ion_block`` (the chunk width of an out-of-core store) blocks are whole chunks.
+    """
+    b = int(max(1, min(4096, budget_bytes // max(1, 8 * 3 * 6 * T))))
+    if ion_block:
+        b = max(ion_block, (b // ion_block) * ion_block)
+    return b
 
 
 # ---------------------------------------------------------------------------
@@ -780,6 +793,23 @@ def transitions(
             r_first[1:].astype(np.int64), int(r_last[-1]))
 
 
+def _sites_block_task(
+    positions: Any, i0: int, i1: int, layout: str, model: SiteModel, r_core: np.ndarray, times_ps: np.ndarray,
+    atom_indices: np.ndarray, atom_ids: np.ndarray, min_dwell: int, min_residence: int,
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """One task of the sites method: read ions ``i0:i1`` (one ion block) and find their hops."""
+    x = _read_block(positions, i0, i1, layout)
+    return _site_hops_block(x, i0, model, r_core[i0:i1], times_ps, atom_indices, atom_ids, min_dwell, min_residence)
+
+
+def _chunk_ions(positions: Any, layout: str) -> int | None:
+    """Ions per chunk of a chunked (Zarr) array, None for in-memory arrays."""
+    chunks = getattr(positions, "chunks", None)
+    if chunks is None or isinstance(positions, np.ndarray) or len(chunks) != 3:
+        return None
+    return int(chunks[1] if layout == "frame" else chunks[0])
+
+
 def _site_hops_block(
     x: np.ndarray, i0: int, model: SiteModel, r_core: np.ndarray, times_ps: np.ndarray, atom_indices: np.ndarray,
     atom_ids: np.ndarray, min_dwell: int, min_residence: int = 1,
@@ -894,6 +924,7 @@ def learn_sites(
 def _find_hops_sites(
     positions: Any, times_ps: np.ndarray, params: HopParameters, atom_indices: np.ndarray, atom_ids: np.ndarray,
     box: np.ndarray | None, layout: str, n_jobs: int, progress: bool, sites: SiteModel | None = None,
+    client: Any = None,
 ) -> HopResults:
     from .progress import track
 
@@ -901,19 +932,24 @@ def _find_hops_sites(
     model, sigma = learn_sites(positions, times_ps, box, params, layout, progress)
     if sites is not None:
         model = sites
-    z = float(np.sqrt(chi2.ppf(params.vib_quantile, 3)))
+    z = float(np.sqrt(chdtri(3, 1.0 - params.vib_quantile)))
     r_core = z * sigma
     dt = float(np.median(np.diff(times_ps)))
     m_res = residence_frames(params.min_residence_ps, dt)
     states = np.empty((n, T), dtype=np.int32)
     n_vis = np.zeros(n, dtype=np.int64)
     parts = []
-    bs = _block_size(T)
-    for i0 in track(range(0, n, bs), "cores and hops", enabled=progress):
-        i1 = min(n, i0 + bs)
-        x = _read_block(positions, i0, i1, layout)
-        st, cols, nv = _site_hops_block(x, i0, model, r_core[i0:i1], times_ps, atom_indices, atom_ids,
-                                        params.min_dwell_frames, m_res)
+    bs = _block_size(T, ion_block=_chunk_ions(positions, layout))
+    blocks = [(i0, min(n, i0 + bs)) for i0 in range(0, n, bs)]
+    args = (layout, model, r_core, times_ps, atom_indices, atom_ids, params.min_dwell_frames, m_res)
+    if client is not None or n_jobs > 1:
+        from .parallel import map_ion_blocks
+
+        done = map_ion_blocks(_sites_block_task, positions, blocks, args, client=client, n_workers=n_jobs,
+                              stage_name="hops", progress=progress, layout=layout)
+    else:
+        done = [_sites_block_task(positions, i0, i1, *args) for i0, i1 in track(blocks, "hops", enabled=progress)]
+    for (i0, i1), (st, cols, nv) in zip(blocks, done):
         states[i0:i1] = st
         n_vis[i0:i1] = nv
         parts.append(HopTable.from_columns(cols))
@@ -951,6 +987,7 @@ def find_hops(
     box: np.ndarray | None = None,
     layout: str = "ion",
     sites: SiteModel | None = None,
+    client: Any = None,
 ) -> HopResults:
     """Run the hop method on unwrapped positions.
 
@@ -979,6 +1016,11 @@ def find_hops(
         ``"ion"``: positions are (n_mobile, T, 3); ``"frame"``: (T, n_mobile, 3).
     sites : SiteModel, optional
         Use these sites instead of learning them (sites method).
+    client : distributed.Client or str, optional
+        Dask client or scheduler address: one task per ion block, each reading
+        its own block (from the Zarr store when the positions are out of core).
+        ``n_jobs > 1`` without a client starts a ``LocalCluster`` of ``n_jobs``
+        processes.
 
     Returns
     -------
@@ -1000,10 +1042,11 @@ def find_hops(
     atom_indices = np.arange(n) if atom_indices is None else np.asarray(atom_indices)
     ids = atom_indices + 1 if atom_ids is None else np.asarray(atom_ids)
     if params.method == "sites":
-        res = _find_hops_sites(positions, times_ps, params, atom_indices, ids, box, layout, n_jobs, progress, sites)
+        res = _find_hops_sites(positions, times_ps, params, atom_indices, ids, box, layout, n_jobs, progress, sites,
+                               client)
     else:
         res = _find_hops_silhouette(positions, times_ps, params, atom_indices, ids, layout, n_jobs, progress,
-                                    warm_centres)
+                                    warm_centres, client)
     logger.info("%s method, %d ions, %d frames: %d hops (%d open)%s", params.method, n, T, len(res.hops),
                 int(res.hops["open"].sum()), "" if res.sites is None else f", {res.sites.n_sites} sites")
     return res
@@ -1011,22 +1054,22 @@ def find_hops(
 
 def _find_hops_silhouette(
     positions: Any, times_ps: np.ndarray, params: HopParameters, atom_indices: np.ndarray, atom_ids: np.ndarray,
-    layout: str, n_jobs: int, progress: bool, warm_centres: Sequence[Any] | None,
+    layout: str, n_jobs: int, progress: bool, warm_centres: Sequence[Any] | None, client: Any = None,
 ) -> HopResults:
     n, T = _shape(positions, layout)
     blocks = [list(range(s, min(n, s + 16))) for s in range(0, n, 16)]
     ions: list[IonCentres] = []
-    if n_jobs == 1:
+    if n_jobs == 1 and client is None:
         from .progress import track
 
-        for blk in track(blocks, "fitting centres", enabled=progress):
+        for blk in track(blocks, "hops", enabled=progress):
             ions.extend(_fit_block(positions, blk, params, warm_centres, layout))
     else:
-        from joblib import Parallel, delayed
+        from .parallel import map_ion_blocks
 
-        out = Parallel(n_jobs=n_jobs, max_nbytes="1M", verbose=10 if progress else 0)(
-            delayed(_fit_block)(positions, blk, params, warm_centres, layout) for blk in blocks
-        )
+        out = map_ion_blocks(_fit_block_task, positions, [(b[0], b[-1] + 1) for b in blocks],
+                             (params, warm_centres, layout), client=client, n_workers=n_jobs, stage_name="hops",
+                             progress=progress, layout=layout)
         for part in out:
             ions.extend(part)
     rows: list[dict[str, Any]] = []
@@ -1200,7 +1243,7 @@ class HopAnalysis:
         self.results.data = data
         self.results.hops = find_hops(
             data.positions, data.times_ps, self.params, data.atom_indices, n_jobs=self.n_jobs, progress=verbose,
-            atom_ids=data.atom_ids, box=data.box,
+            atom_ids=data.atom_ids, box=data.box, layout="frame",
         )
         return self
 

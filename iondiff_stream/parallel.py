@@ -1,8 +1,13 @@
-"""Many simulations at once on Dask (a local cluster by default, or any ``distributed.Client``).
+"""Dask: the per-ion work of one run, and many runs at once.
 
-Each run is analysed by :func:`iondiff_stream.analyze.analyze_run` on a worker (the per-ion work inside a
-run stays serial there: one task per run keeps the scheduler's load small for hundreds of runs); results
-stay on disk in each run's output directory and only the summaries travel back.
+* :func:`map_ion_blocks` runs one task per ion block of one run; each task reads its own slice
+  ``positions[:, i0:i1]`` (from the run's Zarr store when the positions are out of core, so only the
+  store's path travels; in-memory positions are sliced and shipped per block). A scheduler address
+  (``iondiff-stream analyze --scheduler tcp://host:8786``, e.g. a dask-jobqueue Slurm/PBS cluster) or
+  a ``LocalCluster`` of ``--jobs`` processes.
+* :func:`analyze_many` analyses many runs, one task per run (the per-ion work inside a run stays
+  serial there: one task per run keeps the scheduler's load small for hundreds of runs); results stay
+  on disk in each run's output directory and only the summaries travel back.
 """
 
 from __future__ import annotations
@@ -13,9 +18,132 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunSpec", "analyze_many"]
+__all__ = ["RunSpec", "analyze_many", "map_ion_blocks", "dask_client"]
+
+
+class _Shifted:
+    """An in-memory ion block that answers ``[:, i0:i1]`` (frame layout) or ``[i0:i1]`` (ion layout) like the full array."""
+
+    def __init__(self, block: Any, i0: int, n: int, layout: str = "frame") -> None:
+        self.block = block
+        self.i0 = i0
+        self.layout = layout
+        self.shape = (block.shape[0], n, 3) if layout == "frame" else (n, block.shape[1], 3)
+
+    def __getitem__(self, key: Any) -> Any:
+        if self.layout == "frame":
+            t, ions = key
+            return self.block[t, ions.start - self.i0 : ions.stop - self.i0]
+        return self.block[key.start - self.i0 : key.stop - self.i0]
+
+
+class dask_client:  # noqa: N801 - used as a context manager like a function
+    """Context manager giving a ``distributed.Client``.
+
+    Parameters
+    ----------
+    client : Client or str or None
+        An existing client (returned as is), a scheduler address
+        (``"tcp://127.0.0.1:8786"``; connected, closed on exit), or None for a
+        ``LocalCluster`` of ``n_workers`` single-threaded processes (no
+        dashboard; closed on exit).
+    n_workers : int
+    """
+
+    def __init__(self, client: Any = None, n_workers: int = 1) -> None:
+        self._given = client
+        self.n_workers = max(1, int(n_workers))
+        self._own: list[Any] = []
+
+    def __enter__(self) -> Any:
+        from distributed import Client, LocalCluster
+
+        if self._given is not None and not isinstance(self._given, str):
+            return self._given
+        if isinstance(self._given, str):
+            c = Client(self._given, timeout="30s")
+            self._own = [c]
+            return c
+        cluster = LocalCluster(n_workers=self.n_workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, scheduler_port=0, silence_logs=logging.WARNING)
+        c = Client(cluster)
+        self._own = [c, cluster]
+        return c
+
+    def __exit__(self, *exc: Any) -> None:
+        for obj in self._own:
+            obj.close()
+        self._own = []
+
+
+def map_ion_blocks(
+    func: Any,
+    positions: Any,
+    blocks: Sequence[tuple[int, int]],
+    args: Sequence[Any] = (),
+    client: Any = None,
+    n_workers: int = 1,
+    stage_name: str = "per-ion",
+    progress: bool = False,
+    layout: str = "frame",
+) -> list[Any]:
+    """``[func(positions, i0, i1, *args) for (i0, i1) in blocks]`` on Dask, one task per ion block.
+
+    Parameters
+    ----------
+    func : callable
+        A module-level function (pickled to the workers).
+    positions : array-like, shape (T, n, 3), or (n, T, 3) with ``layout="ion"``
+        A Zarr array (each task opens it and reads its block) or an ndarray
+        (each task gets its block).
+    blocks : sequence of (int, int)
+    args : sequence
+        Further arguments, sent to the cluster once.
+    client : distributed.Client or str, optional
+        Client or scheduler address; default a ``LocalCluster`` of ``n_workers``.
+    stage_name : str
+        Stage of the run-wide progress bar advanced as blocks finish.
+
+    Returns
+    -------
+    list
+        Results in the order of ``blocks``.
+    """
+    from distributed import as_completed
+
+    from .progress import RunProgress, current, stage
+
+    own_bar = RunProgress({stage_name: 1.0}, description=stage_name) if (progress and current() is None) else None
+    with dask_client(client, n_workers) as c:
+        if own_bar is not None:
+            own_bar.__enter__()
+        try:
+            st = stage(stage_name, len(blocks))
+            shared = c.scatter(list(args), broadcast=True) if args else []
+            in_memory = isinstance(positions, np.ndarray)
+            futures = []
+            for i0, i1 in blocks:
+                if not in_memory:
+                    arr = positions
+                elif layout == "frame":
+                    arr = _Shifted(positions[:, i0:i1], i0, positions.shape[1], layout)
+                else:
+                    arr = _Shifted(positions[i0:i1], i0, positions.shape[0], layout)
+                futures.append(c.submit(func, arr, i0, i1, *shared, pure=False))
+            index = {f.key: k for k, f in enumerate(futures)}
+            out: list[Any] = [None] * len(futures)
+            for fut in as_completed(futures):
+                out[index[fut.key]] = fut.result()
+                st.advance(1)
+                fut.release()
+            return out
+        finally:
+            if own_bar is not None:
+                own_bar.__exit__(None, None, None)
 
 
 @dataclass

@@ -78,14 +78,18 @@ def write_outputs(run: RunAnalysis, out_dir: str, extra: dict[str, Any] | None =
         arr("silhouette", np.array([i.silhouette for i in h.ions]), None, "best average silhouette per ion")
         arr("silhouette_by_k", np.stack([i.silhouette_by_k for i in h.ions]), None,
             "average silhouette for K = 2..k_max (n_mobile, k_max - 1)")
-    if run.data.positions.nbytes // 2 <= 2 * 2**30:  # float32 copy up to 2 GiB (it duplicates the trajectory)
-        p = g.create_array("positions_A", shape=run.data.positions.shape, dtype="float32",
+    pos = run.data.positions  # (n_frames, n_mobile, 3)
+    if run.data.out_of_core:
+        g.attrs["positions_store"] = os.path.abspath(run.data.store.path) if run.data.store is not None else None
+        logger.info("positions stay in their store %s (not copied into results.zarr)", g.attrs["positions_store"])
+    elif pos.nbytes // 2 <= 2 * 2**30:  # float32 copy up to 2 GiB (it duplicates the trajectory)
+        p = g.create_array("positions_A", shape=(pos.shape[1], pos.shape[0], 3), dtype="float32",
                            chunks=(1, run.data.n_frames, 3))
-        p[:] = run.data.positions.astype(np.float32)
+        p[:] = pos.transpose(1, 0, 2).astype(np.float32)
         p.attrs.update({"units": "angstrom", "description": "unwrapped (drift-corrected) positions (n_mobile, n_frames, 3)"})
     else:
         logger.warning("positions (%.1f GiB) not copied into results.zarr: read them from the trajectory",
-                       run.data.positions.nbytes / 2**31)
+                       pos.nbytes / 2**31)
     arr("box", run.data.box, "angstrom, degrees", "cell [a, b, c, alpha, beta, gamma] of the first frame")
     hg = g.create_group("hops")
     hg.attrs["description"] = "one entry per hop; columns as in hops.csv"

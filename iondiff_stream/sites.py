@@ -577,7 +577,7 @@ def analyse_sites(
     u = load_universe(trajectories, topology)
     mob = collect_positions(u, mobile, timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps, remove_drift=False)
     an = collect_positions(u, framework, timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps, remove_drift=False)
-    vert, cen = delaunay_tetrahedra(an.positions[:, 0], mob.box)
+    vert, cen = delaunay_tetrahedra(an.positions[0], mob.box)
     types = np.full(len(vert), default_label, dtype=object)
     match = None
     if reference is not None:
@@ -602,7 +602,7 @@ def analyse_sites(
             match = match_reference_sites(cen, al[keep], lab[keep].astype(str), mob.box, tol_A=match_tol_A,
                                           default=default_label)
             types = match.labels.astype(object)
-    a = assign_polyhedra(mob.positions, an.positions, vert, mob.box)
+    a = assign_polyhedra(mob.ion_major(), an.ion_major(), vert, mob.box)
     assigned = a >= 0
     types_all = np.append(types.astype(str), "__unassigned__")
     a_full = np.where(assigned, a, len(vert))

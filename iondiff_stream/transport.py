@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy.fft import irfft, next_fast_len, rfft
@@ -106,6 +107,37 @@ def msd_fft(pos: np.ndarray, max_lag: int | None = None, block: int = 64) -> np.
         s1 = (csum[:, T - m, :] + (total - csum[:, m, :])) / norm
         out[s : s + block] = s1 - 2.0 * s2
     return np.maximum(out, 0.0) if L >= 0 else out
+
+
+def msd_ion_blocks(pos: Any, max_lag: int, lags: np.ndarray | None = None, ion_block: int | None = None) -> np.ndarray:
+    """Per-ion, per-axis MSD (by FFT), computed one ion block at a time.
+
+    Parameters
+    ----------
+    pos : array-like, shape (n, T, 3)
+        Unwrapped positions, Å, read as ``pos[s:e]`` per block (an ndarray or
+        :class:`iondiff_stream.io.positions_store.IonMajorView` of an out-of-core store).
+    max_lag : int
+        Largest lag (frames).
+    lags : ndarray of int, optional
+        Lags kept (default all ``0..max_lag``).
+    ion_block : int, optional
+        Ions per FFT (default: as many as fit in 256 MiB of FFT work).
+
+    Returns
+    -------
+    ndarray, shape (n, len(lags), 3)
+        MSD in Å².
+    """
+    n, T, _ = pos.shape
+    keep = np.arange(min(max_lag, T - 1) + 1) if lags is None else np.asarray(lags)
+    block = ion_block or int(max(1, min(64, (256 << 20) // max(1, 320 * T))))
+    out = np.empty((n, len(keep), 3))
+    for s in range(0, n, block):
+        e = min(n, s + block)
+        m = msd_fft(pos[s:e], max_lag, block=block)
+        out[s:e] = m if lags is None else m[:, keep]
+    return out
 
 
 def tracer_msd(pos: np.ndarray, max_lag: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -254,15 +286,31 @@ def squared_displacement_variance(pos: np.ndarray, lags: np.ndarray, max_values:
         ``var(s)``, Å⁴ (ddof = 1).
     """
     n, T, _ = pos.shape
-    out = np.empty(len(lags))
-    for k, m in enumerate(np.asarray(lags, dtype=np.int64)):
-        n_org = T - int(m)
-        stride = max(1, int(np.ceil(n * n_org / max_values)))
-        a = pos[:, 0:n_org:stride]
-        b = pos[:, int(m):T:stride][:, : a.shape[1]]
-        sq = ((b - a) ** 2).sum(-1)
-        out[k] = sq.var(ddof=1) if sq.size > 1 else 0.0
-    return out
+    lags = np.asarray(lags, dtype=np.int64)
+    # one read per ion block (pos may be an out-of-core IonMajorView); per-block count, mean and sum of
+    # squared deviations combined exactly (Chan et al.), so the result is the variance over all ions
+    cnt = np.zeros(len(lags))
+    mean = np.zeros(len(lags))
+    m2 = np.zeros(len(lags))
+    block = int(max(1, min(n, (64 << 20) // max(1, 24 * T))))
+    for s in range(0, n, block):
+        x = np.asarray(pos[s : s + block], dtype=np.float64)
+        for k, m in enumerate(lags):
+            n_org = T - int(m)
+            stride = max(1, int(np.ceil(n * n_org / max_values)))
+            a = x[:, 0:n_org:stride]
+            b = x[:, int(m):T:stride][:, : a.shape[1]]
+            sq = ((b - a) ** 2).sum(-1).ravel()
+            if sq.size == 0:
+                continue
+            mb = float(sq.mean())
+            m2b = float(((sq - mb) ** 2).sum())
+            tot = cnt[k] + sq.size
+            delta = mb - mean[k]
+            m2[k] += m2b + delta**2 * cnt[k] * sq.size / tot
+            mean[k] += delta * sq.size / tot
+            cnt[k] = tot
+    return np.where(cnt > 1, m2 / np.maximum(cnt - 1, 1), 0.0)
 
 
 @dataclass
@@ -696,7 +744,7 @@ def analyse_transport(
     else:
         raise ValueError(f"window must be 'gls', 'half' or 'pymatgen', got {window!r}")
     weighted = window == "pymatgen"
-    per_ion = msd_fft(pos, max_lag)
+    per_ion = msd_ion_blocks(pos, max_lag)  # per ion block: pos may be an out-of-core IonMajorView
     axes = per_ion.mean(0)
     msd = axes.sum(1)
     mscd, _ = collective_msd(pos, max_lag)

@@ -203,7 +203,7 @@ def test_real_runs_hops_carry_the_transport(name):
     from iondiff_stream.analyze import summarise
 
     data = _real(name)
-    run = summarise(data, find_hops(data.positions, data.times_ps, box=data.box, atom_ids=data.atom_ids),
+    run = summarise(data, find_hops(data.positions, data.times_ps, box=data.box, atom_ids=data.atom_ids, layout="frame"),
                     correlations=False)
     s = run.summary
     assert s["n_hops"] >= 5 and s["n_sites"] >= data.n_mobile * 0.9
@@ -220,7 +220,7 @@ def test_confined_motion_is_flagged_on_ordered_argyrodite():
     from iondiff_stream.analyze import summarise
 
     data = _real("argyrodite_0p")
-    s = summarise(data, find_hops(data.positions, data.times_ps, box=data.box), correlations=False).summary
+    s = summarise(data, find_hops(data.positions, data.times_ps, box=data.box, layout="frame"), correlations=False).summary
     assert s["hop_msd_fraction"] > 3.0
     assert any("confined" in w for w in s["warnings"])
 

@@ -35,7 +35,8 @@ def test_hops_follow_the_lattice_count_and_carry_the_transport(hot_run):
     d, _ = hot_run
     run = analyze_run(f"{d}/T1700_c.zarr", "F")
     s = run.summary
-    ref = committed_site_changes(run.data.positions, run.data.times_ps, f_sublattice(run.data.box), run.data.box, 0.2)
+    ref = committed_site_changes(run.data.positions, run.data.times_ps, f_sublattice(run.data.box), run.data.box, 0.2,
+                                 layout="frame")
     assert ref.sum() >= 50
     assert abs(s["n_hops"] - ref.sum()) <= 0.25 * ref.sum()
     assert s["n_sites"] >= 216  # the F sublattice (and a few interstitial sites)
@@ -53,7 +54,7 @@ def test_store_dump_noise_and_live_agree(hot_run):
     rng = np.random.default_rng(1)
     noisy = du.data.positions + rng.normal(0, 1e-3, du.data.positions.shape)
     hn = find_hops(noisy, du.data.times_ps, HopParameters(), du.data.atom_indices, atom_ids=du.data.atom_ids,
-                   box=du.data.box)
+                   box=du.data.box, layout="frame")
     assert same_hops(du.hops.hops, hn.hops, 1)["fraction"] >= 0.97
     # the live count the hook saved at the end of the run vs the offline finalisation of the store
     live = int(np.asarray(FrameStoreReader(f"{d}/T1700_c.zarr").online_state()["hops"]).sum())

@@ -40,7 +40,7 @@ def test_restarts_concatenate(argyrodite_50p):
     u = load_universe(argyrodite_50p)
     assert u.trajectory.n_frames == 700
     data = collect_positions(u, "Li", timestep_ps=0.1)
-    steps = np.abs(np.diff(data.positions, axis=1))
+    steps = np.abs(np.diff(data.ion_major(), axis=1))
     assert steps.max() < 3.0  # continuous across the run boundaries (no wrap jumps)
     assert data.times_ps[-1] == pytest.approx(69.9)
 
@@ -65,7 +65,7 @@ def test_truncated_xdatcar(tmp_path, argyrodite_50p):
 def test_extxyz_lgps_time_from_file():
     u = load_universe(shared("LGPS_600K_pmg_diffusion", "derived_LGPS_600K_unwrapped.extxyz"))
     data = collect_positions(u, "Li")
-    assert data.positions.shape == (20, 1000, 3)
+    assert data.ion_major().shape == (20, 1000, 3)
     assert data.timestep_ps == pytest.approx(0.02)
     assert data.volume_A3 == pytest.approx(8.729014**2 * 12.735865 - 0.018257**2 * 12.735865, rel=1e-5)
 
@@ -73,13 +73,13 @@ def test_extxyz_lgps_time_from_file():
 def test_extxyz_wrapped_na3ps4_unwraps():
     u = load_universe(shared("Na3PS4_cubic_800K_pmg_diffusion", "derived_cNa3PS4_trajectories_wrapped.extxyz"))
     data = collect_positions(u, "Na", timestep_ps=0.02, remove_drift=False)
-    assert data.positions.shape == (48, 200, 3)
-    jumps = np.linalg.norm(np.diff(data.positions, axis=1), axis=2)
+    assert data.ion_major().shape == (48, 200, 3)
+    jumps = np.linalg.norm(np.diff(data.ion_major(), axis=1), axis=2)
     assert jumps.max() < 2.0
     # unwrapped positions wrap back onto the file's coordinates
     h = triclinic_vectors(data.box).astype(float)
     u.trajectory[-1]
-    f_ours = np.linalg.solve(h.T, data.positions[:, -1].T).T
+    f_ours = np.linalg.solve(h.T, data.ion_major()[:, -1].T).T
     f_file = np.linalg.solve(h.T, select_mobile(u, "Na").positions.astype(float).T).T
     d = f_ours - f_file
     assert np.max(np.abs(d - np.rint(d))) < 1e-5
@@ -91,7 +91,7 @@ def test_lammps_data_xyz_li3incl6():
     u = load_universe(shared(d, "lammps_coords.xyz"), topology=shared(d, "lammps_data.txt"))
     assert u.trajectory.n_frames == 4
     data = collect_positions(u, "Li", timestep_ps=2.0)
-    assert data.positions.shape == (24, 4, 3)
+    assert data.ion_major().shape == (24, 4, 3)
     assert data.box[4] == pytest.approx(109.81, abs=0.01)  # triclinic box from the data file
     assert set(data.species) == {"Li"}
 
@@ -109,8 +109,8 @@ def test_lammps_dump_conventions(tmp_path, synth, columns):
     u = load_universe(dump, topology=data)
     td = collect_positions(u, "Li", md_timestep_ps=0.005, remove_drift=False)
     assert td.timestep_ps == pytest.approx(0.05)
-    shift = td.positions[:, :1] - synth.positions[:, :1]  # same up to the image of frame 0
-    assert np.allclose(td.positions - shift, synth.positions, atol=2e-5)
+    shift = td.ion_major()[:, :1] - synth.positions[:, :1]  # same up to the image of frame 0
+    assert np.allclose(td.ion_major() - shift, synth.positions, atol=2e-5)
     assert np.allclose(shift, np.rint(shift / synth.box[0]) * synth.box[0], atol=2e-5)
 
 
@@ -118,7 +118,7 @@ def test_drift_removal(synth):
     u = synth.to_universe(wrapped=True)
     td = collect_positions(u, "Li", remove_drift=True)
     truth = synth.positions - synth.drift[None]
-    d = td.positions - td.positions[:, :1] - (truth - truth[:, :1])
+    d = td.ion_major() - td.ion_major()[:, :1] - (truth - truth[:, :1])
     assert np.abs(d).max() < 0.05  # framework noise averages out
     assert np.abs(synth.drift[-1]).max() > 5.0
 
@@ -137,7 +137,7 @@ def test_triclinic_unwrap():
 
     u.load_new(wrapped.astype(np.float32), format=MemoryReader, dimensions=box.astype(np.float32), dt=0.1)
     td = collect_positions(u, "Li")
-    got = td.positions.transpose(1, 0, 2)
+    got = td.positions  # (T, n, 3)
     off = got[0] - truth[0]
     assert np.allclose(got - off, truth, atol=1e-4)
 
@@ -187,6 +187,6 @@ def test_binary_formats_with_time_in_file(tmp_path, synth, ext):
     u = load_universe(path, topology=top)
     td = collect_positions(u, "Li", remove_drift=False)
     assert td.timestep_ps == pytest.approx(0.05, rel=1e-4)
-    off = td.positions[:, :1] - synth.positions[:, :1]
+    off = td.ion_major()[:, :1] - synth.positions[:, :1]
     tol = 1.1e-2 if ext == "xtc" else 1e-4  # xtc keeps 0.01 Å (3 decimals in nm), twice: frame and offset
-    assert np.allclose(td.positions - off, synth.positions, atol=tol)
+    assert np.allclose(td.ion_major() - off, synth.positions, atol=tol)

@@ -40,7 +40,7 @@ def _analyse(conc):
     u = load_universe(f"{base}/Li6PS5Cl/{conc}/run1/actual_XDATCAR.gz")
     li = collect_positions(u, "Li", timestep_ps=0.1, remove_drift=False)
     an = collect_positions(u, "S,Cl", timestep_ps=0.1, remove_drift=False)
-    vert, cen = delaunay_tetrahedra(an.positions[:, 0], li.box)
+    vert, cen = delaunay_tetrahedra(an.positions[0], li.box)
     ref = _reference()
     u.trajectory[0]
     al = align_reference(ref.get_scaled_positions() @ triclinic_vectors(li.box).astype(float),
@@ -49,7 +49,7 @@ def _analyse(conc):
     names = np.array(ref.get_chemical_symbols())
     lab = np.array([{"Li": "T5", "Se": "T4"}.get(s, "") for s in names])
     m = match_reference_sites(cen, al[lab != ""], lab[lab != ""], li.box, default="T2")
-    a = assign_polyhedra(li.positions, an.positions, vert, li.box)
+    a = assign_polyhedra(li.ion_major(), an.ion_major(), vert, li.box)
     return a, m.labels, site_statistics(a, m.labels, len(m.labels), 0.1), m
 
 

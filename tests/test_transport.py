@@ -30,8 +30,8 @@ def _pmg(json_path):
 def test_tracer_and_collective_msd_match_pymatgen(folder, xyz, js, species):
     da = _pmg(shared(folder, js))
     data = collect_positions(load_universe(shared(folder, xyz)), species, remove_drift=True)
-    msd, axes = tracer_msd(data.positions)
-    mscd, _ = collective_msd(data.positions)
+    msd, axes = tracer_msd(data.ion_major())
+    mscd, _ = collective_msd(data.ion_major())
     lags = np.rint(da.dt / (da.time_step * da.step_skip)).astype(int)
     assert len(lags) > 40
     np.testing.assert_allclose(msd[lags], da.msd, rtol=1e-6)
@@ -91,7 +91,7 @@ def test_lgps_d_sigma_haven_match_pymatgen_reference():
 
     data = collect_positions(load_universe(shared("LGPS_600K_pmg_diffusion", "derived_LGPS_600K_unwrapped.extxyz")),
                              "Li", remove_drift=True)
-    tr = analyse_transport(data.positions, data.timestep_ps, data.volume_A3, 600.0, 1, window="pymatgen")
+    tr = analyse_transport(data.ion_major(), data.timestep_ps, data.volume_A3, 600.0, 1, window="pymatgen")
     assert tr.tracer.D_cm2_s == pytest.approx(1.1612930641107077e-06, rel=1e-4)
     assert abs(tr.tracer.D_cm2_s - 1.16083658794e-06) < 5e-8  # the published assertion (places=7)
     assert tr.sigma_NE_mS_cm == pytest.approx(74.165372613735684, rel=1e-4)
@@ -112,7 +112,7 @@ def test_na3ps4_van_hove_matches_pymatgen_reference():
     avg, skip = 5, 5
     nt = data.n_frames - avg
     lags = np.minimum(np.arange(int(nt / skip) + 1) * skip, nt)
-    r, gs, gd = van_hove(data.positions, triclinic_vectors(data.box).astype(float), lags, np.arange(avg),
+    r, gs, gd = van_hove(data.ion_major(), triclinic_vectors(data.box).astype(float), lags, np.arange(avg),
                          r_max=10.0, n_grid=101, sigma=0.1)
     assert gs.shape == gd.shape == (20, 101)
     assert gs[0, 0] == pytest.approx(3.98942280401, rel=1e-9)
@@ -201,7 +201,7 @@ def test_d_interval_against_kinisi_on_its_example_data(argyrodite_50p_run1):
     from iondiff_stream.transport import analyse_transport, fit_diffusion_gls, squared_displacement_variance
 
     f, d = argyrodite_50p_run1
-    tr = analyse_transport(d.positions, 0.1, d.volume_A3, 500.0, 1)
+    tr = analyse_transport(d.ion_major(), 0.1, d.volume_A3, 500.0, 1)
     g = tr.tracer_gls
     s = tr.summary()
     assert s["D_tracer_ci95_cm2_s"] == list(g.ci95_cm2_s)
@@ -219,10 +219,10 @@ def test_d_interval_against_kinisi_on_its_example_data(argyrodite_50p_run1):
     assert (hi - lo) >= 0.5 * (k_hi - k_lo)
     # same start, same data: the GLS posterior is kinisi's
     sel = np.arange(1, d.n_frames)
-    v = squared_displacement_variance(d.positions, sel)
+    v = squared_displacement_variance(d.ion_major(), sel)
     from iondiff_stream.transport import msd_fft
 
-    msd = msd_fft(d.positions).sum(2).mean(0)[sel]
+    msd = msd_fft(d.ion_major()).sum(2).mean(0)[sel]
     one = fit_diffusion_gls(sel * 0.1, msd, v, d.n_mobile, d.n_frames, 0.1, start_ps=g.start_ps)
     assert one.D_cm2_s == pytest.approx(float(np.mean(da.D.values)), rel=0.05)
     assert one.ci95_cm2_s[1] - one.ci95_cm2_s[0] == pytest.approx(k_hi - k_lo, rel=0.2)

@@ -42,7 +42,7 @@ def check_temperature(d: str, T: int, silhouette: bool = True) -> dict:
     if os.path.exists(f"{d}/T{T}_n.dump"):
         gaps = analyze_run([f"{d}/T{T}_n.dump"], "F", topology=f"{d}/T{T}_n.data", md_timestep_ps=0.002)
     data = st.data
-    ref = committed_site_changes(data.positions, data.times_ps, f_sublattice(data.box), data.box, 0.2)
+    ref = committed_site_changes(data.positions, data.times_ps, f_sublattice(data.box), data.box, 0.2, layout="frame")
     s = st.summary
     out.update({
         "n_F": data.n_mobile, "frames": data.n_frames, "dt_ps": data.timestep_ps, "n_sites": s["n_sites"],
@@ -53,7 +53,7 @@ def check_temperature(d: str, T: int, silhouette: bool = True) -> dict:
     })
     if gaps is not None:
         ref_n = committed_site_changes(gaps.data.positions, gaps.data.times_ps, f_sublattice(gaps.data.box),
-                                       gaps.data.box, 0.2)
+                                       gaps.data.box, 0.2, layout="frame")
         out.update({"gaps_hops": gaps.summary["n_hops"], "gaps_ref": int(ref_n.sum()),
                     "gaps_hop_msd_fraction": gaps.summary["hop_msd_fraction"],
                     "gaps_nu_per_ps": gaps.summary["hop_frequency_per_ps"],
@@ -63,7 +63,7 @@ def check_temperature(d: str, T: int, silhouette: bool = True) -> dict:
     rng = np.random.default_rng(T)
     noisy = du.data.positions + rng.normal(0.0, 1e-3, du.data.positions.shape)
     hn = find_hops(noisy, du.data.times_ps, HopParameters(), du.data.atom_indices, atom_ids=du.data.atom_ids,
-                   box=du.data.box)
+                   box=du.data.box, layout="frame")
     out["dump_vs_noisy"] = same_hops(du.hops.hops, hn.hops, 1)["fraction"]
     # live: what the hook's estimator computes, replayed over the same frames in the same order
     r = FrameStoreReader(f"{d}/T{T}_c.zarr")

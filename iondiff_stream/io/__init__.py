@@ -6,7 +6,12 @@
 * :func:`select_mobile` picks the mobile ions by element, type, name or any
   MDAnalysis selection string.
 * :class:`UnwrappedPositions` (an MDAnalysis analysis) collects unwrapped,
-  optionally drift-corrected positions of the mobile ions as one array.
+  optionally drift-corrected positions of the mobile ions, shape
+  ``(n_frames, n_mobile, 3)``, in one pass of slabs of frames: in memory, or
+  for long runs out of core in a Zarr store chunked per ion block
+  (:mod:`iondiff_stream.io.positions_store`), within a memory budget.
+* LAMMPS text dumps are read by the block-parsing reader ``IONDIFFDUMP``
+  (:mod:`iondiff_stream.io.lammps_dump`), same frames as MDAnalysis's reader.
 
 Units: Å and ps.
 """
@@ -25,7 +30,7 @@ import numpy as np
 from MDAnalysis.analysis.base import AnalysisBase
 
 from ..elements import ELEMENTS, elements_from_masses
-from ..pbc import minimum_image
+from ..pbc import cell_matrix, minimum_image
 from ..errors import (
     IonDiffStreamError,
     InvalidCoordinatesError,
@@ -34,6 +39,7 @@ from ..errors import (
     TrajectoryFileNotFoundError,
     TrajectoryFormatError,
 )
+from . import lammps_dump  # noqa: F401  (registers the fast LAMMPS dump reader IONDIFFDUMP)
 from . import readers  # noqa: F401  (registers XDATCAR / EXTXYZ with MDAnalysis)
 from . import validate
 from .readers import read_xdatcar
@@ -214,6 +220,10 @@ def load_universe(
     no_time = fmt in ("LAMMPSDUMP", "XYZ") or (fmt is None and paths[0].lower().endswith((".xyz", ".xyz.gz")))
     if no_time and "dt" not in kwargs:
         kwargs["dt"] = 1.0  # placeholder: frame times are resolved by UnwrappedPositions
+    if format is None:  # an explicit format="LAMMPSDUMP" keeps MDAnalysis's reader
+        fmt = _fast_reader_format(fmt, paths, kwargs)
+    if fmt == "IONDIFFDUMP":
+        kwargs["allow_truncated"] = allow_truncated  # checked above; the reader then drops the cut frame
     traj: Any = paths[0] if len(paths) == 1 else paths
     try:
         u = mda.Universe(top, traj, format=fmt, topology_format=top_fmt, **kwargs)
@@ -239,6 +249,27 @@ def load_universe(
         except Exception:  # noqa: BLE001 - best effort, checked later
             pass
     return u
+
+
+_MDA_ONLY_DUMP_OPTIONS = ("unwrap_images", "additional_columns")
+
+
+def _fast_reader_format(fmt: str | None, paths: list[str], kwargs: dict[str, Any]) -> str | None:
+    """``IONDIFFDUMP`` (the block-parsing reader) for plain LAMMPS text dumps it can read, else ``fmt``.
+
+    MDAnalysis's own reader stays in use for compressed dumps, dumps with
+    non-numeric atom columns and the reader options only it has.
+    """
+    if fmt != "LAMMPSDUMP" or any(k in kwargs for k in _MDA_ONLY_DUMP_OPTIONS):
+        return fmt
+    for p in paths:
+        if p.endswith((".gz", ".bz2")):
+            return fmt
+        with open(p, "rb") as fh:
+            head = [fh.readline() for _ in range(9)]
+        if not lammps_dump.dump_is_numeric(head[-1].decode(errors="replace")):
+            return fmt
+    return "IONDIFFDUMP"
 
 
 def _our_cause(exc: BaseException) -> IonDiffStreamError | None:
@@ -313,8 +344,11 @@ class TrajectoryData:
 
     Attributes
     ----------
-    positions : ndarray, shape (n_mobile, n_frames, 3), float64
-        Unwrapped Cartesian positions, Å (drift removed if requested).
+    positions : ndarray or zarr.Array, shape (n_frames, n_mobile, 3)
+        Unwrapped Cartesian positions, Å (drift removed if requested), frame
+        major: ``positions[:, i0:i1]`` is an ion block. An in-memory float64
+        array, or (out of core) a float32 Zarr array chunked per ion block
+        (see :mod:`iondiff_stream.io.positions_store`).
     times_ps : ndarray, shape (n_frames,)
     box : ndarray, shape (6,)
         Box of the first frame ``[a, b, c, alpha, beta, gamma]`` (Å, degrees).
@@ -328,9 +362,11 @@ class TrajectoryData:
     steps : ndarray, shape (n_frames,) or None
         MD step numbers where the file has them.
     volume_A3 : float
+    store : PositionStore or None
+        The on-disk store when ``positions`` is out of core.
     """
 
-    positions: np.ndarray
+    positions: Any
     times_ps: np.ndarray
     box: np.ndarray
     atom_indices: np.ndarray
@@ -340,18 +376,32 @@ class TrajectoryData:
     volume_A3: float = float("nan")
     meta: dict[str, Any] = field(default_factory=dict)
     atom_ids: np.ndarray | None = None
+    store: Any = None
 
     @property
     def n_frames(self) -> int:
-        return int(self.positions.shape[1])
+        return int(self.positions.shape[0])
 
     @property
     def n_mobile(self) -> int:
-        return int(self.positions.shape[0])
+        return int(self.positions.shape[1])
+
+    @property
+    def out_of_core(self) -> bool:
+        """True when the positions live in a Zarr store on disk."""
+        return not isinstance(self.positions, np.ndarray)
 
     @property
     def timestep_ps(self) -> float:
         return float(self.times_ps[1] - self.times_ps[0]) if self.n_frames > 1 else float("nan")
+
+    def ion_major(self) -> Any:
+        """Positions as ``(n_mobile, n_frames, 3)``: a transposed view in memory, else an :class:`IonMajorView`."""
+        if isinstance(self.positions, np.ndarray):
+            return self.positions.transpose(1, 0, 2)
+        from .positions_store import IonMajorView, ion_block_of
+
+        return IonMajorView(self.positions, ion_block=ion_block_of(self.positions))
 
 
 def _species(ag: mda.AtomGroup) -> np.ndarray:
@@ -368,7 +418,7 @@ def _box_volume(box: np.ndarray) -> float:
 
 
 class UnwrappedPositions(AnalysisBase):
-    """Collect unwrapped positions of mobile ions, frame by frame.
+    """Collect unwrapped positions of mobile ions, one slab of frames at a time.
 
     Positions are unwrapped by minimum-image frame-to-frame differences
     (orthorhombic and triclinic boxes), which is exact whether the file holds
@@ -376,6 +426,11 @@ class UnwrappedPositions(AnalysisBase):
     box length between stored frames (checked). Framework drift (the mean
     displacement of all non-mobile atoms, as in pymatgen's DiffusionAnalyzer)
     can be subtracted.
+
+    Frames are buffered in slabs of ``plan.frame_chunk`` frames and unwrapped
+    with array operations per slab; each slab is written to the output (an
+    in-memory float64 array, or out of core a float32 :class:`PositionStore`),
+    so memory is bounded by the budget whatever the run length.
 
     Parameters
     ----------
@@ -387,6 +442,16 @@ class UnwrappedPositions(AnalysisBase):
     md_timestep_ps : float, optional
         MD integration timestep, ps; with LAMMPS dumps the frame times are
         ``step * md_timestep_ps``.
+    memory_budget : MemoryBudget or int, optional
+        Working memory (bytes); decides in memory vs out of core.
+    out_of_core : bool, optional
+        Force positions to a Zarr store (True) or memory (False).
+    store_path : str, optional
+        Directory of the Zarr store (default: a temporary directory).
+    n_workers : int
+        Ion blocks that will be analysed at once (sizes the ion block).
+    progress : callable, optional
+        ``progress(n_frames_done)`` called after each slab.
     allow_discontinuities : bool
         Warn instead of refusing a run with repeated frames or jumps between
         frames (see :mod:`iondiff_stream.io.validate`).
@@ -412,6 +477,11 @@ class UnwrappedPositions(AnalysisBase):
         remove_drift: bool = True,
         timestep_ps: float | None = None,
         md_timestep_ps: float | None = None,
+        memory_budget: Any = None,
+        out_of_core: bool | None = None,
+        store_path: str | None = None,
+        n_workers: int = 1,
+        progress: Any = None,
         allow_discontinuities: bool = False,
         force_timestep: bool = False,
         **kwargs: Any,
@@ -421,6 +491,11 @@ class UnwrappedPositions(AnalysisBase):
         self.remove_drift = remove_drift
         self.timestep_ps = timestep_ps
         self.md_timestep_ps = md_timestep_ps
+        self.memory_budget = memory_budget
+        self.out_of_core = out_of_core
+        self.store_path = store_path
+        self.n_workers = n_workers
+        self.progress = progress
         self.allow_discontinuities = allow_discontinuities
         self.force_timestep = force_timestep
 
@@ -446,74 +521,164 @@ class UnwrappedPositions(AnalysisBase):
         return self
 
     def _prepare(self) -> None:
+        from .positions_store import MemoryBudget, PositionStore, plan_chunks
+
         u = self.mobile.universe
         if len(self.mobile) == 0:
             raise SelectionError("empty mobile selection")
         self._framework = u.atoms - self.mobile
+        self._with_drift = bool(self.remove_drift and len(self._framework))
         self._scale = float(getattr(u, "iondiff_length_scale", 1.0))
         self._fallback_box = getattr(u, "iondiff_box_fallback", None)
-        n = self.n_frames
-        self._pos = np.empty((n, len(self.mobile), 3), dtype=np.float64)
+        n, N = self.n_frames, len(self.mobile)
+        M = len(self._framework) if self._with_drift else 0
+        budget = self.memory_budget
+        if budget is not None and not isinstance(budget, MemoryBudget):
+            budget = MemoryBudget(int(budget))
+        self.plan = plan_chunks(n, N, M, budget, self.n_workers, self.out_of_core)
+        if self.plan.in_memory:
+            self._store = None
+            self._out: Any = np.empty((n, N, 3), dtype=np.float64)
+        else:
+            self._store = PositionStore(self.store_path, n, N, self.plan)
+            self._out = self._store.array
+        B = self.plan.frame_chunk
+        self._buf_m = np.empty((B, N, 3), dtype=np.float64)
+        self._buf_f = np.empty((B, M, 3), dtype=np.float64)
+        self._buf_box = np.empty((B, 6), dtype=np.float64)
+        self._buf_frame = np.empty(B, dtype=np.int64)
+        self._nb = 0
+        self._t0 = 0
         self._drift = np.zeros((n, 3))
         self._times = np.empty(n)
         self._steps = np.full(n, -1, dtype=np.int64)
+        fb = self._fallback_box
+        self._no_box = np.full(6, np.nan) if fb is None else np.asarray(fb, dtype=np.float64)
         self._box0: np.ndarray | None = None
-        self._prev_m: np.ndarray | None = None
-        self._prev_f: np.ndarray | None = None
+        self._last_raw_m: np.ndarray | None = None  # raw (wrapped) positions of the previous frame
+        self._last_raw_f: np.ndarray | None = None
+        self._last_m: np.ndarray | None = None  # unwrapped position of the previous frame (float64)
+        self._last_drift = np.zeros(3)
         self._max_jump = 0.0
         self._hash = np.zeros(n, dtype=np.int64)  # of each frame's mobile coordinates (bytes)
         self._frame_ids = np.zeros(n, dtype=np.int64)
-
-    def _box(self) -> np.ndarray:
-        dims = self._ts.dimensions
-        if dims is None:
-            dims = self._fallback_box
-        if dims is None or not np.all(np.isfinite(dims)) or np.any(np.asarray(dims)[:3] <= 0):
-            raise InvalidCoordinatesError(
-                f"frame {self._ts.frame}: no valid periodic box ({dims}); give a topology/data file with the box"
-            )
-        out = np.asarray(dims, dtype=np.float64).copy()
-        out[:3] *= self._scale
-        return out
+        self._med_step = np.zeros(n)  # median over ions of the unwrapped step into each frame, Å
 
     def _single_frame(self) -> None:
-        i = self._frame_index
+        i, j = self._frame_index, self._nb
         self._reading = int(self._ts.frame)
         self._frame_ids[i] = self._ts.frame
-        box = self._box()
-        if self._box0 is None:
-            self._box0 = box
-        xm = self.mobile.positions.astype(np.float64) * self._scale
-        if not np.all(np.isfinite(xm)):
-            bad = np.where(~np.all(np.isfinite(xm), axis=1))[0]
-            raise InvalidCoordinatesError(
-                f"{validate.frame_source(self._trajectory, self._ts.frame)}: NaN/inf coordinates for mobile atom "
-                f"indices {self.mobile.indices[bad][:10].tolist()}"
-            )
+        dims = self._ts.dimensions
+        self._buf_box[j] = self._no_box if dims is None else dims  # checked and scaled per slab
+        self._buf_frame[j] = self._ts.frame
+        self._buf_m[j] = xm = self.mobile.positions
         self._hash[i] = hash(xm.tobytes())  # equal for bit-identical frames (repeats)
-        if self._prev_m is None:
-            self._pos[i] = xm
-        else:
-            d = self._min_image(xm - self._prev_m, box)
-            self._max_jump = max(self._max_jump, float(np.max(np.abs(d))) if d.size else 0.0)
-            self._pos[i] = self._pos[i - 1] + d
-        self._prev_m = xm
-        if self.remove_drift and len(self._framework):
-            xf = self._framework.positions.astype(np.float64) * self._scale
-            if not np.all(np.isfinite(xf)):
-                bad = np.where(~np.all(np.isfinite(xf), axis=1))[0]
-                raise InvalidCoordinatesError(
-                    f"{validate.frame_source(self._trajectory, self._ts.frame)}: NaN/inf coordinates for framework "
-                    f"atom indices {self._framework.indices[bad][:10].tolist()}"
-                )
-            if self._prev_f is not None:
-                self._drift[i] = self._drift[i - 1] + self._min_image(xf - self._prev_f, box).mean(axis=0)
-            self._prev_f = xf
+        if self._with_drift:
+            self._buf_f[j] = self._framework.positions
         self._times[i] = self._ts.time
         step = self._ts.data.get("step")
         if step is not None:
-            self._steps[i] = int(step)
+            self._steps[i] = step
+        self._nb += 1
+        if self._nb == len(self._buf_m):
+            self._flush()
         self._done = self._reading
+
+    def _check_slab(self, xm: np.ndarray, xf: np.ndarray, boxes: np.ndarray, frames: np.ndarray) -> None:
+        """Validate one slab of raw frames before it is unwrapped (boxes, NaN/inf coordinates).
+
+        Parameters
+        ----------
+        xm, xf : ndarray, shape (B, n_mobile, 3), (B, n_framework, 3)
+            Raw positions (Å) of the mobile and (if drift is removed) framework atoms.
+        boxes : ndarray, shape (B, 6)
+            Boxes ``[a, b, c, alpha, beta, gamma]`` (Å, degrees; NaN where the frame has none).
+        frames : ndarray, shape (B,)
+            Trajectory frame numbers of the slab.
+        """
+        bad_box = ~(np.isfinite(boxes).all(axis=1) & (boxes[:, :3] > 0).all(axis=1))
+        if bad_box.any():
+            k = int(np.argmax(bad_box))
+            raise InvalidCoordinatesError(
+                f"frame {int(frames[k])}: no valid periodic box ({boxes[k].tolist()}); "
+                "give a topology/data file with the box"
+            )
+        okm = np.isfinite(xm).all(axis=2)
+        if not okm.all():
+            f, bad = np.nonzero(~okm)
+            first = f[0]
+            atoms = self.mobile.indices[bad[f == first]]
+            raise InvalidCoordinatesError(
+                f"{validate.frame_source(self._trajectory, int(frames[first]))}: NaN/inf coordinates for mobile atom "
+                f"indices {atoms[:10].tolist()}"
+            )
+        if xf.size and not np.isfinite(xf).all():
+            first = int(np.argmin(np.isfinite(xf).all(axis=(1, 2))))
+            raise InvalidCoordinatesError(
+                f"{validate.frame_source(self._trajectory, int(frames[first]))}: NaN/inf coordinates for framework atoms"
+            )
+
+    def _flush(self) -> None:
+        """Unwrap the buffered slab and write it to the output."""
+        nb = self._nb
+        if nb == 0:
+            return
+        xm, xf, boxes = self._buf_m[:nb], self._buf_f[:nb], self._buf_box[:nb]
+        self._check_slab(xm, xf, boxes, self._buf_frame[:nb])
+        if self._scale != 1.0:
+            xm *= self._scale
+            xf *= self._scale
+            boxes[:, :3] *= self._scale
+        if self._box0 is None:
+            self._box0 = boxes[0].copy()
+        d = np.empty_like(xm)
+        d[1:] = xm[1:] - xm[:-1]
+        if self._last_raw_m is None:
+            d[0] = 0.0
+        else:
+            d[0] = xm[0] - self._last_raw_m
+        d = self._min_image_slab(d, boxes)
+        if d.size:
+            jumps = np.abs(d[1:] if self._last_raw_m is None else d)
+            if jumps.size:
+                self._max_jump = max(self._max_jump, float(jumps.max()))
+        self._med_step[self._t0 : self._t0 + nb] = np.median(np.linalg.norm(d, axis=2), axis=1) if d.shape[1] else 0.0
+        d[0] += xm[0] if self._last_m is None else self._last_m
+        unwrapped = np.cumsum(d, axis=0)  # sequential float64 sums: identical to frame-by-frame accumulation
+        self._last_m = unwrapped[-1].copy()
+        self._last_raw_m = xm[-1].copy()
+        t0 = self._t0
+        if self._with_drift:
+            df = np.empty_like(xf)
+            df[1:] = xf[1:] - xf[:-1]
+            df[0] = 0.0 if self._last_raw_f is None else xf[0] - self._last_raw_f
+            step_drift = self._min_image_slab(df, boxes).mean(axis=1)
+            step_drift[0] += self._last_drift
+            drift = np.cumsum(step_drift, axis=0)
+            self._drift[t0 : t0 + nb] = drift
+            self._last_drift = drift[-1].copy()
+            self._last_raw_f = xf[-1].copy()
+            unwrapped -= drift[:, None, :]
+        if self._store is None:
+            self._out[t0 : t0 + nb] = unwrapped
+        else:
+            self._store.write(t0, unwrapped)
+        self._t0 += nb
+        self._nb = 0
+        if self.progress is not None:
+            self.progress(nb)
+
+    @staticmethod
+    def _min_image_slab(raw: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """Displacements (B, n, 3) with whole lattice translations removed, per frame's box (B, 6)."""
+        if len(boxes) and np.all(boxes == boxes[0]):
+            h = cell_matrix(boxes[0])
+            frac = raw @ np.linalg.inv(h)
+            return raw - np.rint(frac) @ h
+        out = np.empty_like(raw)
+        for k in range(len(raw)):
+            out[k] = UnwrappedPositions._min_image(raw[k], boxes[k])
+        return out
 
     @staticmethod
     def _min_image(raw: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -522,12 +687,13 @@ class UnwrappedPositions(AnalysisBase):
         return minimum_image(raw, box)
 
     def _conclude(self) -> None:
+        self._flush()
         if self._box0 is None:
             raise TrajectoryFormatError("no frames were read")
         frames = self._frame_ids
         validate.check_duplicates(self._hash, frames, self._trajectory, allow=self.allow_discontinuities)
         if len(self.mobile) >= validate.MIN_IONS_FOR_JUMPS:
-            validate.check_discontinuities(validate.median_step(self._pos), frames, self._trajectory,
+            validate.check_discontinuities(self._med_step, frames, self._trajectory,
                                            allow=self.allow_discontinuities)
         half = 0.5 * float(np.min(self._box0[:3]))
         if self._max_jump > 0.8 * half:
@@ -538,21 +704,19 @@ class UnwrappedPositions(AnalysisBase):
                 half,
             )
         times = self._resolve_times()
-        pos = self._pos
-        if self.remove_drift and len(self._framework):
-            pos = pos - self._drift[:, None, :]
         data = TrajectoryData(
-            positions=np.ascontiguousarray(pos.transpose(1, 0, 2)),
+            positions=self._out,
             times_ps=times,
             box=self._box0,
             atom_indices=self.mobile.indices.copy(),
             species=_species(self.mobile),
-            framework_drift=self._drift if (self.remove_drift and len(self._framework)) else None,
+            framework_drift=self._drift if self._with_drift else None,
             steps=self._steps if np.all(self._steps >= 0) else None,
             volume_A3=_box_volume(self._box0),
             atom_ids=np.asarray(self.mobile.ids).astype(np.int64) if hasattr(self.mobile, "ids") else None,
+            store=self._store,
         )
-        del self._pos
+        del self._buf_m, self._buf_f
         self.results.data = data
 
     def _resolve_times(self) -> np.ndarray:
@@ -596,6 +760,8 @@ class UnwrappedPositions(AnalysisBase):
         return t
 
 
+
+
 def _times_from_file(traj: Any) -> bool:
     subs = getattr(traj, "readers", [traj])  # a ChainReader's parts, or the reader itself
     return all(getattr(r, "dt_from_file", None) is not None or getattr(r, "iondiff_times_from_file", False) for r in subs)
@@ -612,18 +778,64 @@ def collect_positions(
     stop: int | None = None,
     step: int | None = None,
     verbose: bool = False,
+    memory_budget: Any = None,
+    out_of_core: bool | None = None,
+    store_path: str | None = None,
+    n_workers: int = 1,
     allow_discontinuities: bool = False,
     force_timestep: bool = False,
 ) -> TrajectoryData:
-    """Unwrapped positions of the mobile ions (see :class:`UnwrappedPositions`).
+    """Unwrapped positions of the mobile ions in one pass (see :class:`UnwrappedPositions`).
 
     The frames are validated on the way (:mod:`iondiff_stream.io.validate`):
     repeated frames, jumps between frames (files out of order), non-increasing
     times and a ``timestep_ps`` contradicting the file's times raise unless
     ``allow_discontinuities`` / ``force_timestep``.
+
+    Parameters
+    ----------
+    u : Universe
+    mobile : str or AtomGroup
+    remove_drift, timestep_ps, md_timestep_ps :
+        See :class:`UnwrappedPositions`.
+    start, stop, step : int, optional
+        Frames to read.
+    verbose : bool
+        Show a progress bar (rich) when no run-wide bar is active.
+    memory_budget : MemoryBudget or int, optional
+        Bytes of working memory (default 1 GiB): positions go out of core
+        (a Zarr store) when float64 positions would take over a quarter of it.
+    out_of_core : bool, optional
+        Force the store (True) or memory (False).
+    store_path : str, optional
+        Where to write the store (default: a temporary directory removed with
+        the returned data's ``store``).
+    n_workers : int
+        Ion blocks analysed at once later (sizes the store's ion blocks).
+
+    Returns
+    -------
+    TrajectoryData
+        ``positions`` of shape (n_frames, n_mobile, 3).
     """
+    from ..progress import RunProgress, current, stage
+
     ag = select_mobile(u, mobile) if isinstance(mobile, str) else mobile
-    run = UnwrappedPositions(ag, remove_drift=remove_drift, timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps,
-                             allow_discontinuities=allow_discontinuities, force_timestep=force_timestep)
-    run.run(start=start, stop=stop, step=step, verbose=verbose)
+    n = len(range(*slice(start, stop, step).indices(u.trajectory.n_frames)))
+    own = RunProgress({"read": 1.0}, enabled=True, description="reading") if (verbose and current() is None) else None
+    if own is not None:
+        own.__enter__()
+    try:
+        st = stage("read", n)
+        run = UnwrappedPositions(ag, remove_drift=remove_drift, timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps,
+                                 memory_budget=memory_budget, out_of_core=out_of_core, store_path=store_path,
+                                 n_workers=n_workers, progress=st, allow_discontinuities=allow_discontinuities,
+                                 force_timestep=force_timestep)
+        run.run(start=start, stop=stop, step=step, verbose=False)
+    except BaseException as exc:
+        if own is not None:
+            own.__exit__(type(exc), exc, None)
+        raise
+    if own is not None:
+        own.__exit__(None, None, None)
     return run.results.data

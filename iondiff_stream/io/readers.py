@@ -119,11 +119,14 @@ def read_xdatcar(path: str | os.PathLike[str], allow_truncated: bool = False) ->
     lat0, names, counts = header(0)
     species = [n for n, c in zip(names, counts) for _ in range(c)]
     natoms = len(species)
-    config_idx = [i for i, ln in enumerate(lines) if "configuration" in ln.lower()]
+    config_idx = [i for i, ln in enumerate(lines) if "onfiguration" in ln or "ONFIGURATION" in ln]
     if not config_idx:
         raise TrajectoryFormatError(f"{path}: no 'Direct configuration=' block found")
     if "cartesian" in lines[config_idx[0]].lower():
         raise TrajectoryFormatError(f"{path}: Cartesian XDATCAR blocks are not supported")
+    fast = _fixed_cell_frames(lines, config_idx, natoms)
+    if fast is not None:
+        return XDATCARData(species, fast, np.broadcast_to(lat0, (len(fast), 3, 3)).copy())
     frames: list[np.ndarray] = []
     lattices: list[np.ndarray] = []
     lat = lat0
@@ -154,6 +157,56 @@ def read_xdatcar(path: str | os.PathLike[str], allow_truncated: bool = False) ->
         frames.append(arr)
         lattices.append(lat)
     return XDATCARData(species, np.stack(frames), np.stack(lattices))
+
+
+_FAST_MIN_LINES = 1_000_000
+
+
+def _fixed_cell_frames(lines: list[str], config_idx: list[int], natoms: int) -> np.ndarray | None:
+    """All frames of a fixed-cell XDATCAR parsed at once, or None to parse frame by frame.
+
+    Applies when every block is one ``Direct configuration=`` line plus ``natoms``
+    lines of three finite numbers (no repeated headers, complete last frame).
+    Large files use pandas' C parser; small ones :func:`numpy.fromstring` (no import).
+    """
+    nf = len(config_idx)
+    if nf == 0 or len(lines) - config_idx[0] < nf * (natoms + 1):
+        return None
+    if config_idx[-1] - config_idx[0] != (nf - 1) * (natoms + 1):
+        return None
+    end = config_idx[0] + nf * (natoms + 1)
+    if any(ln.strip() for ln in lines[end:]):
+        return None
+    idx = np.asarray(config_idx)
+    if np.any(np.diff(idx) != natoms + 1):
+        return None
+    import sys
+
+    if nf * natoms < _FAST_MIN_LINES and "pandas" not in sys.modules:
+        import warnings
+
+        block = lines[config_idx[0] : end]
+        del block[:: natoms + 1]  # the "Direct configuration=" lines
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            vals = np.fromstring("\n".join(block), dtype=np.float64, sep=" ")
+        if vals.size != nf * natoms * 3:
+            return None  # extra columns (selective dynamics flags) or text: frame by frame
+        vals = vals.reshape(nf * natoms, 3)
+    else:
+        import io
+
+        import pandas as pd
+
+        text = "\n".join(lines[config_idx[0] : end])
+        try:
+            vals = pd.read_csv(io.StringIO(text), sep=r"\s+", header=None, comment="D", usecols=[0, 1, 2],
+                               dtype=np.float64, engine="c").to_numpy()
+        except (ValueError, pd.errors.ParserError):
+            return None
+    if vals.shape != (nf * natoms, 3) or not np.all(np.isfinite(vals)):
+        return None
+    return vals.reshape(nf, natoms, 3)
 
 
 def _fixed_or_first_dims(lattices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
