@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ELEMENTS", "elements_from_masses"]
+__all__ = ["ELEMENTS", "element_masses", "elements_from_masses"]
 
 
 def _table() -> tuple[list[str], np.ndarray]:
@@ -37,4 +37,27 @@ def elements_from_masses(masses: np.ndarray, tol: float = 0.1) -> list[str]:
     for m in np.asarray(masses, dtype=float).reshape(-1):
         j = int(np.argmin(np.abs(vals - m)))
         out.append(names[j] if m > 0 and abs(vals[j] - m) <= tol else "")
+    return out
+
+
+def element_masses(symbols) -> np.ndarray:
+    """Standard atomic mass (amu, ASE's table) of each element symbol, 0 for an unknown one.
+
+    Symbols are matched case-insensitively ("LI", "li" and "Li" are lithium).
+
+    Parameters
+    ----------
+    symbols : sequence of str, length n
+
+    Returns
+    -------
+    ndarray, shape (n,), float64
+    """
+    from ase.data import atomic_masses, atomic_numbers
+
+    out = np.zeros(len(symbols), dtype=np.float64)
+    for i, s in enumerate(symbols):
+        z = atomic_numbers.get(str(s).strip().capitalize())
+        if z is not None:
+            out[i] = atomic_masses[z]
     return out

@@ -34,6 +34,8 @@ def test_xdatcar_gz_matches_ase(argyrodite_50p):
     assert np.max(np.abs(d - np.rint(d))) < 2e-6
     assert u.dimensions[:3] == pytest.approx([20.3123, 20.3123, 20.3124], abs=1e-3)
     assert list(u.atoms.elements[:1]) == ["Li"]
+    # masses from the element (mixed-case symbols included), the same as ASE's table
+    assert np.allclose(u.atoms.masses, ref.get_masses())
 
 
 def test_restarts_concatenate(argyrodite_50p):

@@ -37,7 +37,7 @@ from MDAnalysis.core.topologyattrs import (
 )
 from MDAnalysis.lib.mdamath import triclinic_box, triclinic_vectors
 from MDAnalysis.topology.base import TopologyReaderBase
-from MDAnalysis.guesser.tables import masses as _MASS_TABLE
+from ..elements import element_masses
 
 from ..errors import TrajectoryFileNotFoundError, TrajectoryFormatError
 
@@ -278,7 +278,7 @@ class XDATCARParser(TopologyReaderBase):
 
 def _element_topology(species: np.ndarray) -> Topology:
     n = len(species)
-    masses = np.array([_MASS_TABLE.get(s.upper(), 0.0) for s in species], dtype=np.float64)
+    masses = element_masses(species)
     attrs = [
         Atomnames(species),
         Atomtypes(species.copy()),

@@ -20,7 +20,7 @@ import numpy as np
 from MDAnalysis.coordinates import base
 from MDAnalysis.core.topology import Topology
 from MDAnalysis.core.topologyattrs import Atomids, Atomnames, Atomtypes, Elements, Masses, Resids, Resnums, Segids
-from MDAnalysis.guesser.tables import masses as _MASSES
+from ..elements import element_masses
 from MDAnalysis.topology.base import TopologyReaderBase
 
 from ..buffer import FrameStoreReader, _choose_segment
@@ -42,7 +42,7 @@ class StoreParser(TopologyReaderBase):
             types = species.copy()
         n = len(species)
         ids = np.concatenate([r.ion_ids, [0]])
-        masses = np.array([_MASSES.get(s.upper(), 0.0) for s in species[:-1]] + [0.0])
+        masses = np.append(element_masses(species[:-1]), 0.0)
         attrs = [
             Atomnames(species),
             Atomtypes(types),
