@@ -699,6 +699,7 @@ def analyse_transport(
     n_blocks: int = 5,
     seed: int = 0,
     gls_points: int = 400,
+    max_lag_points: int = 20000,
 ) -> TransportResult:
     """Tracer and collective diffusion, Haven ratio, conductivity, with uncertainties.
 
@@ -722,6 +723,9 @@ def analyse_transport(
         Most lags used by the GLS fit (all lags up to this many, else evenly spaced; the covariance is dense,
         O(gls_points³) per start). Where the MSD is not linear the GLS result depends on the lag sampling
         (as kinisi's does on its start): with all lags (``gls_points >= n_frames - 1``) it is kinisi's.
+    max_lag_points : int
+        Most lags at which the MSDs are kept: all lags up to this many, else evenly spaced ones (plus every
+        lag a fit uses). Bounds memory on long runs: the per-ion MSDs take ``n * max_lag_points * 24`` bytes.
     n_bootstrap : int
         Resamples of the ions for the D* uncertainty.
     n_blocks : int
@@ -744,17 +748,34 @@ def analyse_transport(
     else:
         raise ValueError(f"window must be 'gls', 'half' or 'pymatgen', got {window!r}")
     weighted = window == "pymatgen"
-    per_ion = msd_ion_blocks(pos, max_lag)  # per ion block: pos may be an out-of-core IonMajorView
-    axes = per_ion.mean(0)
-    msd = axes.sum(1)
-    mscd, _ = collective_msd(pos, max_lag)
-    lag_ps = np.arange(max_lag + 1) * frame_dt_ps
-    g_tr = g_co = None
+    sel = None
     if window == "gls":
         sel = np.unique(np.rint(np.linspace(1, max_lag, min(gls_points, max_lag))).astype(np.int64))
+    # lags evaluated: all up to max_lag_points, else an even grid (plus the lags a fit needs), so that the
+    # per-ion MSDs stay small on long runs (n x 20,000 x 3 values, not n x 10^6 x 3)
+    if max_lag + 1 <= max_lag_points:
+        grid = np.arange(max_lag + 1)
+    else:
+        extra = [idx] if window == "pymatgen" else []
+        if sel is not None:
+            extra.append(sel)
+        grid = np.unique(np.concatenate([np.rint(np.linspace(0, max_lag, max_lag_points)).astype(np.int64)] + extra))
+        if window == "half":
+            idx = np.nonzero(grid >= idx[0])[0]
+        elif window == "pymatgen":
+            idx = np.searchsorted(grid, idx)
+    per_ion = msd_ion_blocks(pos, max_lag, lags=None if len(grid) == max_lag + 1 else grid)  # per ion block
+    axes = per_ion.mean(0)
+    msd = axes.sum(1)
+    mscd = collective_msd(pos, max_lag)[0][grid]
+    lag_ps = grid * frame_dt_ps
+    g_tr = g_co = None
+    if window == "gls":
         v_tr = squared_displacement_variance(pos, sel)
         com = pos.sum(0, keepdims=True)
         v_co = squared_displacement_variance(com, sel) / n**2
+        sel_lags = sel
+        sel = np.searchsorted(grid, sel_lags)  # positions of the fitted lags in the evaluated grid
         g_tr = fit_diffusion_gls(lag_ps[sel], msd[sel], v_tr, n, T, frame_dt_ps, seed=seed)
         g_co = fit_diffusion_gls(lag_ps[sel], mscd[sel], v_co, 1, T, frame_dt_ps, start_ps=g_tr.start_ps, seed=seed)
         # the collective interval pools the same starts as the tracer one
@@ -768,7 +789,7 @@ def analyse_transport(
             g_co.starts_pooled_ps = g_tr.starts_pooled_ps
         tr = g_tr.as_diffusion_fit()
         co = g_co.as_diffusion_fit()
-        idx = np.arange(int(np.searchsorted(lag_ps, g_tr.start_ps - 1e-9)), max_lag + 1)
+        idx = np.arange(int(np.searchsorted(lag_ps, g_tr.start_ps - 1e-9)), len(grid))
     else:
         tr = fit_diffusion(lag_ps, msd, indices=idx, inverse_time_weights=weighted)
         co = fit_diffusion(lag_ps, mscd, indices=idx, inverse_time_weights=weighted)
