@@ -749,13 +749,12 @@ class FrameStoreReader:
         grp = zarr.open_group(self.path, mode="r")
         if "online" not in grp:
             return None
-        og = grp["online"]
+        from .online import OnlineCentres
+
         try:
-            st = {k: og[k][:] for k in og.array_keys()}
+            return OnlineCentres.read_state(grp["online"])
         except Exception as exc:  # noqa: BLE001
             raise StoreCorruptError(f"{self.path}: the online state could not be decoded ({exc}): store corrupt") from exc
-        st["attrs"] = dict(og.attrs)  # type: ignore[assignment]
-        return st
 
 
 def store_info(path: str, segment: int | str | None = None) -> dict[str, Any]:

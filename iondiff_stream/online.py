@@ -433,23 +433,52 @@ class OnlineCentres:
         return est
 
     def save(self, group: Any) -> None:
-        """Write the state into a Zarr group (``online/`` of a frame store)."""
+        """Write the state into a Zarr group (``online/`` of a frame store).
+
+        The whole state is one uncompressed array ``online/state_npz`` (an ``.npz`` archive of the arrays
+        of :meth:`state_dict`, with a CRC32C checksum): one write per flush, replaced whole, so a reader or a
+        restart never mixes arrays of two saves. Scalars and a summary go to the group's attributes.
+        """
+        import io
+
+        from zarr.codecs import Crc32cCodec
+
         st = self.state_dict()
         if not st:
             return
+        buf = io.BytesIO()
+        np.savez(buf, **{k.strip("_"): np.asarray(v) for k, v in st.items() if k not in ("params", "n_frames_seen_")})
+        blob = np.frombuffer(buf.getbuffer(), dtype=np.uint8)
         og = group.require_group("online")
-        for k, v in st.items():
-            if k in ("params", "n_frames_seen_"):
-                continue
-            name = k.strip("_")
-            arr = np.asarray(v)
-            if name in og and og[name].shape == arr.shape and og[name].dtype == arr.dtype:
-                og[name][...] = arr
-            else:
-                og.create_array(name, data=arr, overwrite=True)
+        if "state_npz" in og and og["state_npz"].shape == blob.shape:
+            og["state_npz"][...] = blob
+        else:
+            og.create_array("state_npz", data=blob, overwrite=True, chunks=(max(1, blob.size),),
+                            compressors=(Crc32cCodec(),))
         og.attrs.update({"params": st["params"], "n_frames_seen": int(st["n_frames_seen_"]),
+                         "hops_total": int(np.asarray(st["hops_"]).sum()),
+                         "n_sites": int(len(st["sites"])) if "sites" in st else 0,
                          "description": "state of iondiff_stream.online.OnlineCentres (shared sites, live "
-                                        "core-to-core hops); sites in Å"})
+                                        "core-to-core hops): npz archive in state_npz; sites in Å, times in frames"})
+
+    @staticmethod
+    def read_state(group: Any) -> dict[str, Any]:
+        """The arrays and attributes saved by :meth:`save` in ``group`` (the ``online/`` group of a store).
+
+        Returns
+        -------
+        dict
+            Array name -> ndarray, plus ``"attrs"`` (the group's attributes); input of :meth:`load`.
+        """
+        import io
+
+        if "state_npz" in group:
+            with np.load(io.BytesIO(group["state_npz"][:].tobytes()), allow_pickle=False) as z:
+                st: dict[str, Any] = {k: z[k] for k in z.files}
+        else:  # one array per entry (stores written before the single-archive layout)
+            st = {k: group[k][:] for k in group.array_keys()}
+        st["attrs"] = dict(group.attrs)
+        return st
 
     @classmethod
     def load(cls, state: dict[str, Any]) -> OnlineCentres:

@@ -28,6 +28,10 @@ from .units import lammps_factors
 
 logger = logging.getLogger(__name__)
 
+#: GIL switch interval (s) while a thread worker runs: the simulation thread's callback waits at most this
+#: long for the worker to hand over the GIL (forced switches happen only while both want it; restored on close)
+SWITCH_INTERVAL_S = 2e-5
+
 __all__ = ["FrameSink", "box_from_lammps", "unwrap_with_images", "unpack_images", "elements_from_masses"]
 
 
@@ -182,9 +186,9 @@ class FrameSink:
             import sys
 
             # the simulation thread calls back into Python holding no GIL; make the worker hand the GIL
-            # over within 0.2 ms instead of the default 5 ms (restored on close)
+            # over within SWITCH_INTERVAL_S instead of the default 5 ms (restored on close)
             self._old_switch = sys.getswitchinterval()
-            sys.setswitchinterval(min(self._old_switch, 2e-4))
+            sys.setswitchinterval(min(self._old_switch, SWITCH_INTERVAL_S))
             self._queue = queue.Queue(maxsize=10_000)
             self._thread = threading.Thread(target=self._work, name="iondiff-sink", daemon=True)
             self._thread.start()

@@ -65,11 +65,42 @@ class Hook:
         self._run_first: int | None = None
         self._img_type = lmp.extract_atom_datatype("image")  # looked up once: the callback stays cheap
 
-    def __call__(self, caller: Any, ntimestep: int, nlocal: int, tag: np.ndarray, x: np.ndarray, f: np.ndarray) -> None:
+    def raw_callback(self, caller: Any, ntimestep: int, nlocal: int, tag_ptr: Any, x_ptr: Any, f_ptr: Any) -> None:
+        """The callback LAMMPS calls (C pointers): zero our forces, view ids and positions, hand them on.
+
+        Registered with the C library directly (``lammps_set_fix_external_callback``): the Python
+        module's wrapper builds three NumPy arrays through its generic converters on every call,
+        which cost more than everything this callback does.
+        """
         try:
-            f[:nlocal] = 0.0  # fix external adds these forces: none from us
+            if nlocal > 0 and f_ptr and f_ptr[0]:
+                ctypes.memset(f_ptr[0], 0, nlocal * 3 * ctypes.sizeof(ctypes.c_double))  # no forces from us
             if ntimestep % self.every:
                 return
+            if nlocal > 0:
+                tag = np.ctypeslib.as_array(tag_ptr, shape=(nlocal,))
+                x = np.ctypeslib.as_array(x_ptr[0], shape=(nlocal, 3))
+            else:
+                tag, x = np.zeros(0, np.int64), np.zeros((0, 3))
+        except BaseException as exc:  # an exception must not unwind through LAMMPS's C stack
+            if self.error is None:
+                logger.error("iondiff_stream hook failed at step %d: %s", ntimestep, exc)
+            self.error = exc
+            return
+        self._frame(ntimestep, nlocal, tag, x)
+
+    def __call__(self, caller: Any, ntimestep: int, nlocal: int, tag: np.ndarray, x: np.ndarray, f: np.ndarray) -> None:
+        """The callback in the form of ``lammps.set_fix_external_callback`` (NumPy arrays)."""
+        try:
+            f[:nlocal] = 0.0  # fix external adds these forces: none from us
+        except BaseException as exc:  # noqa: BLE001
+            self.error = self.error or exc
+            return
+        if ntimestep % self.every == 0:
+            self._frame(ntimestep, nlocal, tag, x)
+
+    def _frame(self, ntimestep: int, nlocal: int, tag: np.ndarray, x: np.ndarray) -> None:
+        try:
             lmp = self.lmp
             first = ntimestep - int(lmp.get_thermo("elapsed"))  # first step of the current `run`
             new_run = first != self._run_first
@@ -207,5 +238,11 @@ def attach(
     hook = Hook(lmp, sink, fix_id, every, comm, bits, world_size=world)
     # forces are applied only on the steps the callback runs, right after it zeroed them
     lmp.command(f"fix {fix_id} all external pf/callback {every} {every}")
-    lmp.set_fix_external_callback(fix_id, hook, None)
+    c_func = getattr(lmp, "FIX_EXTERNAL_CALLBACK_FUNC", None)
+    if c_func is not None and hasattr(lmp, "lib") and isinstance(getattr(lmp, "callback", None), dict):
+        cb = c_func(hook.raw_callback)
+        lmp.callback[fix_id] = {"function": cb, "caller": None}  # keeps the C callback alive with the instance
+        lmp.lib.lammps_set_fix_external_callback(lmp.lmp, fix_id.encode(), cb, None)
+    else:  # another wrapper version: its NumPy-array callback
+        lmp.set_fix_external_callback(fix_id, hook, None)
     return hook

@@ -173,8 +173,7 @@ def test_online_live_hops_and_state_roundtrip(tmp_path):
 
     g = zarr.open_group(str(tmp_path / "st.zarr"), mode="w")
     est.save(g)
-    st = {k: g["online"][k][:] for k in g["online"].array_keys()}
-    st["attrs"] = dict(g["online"].attrs)
+    st = OnlineCentres.read_state(g["online"])
     est2 = OnlineCentres.load(st)
     est.partial_fit(X[1200:], box=run.box)
     est2.partial_fit(X[1200:], box=run.box)
