@@ -240,9 +240,15 @@ def analyse_positions(
     """
     from .progress import stage
 
+    species = sorted({str(x) for x in data.species})
     hops = find_hops(data.positions, data.times_ps, params, data.atom_indices, n_jobs=n_jobs, progress=progress,
                      atom_ids=data.atom_ids, warm_centres=warm_centres, box=data.box, layout="frame",
                      client=scheduler)
+    if len(species) > 1 and hops.parameters.method == "sites":
+        msg = (f"{len(species)} mobile species ({', '.join(species)}) share one site model: sites of one species "
+               f"can absorb those of another (hops missed); analyse one species at a time (--mobile {species[0]})")
+        logger.warning(msg)
+        hops.warnings.append(msg)
     st = stage("transport", 1)
     run = summarise(data, hops, reference_sites=reference_sites, temperature_K=temperature_K, charge=charge,
                     correlation_params=correlation_params)

@@ -73,7 +73,6 @@ def test_long_run_out_of_core_bounded_memory(long_run):
     assert 0.5 < s["D_tracer_cm2_s"] / d_hops < 1.05
 
 
-@pytest.mark.xfail(strict=False, reason="hop count on long lattice walks needs the new detector (issue 7)")
 def test_long_run_hop_count_within_5_percent(long_run):
     walk, truth, s, peak, out = long_run
     n_true = len(truth["ion"])
