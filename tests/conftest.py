@@ -21,3 +21,15 @@ def shared(*parts: str) -> str:
 def argyrodite_50p() -> list[str]:
     base = shared("argyrodite_Li6PS5Cl_morgan2021", "data", "Li6PS5Cl", "50p")
     return [os.path.join(base, f"run{i}", "actual_XDATCAR.gz") for i in range(1, 7)]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_lammps_log_litter():
+    """LAMMPS instances that tests open without ``-log`` write ``log.lammps`` into the current directory
+    (like ``lmp -in``); remove one the tests left in the checkout (never a file that was there before)."""
+    import os
+
+    existed = os.path.exists("log.lammps")
+    yield
+    if not existed and os.path.exists("log.lammps"):
+        os.remove("log.lammps")
