@@ -425,7 +425,7 @@ class OnlineCentres:
             est.sites_ = SiteModel(np.asarray(st["sites"], float), np.asarray(st["site_box"], float),
                                    np.asarray(st["site_weight"], float), core_cap=p.site.core_cap, periodic=per)
             est._density = SiteDensity(np.asarray(st["site_box"], float), p.site, periodic=per,
-                                       origin=np.asarray(st["density_origin"], float))
+                                       origin=_origin(st.get("density_origin")))
             est._density.counts_ = np.array(st["density"], dtype=np.float64)
             est._density.n_points_ = int(est._density.counts_.sum())
             est._ring = np.array(st["ring"], dtype=np.float64)
@@ -447,7 +447,15 @@ class OnlineCentres:
         if not st:
             return
         buf = io.BytesIO()
-        np.savez(buf, **{k.strip("_"): np.asarray(v) for k, v in st.items() if k not in ("params", "n_frames_seen_")})
+        arrays = {}
+        for k, v in st.items():
+            if k in ("params", "n_frames_seen_"):
+                continue
+            a = np.zeros(0) if v is None else np.asarray(v)
+            if a.dtype == object:  # no pickles in the store: None entries become empty float arrays
+                a = np.array([np.nan if x is None else x for x in a.ravel()], dtype=np.float64).reshape(a.shape)
+            arrays[k.strip("_")] = a
+        np.savez(buf, **arrays)
         blob = np.frombuffer(buf.getbuffer(), dtype=np.uint8)
         og = group.require_group("online")
         if "state_npz" in og and og["state_npz"].shape == blob.shape:
@@ -501,6 +509,14 @@ class OnlineCentres:
 
 #: the estimator under the name of what it now is
 OnlineSites = OnlineCentres
+
+
+def _origin(v: Any) -> np.ndarray | None:
+    """A saved density origin: None when not set (saved as an empty or NaN array)."""
+    if v is None:
+        return None
+    a = np.asarray(v, dtype=np.float64)
+    return a if a.size == 3 and np.all(np.isfinite(a)) else None
 
 
 def _jsonable(d: Any) -> Any:
