@@ -162,12 +162,18 @@ def test_mpi_two_ranks_gather_to_one_writer(tmp_path):
     fr = FrameStoreReader(store)
     assert fr.n_frames == 31 and len(fr.ion_ids) == 214
     # the frames gathered from both ranks equal LAMMPS's own dump of the same run
+    _assert_store_equals_dump(fr, dump, "F")
+
+
+def _assert_store_equals_dump(fr, dump, mobile):
+    """Ids and every frame's positions of a store equal LAMMPS's own dump of the same run (to its rounding)."""
     from iondiff_stream.io import load_universe, select_mobile
 
     u = load_universe(dump, topology=dump + ".data")
-    f = select_mobile(u, "F")
+    f = select_mobile(u, mobile)
     np.testing.assert_array_equal(f.ids, fr.ion_ids)
     pos = fr.read()["positions"]
+    assert len(pos) == u.trajectory.n_frames
     for i, ts in enumerate(u.trajectory):
         np.testing.assert_allclose(pos[i], f.positions, atol=2e-5)
 
@@ -337,14 +343,7 @@ def test_mpi_two_ranks_any_ids(tmp_path, gather):
     assert r.returncode == 0, r.stderr[-2000:]
     fr = FrameStoreReader(store)
     assert fr.n_frames == 16 and fr.ion_ids.max() == 324
-    from iondiff_stream.io import load_universe, select_mobile
-
-    u = load_universe(dump, topology=dump + ".data")
-    f = select_mobile(u, "type 2")
-    np.testing.assert_array_equal(f.ids, fr.ion_ids)
-    pos = fr.read()["positions"]
-    for i, ts in enumerate(u.trajectory):
-        np.testing.assert_allclose(pos[i], f.positions, atol=2e-5)
+    _assert_store_equals_dump(fr, dump, "type 2")
 
 
 def test_two_writers_refused_and_killed_writer_reported(tmp_path):
