@@ -19,17 +19,23 @@ from typing import Any
 import numpy as np
 
 from .correlations import CorrelationParameters, CorrelationResult, concerted_groups
-from .hops import HopParameters, HopResults, ResidenceTimes, find_hops, parameters_dict, residence_times
+from .hops import (HopParameters, HopResults, JumpCorrelation, ResidenceTimes, find_hops, jump_correlation,
+                   parameters_dict, residence_times)
 from .io import TrajectoryData, collect_positions, load_universe, select_mobile
 from .transport import DiffusionFit, TransportResult, analyse_transport, default_charge
 from .units import A2_PER_PS_TO_CM2_PER_S
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["analyze_run", "analyse_positions", "RunAnalysis", "reference_sites_distance", "summarise"]
+__all__ = ["analyze_run", "analyse_positions", "RunAnalysis", "msd_growth_ratio", "reference_sites_distance", "summarise"]
 
 #: D_hops / D_MSD outside this range: the hops do not carry the measured transport
 HOP_MSD_RANGE = (0.5, 3.0)
+#: MSD(t_run / 2) / MSD(t_run / 4) below this: the MSD saturates, no long-range diffusion in the run
+#: (linear diffusion gives 2, less a vibrational offset; a cage plateau gives ~1)
+MSD_GROWTH_MIN = 1.3
+#: fewest consecutive hop pairs (same ion) for the correlation factor f to be reported
+MIN_JUMP_PAIRS = 20
 
 
 @dataclass
@@ -48,6 +54,9 @@ class RunAnalysis:
         MSD, D*, D_σ, Haven ratio, conductivities (None below 8 frames).
     correlations : CorrelationResult or None
         Concerted groups of hops.
+    jumps : JumpCorrelation or None
+        Correlation between consecutive hops of each ion and the correlation factor f
+        (``f · D_hops`` is the transport the hops carry once back-hops are accounted for).
     summary : dict
         The scalars of ``summary.json`` (units in the key names).
     """
@@ -57,6 +66,7 @@ class RunAnalysis:
     residences: ResidenceTimes
     transport: TransportResult | None = None
     correlations: CorrelationResult | None = None
+    jumps: JumpCorrelation | None = None
     summary: dict[str, Any] = field(default_factory=dict)
 
     # short-hands kept for callers of the first API
@@ -146,9 +156,35 @@ def summarise(
     corr = None
     if correlations and T >= 2 and total_ps > 0:
         corr = concerted_groups(hops.hops, T, data.n_mobile, total_ps, data.box, correlation_params)
-    run = RunAnalysis(data, hops, res, tr, corr)
+    run = RunAnalysis(data, hops, res, tr, corr, jump_correlation(hops.hops))
     run.summary = _summary(run, temperature_K, charge, metastable_distance_A)
     return run
+
+
+def msd_growth_ratio(lag_ps: np.ndarray, msd_A2: np.ndarray, total_ps: float) -> float | None:
+    """``MSD(t_run / 2) / MSD(t_run / 4)``: about 2 when the ions diffuse, about 1 when the MSD saturates.
+
+    Parameters
+    ----------
+    lag_ps : ndarray, shape (L,)
+        Lags of the MSD, ps.
+    msd_A2 : ndarray, shape (L,)
+        Tracer MSD, Å².
+    total_ps : float
+        Length of the run, ps.
+
+    Returns
+    -------
+    float or None
+        None when the run is too short or the MSD is zero at ``t_run / 4``.
+    """
+    lag = np.asarray(lag_ps, float)
+    msd = np.asarray(msd_A2, float)
+    if total_ps <= 0 or len(lag) < 8:
+        return None
+    m4 = float(np.interp(total_ps / 4, lag, msd))
+    m2 = float(np.interp(total_ps / 2, lag, msd))
+    return m2 / m4 if m4 > 0 else None
 
 
 def _summary(run: RunAnalysis, temperature_K: float | None, charge: float | None,
@@ -166,7 +202,23 @@ def _summary(run: RunAnalysis, temperature_K: float | None, charge: float | None
     d_msd = tr.tracer.D_A2_ps if tr is not None else float("nan")
     frac = d_hops / d_msd if (tr is not None and d_msd > 0 and math.isfinite(d_hops)) else None
     warnings = list(hops.warnings)
-    if frac is not None and not HOP_MSD_RANGE[0] <= frac <= HOP_MSD_RANGE[1]:
+    jc = run.jumps
+    # f needs a sample of consecutive hop pairs: with a handful it is noise (e.g. one ion's hop and return)
+    f_corr = jc.factor if (jc is not None and jc.n_pairs >= MIN_JUMP_PAIRS and math.isfinite(jc.factor)) else None
+    growth = msd_growth_ratio(tr.lag_ps, tr.msd_A2, total_ps) if tr is not None else None
+    confined = growth is not None and growth < MSD_GROWTH_MIN
+    if confined:
+        warnings.append(f"no long-range diffusion in this run: the MSD saturates (MSD(t/2) / MSD(t/4) = {growth:.2f}, "
+                        "about 2 for diffusion): D* fits a plateau, not a diffusion coefficient, and D_hops/D_MSD "
+                        "does not apply (the hops are confined motion, e.g. within cages)")
+        logger.warning(warnings[-1])
+        check = "not applicable: no long-range diffusion"
+    elif frac is None:
+        check = "not available"
+    else:
+        check = "ok" if HOP_MSD_RANGE[0] <= frac <= HOP_MSD_RANGE[1] else (
+            "high" if frac > HOP_MSD_RANGE[1] else "low")
+    if frac is not None and not confined and not HOP_MSD_RANGE[0] <= frac <= HOP_MSD_RANGE[1]:
         why = ("most hops are back-and-forth or confined (e.g. within cages) motion" if frac > HOP_MSD_RANGE[1]
                else "hops are missed, or the ions move without hopping between sites")
         warnings.append(f"hops do not carry the measured transport: D_hops/D_MSD = {frac:.2f} "
@@ -198,6 +250,16 @@ def _summary(run: RunAnalysis, temperature_K: float | None, charge: float | None
         "nu_over_nu0": (nu / nu0) if (nu is not None and nu0) else None,
         "D_hops_cm2_s": _finite(d_hops * A2_PER_PS_TO_CM2_PER_S),
         "hop_msd_fraction": _finite(frac),
+        "hop_msd_check": check,
+        "hop_correlation_factor": _finite(f_corr),
+        "hop_correlation_factor_std": _finite(jc.factor_std) if f_corr is not None else None,
+        "n_hop_pairs": int(jc.n_pairs) if jc is not None else 0,
+        "hop_frequency_effective_per_ps": _finite(nu * f_corr) if (nu is not None and f_corr is not None) else None,
+        "D_hops_correlated_cm2_s": (_finite(d_hops * f_corr * A2_PER_PS_TO_CM2_PER_S)
+                                    if f_corr is not None else None),
+        "hop_msd_fraction_correlated": _finite(frac * f_corr) if (frac is not None and f_corr is not None) else None,
+        "msd_growth_ratio": _finite(growth),
+        "long_range_diffusion": (not confined) if growth is not None else None,
         "mean_residence_time_ps": _finite(float(res.duration_ps[meta].mean())) if meta.any() else None,
         "n_metastable_residences": int(meta.sum()),
         "mean_residence_time_all_ps": _finite(float(res.duration_ps.mean())) if len(res) else None,

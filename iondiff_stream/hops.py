@@ -73,6 +73,8 @@ __all__ = [
     "HOP_COLUMNS",
     "learn_sites",
     "ResidenceTimes",
+    "JumpCorrelation",
+    "jump_correlation",
     "committed_site_changes",
     "residence_times",
     "short_time_sigma",
@@ -1132,6 +1134,85 @@ def residence_times(hops: HopResults) -> ResidenceTimes:
     t = hops.times_ps
     return ResidenceTimes(ion[a].astype(np.int64), tab["to_centre"][a].astype(np.int64), arr.astype(np.int64),
                           dep.astype(np.int64), t[dep] - t[arr], pos, np.zeros(len(a), dtype=bool))
+
+
+@dataclass
+class JumpCorrelation:
+    """Correlation between consecutive hops of the same ion, and the correlation factor it implies.
+
+    ``D = f · Σ length² / (6 N t)``: hops that tend to undo the previous one (back-hops next to a vacancy,
+    rattling within a cage) carry less transport than their lengths say. With correlations between
+    consecutive hops only (each hop remembers the previous one, the Compaan–Haven / Le Claire
+    approximation), ``f = (1 + c) / (1 - c)`` with
+
+    ``c = Σ l_k · l_{k+1} / Σ (|l_k|² + |l_{k+1}|²) / 2``
+
+    over consecutive closed hops ``l_k, l_{k+1}`` (vectors, Å) of the same ion: the mean cosine of the angle
+    between successive hops, length-weighted (``-1 <= c <= 1``). Exact for a persistent random walk; motion
+    confined over many hops (cages) is only partly captured, so ``f`` is then an upper bound.
+
+    Attributes
+    ----------
+    mean_cos : float
+        ``c`` above (NaN with no ion hopping twice).
+    factor : float
+        ``f`` (0 for strict back-and-forth, 1 for uncorrelated hops, > 1 for persistent ones).
+    factor_std : float
+        Standard deviation of ``f`` over bootstrap resamples of the ions.
+    n_pairs : int
+        Consecutive hop pairs used.
+    """
+
+    mean_cos: float
+    factor: float
+    factor_std: float
+    n_pairs: int
+
+
+def jump_correlation(table: HopTable, n_bootstrap: int = 200, seed: int = 0) -> JumpCorrelation:
+    """Correlation of consecutive hops of each ion and the correlation factor (see :class:`JumpCorrelation`).
+
+    Parameters
+    ----------
+    table : HopTable
+        Hops; open hops (still in transit at the end of the run) are left out.
+    n_bootstrap : int
+        Resamples of the ions for ``factor_std``.
+    seed : int
+
+    Returns
+    -------
+    JumpCorrelation
+    """
+    c = table.closed()
+    if len(c) < 2:
+        return JumpCorrelation(float("nan"), float("nan"), float("nan"), 0)
+    vec = np.column_stack([c[f"to_{a}_A"] - c[f"from_{a}_A"] for a in "xyz"])
+    order = np.lexsort((c["start_frame"], c["ion"]))
+    ion, vec = c["ion"][order], vec[order]
+    pair = ion[1:] == ion[:-1]
+    a, b = vec[:-1][pair], vec[1:][pair]
+    if len(a) == 0:
+        return JumpCorrelation(float("nan"), float("nan"), float("nan"), 0)
+    dot = (a * b).sum(1)
+    norm = 0.5 * ((a * a).sum(1) + (b * b).sum(1))
+    owner = ion[1:][pair]
+
+    def factor(d: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+        cc = float(d.sum() / w.sum()) if w.sum() > 0 else float("nan")
+        return cc, (1.0 + cc) / (1.0 - cc) if cc < 1.0 else float("inf")
+
+    cos, f = factor(dot, norm)
+    ions, inv = np.unique(owner, return_inverse=True)
+    d_ion = np.bincount(inv, weights=dot, minlength=len(ions))
+    w_ion = np.bincount(inv, weights=norm, minlength=len(ions))
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_bootstrap if len(ions) > 1 else 0):
+        pick = rng.integers(0, len(ions), len(ions))
+        boots.append(factor(d_ion[pick], w_ion[pick])[1])
+    std = float(np.std(boots, ddof=1)) if len(boots) > 1 else float("nan")
+    return JumpCorrelation(cos, f, std, int(len(a)))
 
 
 def committed_site_changes(

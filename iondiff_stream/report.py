@@ -40,9 +40,6 @@ def make_report(out_dir: str, ion: int | None = None) -> list[str]:
     list of str
         Paths written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import scipy.sparse as sp
 
     from . import plots
@@ -136,7 +133,11 @@ def _fmt(v: Any) -> str:
 def arrhenius_across_runs(
     out_dirs: Sequence[str], temperatures_K: Sequence[float] | None = None, plot_path: str | None = None
 ) -> dict[str, Any]:
-    """Activation energies and prefactors from D*, D_σ and ν over several analysed runs.
+    """Activation energies and prefactors from D*, D_σ, ν and f·ν over several analysed runs.
+
+    ``nu`` is the hop frequency (every hop); ``nu_eff`` is ``f ν`` with f the correlation factor of
+    consecutive hops (the frequency of hops that carry transport): when back-hops are more common at
+    low T (bound vacancies, cages), ``Ea(ν) < Ea(D*)`` and ``Ea(f ν)`` is the one to compare with D*.
 
     Parameters
     ----------
@@ -163,7 +164,8 @@ def arrhenius_across_runs(
     values: dict[str, np.ndarray] = {}
     for key, err_key, name in (("D_tracer_cm2_s", "D_tracer_std_cm2_s", "D_tracer"),
                                ("D_sigma_cm2_s", "D_sigma_std_cm2_s", "D_sigma"),
-                               ("hop_frequency_per_ps", None, "nu")):
+                               ("hop_frequency_per_ps", None, "nu"),
+                               ("hop_frequency_effective_per_ps", None, "nu_eff")):
         y = np.array([s.get(key) if s.get(key) is not None else np.nan for s in sums], float)
         e = np.array([s.get(err_key) if err_key and s.get(err_key) is not None else np.nan for s in sums], float)
         values[name] = y
@@ -174,10 +176,7 @@ def arrhenius_across_runs(
             out[name] = None
             logger.warning("no Arrhenius fit for %s: %s", name, exc)
     if plot_path:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from . import plots
+        from . import plots  # Figure objects, no pyplot: no backend is set for the process
 
         fits = {k: v for k, v in out.items() if k in values and v}
         fig = plots.arrhenius(T, {k: values[k] for k in ("D_tracer", "D_sigma")}, fits)

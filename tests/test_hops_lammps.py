@@ -41,6 +41,9 @@ def test_hops_follow_the_lattice_count_and_carry_the_transport(hot_run):
     assert abs(s["n_hops"] - ref.sum()) <= 0.25 * ref.sum()
     assert s["n_sites"] >= 216  # the F sublattice (and a few interstitial sites)
     assert 0.5 <= s["hop_msd_fraction"] <= 3.0
+    # with the back-hops accounted for (correlation factor of consecutive hops) the hops carry about D*
+    assert s["long_range_diffusion"] and 0.2 < s["hop_correlation_factor"] < 1.2
+    assert 0.4 <= s["hop_msd_fraction_correlated"] <= 2.0
     # per-ion counts follow the reference ion by ion
     per = run.hops.hops_per_ion
     assert np.corrcoef(per, ref)[0, 1] > 0.8
@@ -81,3 +84,8 @@ def test_caf2_temperature_series(tmp_path):
     assert nu[0] < nu[1] < nu[2]
     fits = arrhenius(rows)
     assert fits["nu_per_ps"]["Ea_eV"] > 0
+    # back-hops are more common when colder (vacancies bound to their Schottky partner): f rises with T, and
+    # the transport-effective frequency f*nu has the activation energy of D*
+    f = [r["f_corr"] for r in rows]
+    assert f[0] < f[2]
+    assert abs(fits["nu_eff_per_ps"]["Ea_eV"] / fits["D_tracer_cm2_s"]["Ea_eV"] - 1) <= 0.25

@@ -49,7 +49,9 @@ def check_temperature(d: str, T: int, silhouette: bool = True) -> dict:
         "hops": s["n_hops"], "ref_changes": int(ref.sum()), "hops_over_ref": s["n_hops"] / max(1, int(ref.sum())),
         "back_fraction": s["n_back_hops"] / max(1, s["n_hops"]),
         "nu_per_ps": s["hop_frequency_per_ps"], "D_tracer_cm2_s": s["D_tracer_cm2_s"],
-        "hop_msd_fraction": s["hop_msd_fraction"],
+        "hop_msd_fraction": s["hop_msd_fraction"], "f_corr": s["hop_correlation_factor"],
+        "f_corr_std": s["hop_correlation_factor_std"], "nu_eff_per_ps": s["hop_frequency_effective_per_ps"],
+        "hop_msd_fraction_correlated": s["hop_msd_fraction_correlated"], "msd_growth_ratio": s["msd_growth_ratio"],
     })
     if gaps is not None:
         ref_n = committed_site_changes(gaps.data.positions, gaps.data.times_ps, f_sublattice(gaps.data.box),
@@ -89,7 +91,7 @@ def arrhenius(rows: list[dict]) -> dict:
 
     T = np.array([r["T"] for r in rows], float)
     res = {}
-    for key in ("nu_per_ps", "D_tracer_cm2_s"):
+    for key in ("nu_per_ps", "nu_eff_per_ps", "D_tracer_cm2_s"):
         v = np.array([r[key] for r in rows], float)
         res[key] = arrhenius_fit(T, v)
     return res
@@ -113,7 +115,9 @@ if __name__ == "__main__":
         fits = arrhenius(rows)
         print(json.dumps({"arrhenius": fits}, default=float))
         ea_nu, ea_d = fits["nu_per_ps"]["Ea_eV"], fits["D_tracer_cm2_s"]["Ea_eV"]
-        print(f"Ea(nu) = {ea_nu:.3f} eV, Ea(D*) = {ea_d:.3f} eV, ratio {ea_nu / ea_d:.3f}")
+        ea_eff = fits["nu_eff_per_ps"]["Ea_eV"]
+        print(f"Ea(nu) = {ea_nu:.3f} eV, Ea(f nu) = {ea_eff:.3f} eV, Ea(D*) = {ea_d:.3f} eV, "
+              f"ratios {ea_nu / ea_d:.3f}, {ea_eff / ea_d:.3f}")
     if a.json:
         with open(a.json, "w") as fh:
             json.dump({"rows": rows}, fh, indent=1, default=float)
