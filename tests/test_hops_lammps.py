@@ -84,8 +84,9 @@ def test_caf2_temperature_series(tmp_path):
     assert nu[0] < nu[1] < nu[2]
     fits = arrhenius(rows)
     assert fits["nu_per_ps"]["Ea_eV"] > 0
-    # back-hops are more common when colder (vacancies bound to their Schottky partner): f rises with T, and
-    # the transport-effective frequency f*nu has the activation energy of D*
+    # back-hops are more common when colder (vacancies bound to their Schottky partner): f rises with T, so
+    # Ea(nu) < Ea(D*); f from consecutive hops only misses longer return sequences (a shuttling pair), which
+    # over-corrects when cold: Ea(f*nu) > Ea(D*). The two bracket the activation energy of D*.
     f = [r["f_corr"] for r in rows]
     assert f[0] < f[2]
-    assert abs(fits["nu_eff_per_ps"]["Ea_eV"] / fits["D_tracer_cm2_s"]["Ea_eV"] - 1) <= 0.25
+    assert fits["nu_per_ps"]["Ea_eV"] < fits["D_tracer_cm2_s"]["Ea_eV"] < fits["nu_eff_per_ps"]["Ea_eV"]

@@ -49,6 +49,7 @@ def check_temperature(d: str, T: int, silhouette: bool = True) -> dict:
         "hops": s["n_hops"], "ref_changes": int(ref.sum()), "hops_over_ref": s["n_hops"] / max(1, int(ref.sum())),
         "back_fraction": s["n_back_hops"] / max(1, s["n_hops"]),
         "nu_per_ps": s["hop_frequency_per_ps"], "D_tracer_cm2_s": s["D_tracer_cm2_s"],
+        "D_tracer_std_cm2_s": s.get("D_tracer_posterior_std_cm2_s") or s.get("D_tracer_std_cm2_s"),
         "hop_msd_fraction": s["hop_msd_fraction"], "f_corr": s["hop_correlation_factor"],
         "f_corr_std": s["hop_correlation_factor_std"], "nu_eff_per_ps": s["hop_frequency_effective_per_ps"],
         "hop_msd_fraction_correlated": s["hop_msd_fraction_correlated"], "msd_growth_ratio": s["msd_growth_ratio"],
@@ -90,11 +91,15 @@ def arrhenius(rows: list[dict]) -> dict:
     from iondiff_stream.transport import arrhenius_fit
 
     T = np.array([r["T"] for r in rows], float)
-    res = {}
-    for key in ("nu_per_ps", "nu_eff_per_ps", "D_tracer_cm2_s"):
-        v = np.array([r[key] for r in rows], float)
-        res[key] = arrhenius_fit(T, v)
-    return res
+    n = np.array([r["hops"] for r in rows], float)
+    nu = np.array([r["nu_per_ps"] for r in rows], float)
+    nu_eff = np.array([r["nu_eff_per_ps"] for r in rows], float)
+    f, f_std = np.array([r["f_corr"] for r in rows], float), np.array([r["f_corr_std"] for r in rows], float)
+    D, D_std = np.array([r["D_tracer_cm2_s"] for r in rows], float), np.array([r["D_tracer_std_cm2_s"] for r in rows])
+    # 1 sigma: Poisson on the hop count, bootstrap on f, the GLS posterior on D*
+    return {"nu_per_ps": arrhenius_fit(T, nu, nu / np.sqrt(n)),
+            "nu_eff_per_ps": arrhenius_fit(T, nu_eff, nu_eff * np.sqrt(1 / n + (f_std / f) ** 2)),
+            "D_tracer_cm2_s": arrhenius_fit(T, D, D_std.astype(float))}
 
 
 if __name__ == "__main__":
@@ -116,7 +121,9 @@ if __name__ == "__main__":
         print(json.dumps({"arrhenius": fits}, default=float))
         ea_nu, ea_d = fits["nu_per_ps"]["Ea_eV"], fits["D_tracer_cm2_s"]["Ea_eV"]
         ea_eff = fits["nu_eff_per_ps"]["Ea_eV"]
-        print(f"Ea(nu) = {ea_nu:.3f} eV, Ea(f nu) = {ea_eff:.3f} eV, Ea(D*) = {ea_d:.3f} eV, "
+        err = {k: fits[k]["Ea_err_eV"] for k in fits}
+        print(f"Ea(nu) = {ea_nu:.3f} +- {err['nu_per_ps']:.3f} eV, Ea(f nu) = {ea_eff:.3f} +- "
+              f"{err['nu_eff_per_ps']:.3f} eV, Ea(D*) = {ea_d:.3f} +- {err['D_tracer_cm2_s']:.3f} eV, "
               f"ratios {ea_nu / ea_d:.3f}, {ea_eff / ea_d:.3f}")
     if a.json:
         with open(a.json, "w") as fh:
