@@ -366,3 +366,21 @@ def test_online_finalize_before_any_frame_is_a_no_op():
 
     est = OnlineCentres()
     assert est.finalize() is est
+
+
+def test_sink_limits_blas_threads_only_while_open(tmp_path):
+    """The sink's BLAS limit (spinning OpenBLAS threads would take the simulation's core) is undone on close."""
+    from threadpoolctl import threadpool_info
+
+    from iondiff_stream.stream import SINK_BLAS_THREADS, FrameSink
+
+    def blas_threads():
+        return sorted(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+
+    before = blas_threads()
+    sink = FrameSink(str(tmp_path / "s.zarr"), np.arange(1, 5), np.array([1, 1, 2, 2]), "type 1", {1: "Li", 2: "S"},
+                     worker="thread")
+    assert all(n == SINK_BLAS_THREADS for n in blas_threads())
+    sink.push(0, 0.0, np.random.default_rng(0).random((4, 3)), np.eye(3) * 10.0)
+    sink.close()
+    assert blas_threads() == before
