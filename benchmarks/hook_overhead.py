@@ -100,7 +100,8 @@ def main() -> None:
         print(f"      LAMMPS's own timer for fixes (Modify, includes the hook's callback): off {np.median(mod_off):.3f} s, "
               f"on {np.median(mod_on):.3f} s -> the callback costs LAMMPS's thread {100 * extra / m_off:+.2f} % of the run")
         spread = 100 * (max(off) - min(off)) / min(off)
-        print(f"      run-to-run spread with the hook off: {spread:.1f} %")
+        print(f"      run-to-run spread with the hook off: {spread:.1f} %; machine load (1/5/15 min) at the end: "
+              + "/".join(f"{v:.2f}" for v in os.getloadavg()))
 
     from iondiff_stream.online import OnlineCentres
     from iondiff_stream.synthetic import make_run

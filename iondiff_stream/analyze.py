@@ -180,7 +180,7 @@ def msd_growth_ratio(lag_ps: np.ndarray, msd_A2: np.ndarray, total_ps: float) ->
     """
     lag = np.asarray(lag_ps, float)
     msd = np.asarray(msd_A2, float)
-    if total_ps <= 0 or len(lag) < 8:
+    if total_ps <= 0 or len(lag) < 8 or lag[-1] < 0.45 * total_ps:  # the MSD must reach t_run / 2
         return None
     m4 = float(np.interp(total_ps / 4, lag, msd))
     m2 = float(np.interp(total_ps / 2, lag, msd))
