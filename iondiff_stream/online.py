@@ -146,9 +146,28 @@ class OnlineCentres:
             f = f[need:]
             if len(self._warm) >= self.warmup:
                 self._learn()
-        for x in f:
-            self._step(x)
+        self._steps(f)
         return self
+
+    def _steps(self, f: np.ndarray) -> None:
+        """:meth:`_step` over frames (T, n, 3); the cores of a run of frames that share one site model
+        (until the next rebuild or re-learning) are assigned in one query."""
+        i = 0
+        while i < len(f):
+            m = self.sites_
+            if m is None:
+                self._step(f[i])
+                i += 1
+                continue
+            n_same = max(1, self.refresh - self._since_refresh)  # a rebuild comes after the n_same-th frame
+            if self.relearn:
+                n_same = min(n_same, max(1, self.relearn - len(self._hist)))
+            chunk = f[i : i + n_same]
+            r_core = np.broadcast_to(self._z * self.sigma_[None, :], chunk.shape[:2]).reshape(-1)
+            ks = m.assign(chunk.reshape(-1, 3), r_core).reshape(chunk.shape[:2]).astype(np.int64)
+            for x, k in zip(chunk, ks):
+                self._step(x, k)
+            i += len(chunk)
 
     def _init(self, n: int, box: np.ndarray | None) -> None:
         self.box_ = None if box is None else np.asarray(box, dtype=np.float64)
@@ -210,15 +229,15 @@ class OnlineCentres:
         self._replaying = False
         self._snapshot()
 
-    def _step(self, x: np.ndarray) -> None:
+    def _step(self, x: np.ndarray, k: np.ndarray | None = None) -> None:
         t = self.n_frames_seen_
         self.n_frames_seen_ = t + 1
         if self.sites_ is None:
             self._warm.append(x.copy())
             return
         m = self.sites_
-        r_core = self._z * self.sigma_
-        k = m.assign(x, r_core).astype(np.int64)
+        if k is None:
+            k = m.assign(x, self._z * self.sigma_).astype(np.int64)
         inc = k >= 0
         self.in_transit_ = ~inc
         # mini-batch k-means of the sites (pooled over ions); not again when frames are replayed
