@@ -288,23 +288,38 @@ def squared_displacement_variance(pos: np.ndarray, lags: np.ndarray, max_values:
     n, T, _ = pos.shape
     lags = np.asarray(lags, dtype=np.int64)
     # one read per ion block (pos may be an out-of-core IonMajorView); per-block count, mean and sum of
-    # squared deviations combined exactly (Chan et al.), so the result is the variance over all ions
+    # squared deviations combined exactly (Chan et al.), so the result is the variance over all ions.
+    # Per lag and block: s in a reused buffer (no allocation), its mean, then the squared deviations from it
+    # (two passes, as exact as before); axes-major copy of the block so each axis is one contiguous run.
     cnt = np.zeros(len(lags))
     mean = np.zeros(len(lags))
     m2 = np.zeros(len(lags))
-    block = int(max(1, min(n, (64 << 20) // max(1, 24 * T))))
-    for s in range(0, n, block):
-        x = np.asarray(pos[s : s + block], dtype=np.float64)
+    block = int(max(1, min(n, (64 << 20) // max(1, 56 * T))))  # positions, displacements, s: 56 B per ion-frame
+    for s0 in range(0, n, block):
+        x = np.asarray(pos[s0 : s0 + block], dtype=np.float64)
+        nb, _, dim = x.shape
+        xt = np.ascontiguousarray(x.transpose(0, 2, 1))  # (nb, dim, T)
+        del x
+        dbuf = np.empty(nb * dim * T)
+        sbuf = np.empty(nb * T)
         for k, m in enumerate(lags):
             n_org = T - int(m)
             stride = max(1, int(np.ceil(n * n_org / max_values)))
-            a = x[:, 0:n_org:stride]
-            b = x[:, int(m):T:stride][:, : a.shape[1]]
-            sq = ((b - a) ** 2).sum(-1).ravel()
-            if sq.size == 0:
+            c = len(range(0, n_org, stride))
+            if c == 0:
                 continue
-            mb = float(sq.mean())
-            m2b = float(((sq - mb) ** 2).sum())
+            d = dbuf[: nb * dim * c].reshape(nb, dim, c)
+            np.subtract(xt[:, :, int(m) : int(m) + (c - 1) * stride + 1 : stride], xt[:, :, 0:n_org:stride], out=d)
+            np.multiply(d, d, out=d)
+            sq = sbuf[: nb * c]
+            s2d = sq.reshape(nb, c)
+            np.copyto(s2d, d[:, 0])
+            for a in range(1, dim):
+                s2d += d[:, a]
+            mb = float(sq.sum()) / sq.size
+            sq -= mb
+            np.multiply(sq, sq, out=sq)  # not a BLAS dot: its idle threads would spin on the other core
+            m2b = float(sq.sum())
             tot = cnt[k] + sq.size
             delta = mb - mean[k]
             m2[k] += m2b + delta**2 * cnt[k] * sq.size / tot
