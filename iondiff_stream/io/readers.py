@@ -58,6 +58,19 @@ def _open_text(path: str | os.PathLike[str]) -> str:
         raise TrajectoryFormatError(f"cannot read {path}: {exc} (truncated or corrupt file?)") from exc
 
 
+def _head_lines(path: str | os.PathLike[str], n: int) -> list[str]:
+    """The first ``n`` lines of a text file (plain or gzip), without reading the rest."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise TrajectoryFileNotFoundError(f"trajectory file not found: {path}")
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rt") as fh:  # type: ignore[operator]
+            return [ln.rstrip("\r\n") for _, ln in zip(range(n), fh)]
+    except (OSError, EOFError) as exc:
+        raise TrajectoryFormatError(f"cannot read {path}: {exc} (truncated or corrupt file?)") from exc
+
+
 def _canonical(lattice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return (box dimensions (6,), canonical lattice matrix (3, 3), rows = vectors)."""
     dims = triclinic_box(*lattice)
@@ -265,8 +278,7 @@ class XDATCARParser(TopologyReaderBase):
     format = ["XDATCAR"]
 
     def parse(self, **kwargs: Any) -> Topology:  # noqa: D102
-        text = _open_text(self.filename)
-        lines = text.splitlines()[:8]
+        lines = _head_lines(self.filename, 8)  # the header only (the reader parses the whole file)
         try:
             names = lines[5].split()
             counts = [int(v) for v in lines[6].split()]
