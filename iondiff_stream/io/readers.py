@@ -98,6 +98,24 @@ class XDATCARData:
         self.lattices = lattices
 
 
+def _config_lines(text: str, lines: list[str], natoms: int) -> list[int]:
+    """Indices of the ``Direct configuration=`` lines.
+
+    A fixed-cell file has one every ``natoms + 1`` lines: when the lines at that stride from the first one
+    are all of them (counted in the text, at C speed), they are the answer without testing every line.
+    """
+    def is_config(ln: str) -> bool:
+        return "onfiguration" in ln or "ONFIGURATION" in ln
+
+    first = next((i for i in range(min(len(lines), 64)) if is_config(lines[i])), None)
+    if first is not None:
+        guess = range(first, len(lines), natoms + 1)
+        if text.count("onfiguration") + text.count("ONFIGURATION") == len(guess) and all(
+                is_config(lines[i]) for i in guess):
+            return list(guess)
+    return [i for i, ln in enumerate(lines) if is_config(ln)]
+
+
 def read_xdatcar(path: str | os.PathLike[str], allow_truncated: bool = False) -> XDATCARData:
     """Parse a VASP 5 XDATCAR (plain or gzip), fixed or variable cell.
 
@@ -109,7 +127,8 @@ def read_xdatcar(path: str | os.PathLike[str], allow_truncated: bool = False) ->
         warning; otherwise it raises :class:`TrajectoryFormatError`.
     """
     path = os.fspath(path)
-    lines = _open_text(path).splitlines()
+    text = _open_text(path)
+    lines = text.splitlines()
     if len(lines) < 8:
         raise TrajectoryFormatError(f"{path}: too short to be an XDATCAR ({len(lines)} lines)")
 
@@ -133,7 +152,8 @@ def read_xdatcar(path: str | os.PathLike[str], allow_truncated: bool = False) ->
     lat0, names, counts = header(0)
     species = [n for n, c in zip(names, counts) for _ in range(c)]
     natoms = len(species)
-    config_idx = [i for i, ln in enumerate(lines) if "onfiguration" in ln or "ONFIGURATION" in ln]
+    config_idx = _config_lines(text, lines, natoms)
+    del text
     if not config_idx:
         raise TrajectoryFormatError(f"{path}: no 'Direct configuration=' block found")
     if "cartesian" in lines[config_idx[0]].lower():
