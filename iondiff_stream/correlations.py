@@ -233,13 +233,14 @@ def event_signals(
     lo = np.maximum(start - pad, 0)
     hi = np.minimum(end + pad, n_frames - 1)
     lens = np.maximum(hi - lo + 1, 0)
-    rows = np.repeat(np.arange(len(start)), lens)
-    offs = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
-    cols = np.repeat(lo, lens) + offs
-    vals = kernel[np.repeat(kstart[which] + pad - start, lens) + cols]
+    # rows are the events in order, columns increasing within a row: the CSR arrays are built directly
+    ptr = np.zeros(len(start) + 1, dtype=np.int64)
+    np.cumsum(lens, out=ptr[1:])
+    frame = np.arange(ptr[-1]) + np.repeat(lo - ptr[:-1], lens)  # frame of every stored value
+    vals = kernel[frame + np.repeat(kstart[which] + pad - start, lens)]
     if block is not None:
-        cols = cols + np.repeat(np.asarray(block, dtype=np.int64) * n_frames, lens)
-    return sp.csr_matrix((vals, (rows, cols)), shape=(len(start), n_blocks * n_frames))
+        frame += np.repeat(np.asarray(block, dtype=np.int64) * n_frames, lens)
+    return sp.csr_matrix((vals, frame, ptr), shape=(len(start), n_blocks * n_frames))
 
 
 def event_correlations(S: sp.csr_matrix, n_frames: int | None = None) -> sp.csr_matrix:
