@@ -313,8 +313,11 @@ def squared_displacement_variance(pos: np.ndarray, lags: np.ndarray, max_values:
             np.multiply(d, d, out=d)
             sq = sbuf[: nb * c]
             s2d = sq.reshape(nb, c)
-            np.copyto(s2d, d[:, 0])
-            for a in range(1, dim):
+            if dim > 1:
+                np.add(d[:, 0], d[:, 1], out=s2d)
+            else:
+                np.copyto(s2d, d[:, 0])
+            for a in range(2, dim):
                 s2d += d[:, a]
             mb = float(sq.sum()) / sq.size
             sq -= mb
