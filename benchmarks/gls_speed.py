@@ -60,7 +60,8 @@ def main() -> None:
             cpus[name] = cpu = time.process_time() - c0
         finally:
             tr._gls_line = orig
-        print(f"{name}: {cpu * 1e3:.0f} ms CPU, {len(fits[name].grid_start_ps)} starts, D = {fits[name].D_cm2_s:.6e} cm2/s")
+        f = fits[name]
+        print(f"{name}: {cpu * 1e3:.0f} ms CPU, {len(f.grid_start_ps)} starts, D = {f.D_cm2_s:.6e} cm2/s")
     new, old = fits["one eigh"], fits["three-step"]
     print(f"three-step / one eigh: {cpus['three-step'] / cpus['one eigh']:.1f}x CPU")
     print(f"max relative difference over the starts: D {np.max(np.abs(new.grid_D_cm2_s / old.grid_D_cm2_s - 1)):.1e}, "

@@ -396,15 +396,15 @@ def _gls_line(t: np.ndarray, y: np.ndarray, var_s: np.ndarray, n_obs: np.ndarray
     """Straight line through correlated MSD points; returns (slope, intercept) and their covariance.
 
     The covariance model ``Σ_ij = var(s_min(i,j)) / n_max(i,j)`` is not positive semi-definite in general.
-    kinisi (and earlier versions of this function) repairs it in three steps, each an eigendecomposition: clip its
-    eigenvalues to at least ``1e-16`` of the largest (minimum-eigenvalue method), take the nearest correlation
-    matrix with eigenvalues ``>= 1e-15`` (a no-op, up to rounding, on a matrix already positive definite),
-    then pseudo-invert with :func:`scipy.linalg.pinvh`, which drops eigenvalues below ``L·eps`` of the
-    largest, i.e. every clipped one. The result is the pseudo-inverse of ``Σ`` restricted to its eigenvalues
-    above ``L·eps·max``; it is computed here from one eigendecomposition (LAPACK ``syevd``), and only the
-    2x2 and 2-vector products the line needs are formed. Same numbers up to rounding (relative 1e-6 at
-    worst on 400 strongly correlated lags, where rounding in the three reconstructions of the old way
-    dominates).
+    kinisi (and earlier versions of this function) repairs it in three steps, each an eigendecomposition:
+    clip its eigenvalues to at least ``1e-16`` of the largest (minimum-eigenvalue method), take the nearest
+    correlation matrix with eigenvalues ``>= 1e-15`` (a no-op, up to rounding, on a matrix already positive
+    definite), then pseudo-invert with :func:`scipy.linalg.pinvh`, which drops eigenvalues below ``L·eps``
+    of the largest, i.e. every clipped one. The result is the pseudo-inverse of ``Σ`` restricted to its
+    eigenvalues above ``L·eps·max``; it is computed here from one eigendecomposition (LAPACK ``syevd``),
+    and only the 2x2 and 2-vector products the line needs are formed. Same numbers up to rounding: D moved
+    by 1e-6 (relative) at most on 400 strongly correlated lags, as much as the three-step way itself moves
+    when its input is perturbed by 1e-15 (``benchmarks/gls_speed.py``).
     """
     i = np.arange(len(t))
     S = var_s[np.minimum.outer(i, i)] / n_obs[np.maximum.outer(i, i)]

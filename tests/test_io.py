@@ -90,8 +90,9 @@ def test_fixed_column_parser_is_strtod_bit_for_bit(fmt, lo):
 
 
 @pytest.mark.parametrize("text", [b"0.1 0.2 0.3\n0.1 0.2", b"0.1 0.2 0.3\n0.1 -.2 0.4", b"0.1 0.2 0.3\n0-1 0.2 0.4",
-                                  b"1.5 2.5 3.5\n1-5 2.5 3.5", b"12.5 2.5 3.5\n 1 .5 2.5 3.5", b"1.5 2.5 3.5\n1.5 2.5 3.x",
-                                  b"1.5 2.5 3.5\n1.5 2.5 3.5 4", b"--1.5 2.5 3.5\n -1.5 2.5 3.5", b"0.1 0.2\n0.3 0.4"])
+                                  b"1.5 2.5 3.5\n1-5 2.5 3.5", b"12.5 2.5 3.5\n 1 .5 2.5 3.5",
+                                  b"1.5 2.5 3.5\n1.5 2.5 3.x", b"1.5 2.5 3.5\n1.5 2.5 3.5 4",
+                                  b"--1.5 2.5 3.5\n -1.5 2.5 3.5", b"0.1 0.2\n0.3 0.4"])
 def test_fixed_column_parser_refuses_what_it_cannot_read_exactly(text):
     from iondiff_stream.io.readers import parse_fixed_columns
 

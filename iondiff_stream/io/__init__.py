@@ -597,7 +597,8 @@ class UnwrappedPositions(AnalysisBase):
             if fw is not None:
                 self._buf_f[:nb] = coords[f][:, fw]
             box = dims[f]
-            self._buf_box[:nb] = np.where(np.all(box[:, :3] == 0, axis=1)[:, None], self._no_box, box)  # as ts.dimensions
+            no_box = np.all(box[:, :3] == 0, axis=1)[:, None]  # Timestep.dimensions is None there
+            self._buf_box[:nb] = np.where(no_box, self._no_box, box)
             self._buf_frame[:nb] = f
             i = slice(s0, s0 + nb)
             self._frame_ids[i] = f
