@@ -402,8 +402,8 @@ def _gls_line(t: np.ndarray, y: np.ndarray, var_s: np.ndarray, n_obs: np.ndarray
     definite), then pseudo-invert with :func:`scipy.linalg.pinvh`, which drops eigenvalues below ``L·eps``
     of the largest, i.e. every clipped one. The result is the pseudo-inverse of ``Σ`` restricted to its
     eigenvalues above ``L·eps·max``; it is computed here from one eigendecomposition (LAPACK ``syevd``),
-    and only the 2x2 and 2-vector products the line needs are formed. Same numbers up to rounding: D moved
-    by 1e-6 (relative) at most on 400 strongly correlated lags, as much as the three-step way itself moves
+    and only the 2x2 and 2-vector products the line needs are formed. Same numbers up to rounding: D moves
+    by ~1e-6 (relative) on 400 strongly correlated lags, as much as the three-step way itself moves
     when its input is perturbed by 1e-15 (``benchmarks/gls_speed.py``).
     """
     i = np.arange(len(t))
