@@ -126,13 +126,47 @@ def write_outputs(run: RunAnalysis, out_dir: str, extra: dict[str, Any] | None =
             arr(key, np.asarray(getattr(r, key), dtype=np.int64), None, group="residences")
         arr("duration_ps", np.asarray(r.duration_ps, float), "ps", group="residences")
         arr("metastable", np.asarray(r.metastable, bool), None, group="residences")
-    sync(_write_zarr(os.path.join(out_dir, "results.zarr"), root_attrs, groups, arrays))
+    zpath = os.path.join(out_dir, "results.zarr")
+    if sum(a[2].nbytes for a in arrays) <= _MEMORY_STORE_BYTES:
+        from zarr.storage import MemoryStore
+
+        content: dict[str, Any] = {}
+        sync(_write_zarr(MemoryStore(store_dict=content), root_attrs, groups, arrays))
+        _dump_store(content, zpath)
+    else:
+        sync(_write_zarr(zpath, root_attrs, groups, arrays))
     logger.info("wrote %s (hops.csv, summary.json, results.zarr)", out_dir)
 
 
-async def _write_zarr(path: str, root_attrs: dict[str, Any], groups: dict[str, dict[str, Any]],
+#: results up to this size are encoded in memory and written as files in one pass (``_dump_store``); larger
+#: ones go through zarr's LocalStore (no second copy of the encoded chunks in memory)
+_MEMORY_STORE_BYTES = 64 << 20
+
+
+def _dump_store(content: dict[str, Any], path: str) -> None:
+    """Write the keys of an in-memory Zarr store as a local store at ``path`` (replacing it).
+
+    The files are those zarr's ``LocalStore`` writes: the key ``a/b/zarr.json`` is the file ``path/a/b/zarr.json``
+    holding the encoded bytes. One pass without zarr's per-file thread hand-offs (~0.1 s saved on ~130 files).
+    """
+    import shutil
+
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    made: set[str] = set()
+    for key, buf in content.items():
+        p = os.path.join(path, *key.split("/"))
+        d = os.path.dirname(p)
+        if d not in made:
+            os.makedirs(d, exist_ok=True)
+            made.add(d)
+        with open(p, "wb") as fh:
+            fh.write(buf.to_bytes())
+
+
+async def _write_zarr(path: Any, root_attrs: dict[str, Any], groups: dict[str, dict[str, Any]],
                       arrays: list[tuple[str, str, np.ndarray, dict[str, Any], dict[str, Any]]]) -> None:
-    """Create the group ``path`` (replacing it), its subgroups, then every array with data, concurrently.
+    """Create the group at ``path`` (a path or a store; replacing it), its subgroups, then every array with data.
 
     ``arrays`` holds ``(subgroup or "", name, data, attributes, create_array keyword arguments)``.
     """
