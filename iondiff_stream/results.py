@@ -32,7 +32,7 @@ def write_outputs(run: RunAnalysis, out_dir: str, extra: dict[str, Any] | None =
     StoreError
         If ``out_dir`` cannot be created or written.
     """
-    import zarr
+    from zarr.core.sync import sync  # zarr's own bridge to its event loop (what its synchronous API uses)
 
     try:
         os.makedirs(out_dir, exist_ok=True)
@@ -51,15 +51,23 @@ def write_outputs(run: RunAnalysis, out_dir: str, extra: dict[str, Any] | None =
         json.dump(summary, fh, indent=2, default=_json_default)
     os.replace(tmp, os.path.join(out_dir, "summary.json"))
 
-    g = zarr.open_group(os.path.join(out_dir, "results.zarr"), mode="w")
-    g.attrs.update({"length_unit": "angstrom", "time_unit": "ps", "summary": json.loads(json.dumps(summary, default=_json_default))})
+    # results.zarr: every group and array with its attributes is planned first, then written in one pass of
+    # zarr's event loop (groups, then all arrays concurrently) instead of one blocking call per array and
+    # attribute (~90 round trips)
+    groups: dict[str, dict[str, Any]] = {}
+    arrays: list[tuple[str, str, np.ndarray, dict[str, Any], dict[str, Any]]] = []
+    root_attrs: dict[str, Any] = {"length_unit": "angstrom", "time_unit": "ps",
+                                  "summary": json.loads(json.dumps(summary, default=_json_default))}
     h = run.hops
 
-    def arr(name: str, values: np.ndarray, units: str | None, doc: str) -> None:
-        a = g.create_array(name, data=np.ascontiguousarray(values))
-        a.attrs["description"] = doc
+    def arr(name: str, values: np.ndarray, units: str | None, doc: str | None = None, group: str = "",
+            **kwargs: Any) -> None:
+        attrs: dict[str, Any] = {}
+        if doc:
+            attrs["description"] = doc
         if units:
-            a.attrs["units"] = units
+            attrs["units"] = units
+        arrays.append((group, name, np.ascontiguousarray(values), attrs, kwargs))
 
     arr("times_ps", run.data.times_ps, "ps", "time of every frame")
     arr("atom_indices", run.data.atom_indices.astype(np.int64), None, "0-based trajectory index of each mobile ion")
@@ -80,51 +88,97 @@ def write_outputs(run: RunAnalysis, out_dir: str, extra: dict[str, Any] | None =
             "average silhouette for K = 2..k_max (n_mobile, k_max - 1)")
     pos = run.data.positions  # (n_frames, n_mobile, 3)
     if run.data.out_of_core:
-        g.attrs["positions_store"] = os.path.abspath(run.data.store.path) if run.data.store is not None else None
-        logger.info("positions stay in their store %s (not copied into results.zarr)", g.attrs["positions_store"])
+        root_attrs["positions_store"] = os.path.abspath(run.data.store.path) if run.data.store is not None else None
+        logger.info("positions stay in their store %s (not copied into results.zarr)", root_attrs["positions_store"])
     elif pos.nbytes // 2 <= 2 * 2**30:  # float32 copy up to 2 GiB (it duplicates the trajectory)
-        p = g.create_array("positions_A", shape=(pos.shape[1], pos.shape[0], 3), dtype="float32",
-                           chunks=(1, run.data.n_frames, 3))
-        p[:] = pos.transpose(1, 0, 2).astype(np.float32)
-        p.attrs.update({"units": "angstrom", "description": "unwrapped (drift-corrected) positions (n_mobile, n_frames, 3)"})
+        arr("positions_A", np.asarray(pos).transpose(1, 0, 2).astype(np.float32), "angstrom",
+            "unwrapped (drift-corrected) positions (n_mobile, n_frames, 3)", chunks=(1, run.data.n_frames, 3))
     else:
         logger.warning("positions (%.1f GiB) not copied into results.zarr: read them from the trajectory",
                        pos.nbytes / 2**31)
     arr("box", run.data.box, "angstrom, degrees", "cell [a, b, c, alpha, beta, gamma] of the first frame")
-    hg = g.create_group("hops")
-    hg.attrs["description"] = "one entry per hop; columns as in hops.csv"
+    groups["hops"] = {"description": "one entry per hop; columns as in hops.csv"}
     for name, values in h.hops.columns.items():
         units = "angstrom" if name.endswith("_A") else "ps" if name.endswith("_ps") else None
-        a = hg.create_array(name, data=np.ascontiguousarray(values))
-        if units:
-            a.attrs["units"] = units
-    mg = g.create_group("msd")
-    mg.create_array("lag_ps", data=run.msd_lag_ps).attrs["units"] = "ps"
-    mg.create_array("msd_A2", data=run.msd_A2).attrs["units"] = "angstrom^2"
-    mg.create_array("msd_axes_A2", data=run.msd_axes_A2).attrs["units"] = "angstrom^2"
+        arr(name, values, units, group="hops")
+    groups["msd"] = {}
+    arr("lag_ps", run.msd_lag_ps, "ps", group="msd")
+    arr("msd_A2", run.msd_A2, "angstrom^2", group="msd")
+    arr("msd_axes_A2", run.msd_axes_A2, "angstrom^2", group="msd")
     if run.transport is not None:
-        mg.create_array("mscd_A2", data=run.transport.mscd_A2).attrs["units"] = "angstrom^2"
-        mg.attrs["description"] = "tracer MSD (msd_A2, per axis msd_axes_A2) and collective MSD / N (mscd_A2)"
+        arr("mscd_A2", run.transport.mscd_A2, "angstrom^2", group="msd")
+        groups["msd"]["description"] = "tracer MSD (msd_A2, per axis msd_axes_A2) and collective MSD / N (mscd_A2)"
     if run.correlations is not None:
         c = run.correlations
-        cg = g.create_group("correlations")
         coo = c.corr.tocoo()
-        cg.create_array("corr_row", data=coo.row.astype(np.int64))
-        cg.create_array("corr_col", data=coo.col.astype(np.int64))
-        cg.create_array("corr_value", data=coo.data.astype(np.float64))
-        cg.create_array("group_of_event", data=c.group_of_event.astype(np.int64))
-        cg.create_array("group_sizes", data=c.group_sizes.astype(np.int64))
-        cg.create_array("size_hist", data=c.size_hist.astype(np.int64))
-        cg.attrs.update({"threshold": float(c.threshold), "description": "sparse event-event correlation "
-                         "(closed hops in hops.csv order), concerted groups, group-size histogram n=1..20"})
+        groups["correlations"] = {"threshold": float(c.threshold), "description": "sparse event-event correlation "
+                                  "(closed hops in hops.csv order), concerted groups, group-size histogram n=1..20"}
+        for name, values in (("corr_row", coo.row.astype(np.int64)), ("corr_col", coo.col.astype(np.int64)),
+                             ("corr_value", coo.data.astype(np.float64)),
+                             ("group_of_event", c.group_of_event.astype(np.int64)),
+                             ("group_sizes", c.group_sizes.astype(np.int64)),
+                             ("size_hist", c.size_hist.astype(np.int64))):
+            arr(name, values, None, group="correlations")
     r = run.residences
     if len(r):
-        rg = g.create_group("residences")
+        groups["residences"] = {}
         for key in ("ion", "centre", "arrival_frame", "departure_frame"):
-            rg.create_array(key, data=np.asarray(getattr(r, key), dtype=np.int64))
-        rg.create_array("duration_ps", data=np.asarray(r.duration_ps, float)).attrs["units"] = "ps"
-        rg.create_array("metastable", data=np.asarray(r.metastable, bool))
+            arr(key, np.asarray(getattr(r, key), dtype=np.int64), None, group="residences")
+        arr("duration_ps", np.asarray(r.duration_ps, float), "ps", group="residences")
+        arr("metastable", np.asarray(r.metastable, bool), None, group="residences")
+    zpath = os.path.join(out_dir, "results.zarr")
+    if sum(a[2].nbytes for a in arrays) <= _MEMORY_STORE_BYTES:
+        from zarr.storage import MemoryStore
+
+        content: dict[str, Any] = {}
+        sync(_write_zarr(MemoryStore(store_dict=content), root_attrs, groups, arrays))
+        _dump_store(content, zpath)
+    else:
+        sync(_write_zarr(zpath, root_attrs, groups, arrays))
     logger.info("wrote %s (hops.csv, summary.json, results.zarr)", out_dir)
+
+
+#: results up to this size are encoded in memory and written as files in one pass (``_dump_store``); larger
+#: ones go through zarr's LocalStore (no second copy of the encoded chunks in memory)
+_MEMORY_STORE_BYTES = 64 << 20
+
+
+def _dump_store(content: dict[str, Any], path: str) -> None:
+    """Write the keys of an in-memory Zarr store as a local store at ``path`` (replacing it).
+
+    The files are those zarr's ``LocalStore`` writes: the key ``a/b/zarr.json`` is the file ``path/a/b/zarr.json``
+    holding the encoded bytes. One pass without zarr's per-file thread hand-offs (~0.1 s saved on ~130 files).
+    """
+    import shutil
+
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    made: set[str] = set()
+    for key, buf in content.items():
+        p = os.path.join(path, *key.split("/"))
+        d = os.path.dirname(p)
+        if d not in made:
+            os.makedirs(d, exist_ok=True)
+            made.add(d)
+        with open(p, "wb") as fh:
+            fh.write(buf.to_bytes())
+
+
+async def _write_zarr(path: Any, root_attrs: dict[str, Any], groups: dict[str, dict[str, Any]],
+                      arrays: list[tuple[str, str, np.ndarray, dict[str, Any], dict[str, Any]]]) -> None:
+    """Create the group at ``path`` (a path or a store; replacing it), its subgroups, then every array with data.
+
+    ``arrays`` holds ``(subgroup or "", name, data, attributes, create_array keyword arguments)``.
+    """
+    import asyncio
+
+    import zarr.api.asynchronous as za
+
+    root = await za.open_group(path, mode="w", attributes=root_attrs)
+    made = await asyncio.gather(*(root.create_group(name, attributes=attrs) for name, attrs in groups.items()))
+    parent = {"": root, **dict(zip(groups, made))}
+    await asyncio.gather(*(parent[g].create_array(name, data=data, attributes=attrs, **kw)
+                           for g, name, data, attrs, kw in arrays))
 
 
 def read_outputs(out_dir: str) -> tuple[dict[str, Any], Any]:

@@ -288,23 +288,41 @@ def squared_displacement_variance(pos: np.ndarray, lags: np.ndarray, max_values:
     n, T, _ = pos.shape
     lags = np.asarray(lags, dtype=np.int64)
     # one read per ion block (pos may be an out-of-core IonMajorView); per-block count, mean and sum of
-    # squared deviations combined exactly (Chan et al.), so the result is the variance over all ions
+    # squared deviations combined exactly (Chan et al.), so the result is the variance over all ions.
+    # Per lag and block: s in a reused buffer (no allocation), its mean, then the squared deviations from it
+    # (two passes, as exact as before); axes-major copy of the block so each axis is one contiguous run.
     cnt = np.zeros(len(lags))
     mean = np.zeros(len(lags))
     m2 = np.zeros(len(lags))
-    block = int(max(1, min(n, (64 << 20) // max(1, 24 * T))))
-    for s in range(0, n, block):
-        x = np.asarray(pos[s : s + block], dtype=np.float64)
+    block = int(max(1, min(n, (64 << 20) // max(1, 56 * T))))  # positions, displacements, s: 56 B per ion-frame
+    for s0 in range(0, n, block):
+        x = np.asarray(pos[s0 : s0 + block], dtype=np.float64)
+        nb, _, dim = x.shape
+        xt = np.ascontiguousarray(x.transpose(0, 2, 1))  # (nb, dim, T)
+        del x
+        dbuf = np.empty(nb * dim * T)
+        sbuf = np.empty(nb * T)
         for k, m in enumerate(lags):
             n_org = T - int(m)
             stride = max(1, int(np.ceil(n * n_org / max_values)))
-            a = x[:, 0:n_org:stride]
-            b = x[:, int(m):T:stride][:, : a.shape[1]]
-            sq = ((b - a) ** 2).sum(-1).ravel()
-            if sq.size == 0:
+            c = len(range(0, n_org, stride))
+            if c == 0:
                 continue
-            mb = float(sq.mean())
-            m2b = float(((sq - mb) ** 2).sum())
+            d = dbuf[: nb * dim * c].reshape(nb, dim, c)
+            np.subtract(xt[:, :, int(m) : int(m) + (c - 1) * stride + 1 : stride], xt[:, :, 0:n_org:stride], out=d)
+            np.multiply(d, d, out=d)
+            sq = sbuf[: nb * c]
+            s2d = sq.reshape(nb, c)
+            if dim > 1:
+                np.add(d[:, 0], d[:, 1], out=s2d)
+            else:
+                np.copyto(s2d, d[:, 0])
+            for a in range(2, dim):
+                s2d += d[:, a]
+            mb = float(sq.sum()) / sq.size
+            sq -= mb
+            np.multiply(sq, sq, out=sq)  # not a BLAS dot: its idle threads would spin on the other core
+            m2b = float(sq.sum())
             tot = cnt[k] + sq.size
             delta = mb - mean[k]
             m2[k] += m2b + delta**2 * cnt[k] * sq.size / tot
@@ -355,25 +373,48 @@ class GLSFit:
                             self.D_std_cm2_s, self.start_ps, self.end_ps)
 
 
-def _gls_line(t: np.ndarray, y: np.ndarray, var_s: np.ndarray, n_obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Straight line through correlated MSD points; returns (slope, intercept) and their covariance."""
-    from scipy.linalg import pinvh
+_BLAS_CONTROLLER: Any = None
 
+
+def _one_blas_thread() -> Any:
+    """Context manager limiting BLAS (OpenBLAS, MKL, ...) to one thread, via :mod:`threadpoolctl`.
+
+    The GLS fit is a sequence of dense eigendecompositions of a few hundred lags. A second BLAS thread gains
+    little on them when a core is free, and when it is not (another process, Dask workers) the threads wait
+    on each other: on 2 busy cores a 400x400 ``eigh`` took 140 ms with 2 threads against 23 ms with one
+    (20x at 1000x1000), and an idle OpenBLAS thread spins afterwards, burning CPU.
+    """
+    global _BLAS_CONTROLLER
+    from threadpoolctl import ThreadpoolController
+
+    if _BLAS_CONTROLLER is None:
+        _BLAS_CONTROLLER = ThreadpoolController()
+    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
+
+
+def _gls_line(t: np.ndarray, y: np.ndarray, var_s: np.ndarray, n_obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Straight line through correlated MSD points; returns (slope, intercept) and their covariance.
+
+    The covariance model ``Σ_ij = var(s_min(i,j)) / n_max(i,j)`` is not positive semi-definite in general.
+    kinisi (and earlier versions of this function) repairs it in three steps, each an eigendecomposition:
+    clip its eigenvalues to at least ``1e-16`` of the largest (minimum-eigenvalue method), take the nearest
+    correlation matrix with eigenvalues ``>= 1e-15`` (a no-op, up to rounding, on a matrix already positive
+    definite), then pseudo-invert with :func:`scipy.linalg.pinvh`, which drops eigenvalues below ``L·eps``
+    of the largest, i.e. every clipped one. The result is the pseudo-inverse of ``Σ`` restricted to its
+    eigenvalues above ``L·eps·max``; it is computed here from one eigendecomposition (LAPACK ``syevd``),
+    and only the 2x2 and 2-vector products the line needs are formed. Same numbers up to rounding: D moves
+    by ~1e-6 (relative) on 400 strongly correlated lags, as much as the three-step way itself moves
+    when its input is perturbed by 1e-15 (``benchmarks/gls_speed.py``).
+    """
     i = np.arange(len(t))
-    lo, hi = np.minimum.outer(i, i), np.maximum.outer(i, i)
-    S = var_s[lo] / n_obs[hi]
+    S = var_s[np.minimum.outer(i, i)] / n_obs[np.maximum.outer(i, i)]
     w, V = np.linalg.eigh(S)
-    S = (V * np.maximum(w, w.max() * 1e-16)) @ V.T  # no negative variances (minimum-eigenvalue method)
-    sd = np.sqrt(np.maximum(np.diag(S), 1e-300))
-    w, V = np.linalg.eigh(S / np.outer(sd, sd))
-    R = (V * np.maximum(w, 1e-15)) @ V.T  # nearest positive semi-definite correlation (eigenvalue clipping)
-    d = np.sqrt(np.diag(R))
-    S = R / np.outer(d, d) * np.outer(sd, sd)
-    P = pinvh(S)
-    X = np.column_stack([t, np.ones_like(t)])
-    A = X.T @ P @ X
-    cov = np.linalg.pinv(A)
-    beta = cov @ (X.T @ P @ y)
+    keep = w > max(float(w[-1]), 0.0) * len(t) * np.finfo(np.float64).eps  # pinvh's cutoff (w ascending)
+    X = np.column_stack([t, np.ones_like(t), y])
+    Z = V[:, keep].T @ X  # (k, 3): [t, 1, y] in the kept eigenbasis
+    G = Z[:, :2].T @ (Z / w[keep, None])  # (2, 3): Xᵀ Σ⁺ [X y]
+    cov = np.linalg.pinv(G[:, :2])
+    beta = cov @ G[:, 2]
     return beta, cov
 
 
@@ -447,7 +488,8 @@ def fit_diffusion_gls(
         hi_t = max(t_all[-1] / 2, t_all[min(1, last_k)])
         cand = np.geomspace(t_all[min(1, last_k)], hi_t, n_starts)
         ks = np.unique(np.minimum(np.searchsorted(t_all, cand - 1e-9), last_k))
-    fits = [fit_from(int(k)) for k in ks]
+    with _one_blas_thread():
+        fits = [fit_from(int(k)) for k in ks]
     Dg = np.array([f[0] for f in fits]) * conv
     Sg = np.array([f[1] for f in fits]) * conv
     found = True
@@ -780,7 +822,8 @@ def analyse_transport(
         g_co = fit_diffusion_gls(lag_ps[sel], mscd[sel], v_co, 1, T, frame_dt_ps, start_ps=g_tr.start_ps, seed=seed)
         # the collective interval pools the same starts as the tracer one
         if len(g_tr.starts_pooled_ps) > 1:
-            pooled = [fit_diffusion_gls(lag_ps[sel], mscd[sel], v_co, 1, T, frame_dt_ps, start_ps=float(t0), seed=seed)
+            pooled = [g_co if t0 == g_tr.start_ps else  # the chosen start's fit is g_co itself
+                      fit_diffusion_gls(lag_ps[sel], mscd[sel], v_co, 1, T, frame_dt_ps, start_ps=float(t0), seed=seed)
                       for t0 in g_tr.starts_pooled_ps]
             rng = np.random.default_rng(seed)
             draws = np.concatenate([rng.normal(f.D_cm2_s, f.D_std_cm2_s, 20000) for f in pooled])

@@ -64,6 +64,41 @@ def test_truncated_xdatcar(tmp_path, argyrodite_50p):
     assert u.trajectory.n_frames == 3
 
 
+@pytest.mark.parametrize("fmt, lo", [("%.8f %.8f %.8f", 0.0), ("  %11.8f  %11.8f  %11.8f", -9.9),
+                                     ("%12.6f%12.6f%12.6f", -99.9), ("%11.8f %11.8f %11.8f  ", -9.9),
+                                     ("%8.3f %8.3f %8.3f", -99.9), ("%.8e %.8e %.8e", 0.0),
+                                     ("%.8f\t%.8f\t%.8f", 0.0), ("%g %g %g", 0.0)])
+def test_fixed_column_parser_is_strtod_bit_for_bit(fmt, lo):
+    """Aligned fixed-point columns parse to exactly numpy.fromstring's doubles; other layouts are refused."""
+    from iondiff_stream.io.readers import parse_fixed_columns
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(lo, 1.0, (3000, 3))  # lo < 0: widths with room for a sign
+    x[:3] = [[0.0, -0.0, 0.5], [0.999999999, 5e-9, -5e-9], [1e-8, 0.25, 0.75]]
+    if lo == 0.0:
+        x[:3] = np.abs(x[:3])  # "%.8f" of a negative is one character wider: ragged lines are refused
+    text = "\n".join(fmt % tuple(r) for r in x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ref = np.fromstring(text, dtype=np.float64, sep=" ").reshape(-1, 3)
+    got = parse_fixed_columns(text.encode("ascii"), 3)
+    if "e" in fmt or "g" in fmt or "\t" in fmt:
+        assert got is None
+        return
+    assert got is not None
+    assert np.array_equal(got.view(np.int64), ref.view(np.int64))  # same bits (signed zeros included)
+
+
+@pytest.mark.parametrize("text", [b"0.1 0.2 0.3\n0.1 0.2", b"0.1 0.2 0.3\n0.1 -.2 0.4", b"0.1 0.2 0.3\n0-1 0.2 0.4",
+                                  b"1.5 2.5 3.5\n1-5 2.5 3.5", b"12.5 2.5 3.5\n 1 .5 2.5 3.5",
+                                  b"1.5 2.5 3.5\n1.5 2.5 3.x", b"1.5 2.5 3.5\n1.5 2.5 3.5 4",
+                                  b"--1.5 2.5 3.5\n -1.5 2.5 3.5", b"0.1 0.2\n0.3 0.4"])
+def test_fixed_column_parser_refuses_what_it_cannot_read_exactly(text):
+    from iondiff_stream.io.readers import parse_fixed_columns
+
+    assert parse_fixed_columns(text, 3) is None
+
+
 def test_extxyz_lgps_time_from_file():
     u = load_universe(shared("LGPS_600K_pmg_diffusion", "derived_LGPS_600K_unwrapped.extxyz"))
     data = collect_positions(u, "Li")

@@ -564,6 +564,54 @@ class UnwrappedPositions(AnalysisBase):
         self._frame_ids = np.zeros(n, dtype=np.int64)
         self._med_step = np.zeros(n)  # median over ions of the unwrapped step into each frame, Å
 
+    def _compute(self, indexed_frames: np.ndarray, verbose: bool | None = None, **kwargs: Any) -> Any:
+        """Frames of an in-memory trajectory copied one slab at a time; any other reader frame by frame.
+
+        MDAnalysis's loop builds a Timestep per frame (~20 us each); a :class:`MemoryReader` (XDATCAR,
+        extended XYZ, ``in_memory`` universes) already holds every frame in one array, so its slabs are taken
+        directly, with the same values (float32 positions and boxes, ``time = frame * dt``), slab boundaries
+        and checks as :meth:`_single_frame` gives.
+        """
+        from MDAnalysis.coordinates.memory import MemoryReader
+
+        traj = self._trajectory
+        if not (isinstance(traj, MemoryReader) and traj.stored_order == "fac" and not traj.transformations
+                and traj.velocity_array is None and traj.force_array is None):
+            return super()._compute(indexed_frames, verbose, **kwargs)
+        frames = np.asarray(indexed_frames[:, 1], dtype=np.int64)
+        self._prepare_sliced_trajectory(slicer=frames)
+        self._prepare()
+        if len(frames) == 0:
+            return self
+        coords, dims = traj.coordinate_array, traj.dimensions_array
+        offset = traj.ts.data.get("time_offset", 0)
+        mob = self.mobile.ix
+        fw = self._framework.ix if self._with_drift else None
+        B = len(self._buf_m)
+        for s0 in range(0, len(frames), B):
+            f = frames[s0 : s0 + B]
+            nb = len(f)
+            self._reading = int(f[0])
+            xm = coords[f][:, mob]  # float32, as AtomGroup.positions
+            self._buf_m[:nb] = xm
+            if fw is not None:
+                self._buf_f[:nb] = coords[f][:, fw]
+            box = dims[f]
+            no_box = np.all(box[:, :3] == 0, axis=1)[:, None]  # Timestep.dimensions is None there
+            self._buf_box[:nb] = np.where(no_box, self._no_box, box)
+            self._buf_frame[:nb] = f
+            i = slice(s0, s0 + nb)
+            self._frame_ids[i] = f
+            self._hash[i] = [hash(x.tobytes()) for x in xm]
+            self._times[i] = f * traj.ts.dt + offset
+            self.frames[i] = f
+            self.times[i] = self._times[i]
+            self._nb = nb
+            self._frame_index = s0 + nb - 1
+            self._flush()
+            self._done = int(f[-1])
+        return self
+
     def _single_frame(self) -> None:
         i, j = self._frame_index, self._nb
         self._reading = int(self._ts.frame)
