@@ -31,8 +31,8 @@ __all__ = ["analyze_run", "analyse_positions", "RunAnalysis", "msd_growth_ratio"
 
 #: D_hops / D_MSD outside this range: the hops do not carry the measured transport
 HOP_MSD_RANGE = (0.5, 3.0)
-#: MSD(t_run / 2) / MSD(t_run / 4) below this: the MSD saturates, no long-range diffusion in the run
-#: (linear diffusion gives 2, less a vibrational offset; a cage plateau gives ~1)
+#: MSD growth beyond the vibrations from t_run / 4 to t_run / 2 (:func:`msd_growth_ratio`) below this: the MSD
+#: saturates, no long-range diffusion in the run (linear diffusion gives 2; a cage plateau gives ~1)
 MSD_GROWTH_MIN = 1.3
 #: fewest consecutive hop pairs (same ion) for the correlation factor f to be reported
 MIN_JUMP_PAIRS = 20
@@ -161,8 +161,12 @@ def summarise(
     return run
 
 
-def msd_growth_ratio(lag_ps: np.ndarray, msd_A2: np.ndarray, total_ps: float) -> float | None:
-    """``MSD(t_run / 2) / MSD(t_run / 4)``: about 2 when the ions diffuse, about 1 when the MSD saturates.
+def msd_growth_ratio(lag_ps: np.ndarray, msd_A2: np.ndarray, total_ps: float, vibration_ps: float = 0.5) -> float | None:
+    """How the MSD grows beyond the vibrations: ``(MSD(t/2) - MSD(τ)) / (MSD(t/4) - MSD(τ))``.
+
+    About 2 when the ions diffuse, about 1 when the MSD saturates (a cage plateau). ``τ`` =
+    ``min(vibration_ps, t_run / 20)``: the vibrational plateau is subtracted, so a short run whose
+    MSD is mostly vibration is not mistaken for a confined one.
 
     Parameters
     ----------
@@ -172,19 +176,23 @@ def msd_growth_ratio(lag_ps: np.ndarray, msd_A2: np.ndarray, total_ps: float) ->
         Tracer MSD, Å².
     total_ps : float
         Length of the run, ps.
+    vibration_ps : float
+        Lag by which the vibrational MSD has levelled off, ps.
 
     Returns
     -------
     float or None
-        None when the run is too short or the MSD is zero at ``t_run / 4``.
+        None when the run is too short, the MSD does not reach ``t_run / 2``, or it has not
+        grown beyond the vibrations by ``t_run / 4`` (by less than 10 % of the vibrational MSD).
     """
     lag = np.asarray(lag_ps, float)
     msd = np.asarray(msd_A2, float)
     if total_ps <= 0 or len(lag) < 8 or lag[-1] < 0.45 * total_ps:  # the MSD must reach t_run / 2
         return None
-    m4 = float(np.interp(total_ps / 4, lag, msd))
-    m2 = float(np.interp(total_ps / 2, lag, msd))
-    return m2 / m4 if m4 > 0 else None
+    m0 = float(np.interp(min(vibration_ps, total_ps / 20), lag, msd))
+    m4 = float(np.interp(total_ps / 4, lag, msd)) - m0
+    m2 = float(np.interp(total_ps / 2, lag, msd)) - m0
+    return m2 / m4 if m4 > 0.1 * max(m0, 0.0) and m4 > 0 else None  # growth must stand out of the vibrations
 
 
 def _summary(run: RunAnalysis, temperature_K: float | None, charge: float | None,
@@ -208,8 +216,8 @@ def _summary(run: RunAnalysis, temperature_K: float | None, charge: float | None
     growth = msd_growth_ratio(tr.lag_ps, tr.msd_A2, total_ps) if tr is not None else None
     confined = growth is not None and growth < MSD_GROWTH_MIN
     if confined:
-        warnings.append(f"no long-range diffusion in this run: the MSD saturates (MSD(t/2) / MSD(t/4) = {growth:.2f}, "
-                        "about 2 for diffusion): D* fits a plateau, not a diffusion coefficient, and D_hops/D_MSD "
+        warnings.append(f"no long-range diffusion in this run: the MSD saturates (its growth beyond the "
+                        f"vibrations from t/4 to t/2 is x{growth:.2f}, about 2 for diffusion): D* fits a plateau, not a diffusion coefficient, and D_hops/D_MSD "
                         "does not apply (the hops are confined motion, e.g. within cages)")
         logger.warning(warnings[-1])
         check = "not applicable: no long-range diffusion"
