@@ -32,8 +32,9 @@ __all__ = ["analyze_run", "analyse_positions", "RunAnalysis", "msd_growth_ratio"
 #: D_hops / D_MSD outside this range: the hops do not carry the measured transport
 HOP_MSD_RANGE = (0.5, 3.0)
 #: MSD growth beyond the vibrations from t_run / 4 to t_run / 2 (:func:`msd_growth_ratio`) below this: the MSD
-#: saturates, no long-range diffusion in the run (linear diffusion gives 2; a cage plateau gives ~1)
-MSD_GROWTH_MIN = 1.3
+#: saturates, no long-range diffusion in the run (linear diffusion gives 2; a cage plateau gives ~1; below 1.5 the
+#: MSD is closer to a plateau than to diffusion)
+MSD_GROWTH_MIN = 1.5
 #: fewest consecutive hop pairs (same ion) for the correlation factor f to be reported
 MIN_JUMP_PAIRS = 20
 

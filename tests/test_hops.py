@@ -225,7 +225,7 @@ def test_confined_motion_is_flagged_on_ordered_argyrodite():
     assert any("confined" in w for w in s["warnings"])
     # the MSD saturates (a cage plateau), so D* is not a diffusion coefficient and the check does not apply;
     # independent evidence from the positions: no Li gets further than ~6 A (one cage) from where it started
-    assert s["long_range_diffusion"] is False and s["msd_growth_ratio"] < 1.3
+    assert s["long_range_diffusion"] is False and s["msd_growth_ratio"] < 1.5
     assert s["hop_msd_check"].startswith("not applicable")
     x = np.asarray(data.positions)
     assert np.linalg.norm(x - x[:1], axis=-1).max() < 6.5
