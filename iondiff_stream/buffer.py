@@ -742,19 +742,31 @@ class FrameStoreReader:
             self.read(s, min(n, s + step))
         return n
 
-    def online_state(self) -> dict[str, np.ndarray] | None:
-        """Saved state of the streaming centres, or None."""
+    def online_state(self, retries: int = 8) -> dict[str, np.ndarray] | None:
+        """Saved state of the streaming centres, or None.
+
+        A live writer replaces the state in place at every flush; a read that lands mid-write gets
+        bytes that do not decode, so the read is retried (``retries`` times, 0.05-0.4 s apart) before
+        the state is called corrupt.
+        """
+        import time
+
         import zarr
 
-        grp = zarr.open_group(self.path, mode="r")
-        if "online" not in grp:
-            return None
         from .online import OnlineCentres
 
-        try:
-            return OnlineCentres.read_state(grp["online"])
-        except Exception as exc:  # noqa: BLE001
-            raise StoreCorruptError(f"{self.path}: the online state could not be decoded ({exc}): store corrupt") from exc
+        for attempt in range(retries + 1):
+            grp = zarr.open_group(self.path, mode="r")
+            if "online" not in grp:
+                return None
+            try:
+                return OnlineCentres.read_state(grp["online"])
+            except Exception as exc:  # noqa: BLE001
+                if attempt == retries:
+                    raise StoreCorruptError(f"{self.path}: the online state could not be decoded ({exc}), also "
+                                            f"after {retries} retries: store corrupt") from exc
+                time.sleep(min(0.4, 0.05 * 2**attempt))
+        return None  # pragma: no cover
 
 
 def store_info(path: str, segment: int | str | None = None) -> dict[str, Any]:

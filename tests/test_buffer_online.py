@@ -357,7 +357,7 @@ def test_ring_reader_never_sees_a_torn_frame_short(tmp_path):
 @pytest.mark.slow
 def test_ring_reader_never_sees_a_torn_frame_one_minute(tmp_path):
     good, retries, written = _poll_ring(tmp_path, 60.0)
-    assert written > 6000 and good >= 50
+    assert written > 20 * 60 and good >= 50  # the 60-frame ring wrapped 20+ times (~100 on an idle machine)
 
 
 def test_online_finalize_before_any_frame_is_a_no_op():
@@ -384,3 +384,36 @@ def test_sink_limits_blas_threads_only_while_open(tmp_path):
     sink.push(0, 0.0, np.random.default_rng(0).random((4, 3)), np.eye(3) * 10.0)
     sink.close()
     assert blas_threads() == before
+
+
+def test_online_state_read_mid_write_is_retried_and_real_damage_named(tmp_path):
+    """A monitor reading the state while the writer replaces it gets undecodable bytes for a moment: retried;
+    bytes that stay wrong are a corrupt store, named as such."""
+    import glob
+    import threading
+    import time
+
+    from iondiff_stream.buffer import FrameStoreReader
+    from iondiff_stream.errors import StoreCorruptError
+    from iondiff_stream.stream import FrameSink
+
+    run = make_run(n_frames=400, sigma_A=0.2, seed=2)
+    X = run.positions.transpose(1, 0, 2)
+    n = X.shape[1]
+    store = str(tmp_path / "s.zarr")
+    sink = FrameSink(store, np.arange(1, n + 1), np.ones(n, int), "type 1", {1: "Li"}, worker="inline")
+    for k in range(len(X)):
+        sink.push(k, k * 0.05, X[k], np.diag(run.box[:3]))
+    sink.close()
+    good = FrameStoreReader(store).online_state()
+    chunk = [p for p in glob.glob(f"{store}/online/state_npz/**", recursive=True) if os.path.isfile(p)
+             and not p.endswith("zarr.json")][0]
+    data = open(chunk, "rb").read()
+    open(chunk, "wb").close()  # the writer has truncated the chunk and not yet written it again
+    threading.Timer(0.2, lambda: open(chunk, "wb").write(data)).start()
+    st = FrameStoreReader(store).online_state()
+    np.testing.assert_array_equal(st["hops"], good["hops"])
+    time.sleep(0.3)
+    open(chunk, "wb").write(b"\0" * len(data))  # damage that stays
+    with pytest.raises(StoreCorruptError, match="online state"):
+        FrameStoreReader(store).online_state(retries=2)
