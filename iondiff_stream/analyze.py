@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from .correlations import CorrelationParameters, CorrelationResult, concerted_groups
-from .hops import (HopParameters, HopResults, JumpCorrelation, ResidenceTimes, find_hops, jump_correlation,
-                   parameters_dict, residence_times)
+from .hops import (HopParameters, HopResults, IonSubset, JumpCorrelation, ResidenceTimes, combine_hop_results,
+                   find_hops, jump_correlation, parameters_dict, residence_times)
 from .io import TrajectoryData, collect_positions, load_universe, select_mobile
 from .transport import DiffusionFit, TransportResult, analyse_transport, default_charge
 from .units import A2_PER_PS_TO_CM2_PER_S
@@ -311,15 +311,29 @@ def analyse_positions(
     """
     from .progress import stage
 
-    species = sorted({str(x) for x in data.species})
-    hops = find_hops(data.positions, data.times_ps, params, data.atom_indices, n_jobs=n_jobs, progress=progress,
-                     atom_ids=data.atom_ids, warm_centres=warm_centres, box=data.box, layout="frame",
-                     client=scheduler)
-    if len(species) > 1 and hops.parameters.method == "sites":
-        msg = (f"{len(species)} mobile species ({', '.join(species)}) share one site model: sites of one species "
-               f"can absorb those of another (hops missed); analyse one species at a time (--mobile {species[0]})")
+    per_ion = np.array([str(x) for x in data.species])
+    species = sorted(set(per_ion.tolist()))
+    params = params or HopParameters()
+    if len(species) > 1 and params.method == "sites":
+        # every species learns its own sites (a Li site and an S site are different places even when close)
+        parts = []
+        for name in species:
+            ions = np.flatnonzero(per_ion == name)
+            pos = (data.positions[:, ions] if isinstance(data.positions, np.ndarray)  # in memory: a copy
+                   else IonSubset(data.positions, ions))  # out of core: read lazily, block by block
+            res = find_hops(pos, data.times_ps, params, np.asarray(data.atom_indices)[ions],
+                            n_jobs=n_jobs, progress=progress, atom_ids=np.asarray(data.atom_ids)[ions], box=data.box,
+                            layout="frame", client=scheduler)
+            parts.append((ions, res))
+        hops = combine_hop_results(parts, data.n_mobile, labels=species)
+        msg = (f"{len(species)} mobile species ({', '.join(species)}): sites learnt per species; transport "
+               "(D*, D_sigma, conductivity) is over all of them together")
         logger.warning(msg)
         hops.warnings.append(msg)
+    else:
+        hops = find_hops(data.positions, data.times_ps, params, data.atom_indices, n_jobs=n_jobs, progress=progress,
+                         atom_ids=data.atom_ids, warm_centres=warm_centres, box=data.box, layout="frame",
+                         client=scheduler)
     st = stage("transport", 1)
     run = summarise(data, hops, reference_sites=reference_sites, temperature_K=temperature_K, charge=charge,
                     correlation_params=correlation_params)

@@ -73,6 +73,8 @@ __all__ = [
     "HOP_COLUMNS",
     "learn_sites",
     "ResidenceTimes",
+    "IonSubset",
+    "combine_hop_results",
     "JumpCorrelation",
     "jump_correlation",
     "committed_site_changes",
@@ -1134,6 +1136,95 @@ def residence_times(hops: HopResults) -> ResidenceTimes:
     t = hops.times_ps
     return ResidenceTimes(ion[a].astype(np.int64), tab["to_centre"][a].astype(np.int64), arr.astype(np.int64),
                           dep.astype(np.int64), t[dep] - t[arr], pos, np.zeros(len(a), dtype=bool))
+
+
+class IonSubset:
+    """Some of the ions of a frame-major positions array (T, n, 3), read lazily (a Zarr array stays on disk).
+
+    Slicing ``[:, i0:i1]`` reads only the frames' columns of the chosen ions; picklable when the
+    underlying array is (a Zarr array or an ndarray), so Dask tasks can read their own block.
+
+    Parameters
+    ----------
+    positions : array_like, shape (T, n, 3)
+    ions : ndarray of int, shape (m,)
+        Columns (mobile-ion indices) of this subset, increasing.
+    """
+
+    def __init__(self, positions: Any, ions: np.ndarray) -> None:
+        self.positions = positions
+        self.ions = np.asarray(ions, dtype=np.int64)
+        self.shape = (int(positions.shape[0]), len(self.ions), 3)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if not (isinstance(key, tuple) and len(key) == 2 and isinstance(key[1], slice)):
+            raise TypeError(f"IonSubset supports [frames, ion_slice] only, got {key!r}")
+        cols = self.ions[key[1]]
+        if len(cols) == 0:
+            return np.zeros((len(range(*key[0].indices(self.shape[0]))) if isinstance(key[0], slice) else 0, 0, 3))
+        if np.all(np.diff(cols) == 1):  # one contiguous read
+            return np.asarray(self.positions[key[0], int(cols[0]) : int(cols[-1]) + 1])
+        lo, hi = int(cols.min()), int(cols.max()) + 1  # one read of the span, then the columns wanted
+        return np.asarray(self.positions[key[0], lo:hi])[:, cols - lo]
+
+
+def combine_hop_results(parts: Sequence[tuple[np.ndarray, HopResults]], n_mobile: int,
+                        labels: Sequence[str] | None = None) -> HopResults:
+    """One :class:`HopResults` from hop results of disjoint ion subsets, each with its own sites.
+
+    Parameters
+    ----------
+    parts : sequence of (ndarray of int, HopResults)
+        Mobile-ion indices of each subset (in the combined numbering) and its results
+        (sites method; ion indices local to the subset).
+    n_mobile : int
+        Ions in the combined run.
+    labels : sequence of str, optional
+        A name per part (e.g. the species), kept per site in ``extra["site_label"]``.
+
+    Returns
+    -------
+    HopResults
+        Sites of all parts stacked (site indices offset per part); every core cap is the one its
+        part used.
+    """
+    first = parts[0][1]
+    T = first.n_frames
+    states = np.full((n_mobile, T), -1, dtype=np.int32)
+    sigma = np.zeros(n_mobile)
+    r_core = np.zeros(n_mobile)
+    n_centres = np.zeros(n_mobile, dtype=np.int64)
+    atom_indices = np.zeros(n_mobile, dtype=np.asarray(first.atom_indices).dtype)
+    tables, sites, weights, caps, nns, site_label, warnings = [], [], [], [], [], [], []
+    offset = 0
+    for k, (ions, res) in enumerate(parts):
+        ions = np.asarray(ions, dtype=np.int64)
+        if res.sites is None:
+            raise ValueError("combine_hop_results needs results of the sites method")
+        st = np.asarray(res.states)
+        states[ions] = np.where(st >= 0, st + offset, -1)
+        sigma[ions], r_core[ions], n_centres[ions] = res.sigma_A, res.r_core_A, res.n_centres
+        atom_indices[ions] = res.atom_indices
+        cols = {c: np.asarray(res.hops[c]).copy() for c in HOP_COLUMNS}
+        cols["ion"] = ions[cols["ion"].astype(np.int64)]
+        cols["from_centre"] = cols["from_centre"] + offset
+        cols["to_centre"] = cols["to_centre"] + offset
+        tables.append(HopTable.from_columns(cols))
+        m = res.sites
+        sites.append(m.sites_A)
+        weights.append(m.weight)
+        caps.append(m.core_cap_A)
+        nns.append(m.nn_A)
+        site_label += [labels[k] if labels else str(k)] * m.n_sites
+        warnings += list(res.warnings)
+        offset += m.n_sites
+    m0 = first.sites
+    model = SiteModel(np.vstack(sites), m0.box, np.concatenate(weights), core_cap=m0.core_cap, periodic=m0.periodic)
+    model.core_cap_A, model.nn_A = np.concatenate(caps), np.concatenate(nns)  # what each part used
+    out = HopResults(HopTable.concatenate(tables), first.times_ps, atom_indices, first.parameters, states, sigma,
+                     r_core, n_centres, sites=model, warnings=warnings)
+    out.extra["site_label"] = np.array(site_label)
+    return out
 
 
 @dataclass

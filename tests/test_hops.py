@@ -380,3 +380,40 @@ def test_msd_growth_ratio_analytic():
     assert msd_growth_ratio(t, vib + 12.0 * (1 - np.exp(-t / 5.0)), 100.0) < 1.1
     assert msd_growth_ratio(t, vib, 100.0) is None  # no growth beyond the vibrations
     assert msd_growth_ratio(t[:300], 6 * 0.01 * t[:300], 100.0) is None  # MSD not reaching t/2
+
+
+def test_two_mobile_species_get_their_own_sites(tmp_path):
+    """--mobile Li,S (every atom, as IonDiff analyses): Li and S sites are learnt separately, so an S site never
+    absorbs a Li site; the Li hops are those of --mobile Li, and the vibrating S make none."""
+    from iondiff_stream.analyze import analyze_run
+    from iondiff_stream.synthetic import same_hops
+    from iondiff_stream.synthetic_long import truth_of, write_lattice_walk
+
+    walk = write_lattice_walk(str(tmp_path), 2000, n_cells=4, n_mobile=32, n_framework_cells=4, n_framework=32,
+                              hop_prob=4e-3, dt_ps=0.05, seed=3, block=2000)
+    n_true = len(truth_of(walk)["ion"])
+    li = analyze_run(walk.trajectory, "Li", topology=walk.topology)
+    both = analyze_run(walk.trajectory, "Li,S", topology=walk.topology)
+    assert n_true >= 50 and abs(li.summary["n_hops"] - n_true) <= 0.03 * n_true
+    assert both.summary["n_hops"] == li.summary["n_hops"]
+    assert same_hops(li.hops.hops, both.hops.hops, 1)["fraction"] >= 0.99
+    species = np.asarray([str(x) for x in both.data.species])
+    assert not np.isin(both.hops.hops["ion"], np.flatnonzero(species == "S")).any()
+    labels = both.hops.extra["site_label"]
+    assert (labels == "Li").sum() == li.summary["n_sites"] and (labels == "S").sum() >= 32
+    assert any("sites learnt per species" in w for w in both.summary["warnings"])
+
+
+def test_ion_subset_reads_like_fancy_indexing(tmp_path):
+    import zarr
+
+    from iondiff_stream.hops import IonSubset
+
+    x = np.random.default_rng(0).random((50, 12, 3))
+    z = zarr.open_array(str(tmp_path / "p.zarr"), mode="w", shape=x.shape, chunks=(10, 4, 3), dtype="f8")
+    z[:] = x
+    for ions in (np.array([2, 3, 4, 5]), np.array([0, 5, 7, 11])):
+        sub = IonSubset(z, ions)
+        assert sub.shape == (50, len(ions), 3)
+        np.testing.assert_array_equal(sub[:, 1:3], x[:, ions[1:3]])
+        np.testing.assert_array_equal(sub[5:9, :], x[5:9][:, ions])
