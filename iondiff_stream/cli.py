@@ -465,6 +465,14 @@ def main(argv: Optional[list[str]] = None) -> None:
             raise
         typer.echo(f"error: {_describe(exc, args)}", err=True)
         code = 2 if isinstance(exc, IonDiffStreamError) else 1
+    if argv is None:
+        # The program itself (console script, python -m): the process ends now, with every output written
+        # and closed. Freezing the live objects spares the interpreter's final garbage collection a walk
+        # over the ~10^6 objects numpy, scipy, MDAnalysis and zarr leave (~0.1 s of a 2 s analysis);
+        # atexit handlers (logging, temporary stores) still run.
+        import gc
+
+        gc.freeze()
     sys.exit(code)
 
 
