@@ -104,6 +104,14 @@ def analyze(
     ] = False,
 ) -> None:
     """Detect hops and compute transport for one run; write hops.csv, summary.json, results.zarr."""
+    if _PROGRAM:
+        import os
+
+        # One BLAS thread unless the user says otherwise: the analysis has no large dense products (the GLS
+        # eigendecompositions are <= 400 x 400 and already run on one thread), so a thread pool only costs its
+        # start-up when numpy and scipy load their OpenBLAS (~0.1 s) and, on busy cores, waits between threads
+        # (10-30x slower eigh measured on 2 shared cores). Inherited by Dask workers (--jobs), as Dask advises.
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from .analyze import analyze_run
     from .correlations import CorrelationParameters
     from .hops import HopParameters
