@@ -746,15 +746,23 @@ class FrameStoreReader:
         """Saved state of the streaming centres, or None."""
         import zarr
 
-        grp = zarr.open_group(self.path, mode="r")
-        if "online" not in grp:
-            return None
         from .online import OnlineCentres
 
-        try:
-            return OnlineCentres.read_state(grp["online"])
-        except Exception as exc:  # noqa: BLE001
-            raise StoreCorruptError(f"{self.path}: the online state could not be decoded ({exc}): store corrupt") from exc
+        # A live writer replaces online/state_npz (its metadata, then its chunk) while a monitor may read it:
+        # a read between the two sees one save's shape with the other's bytes. Read again before calling the
+        # store corrupt.
+        for attempt in range(5):
+            grp = zarr.open_group(self.path, mode="r")
+            if "online" not in grp:
+                return None
+            try:
+                return OnlineCentres.read_state(grp["online"])
+            except Exception as exc:  # noqa: BLE001
+                if attempt == 4:
+                    raise StoreCorruptError(f"{self.path}: the online state could not be decoded ({exc}): "
+                                            "store corrupt") from exc
+                time.sleep(0.2)
+        raise AssertionError("unreachable")
 
 
 def store_info(path: str, segment: int | str | None = None) -> dict[str, Any]:
