@@ -745,8 +745,9 @@ class FrameStoreReader:
     def online_state(self, retries: int = 8) -> dict[str, np.ndarray] | None:
         """Saved state of the streaming centres, or None.
 
-        A live writer replaces the state in place at every flush; a read that lands mid-write gets
-        bytes that do not decode, so the read is retried (``retries`` times, 0.05-0.4 s apart) before
+        A live writer replaces the state at every flush (the array's metadata, then its chunk); a read
+        that lands in between gets bytes that do not decode (or one save's shape with the next one's
+        bytes), so the read is retried (``retries`` times, 0.05-0.4 s apart) before
         the state is called corrupt.
         """
         import time
