@@ -176,13 +176,6 @@ class Hook:
                 self._h = None if box_change else h
             if copied is not None:
                 ids, pos, img = copied
-                if self.comm is not None:
-                    parts = self.comm.gather((ids, pos, img), root=0)
-                    if self.comm.Get_rank() != 0:
-                        return
-                    ids = np.concatenate([p[0] for p in parts])
-                    pos = np.concatenate([p[1] for p in parts])
-                    img = np.concatenate([p[2] for p in parts])
             elif self.world_size > 1 and self.comm is None:  # LAMMPS gathers (collective: every rank is here)
                 n = int(lmp.get_natoms())
                 ids = np.ctypeslib.as_array(lmp.gather_atoms_concat("id", 0, 1)).astype(np.int64)
@@ -195,13 +188,13 @@ class Hook:
                 ids = np.array(tag[:nlocal], dtype=np.int64)
                 pos = np.array(x[:nlocal], dtype=np.float64)
                 img = np.array(np.ctypeslib.as_array(lmp.extract_atom("image", self._img_type), shape=(nlocal,)))
-                if self.comm is not None:
-                    parts = self.comm.gather((ids, pos, img), root=0)
-                    if self.comm.Get_rank() != 0:
-                        return
-                    ids = np.concatenate([p[0] for p in parts])
-                    pos = np.concatenate([p[1] for p in parts])
-                    img = np.concatenate([p[2] for p in parts])
+            if self.comm is not None:  # every rank's local atoms to rank 0 (mpi4py)
+                parts = self.comm.gather((ids, pos, img), root=0)
+                if self.comm.Get_rank() != 0:
+                    return
+                ids = np.concatenate([p[0] for p in parts])
+                pos = np.concatenate([p[1] for p in parts])
+                img = np.concatenate([p[2] for p in parts])
             assert self.sink is not None
             self.sink.push(int(ntimestep), t, pos, h, images=img, image_bits=self.bits, ids=ids, new_run=new_run)
             self.n_calls += 1

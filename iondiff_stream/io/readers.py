@@ -47,29 +47,29 @@ __all__ = ["XDATCARReader", "XDATCARParser", "ExtXYZReader", "ExtXYZParser", "re
            "parse_fixed_columns"]
 
 
-def _open_text(path: str | os.PathLike[str]) -> str:
+def _read_text(path: str | os.PathLike[str], n_lines: int | None = None) -> Any:
+    """A text file (plain or gzip): the whole text, or its first ``n_lines`` lines (the rest not read)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise TrajectoryFileNotFoundError(f"trajectory file not found: {path}")
     opener = gzip.open if path.endswith(".gz") else open
     try:
         with opener(path, "rt") as fh:  # type: ignore[operator]
-            return fh.read()
+            if n_lines is None:
+                return fh.read()
+            return [ln.rstrip("\r\n") for _, ln in zip(range(n_lines), fh)]
     except (OSError, EOFError) as exc:
         raise TrajectoryFormatError(f"cannot read {path}: {exc} (truncated or corrupt file?)") from exc
+
+
+def _open_text(path: str | os.PathLike[str]) -> str:
+    """The whole text of a file (plain or gzip)."""
+    return _read_text(path)
 
 
 def _head_lines(path: str | os.PathLike[str], n: int) -> list[str]:
     """The first ``n`` lines of a text file (plain or gzip), without reading the rest."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise TrajectoryFileNotFoundError(f"trajectory file not found: {path}")
-    opener = gzip.open if path.endswith(".gz") else open
-    try:
-        with opener(path, "rt") as fh:  # type: ignore[operator]
-            return [ln.rstrip("\r\n") for _, ln in zip(range(n), fh)]
-    except (OSError, EOFError) as exc:
-        raise TrajectoryFormatError(f"cannot read {path}: {exc} (truncated or corrupt file?)") from exc
+    return _read_text(path, n)
 
 
 def _canonical(lattice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
