@@ -116,6 +116,7 @@ def summarise(
     charge: float | None = None,
     correlation_params: CorrelationParameters | None = None,
     correlations: bool = True,
+    transport: Any = None,
 ) -> RunAnalysis:
     """Residences, transport and correlations of an analysed run, and its summary numbers.
 
@@ -136,6 +137,9 @@ def summarise(
     correlation_params : CorrelationParameters, optional
     correlations : bool
         Compute the concerted-hop groups (the costliest step on runs with many hops).
+    transport : TransportResult or concurrent.futures.Future, optional
+        Transport of these positions (:func:`transport_of`) already computed, or being computed in
+        another thread (its result is awaited after the correlations); computed here when not given.
 
     Returns
     -------
@@ -147,19 +151,34 @@ def summarise(
     if len(res):
         sites = np.asarray(data.positions[0], float) if reference_sites is None else np.asarray(reference_sites, float)
         res.metastable = reference_sites_distance(res.position_A, sites, data.box) >= metastable_distance_A
-    if charge is None and temperature_K is not None:
-        species = sorted({str(x) for x in data.species})
-        charge = default_charge(species[0]) if len(species) == 1 else None
-    tr = None
-    if T >= 8:
-        tr = analyse_transport(data.ion_major(), data.timestep_ps, data.volume_A3, temperature_K, charge,
-                               max_lag_fraction=max_lag_fraction)
+    charge = _charge_of(data, temperature_K, charge)
     corr = None
     if correlations and T >= 2 and total_ps > 0:
         corr = concerted_groups(hops.hops, T, data.n_mobile, total_ps, data.box, correlation_params)
+    if transport is None:
+        tr = transport_of(data, temperature_K, charge, max_lag_fraction)
+    else:
+        tr = transport.result() if hasattr(transport, "result") else transport
     run = RunAnalysis(data, hops, res, tr, corr, jump_correlation(hops.hops))
     run.summary = _summary(run, temperature_K, charge, metastable_distance_A)
     return run
+
+
+def _charge_of(data: TrajectoryData, temperature_K: float | None, charge: float | None) -> float | None:
+    """The ionic charge for conductivities: as given, else from the element of a single mobile species."""
+    if charge is None and temperature_K is not None:
+        species = sorted({str(x) for x in data.species})
+        charge = default_charge(species[0]) if len(species) == 1 else None
+    return charge
+
+
+def transport_of(data: TrajectoryData, temperature_K: float | None = None, charge: float | None = None,
+                 max_lag_fraction: float = 0.5) -> TransportResult | None:
+    """Transport (:func:`~iondiff_stream.transport.analyse_transport`) of the mobile ions; None below 8 frames."""
+    if data.n_frames < 8:
+        return None
+    return analyse_transport(data.ion_major(), data.timestep_ps, data.volume_A3, temperature_K,
+                             _charge_of(data, temperature_K, charge), max_lag_fraction=max_lag_fraction)
 
 
 def msd_growth_ratio(lag_ps: np.ndarray, msd_A2: np.ndarray, total_ps: float, vibration_ps: float = 0.5) -> float | None:
@@ -314,6 +333,31 @@ def analyse_positions(
     per_ion = np.array([str(x) for x in data.species])
     species = sorted(set(per_ion.tolist()))
     params = params or HopParameters()
+    transport = None
+    if isinstance(data.positions, np.ndarray) and scheduler is None and n_jobs == 1:
+        # positions in memory, hops in this process: transport (mostly BLAS/FFT work, which releases the GIL)
+        # runs in a thread on the second core while the hops are found; it does not depend on them
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1, thread_name_prefix="transport") as pool:
+            transport = pool.submit(transport_of, data, temperature_K, charge)
+            hops = _hops_of(data, params, species, per_ion, n_jobs, progress, warm_centres, scheduler)
+            st = stage("transport", 1)
+            run = summarise(data, hops, reference_sites=reference_sites, temperature_K=temperature_K, charge=charge,
+                            correlation_params=correlation_params, transport=transport)
+    else:
+        hops = _hops_of(data, params, species, per_ion, n_jobs, progress, warm_centres, scheduler)
+        st = stage("transport", 1)
+        run = summarise(data, hops, reference_sites=reference_sites, temperature_K=temperature_K, charge=charge,
+                        correlation_params=correlation_params)
+    st.finish()
+    stage("correlations", 1).finish()
+    return run
+
+
+def _hops_of(data: TrajectoryData, params: HopParameters, species: list[str], per_ion: np.ndarray, n_jobs: int,
+             progress: bool, warm_centres: Sequence[Any] | None, scheduler: Any) -> HopResults:
+    """Hops of the mobile ions: one site model per species."""
     if len(species) > 1 and params.method == "sites":
         # every species learns its own sites (a Li site and an S site are different places even when close)
         parts = []
@@ -334,12 +378,7 @@ def analyse_positions(
         hops = find_hops(data.positions, data.times_ps, params, data.atom_indices, n_jobs=n_jobs, progress=progress,
                          atom_ids=data.atom_ids, warm_centres=warm_centres, box=data.box, layout="frame",
                          client=scheduler)
-    st = stage("transport", 1)
-    run = summarise(data, hops, reference_sites=reference_sites, temperature_K=temperature_K, charge=charge,
-                    correlation_params=correlation_params)
-    st.finish()
-    stage("correlations", 1).finish()
-    return run
+    return hops
 
 
 def analyze_run(
