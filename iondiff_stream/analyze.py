@@ -181,6 +181,47 @@ def transport_of(data: TrajectoryData, temperature_K: float | None = None, charg
                              _charge_of(data, temperature_K, charge), max_lag_fraction=max_lag_fraction)
 
 
+def hop_msd_fraction_interval(frac: float | None, closed: Any, n_mobile: int, tr: TransportResult | None,
+                              level: float = 0.95) -> tuple[float, float] | None:
+    """Bootstrap interval over ions of D_hops / D_MSD.
+
+    The same resampled ions (:attr:`TransportResult.bootstrap_ions`) give both parts: their hops'
+    ``Σ length²`` and their MSD's D* (relative to all ions), so the ion-to-ion spread of hopping and of
+    diffusion, largely the same ions, is resampled jointly. A run with a handful of hops (a short
+    AIMD run) gets a wide interval.
+
+    Parameters
+    ----------
+    frac : float or None
+        D_hops / D_MSD of all ions.
+    closed : HopTable
+        Closed hops (``ion``, ``length_A`` columns).
+    n_mobile : int
+    tr : TransportResult or None
+    level : float
+
+    Returns
+    -------
+    (low, high) or None
+        None without a ratio, a bootstrap, or hops.
+    """
+    if frac is None or tr is None or tr.bootstrap_ions is None or tr.bootstrap_D_tracer_relative is None:
+        return None
+    if len(closed) == 0 or len(tr.bootstrap_ions) < 20:
+        return None
+    a = np.bincount(np.asarray(closed["ion"], dtype=np.int64), weights=np.asarray(closed["length_A"]) ** 2,
+                    minlength=n_mobile)
+    rel_hops = a[tr.bootstrap_ions].sum(1) / a.sum()
+    rel_d = tr.bootstrap_D_tracer_relative
+    ok = rel_d > 0
+    if ok.sum() < 20:
+        return None
+    r = frac * rel_hops[ok] / rel_d[ok]
+    q = 100 * (1 - level) / 2
+    lo, hi = np.percentile(r, [q, 100 - q])
+    return float(lo), float(hi)
+
+
 def msd_growth_ratio(lag_ps: np.ndarray, msd_A2: np.ndarray, total_ps: float, vibration_ps: float = 0.5) -> float | None:
     """How the MSD grows beyond the vibrations: ``(MSD(t/2) - MSD(τ)) / (MSD(t/4) - MSD(τ))``.
 
@@ -229,6 +270,7 @@ def _summary(run: RunAnalysis, temperature_K: float | None, charge: float | None
     d_hops = hops.d_hops_A2_ps()
     d_msd = tr.tracer.D_A2_ps if tr is not None else float("nan")
     frac = d_hops / d_msd if (tr is not None and d_msd > 0 and math.isfinite(d_hops)) else None
+    frac_ci = hop_msd_fraction_interval(frac, closed, data.n_mobile, tr)
     warnings = list(hops.warnings)
     jc = run.jumps
     # f needs a sample of consecutive hop pairs: with a handful it is noise (e.g. one ion's hop and return)
@@ -249,7 +291,8 @@ def _summary(run: RunAnalysis, temperature_K: float | None, charge: float | None
     if frac is not None and not confined and not HOP_MSD_RANGE[0] <= frac <= HOP_MSD_RANGE[1]:
         why = ("most hops are back-and-forth or confined (e.g. within cages) motion" if frac > HOP_MSD_RANGE[1]
                else "hops are missed, or the ions move without hopping between sites")
-        warnings.append(f"hops do not carry the measured transport: D_hops/D_MSD = {frac:.2f} "
+        ci = f", 95 % interval {frac_ci[0]:.2f}-{frac_ci[1]:.2f} over ions" if frac_ci is not None else ""
+        warnings.append(f"hops do not carry the measured transport: D_hops/D_MSD = {frac:.2f}{ci} "
                         f"(expected {HOP_MSD_RANGE[0]}-{HOP_MSD_RANGE[1]}): {why}")
         logger.warning(warnings[-1])
     meta = res.metastable
@@ -278,6 +321,7 @@ def _summary(run: RunAnalysis, temperature_K: float | None, charge: float | None
         "nu_over_nu0": (nu / nu0) if (nu is not None and nu0) else None,
         "D_hops_cm2_s": _finite(d_hops * A2_PER_PS_TO_CM2_PER_S),
         "hop_msd_fraction": _finite(frac),
+        "hop_msd_fraction_ci95": list(frac_ci) if frac_ci is not None else None,
         "hop_msd_check": check,
         "hop_correlation_factor": _finite(f_corr),
         "hop_correlation_factor_std": _finite(jc.factor_std) if f_corr is not None else None,

@@ -106,7 +106,7 @@ def make_report(out_dir: str, ion: int | None = None) -> list[str]:
         for k, v in summary.items() if not isinstance(v, (dict, list)) or k in ("group_size_fit", "pair_mechanisms", "group_size_fit_null",
                                                     "group_size_fit_excess_over_null", "pair_mechanisms_p_value",
                                                     "null_pair_mechanisms_mean", "D_tracer_ci95_cm2_s",
-                                                    "D_sigma_ci95_cm2_s", "sigma_NE_ci95_mS_cm")
+                                                    "D_sigma_ci95_cm2_s", "sigma_NE_ci95_mS_cm", "hop_msd_fraction_ci95")
         or "_interval_" in k
     )
     imgs = "".join(f'<figure><img src="{os.path.basename(p)}" style="max-width:100%"><figcaption>'

@@ -661,6 +661,11 @@ class TransportResult:
         From the per-axis MSDs (x, y, z of the canonical cell orientation).
     D_tracer_std_cm2_s : float
         Bootstrap over ions of D*.
+    bootstrap_ions : ndarray, shape (n_bootstrap, n), int, optional
+        The ions drawn (with replacement) in each bootstrap resample, so that a statistic of the
+        same ions (e.g. D from their hops) can be resampled jointly with D*.
+    bootstrap_D_tracer_relative : ndarray, shape (n_bootstrap,), optional
+        D* of each resample over D* of all ions by the same (unweighted line) fit.
     D_sigma_std_cm2_s : float
         Standard error of D_σ over ``n_blocks`` time blocks.
     haven_ratio : float
@@ -686,6 +691,8 @@ class TransportResult:
     collective_gls: GLSFit | None = field(default=None, repr=False)
     sigma_NE_ci95_mS_cm: tuple[float, float] | None = None
     sigma_collective_ci95_mS_cm: tuple[float, float] | None = None
+    bootstrap_ions: np.ndarray | None = field(default=None, repr=False)
+    bootstrap_D_tracer_relative: np.ndarray | None = field(default=None, repr=False)
 
     def summary(self) -> dict[str, float | None]:
         """Scalar results with units in the names."""
@@ -840,11 +847,13 @@ def analyse_transport(
                        for k in range(3)])
     rng = np.random.default_rng(seed)
     tot = per_ion.sum(2)
-    boots = []
+    boots, picks = [], []
     for _ in range(n_bootstrap if n > 1 else 0):
         pick = rng.integers(0, n, n)
+        picks.append(pick)
         boots.append(fit_diffusion(lag_ps, tot[pick].mean(0), indices=idx, inverse_time_weights=weighted).D_cm2_s)
     d_std = float(np.std(boots, ddof=1)) if len(boots) > 1 else float("nan")
+    d_all = fit_diffusion(lag_ps, tot.mean(0), indices=idx, inverse_time_weights=weighted).D_cm2_s if boots else 0.0
     blocks = []
     bl = T // n_blocks
     if n_blocks >= 2 and bl >= 8:
@@ -865,7 +874,8 @@ def analyse_transport(
         ci_ne = tuple(nernst_einstein_mS_cm(d, n, volume_A3, temperature_K, charge) for d in g_tr.ci95_cm2_s)
         ci_co = tuple(nernst_einstein_mS_cm(d, n, volume_A3, temperature_K, charge) for d in g_co.ci95_cm2_s)
     return TransportResult(lag_ps, msd, axes, mscd, tr, co, d_axes, d_std, ds_std, hr, s_ne, s_co, s_ne_std,
-                           g_tr, g_co, ci_ne, ci_co)
+                           g_tr, g_co, ci_ne, ci_co, np.array(picks, dtype=np.int64).reshape(len(picks), n),
+                           np.array(boots, dtype=np.float64) / d_all if d_all > 0 else None)
 
 
 def arrhenius_fit(temperatures_K: np.ndarray, values: np.ndarray, errors: np.ndarray | None = None) -> dict[str, float]:

@@ -51,6 +51,7 @@ def main() -> None:
                    "n_mobile": s["n_mobile"], "n_sites": s["n_sites"], "n_hops": s["n_hops"],
                    "back_fraction": s["n_back_hops"] / max(1, s["n_hops"]), "mean_length_A": s["mean_hop_length_A"],
                    "D_MSD_cm2_s": s["D_tracer_cm2_s"], "hop_msd_fraction": s["hop_msd_fraction"],
+                   "hop_msd_fraction_ci95": s.get("hop_msd_fraction_ci95"),
                    "f_corr": s.get("hop_correlation_factor"), "f_corr_std": s.get("hop_correlation_factor_std"),
                    "hop_msd_fraction_correlated": s.get("hop_msd_fraction_correlated"),
                    "msd_growth_ratio": s.get("msd_growth_ratio"), "long_range_diffusion": s.get("long_range_diffusion"),
