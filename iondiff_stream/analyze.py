@@ -37,6 +37,8 @@ HOP_MSD_RANGE = (0.5, 3.0)
 MSD_GROWTH_MIN = 1.5
 #: fewest consecutive hop pairs (same ion) for the correlation factor f to be reported
 MIN_JUMP_PAIRS = 20
+#: positions (float64 bytes) up to which the transport runs in a thread beside the hops (their working sets add up)
+THREADED_TRANSPORT_MAX_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -378,9 +380,11 @@ def analyse_positions(
     species = sorted(set(per_ion.tolist()))
     params = params or HopParameters()
     transport = None
-    if isinstance(data.positions, np.ndarray) and scheduler is None and n_jobs == 1:
-        # positions in memory, hops in this process: transport (mostly BLAS/FFT work, which releases the GIL)
-        # runs in a thread on the second core while the hops are found; it does not depend on them
+    if (isinstance(data.positions, np.ndarray) and data.positions.nbytes <= THREADED_TRANSPORT_MAX_BYTES
+            and scheduler is None and n_jobs == 1):
+        # small run in memory, hops in this process: transport (mostly BLAS/FFT work, which releases the GIL)
+        # runs in a thread on the second core while the hops are found; it does not depend on them. Larger
+        # runs stay sequential: the two working sets at once would not respect the memory budget.
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(1, thread_name_prefix="transport") as pool:
