@@ -37,7 +37,7 @@ import numpy as np
 from scipy.stats import chi2
 
 from .hops import HopParameters, plateau_window, residence_frames, short_time_sigma, sigma_windows
-from .sitemodel import SiteDensity, SiteModel, SiteParameters, short_time_average
+from .sitemodel import SiteDensity, SiteModel, short_time_average
 
 __all__ = ["OnlineCentres", "OnlineSites", "LiveHop"]
 

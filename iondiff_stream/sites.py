@@ -354,7 +354,6 @@ def assign_polyhedra(
     if vertices.shape[1] != 4:
         raise AnalysisError("polyhedral assignment needs tetrahedra (4 vertices)")
     n, T, _ = positions.shape
-    h = _h(box)
     b32 = np.asarray(box, np.float32)
 
     def mi(v: np.ndarray) -> np.ndarray:

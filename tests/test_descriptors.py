@@ -216,7 +216,7 @@ def test_hop_descriptors_follow_the_hop_table(caf2_descriptors):
 
 
 def test_extxyz_velocities_are_read(tmp_path):
-    ase = pytest.importorskip("ase")
+    pytest.importorskip("ase")
     import ase.io
     from ase.build import bulk
 
