@@ -40,11 +40,9 @@ SINK_BLAS_THREADS = 1
 
 def _limit_blas() -> Any:
     """Limit BLAS to :data:`SINK_BLAS_THREADS` threads; returns the limiter (``restore_original_limits``)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - declared dependency
-        return None
-    return threadpool_limits(limits=SINK_BLAS_THREADS, user_api="blas")
+    from .transport import _one_blas_thread
+
+    return _one_blas_thread(SINK_BLAS_THREADS)
 
 __all__ = ["FrameSink", "box_from_lammps", "unwrap_with_images", "unpack_images", "elements_from_masses"]
 

@@ -376,8 +376,10 @@ class GLSFit:
 _BLAS_CONTROLLER: Any = None
 
 
-def _one_blas_thread() -> Any:
-    """Context manager limiting BLAS (OpenBLAS, MKL, ...) to one thread, via :mod:`threadpoolctl`.
+def _one_blas_thread(limits: int = 1) -> Any:
+    """Limiter of BLAS (OpenBLAS, MKL, ...) to ``limits`` threads (one by default), via :mod:`threadpoolctl`.
+
+    A context manager; or call its ``restore_original_limits()`` (the live sink keeps it while open).
 
     The GLS fit is a sequence of dense eigendecompositions of a few hundred lags. A second BLAS thread gains
     little on them when a core is free, and when it is not (another process, Dask workers) the threads wait
@@ -389,7 +391,7 @@ def _one_blas_thread() -> Any:
 
     if _BLAS_CONTROLLER is None:
         _BLAS_CONTROLLER = ThreadpoolController()
-    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
+    return _BLAS_CONTROLLER.limit(limits=limits, user_api="blas")
 
 
 def _gls_line(t: np.ndarray, y: np.ndarray, var_s: np.ndarray, n_obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
