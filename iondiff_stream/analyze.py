@@ -96,7 +96,7 @@ class RunAnalysis:
 
 def reference_sites_distance(points: np.ndarray, sites: np.ndarray, box: np.ndarray) -> np.ndarray:
     """Minimum-image distance from each point (n, 3) to the nearest reference site (m, 3), Å, shape (n,)."""
-    from .sitemodel import SiteModel
+    from .model.sites import SiteModel
 
     if len(points) == 0:
         return np.zeros(0)

@@ -5,7 +5,7 @@ Two methods (``HopParameters(method=...)``, CLI ``--method``):
 ``"sites"`` (default): sites shared by all ions, core-to-core transitions
     1. **Sites** are learnt once for the run from the pooled, short-time-averaged
        positions of all mobile ions (periodic density peaks, see
-       :mod:`iondiff_stream.sitemodel`); an ion may visit any number of them.
+       :mod:`iondiff_stream.model.sites`); an ion may visit any number of them.
     2. **Vibration amplitude** σ of every ion from *short-time* fluctuations only:
        the deviation of its positions from their running mean over a window of
        a few to a few tens of frames (robust median of d², 2.366 σ² for an
@@ -57,7 +57,8 @@ from scipy.special import chdtri  # chi2(3).ppf(q) = chdtri(3, 1 - q); scipy.sta
 
 from .errors import AnalysisError, InvalidCoordinatesError
 from .kmeans import compress, kmeans_weighted, sampled_silhouette
-from .sitemodel import SiteDensity, SiteModel, SiteParameters, short_time_average
+from .model.rule import HopEvents, HopRule
+from .model.sites import SiteDensity, SiteModel, SiteParameters, short_time_average
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,6 @@ __all__ = [
     "committed_site_changes",
     "residence_times",
     "short_time_sigma",
-    "transitions",
     "residence_frames",
     "parameters_dict",
 ]
@@ -98,7 +98,7 @@ class HopParameters:
         ``"sites"``: shared sites, core-to-core transitions (default).
         ``"silhouette"``: the published per-ion k-means + silhouette procedure.
     site : SiteParameters
-        Site learning (``"sites"`` method), see :class:`iondiff_stream.sitemodel.SiteParameters`.
+        Site learning (``"sites"`` method), see :class:`iondiff_stream.model.sites.SiteParameters`.
     vib_quantile : float
         Core radius / vibrating radius: this quantile of the ion's own thermal
         distance distribution (both methods).
@@ -743,60 +743,6 @@ def residence_frames(min_residence_ps: float, dt_ps: float) -> int:
     return max(2, int(np.ceil(min_residence_ps / dt_ps - 1e-9))) if dt_ps > 0 else 2
 
 
-def transitions(
-    states: np.ndarray, min_dwell: int = 1, min_residence: int = 1
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """Core-to-core transitions of one ion.
-
-    Parameters
-    ----------
-    states : ndarray, shape (T,)
-        Core (site) of every frame, -1 in transit.
-    min_dwell : int
-        Core periods shorter than this many frames are treated as transit.
-    min_residence : int
-        A visit to a site (first frame in its core to last, excursions that return
-        included) shorter than this many frames is not a residence: the ion passed
-        through or recrossed, so A→B→A counts as no hop and A→B→C as one hop A→C.
-        The first and last visits of the run are kept whatever their length.
-
-    Returns
-    -------
-    from_site, to_site : ndarray, shape (n_hops,)
-    start_frame : ndarray, shape (n_hops,)
-        Last frame in the origin core.
-    end_frame : ndarray, shape (n_hops,)
-        First frame in the destination core.
-    last_frame : int
-        Last frame in a core (-1 if never in one).
-    """
-    s = np.asarray(states)
-    e = np.zeros(0, np.int64)
-    if len(s) == 0:
-        return e, e, e, e, -1
-    change = np.flatnonzero(s[1:] != s[:-1]) + 1
-    starts = np.concatenate([[0], change])
-    ends = np.concatenate([change - 1, [len(s) - 1]])
-    vals = s[starts]
-    keep = (vals >= 0) & (ends - starts + 1 >= min_dwell)
-    site, r_first, r_last = vals[keep], starts[keep], ends[keep]
-    while True:
-        if len(site) == 0:
-            return e, e, e, e, -1
-        new = np.concatenate([[True], site[1:] != site[:-1]])
-        first = np.flatnonzero(new)
-        site, r_first, r_last = site[first], r_first[first], np.maximum.reduceat(r_last, first)
-        if min_residence <= 1 or len(site) <= 2:
-            break
-        short = (r_last - r_first + 1) < min_residence
-        short[0] = short[-1] = False
-        if not short.any():
-            break
-        site, r_first, r_last = site[~short], r_first[~short], r_last[~short]
-    return (site[:-1].astype(np.int64), site[1:].astype(np.int64), r_last[:-1].astype(np.int64),
-            r_first[1:].astype(np.int64), int(r_last[-1]))
-
-
 def _sites_block_task(
     positions: Any, i0: int, i1: int, layout: str, model: SiteModel, r_core: np.ndarray, times_ps: np.ndarray,
     atom_indices: np.ndarray, atom_ids: np.ndarray, min_dwell: int, min_residence: int,
@@ -818,54 +764,52 @@ def _site_hops_block(
     x: np.ndarray, i0: int, model: SiteModel, r_core: np.ndarray, times_ps: np.ndarray, atom_indices: np.ndarray,
     atom_ids: np.ndarray, min_dwell: int, min_residence: int = 1,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
-    """States and hops of one ion block (x: (T, nb, 3))."""
+    """States and hops of one ion block (x: (T, nb, 3)): the one hop rule (:class:`HopRule`) fed every frame."""
     T, nb, _ = x.shape
     flat = x.reshape(-1, 3)
     r = np.broadcast_to(r_core[None, :], (T, nb)).reshape(-1)
     states = model.assign(flat, r).reshape(T, nb)
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in HOP_COLUMNS}
+    if min_dwell > 1:
+        states = _drop_short_core_runs(states, min_dwell)
+    rule = HopRule(nb, min_residence)
+    closed = rule.update(states)
+    nearest_last, _ = model.nearest(x[T - 1])
+    ev = HopEvents.concatenate([closed, rule.finish(nearest_last)]).sorted()
     n_sites = np.zeros(nb, dtype=np.int64)
     for j in range(nb):
         st = states[:, j]
-        fr, to, s0, e0, last = transitions(st, min_dwell, min_residence)
-        vis = np.unique(st[st >= 0])
-        n_sites[j] = len(vis)
-        is_open = np.zeros(len(fr), dtype=bool)
-        if last >= 0 and last < T - 1:
-            tgt, _ = model.nearest(x[T - 1, j][None])
-            prev = int(to[-1]) if len(to) else int(st[last])
-            if tgt[0] >= 0 and int(tgt[0]) != prev:
-                fr = np.append(fr, prev)
-                to = np.append(to, int(tgt[0]))
-                s0 = np.append(s0, last)
-                e0 = np.append(e0, T - 1)
-                is_open = np.append(is_open, True)
-        if len(fr) == 0:
-            continue
-        a = model.unwrapped_site(x[s0, j], fr)
-        b = model.unwrapped_site(x[e0, j], to)
-        back = np.zeros(len(fr), dtype=bool)
-        back[1:] = to[1:] == fr[:-1]
-        n = len(fr)
-        i = i0 + j
-        cols["atom_index"].append(np.full(n, atom_indices[i]))
-        cols["atom_id"].append(np.full(n, atom_ids[i]))
-        cols["ion"].append(np.full(n, i))
-        cols["start_frame"].append(s0)
-        cols["end_frame"].append(e0)
-        cols["start_time_ps"].append(times_ps[s0])
-        cols["end_time_ps"].append(times_ps[e0])
-        cols["duration_ps"].append(times_ps[e0] - times_ps[s0])
-        cols["length_A"].append(np.linalg.norm(b - a, axis=1))
-        cols["from_centre"].append(fr)
-        cols["to_centre"].append(to)
-        for k, ax in enumerate("xyz"):
-            cols[f"from_{ax}_A"].append(a[:, k])
-            cols[f"to_{ax}_A"].append(b[:, k])
-        cols["open"].append(is_open)
-        cols["back_hop"].append(back)
-    out = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in cols.items()}
-    return states.T.astype(np.int32), out, n_sites
+        n_sites[j] = len(np.unique(st[st >= 0]))
+    j, fr, to, s0, e0 = ev.ion, ev.from_site, ev.to_site, ev.start_frame, ev.end_frame
+    a = model.unwrapped_site(x[s0, j], fr)
+    b = model.unwrapped_site(x[e0, j], to)
+    back = np.zeros(len(fr), dtype=bool)
+    if len(fr) > 1:
+        back[1:] = (j[1:] == j[:-1]) & (to[1:] == fr[:-1])
+    i = i0 + j
+    out: dict[str, np.ndarray] = {
+        "atom_index": np.asarray(atom_indices)[i], "atom_id": np.asarray(atom_ids)[i], "ion": i,
+        "start_frame": s0, "end_frame": e0, "start_time_ps": times_ps[s0], "end_time_ps": times_ps[e0],
+        "duration_ps": times_ps[e0] - times_ps[s0], "length_A": np.linalg.norm(b - a, axis=1),
+        "from_centre": fr, "to_centre": to, "open": ev.open, "back_hop": back,
+    }
+    for k, ax in enumerate("xyz"):
+        out[f"from_{ax}_A"] = a[:, k]
+        out[f"to_{ax}_A"] = b[:, k]
+    return states.T.astype(np.int32), {k: out[k] for k in HOP_COLUMNS}, n_sites
+
+
+def _drop_short_core_runs(states: np.ndarray, min_dwell: int) -> np.ndarray:
+    """Core periods shorter than ``min_dwell`` frames become transit (states (T, n), a copy)."""
+    s = np.array(states)
+    for j in range(s.shape[1]):
+        c = s[:, j]
+        ch = np.flatnonzero(c[1:] != c[:-1]) + 1
+        st = np.concatenate([[0], ch])
+        en = np.concatenate([ch, [len(c)]])
+        for a, b in zip(st, en):
+            if c[a] >= 0 and b - a < min_dwell:
+                c[a:b] = -1
+    return s
 
 
 def learn_sites(

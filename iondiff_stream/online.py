@@ -6,7 +6,7 @@ model and hop rule as the offline ``"sites"`` method (:mod:`iondiff_stream.hops`
 hop count converges to the offline finalisation of the same store:
 
 * **Warm-up** (first ``warmup`` frames): the sites are learnt from these frames exactly as offline
-  (pooled short-time averages → periodic density peaks, :class:`~iondiff_stream.sitemodel.SiteDensity`)
+  (pooled short-time averages → periodic density peaks, :class:`~iondiff_stream.model.sites.SiteDensity`)
   and every ion's vibration amplitude σ from its short-time fluctuations (the plateau window of
   :func:`~iondiff_stream.hops.plateau_window`); the warm-up frames are then replayed through the hop
   rule, so no hop is lost.
@@ -37,7 +37,7 @@ import numpy as np
 from scipy.stats import chi2
 
 from .hops import HopParameters, plateau_window, residence_frames, short_time_sigma, sigma_windows
-from .sitemodel import SiteDensity, SiteModel, short_time_average
+from .model.sites import SiteDensity, SiteModel, short_time_average
 
 __all__ = ["OnlineCentres", "OnlineSites", "LiveHop"]
 

@@ -13,9 +13,9 @@ from sklearn.metrics import silhouette_score
 
 from conftest import shared
 from iondiff_stream.errors import AnalysisError, InvalidCoordinatesError
-from iondiff_stream.hops import (HopParameters, committed_site_changes, find_hops, fit_centres, learn_sites,
-                                 transitions)
+from iondiff_stream.hops import (HopParameters, committed_site_changes, find_hops, fit_centres, learn_sites)
 from iondiff_stream.synthetic import make_lattice_walk, make_run, match_hops, same_hops
+from iondiff_stream.model.rule import HopEvents, HopRule
 
 SIL = dict(method="silhouette")
 
@@ -93,20 +93,42 @@ def test_failed_attempts_and_still_ions_give_no_hops():
     assert np.all(res.k == 1)
 
 
-def test_transitions_rule():
+def _rule(s, m, chunks=None):
+    """Hops of one ion's state sequence through the one hop rule, fed in the given chunk sizes."""
+    s = np.asarray(s)[:, None]
+    rule = HopRule(1, m)
+    parts, i = [], 0
+    for c in (chunks or [len(s)]):
+        parts.append(rule.update(s[i : i + c]))
+        i += c
+    ev = HopEvents.concatenate(parts)
+    return ev.from_site.tolist(), ev.to_site.tolist(), ev.start_frame.tolist(), ev.end_frame.tolist()
+
+
+def test_hop_rule():
     A, B, C, X = 0, 1, 2, -1
     # rattling and recrossing at A's core edge, then a committed hop to B
-    s = np.array([A] * 5 + [X, A, X, X, A] + [X, X] + [B] * 6)
-    fr, to, st, en, last = transitions(s, min_residence=3)
-    assert fr.tolist() == [A] and to.tolist() == [B] and st.tolist() == [9] and en.tolist() == [12]
+    s = [A] * 5 + [X, A, X, X, A] + [X, X] + [B] * 6
+    assert _rule(s, 3) == ([A], [B], [9], [12])
     # an excursion into B's core shorter than a residence, back to A: no hop
-    s = np.array([A] * 5 + [X, B, B, X] + [A] * 5)
-    assert len(transitions(s, min_residence=3)[0]) == 0
-    assert len(transitions(s, min_residence=1)[0]) == 2  # without the rule: there and back
+    s = [A] * 5 + [X, B, B, X] + [A] * 5
+    assert _rule(s, 3) == ([], [], [], [])
+    assert _rule(s, 1) == ([A, B], [B, A], [4, 7], [6, 9])  # without the rule: there and back
     # passing through B on the way to C: one hop A -> C from A's last to C's first frame
-    s = np.array([A] * 5 + [X, B, X] + [C] * 5)
-    fr, to, st, en, _ = transitions(s, min_residence=3)
-    assert (fr.tolist(), to.tolist(), st.tolist(), en.tolist()) == ([A], [C], [4], [8])
+    s = [A] * 5 + [X, B, X] + [C] * 5
+    assert _rule(s, 3) == ([A], [C], [4], [8])
+    # a visit interrupted by transit frames is one visit (first to last frame in the core)
+    s = [A] * 5 + [B, X, X, B] + [X] * 3
+    assert _rule(s, 4) == ([A], [B], [4], [5])
+    # the same frames in any chunking give the same hops (live = offline by construction)
+    rng = np.random.default_rng(3)
+    s = rng.choice([A, B, C, X], p=[0.4, 0.3, 0.1, 0.2], size=400)
+    s = np.repeat(s, rng.integers(1, 6, size=400))
+    whole = _rule(s, 3)
+    assert len(whole[0]) > 5
+    cuts = np.sort(rng.choice(np.arange(1, len(s)), size=30, replace=False))
+    assert _rule(s, 3, np.diff(np.concatenate([[0], cuts, [len(s)]])).tolist()) == whole
+    assert _rule(s, 3, [1] * len(s)) == whole
 
 
 def test_open_hop_flagged():

@@ -29,8 +29,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from .errors import AnalysisError
-from .pbc import cell_matrix, minimum_image, wrap
+from ..errors import AnalysisError
+from ..pbc import cell_matrix, minimum_image, wrap
 
 logger = logging.getLogger(__name__)
 
