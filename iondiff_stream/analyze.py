@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .correlations import CorrelationParameters, CorrelationResult, concerted_groups
+from .model.framework import FrameworkFrames
 from .hops import (HopParameters, HopResults, IonSubset, JumpCorrelation, ResidenceTimes, combine_hop_results,
                    find_hops, jump_correlation, parameters_dict, residence_times)
 from .io import TrajectoryData, collect_positions, load_universe, select_mobile
@@ -27,7 +28,7 @@ from .units import A2_PER_PS_TO_CM2_PER_S
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["analyze_run", "analyse_positions", "RunAnalysis", "msd_growth_ratio", "reference_sites_distance", "summarise"]
+__all__ = ["analyze_run", "analyse_positions", "hops_of", "open_run", "read_run", "RunAnalysis", "msd_growth_ratio", "reference_sites_distance", "summarise"]
 
 #: D_hops / D_MSD outside this range: the hops do not carry the measured transport
 HOP_MSD_RANGE = (0.5, 3.0)
@@ -376,8 +377,6 @@ def analyse_positions(
     """
     from .progress import stage
 
-    per_ion = np.array([str(x) for x in data.species])
-    species = sorted(set(per_ion.tolist()))
     params = params or HopParameters()
     transport = None
     if (isinstance(data.positions, np.ndarray) and data.positions.nbytes <= THREADED_TRANSPORT_MAX_BYTES
@@ -389,12 +388,12 @@ def analyse_positions(
 
         with ThreadPoolExecutor(1, thread_name_prefix="transport") as pool:
             transport = pool.submit(transport_of, data, temperature_K, charge)
-            hops = _hops_of(data, params, species, per_ion, n_jobs, progress, warm_centres, scheduler)
+            hops = hops_of(data, params, n_jobs, progress, warm_centres, scheduler)
             st = stage("transport", 1)
             run = summarise(data, hops, reference_sites=reference_sites, temperature_K=temperature_K, charge=charge,
                             correlation_params=correlation_params, transport=transport)
     else:
-        hops = _hops_of(data, params, species, per_ion, n_jobs, progress, warm_centres, scheduler)
+        hops = hops_of(data, params, n_jobs, progress, warm_centres, scheduler)
         st = stage("transport", 1)
         run = summarise(data, hops, reference_sites=reference_sites, temperature_K=temperature_K, charge=charge,
                         correlation_params=correlation_params)
@@ -403,9 +402,15 @@ def analyse_positions(
     return run
 
 
-def _hops_of(data: TrajectoryData, params: HopParameters, species: list[str], per_ion: np.ndarray, n_jobs: int,
-             progress: bool, warm_centres: Sequence[Any] | None, scheduler: Any) -> HopResults:
-    """Hops of the mobile ions: one site model per species."""
+def hops_of(data: TrajectoryData, params: HopParameters | None = None, n_jobs: int = 1, progress: bool = False,
+            warm_centres: Sequence[Any] | None = None, scheduler: Any = None) -> HopResults:
+    """Hops of the mobile ions of a run: one site model per species (the hop stage of every analysis)."""
+    params = params or HopParameters()
+    per_ion = np.array([str(x) for x in data.species])
+    species = sorted(set(per_ion.tolist()))
+    fw = None
+    if data.framework_positions is not None and data.framework_species is not None:
+        fw = FrameworkFrames(data.framework_positions, np.asarray(data.framework_species))
     if len(species) > 1 and params.method == "sites":
         # every species learns its own sites (a Li site and an S site are different places even when close)
         parts = []
@@ -415,7 +420,7 @@ def _hops_of(data: TrajectoryData, params: HopParameters, species: list[str], pe
                    else IonSubset(data.positions, ions))  # out of core: read lazily, block by block
             res = find_hops(pos, data.times_ps, params, np.asarray(data.atom_indices)[ions],
                             n_jobs=n_jobs, progress=progress, atom_ids=np.asarray(data.atom_ids)[ions], box=data.box,
-                            layout="frame", client=scheduler)
+                            layout="frame", client=scheduler, framework=fw, species=[name])
             parts.append((ions, res))
         hops = combine_hop_results(parts, data.n_mobile, labels=species)
         msg = (f"{len(species)} mobile species ({', '.join(species)}): sites learnt per species; transport "
@@ -425,8 +430,54 @@ def _hops_of(data: TrajectoryData, params: HopParameters, species: list[str], pe
     else:
         hops = find_hops(data.positions, data.times_ps, params, data.atom_indices, n_jobs=n_jobs, progress=progress,
                          atom_ids=data.atom_ids, warm_centres=warm_centres, box=data.box, layout="frame",
-                         client=scheduler)
+                         client=scheduler, framework=fw, species=species)
     return hops
+
+
+def open_run(trajectories: Any, mobile: str, *, topology: str | None = None, segment: int | str | None = None,
+             reader_kwargs: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    """The Universe of a run and its mobile atoms: the one way in for every analysis of files or stores.
+
+    Parameters
+    ----------
+    trajectories : path or list of paths
+    mobile : str
+        Mobile ions (element, ``"type N"`` or an MDAnalysis selection).
+    topology : str, optional
+    segment : int or "all", optional
+        Frame stores only (default: the last segment).
+    reader_kwargs : dict, optional
+
+    Returns
+    -------
+    universe : MDAnalysis.Universe
+    mobile : MDAnalysis.AtomGroup
+    """
+    reader_kwargs = dict(reader_kwargs or {})
+    if _store_path(trajectories) is not None:
+        reader_kwargs.setdefault("segment", segment)
+    elif segment is not None:
+        from .errors import IonDiffStreamError
+
+        raise IonDiffStreamError("--segment applies to a frame store (*.zarr) only")
+    u = load_universe(trajectories, topology, **reader_kwargs)
+    return u, select_mobile(u, mobile)
+
+
+def read_run(trajectories: Any, mobile: str, *, topology: str | None = None, segment: int | str | None = None,
+             start: int | None = None, stop: int | None = None, reader_kwargs: dict[str, Any] | None = None,
+             **collect_kwargs: Any) -> TrajectoryData:
+    """Unwrapped, drift-corrected positions of a run's mobile ions (:func:`open_run` + ``collect_positions``).
+
+    The live monitor's final count reads a store through this function, as ``analyze`` does, so that
+    both count hops on the same positions.
+
+    Returns
+    -------
+    TrajectoryData
+    """
+    u, ag = open_run(trajectories, mobile, topology=topology, segment=segment, reader_kwargs=reader_kwargs)
+    return collect_positions(u, ag, start=start, stop=stop, **collect_kwargs)
 
 
 def analyze_run(
@@ -521,12 +572,7 @@ def analyze_run(
     reader_kwargs = dict(reader_kwargs or {})
     if store is not None:
         reader_kwargs.setdefault("segment", segment)
-    elif segment is not None:
-        from .errors import IonDiffStreamError
-
-        raise IonDiffStreamError("--segment applies to a frame store (*.zarr) only")
-    u = load_universe(trajectories, topology, **reader_kwargs)
-    ag = select_mobile(u, mobile)
+    u, ag = open_run(trajectories, mobile, topology=topology, segment=segment, reader_kwargs=reader_kwargs)
     budget = memory_budget if isinstance(memory_budget, MemoryBudget) or memory_budget is None \
         else MemoryBudget(parse_bytes(memory_budget))
     n_read = len(range(*slice(start, stop, step).indices(u.trajectory.n_frames)))

@@ -57,6 +57,7 @@ from scipy.special import chdtri  # chi2(3).ppf(q) = chdtri(3, 1 - q); scipy.sta
 
 from .errors import AnalysisError, InvalidCoordinatesError
 from .kmeans import compress, kmeans_weighted, sampled_silhouette
+from .model.framework import FrameworkFrames, choose_site_model
 from .model.rule import HopEvents, HopRule
 from .model.sites import SiteDensity, SiteModel, SiteParameters, short_time_average
 
@@ -872,18 +873,33 @@ def learn_sites(
 def _find_hops_sites(
     positions: Any, times_ps: np.ndarray, params: HopParameters, atom_indices: np.ndarray, atom_ids: np.ndarray,
     box: np.ndarray | None, layout: str, n_jobs: int, progress: bool, sites: SiteModel | None = None,
-    client: Any = None,
+    client: Any = None, framework: FrameworkFrames | None = None, species: Any = None,
 ) -> HopResults:
     from .progress import track
 
     n, T = _shape(positions, layout)
     model, sigma = learn_sites(positions, times_ps, box, params, layout, progress)
-    if sites is not None:
-        model = sites
     z = float(np.sqrt(chdtri(3, 1.0 - params.vib_quantile)))
     r_core = z * sigma
     dt = float(np.median(np.diff(times_ps)))
     m_res = residence_frames(params.min_residence_ps, dt)
+    info: dict[str, Any] = {"site_model": model.kind}
+    if sites is not None:
+        model = sites
+        info = {"site_model": "given"}
+    elif framework is not None and params.site.candidates != "density":
+        def read(t0: int, t1: int) -> np.ndarray:
+            return _read_frames(positions, t0, t1, layout)
+
+        model, info = choose_site_model(model, read, T, framework, species or [], box, r_core, m_res,
+                                        params.site.min_site_frames, params.site.core_cap,
+                                        tolerance=-1.0 if params.site.candidates == "framework" else 0.02)
+    if model.moving:
+        res = _framework_hops(positions, layout, framework, model, r_core, sigma, times_ps, params, atom_indices,
+                              atom_ids, m_res)
+        res.extra.update(info)
+        res.warnings.extend(_resolution_warnings(res))
+        return res
     states = np.empty((n, T), dtype=np.int32)
     n_vis = np.zeros(n, dtype=np.int64)
     parts = []
@@ -903,8 +919,73 @@ def _find_hops_sites(
         parts.append(HopTable.from_columns(cols))
     table = HopTable.concatenate(parts)
     res = HopResults(table, times_ps, atom_indices, params, states, sigma, r_core, n_vis, sites=model)
+    res.extra.update(info)
     res.warnings.extend(_resolution_warnings(res))
     return res
+
+
+def _read_frames(positions: Any, t0: int, t1: int, layout: str) -> np.ndarray:
+    """Frames ``[t0, t1)`` of all ions, shape (t1 - t0, n, 3), float64."""
+    if layout == "frame":
+        return np.asarray(positions[t0:t1], dtype=np.float64)
+    return np.asarray(positions[:, t0:t1], dtype=np.float64).transpose(1, 0, 2)
+
+
+def _gather(positions: Any, layout: str, frames: np.ndarray, ions: np.ndarray) -> np.ndarray:
+    """Positions of ion ``ions[i]`` at frame ``frames[i]``, shape (m, 3)."""
+    if len(frames) == 0:
+        return np.zeros((0, 3))
+    if isinstance(positions, np.ndarray):
+        return positions[frames, ions] if layout == "frame" else positions[ions, frames]
+    return np.array([_read_frames(positions, int(t), int(t) + 1, layout)[0, int(i)] for t, i in zip(frames, ions)])
+
+
+def _framework_hops(
+    positions: Any, layout: str, framework: FrameworkFrames, model: SiteModel, r_core: np.ndarray, sigma: np.ndarray,
+    times_ps: np.ndarray, params: HopParameters, atom_indices: np.ndarray, atom_ids: np.ndarray, m_res: int,
+) -> HopResults:
+    """Hops with sites that move with the framework: cores frame block by frame block, then the one hop rule."""
+    n, T = _shape(positions, layout)
+    k = model.anchors.shape[1]
+    tb = int(max(1, min(T, 64e6 // (8 * 3 * (4 * n + model.n_sites * k)))))
+    cached = getattr(model, "sample_states_", None)
+    if cached is not None and len(cached) == 1 and cached[0].shape == (T, n):
+        states = cached[0]  # the sample that chose the sites was the whole run
+    else:
+        states = np.empty((T, n), dtype=np.int32)
+        for t0 in range(0, T, tb):
+            t1 = min(T, t0 + tb)
+            states[t0:t1] = model.assign_frames(_read_frames(positions, t0, t1, layout), framework.positions[t0:t1],
+                                                r_core)
+    model.__dict__.pop("sample_states_", None)
+    if params.min_dwell_frames > 1:
+        states = _drop_short_core_runs(states, params.min_dwell_frames)
+    rule = HopRule(n, m_res)
+    closed = rule.update(states)
+    x_last = _read_frames(positions, T - 1, T, layout)
+    near, _ = model.nearest_frames(x_last, framework.positions[T - 1 : T])
+    ev = HopEvents.concatenate([closed, rule.finish(near[0])]).sorted()
+    j, fr, to, s0, e0 = ev.ion, ev.from_site, ev.to_site, ev.start_frame, ev.end_frame
+    fw = framework.positions
+    a = model.unwrapped_site_at(_gather(positions, layout, s0, j), fr, fw[s0])
+    b = model.unwrapped_site_at(_gather(positions, layout, e0, j), to, fw[e0])
+    back = np.zeros(len(fr), dtype=bool)
+    if len(fr) > 1:
+        back[1:] = (j[1:] == j[:-1]) & (to[1:] == fr[:-1])
+    cols: dict[str, np.ndarray] = {
+        "atom_index": np.asarray(atom_indices)[j], "atom_id": np.asarray(atom_ids)[j], "ion": j,
+        "start_frame": s0, "end_frame": e0, "start_time_ps": times_ps[s0], "end_time_ps": times_ps[e0],
+        "duration_ps": times_ps[e0] - times_ps[s0], "length_A": np.linalg.norm(b - a, axis=1),
+        "from_centre": fr, "to_centre": to, "open": ev.open, "back_hop": back,
+    }
+    for kk, ax in enumerate("xyz"):
+        cols[f"from_{ax}_A"] = a[:, kk]
+        cols[f"to_{ax}_A"] = b[:, kk]
+    st = states.T
+    n_vis = np.array([len(np.unique(r[r >= 0])) for r in st], dtype=np.int64)
+    table = HopTable.from_columns({c: cols[c] for c in HOP_COLUMNS})
+    return HopResults(table, times_ps, atom_indices, params, np.ascontiguousarray(st), sigma, r_core, n_vis,
+                      sites=model)
 
 
 def _resolution_warnings(res: HopResults) -> list[str]:
@@ -936,6 +1017,8 @@ def find_hops(
     layout: str = "ion",
     sites: SiteModel | None = None,
     client: Any = None,
+    framework: FrameworkFrames | None = None,
+    species: Any = None,
 ) -> HopResults:
     """Run the hop method on unwrapped positions.
 
@@ -969,6 +1052,11 @@ def find_hops(
         its own block (from the Zarr store when the positions are out of core).
         ``n_jobs > 1`` without a client starts a ``LocalCluster`` of ``n_jobs``
         processes.
+    framework : FrameworkFrames, optional
+        Framework positions of the same frames (``"sites"`` method): candidate sites are then also the
+        framework's polyhedral holes, attached to it (:mod:`iondiff_stream.model.framework`).
+    species : sequence of str, optional
+        Element of the mobile ions (chooses the framework sublattice whose holes they occupy).
 
     Returns
     -------
@@ -991,7 +1079,7 @@ def find_hops(
     ids = atom_indices + 1 if atom_ids is None else np.asarray(atom_ids)
     if params.method == "sites":
         res = _find_hops_sites(positions, times_ps, params, atom_indices, ids, box, layout, n_jobs, progress, sites,
-                               client)
+                               client, framework, species)
     else:
         res = _find_hops_silhouette(positions, times_ps, params, atom_indices, ids, layout, n_jobs, progress,
                                     warm_centres, client)

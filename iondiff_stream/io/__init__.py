@@ -359,6 +359,10 @@ class TrajectoryData:
     species : ndarray of str, shape (n_mobile,)
     framework_drift : ndarray, shape (n_frames, 3) or None
         Mean framework displacement that was subtracted, Å.
+    framework_positions : ndarray, shape (n_frames, n_framework, 3), float32, or None
+        Unwrapped positions of the non-mobile atoms, Å (drift removed like the mobile ions'); kept
+        when they fit a quarter of the memory budget (the site model attaches sites to them).
+    framework_species : ndarray of str, shape (n_framework,) or None
     steps : ndarray, shape (n_frames,) or None
         MD step numbers where the file has them.
     volume_A3 : float
@@ -377,6 +381,8 @@ class TrajectoryData:
     meta: dict[str, Any] = field(default_factory=dict)
     atom_ids: np.ndarray | None = None
     store: Any = None
+    framework_positions: np.ndarray | None = None
+    framework_species: np.ndarray | None = None
 
     @property
     def n_frames(self) -> int:
@@ -536,6 +542,13 @@ class UnwrappedPositions(AnalysisBase):
         if budget is not None and not isinstance(budget, MemoryBudget):
             budget = MemoryBudget(int(budget))
         self.plan = plan_chunks(n, N, M, budget, self.n_workers, self.out_of_core)
+        fw_bytes = n * M * 3 * 4
+        keep_fw = M > 0 and fw_bytes <= (budget.bytes if budget is not None else MemoryBudget().bytes) // 4
+        if M > 0 and not keep_fw:
+            logger.info("framework positions (%.0f MB) exceed a quarter of the memory budget: not kept, sites "
+                        "are not attached to the framework", fw_bytes / 1e6)
+        self._fw_out = np.empty((n, M, 3), dtype=np.float32) if keep_fw else None
+        self._last_f: np.ndarray | None = None
         if self.plan.in_memory:
             self._store = None
             self._out: Any = np.empty((n, N, 3), dtype=np.float64)
@@ -700,13 +713,19 @@ class UnwrappedPositions(AnalysisBase):
             df = np.empty_like(xf)
             df[1:] = xf[1:] - xf[:-1]
             df[0] = 0.0 if self._last_raw_f is None else xf[0] - self._last_raw_f
-            step_drift = self._min_image_slab(df, boxes).mean(axis=1)
+            df = self._min_image_slab(df, boxes)
+            step_drift = df.mean(axis=1)
             step_drift[0] += self._last_drift
             drift = np.cumsum(step_drift, axis=0)
             self._drift[t0 : t0 + nb] = drift
             self._last_drift = drift[-1].copy()
             self._last_raw_f = xf[-1].copy()
             unwrapped -= drift[:, None, :]
+            if self._fw_out is not None:  # unwrapped framework, drift removed like the mobile ions
+                df[0] += xf[0] if self._last_f is None else self._last_f
+                uf = np.cumsum(df, axis=0)
+                self._last_f = uf[-1].copy()
+                self._fw_out[t0 : t0 + nb] = uf - drift[:, None, :]
         if self._store is None:
             self._out[t0 : t0 + nb] = unwrapped
         else:
@@ -763,6 +782,8 @@ class UnwrappedPositions(AnalysisBase):
             volume_A3=_box_volume(self._box0),
             atom_ids=np.asarray(self.mobile.ids).astype(np.int64) if hasattr(self.mobile, "ids") else None,
             store=self._store,
+            framework_positions=self._fw_out if self._with_drift else None,
+            framework_species=_species(self._framework) if (self._with_drift and self._fw_out is not None) else None,
         )
         del self._buf_m, self._buf_f
         self.results.data = data

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -34,7 +35,8 @@ from ..pbc import cell_matrix, minimum_image, wrap
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SiteParameters", "SiteModel", "SiteDensity", "short_time_average"]
+__all__ = ["SiteParameters", "SiteModel", "SiteDensity", "short_time_average", "ANIONS", "anchor_atoms",
+           "framework_holes", "attach_sites"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,11 @@ class SiteParameters:
         would resolve separates two sites, a noise ripple does not.
     core_cap : float
         Core radius cap as a fraction of the distance to the nearest other site (< 0.5).
+    candidates : {"auto", "density", "framework"}
+        ``"auto"``: density peaks, or the framework's polyhedral holes (attached to the framework)
+        when the ions spend at least as much time in their cores
+        (:func:`iondiff_stream.model.framework.choose_site_model`); ``"density"``: density peaks only;
+        ``"framework"``: holes whenever a framework is given.
     """
 
     average_ps: float = 0.2
@@ -71,8 +78,11 @@ class SiteParameters:
     saddle_ratio: float = 0.9
     noise_sigmas: float = 5.0
     core_cap: float = 0.45
+    candidates: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.candidates not in ("auto", "density", "framework"):
+            raise ValueError(f"candidates must be 'auto', 'density' or 'framework', got {self.candidates!r}")
         if not 0 < self.core_cap < 0.5:
             raise ValueError(f"core_cap must be in (0, 0.5) so cores never overlap, got {self.core_cap}")
         if self.grid_A <= 0 or self.smooth_A <= 0:
@@ -116,6 +126,15 @@ class SiteModel:
         Largest core radius of each site, Å.
     periodic : bool
         False when the run had no cell (the box is then only a bounding box).
+    anchors : ndarray, shape (n_sites, k), int, or None
+        Framework atoms (indices into the framework positions, -1 padded) each site is attached to:
+        in every frame a site is at the mean of its anchors' positions (each shifted by
+        ``anchor_shift_A``) plus ``sites_A - mean``, so sites follow the framework's vibrations.
+        None: sites fixed at ``sites_A``.
+    anchor_shift_A : ndarray, shape (n_sites, k, 3) or None
+        Lattice translation of each anchor that puts it next to its site, Å.
+    kind : str
+        How the sites were found (``"density peaks"``, ``"framework holes"``).
     """
 
     sites_A: np.ndarray
@@ -123,6 +142,9 @@ class SiteModel:
     weight: np.ndarray
     core_cap: float = 0.45
     periodic: bool = True
+    anchors: np.ndarray | None = None
+    anchor_shift_A: np.ndarray | None = None
+    kind: str = "density peaks"
     nn_A: np.ndarray = field(init=False)
     core_cap_A: np.ndarray = field(init=False)
 
@@ -130,6 +152,19 @@ class SiteModel:
         self.sites_A = np.asarray(self.sites_A, dtype=np.float64).reshape(-1, 3)
         self.box = np.asarray(self.box, dtype=np.float64)
         self.weight = np.asarray(self.weight, dtype=np.float64)
+        if self.anchors is not None:
+            self.anchors = np.asarray(self.anchors, dtype=np.int64).reshape(len(self.sites_A), -1)
+            self.anchor_shift_A = np.asarray(self.anchor_shift_A, dtype=np.float64).reshape(*self.anchors.shape, 3)
+            valid = self.anchors >= 0
+            self._aw = valid / np.maximum(valid.sum(1, keepdims=True), 1)  # (s, k) weights of the anchors
+            self._aidx = np.where(valid, self.anchors, 0)
+            from scipy.sparse import csr_matrix
+
+            m = int(self._aidx.max()) + 1 if self._aidx.size else 1
+            rows = np.repeat(np.arange(len(self.sites_A)), self._aidx.shape[1])
+            # centre of the anchors = W @ framework + mean shift (one sparse product for a whole frame block)
+            self._W = csr_matrix((self._aw.ravel(), (rows, self._aidx.ravel())), shape=(len(self.sites_A), m))
+            self._wshift = np.einsum("skj,sk->sj", self.anchor_shift_A, self._aw)
         self._h = cell_matrix(self.box)
         self._hinv = np.linalg.inv(self._h)
         self._ortho = np.diag(self._h).copy() if np.allclose(self._h, np.diag(np.diag(self._h))) else None
@@ -146,6 +181,7 @@ class SiteModel:
         return np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3) @ self._h
 
     def _build(self) -> None:
+        self.__dict__.pop("_ptree", None)
         img = self._images()
         s = len(self.sites_A)
         pts = (self.sites_A[None, :, :] + img[:, None, :]).reshape(-1, 3)
@@ -226,8 +262,126 @@ class SiteModel:
         return x - self.minimum_image(x - self.sites_A[np.asarray(site)])
 
     def to_dict(self) -> dict[str, np.ndarray]:
-        return {"sites_A": self.sites_A, "box": self.box, "weight": self.weight,
-                "core_cap": np.array(self.core_cap), "periodic": np.array(self.periodic)}
+        d = {"sites_A": self.sites_A, "box": self.box, "weight": self.weight,
+             "core_cap": np.array(self.core_cap), "periodic": np.array(self.periodic)}
+        if self.anchors is not None:
+            d.update({"anchors": self.anchors, "anchor_shift_A": self.anchor_shift_A})
+        return d
+
+    # -- sites attached to the framework ------------------------------------------------------
+    @property
+    def moving(self) -> bool:
+        """True when the sites follow the framework (:attr:`anchors`)."""
+        return self.anchors is not None
+
+    def anchor_centres(self, framework: np.ndarray) -> np.ndarray:
+        """Mean position of every site's anchors (shifted next to the site).
+
+        Parameters
+        ----------
+        framework : ndarray, shape (T, M, 3) or (M, 3)
+            Unwrapped framework positions, Å.
+
+        Returns
+        -------
+        ndarray, shape (T, n_sites, 3) or (n_sites, 3), Å
+        """
+        fw = np.asarray(framework)
+        one = fw.ndim == 2
+        fw = fw[None] if one else fw
+        T, M, _ = fw.shape
+        m = self._W.shape[1]
+        flat = np.ascontiguousarray(fw[:, :m].transpose(1, 0, 2), dtype=np.float64).reshape(m, T * 3)
+        out = (self._W @ flat).reshape(-1, T, 3).transpose(1, 0, 2) + self._wshift[None]
+        return out[0] if one else out
+
+    def positions_at(self, framework: np.ndarray) -> np.ndarray:
+        """Site positions in frames with these framework positions, shape (T, n_sites, 3) (or (n_sites, 3)), Å."""
+        c = self.anchor_centres(framework)
+        return c + self._offset
+
+    def set_reference(self, framework_mean: np.ndarray) -> None:
+        """Fix the offset of each site from its anchors' centre, from the framework's mean positions (M, 3)."""
+        self._offset = self.sites_A - self.anchor_centres(framework_mean)
+
+    def nearest_frames(self, x: np.ndarray, framework: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest moving site of every ion in every frame.
+
+        The site nearest at the sites' mean positions tells how the framework around the ion has moved
+        (that site's displacement); the ion, moved back by it, is matched to the sites' mean positions
+        again, and the distance is measured to that site where it is in the frame.
+
+        Parameters
+        ----------
+        x : ndarray, shape (T, n, 3)
+            Ion positions, Å.
+        framework : ndarray, shape (T, M, 3)
+            Framework positions of the same frames, Å.
+
+        Returns
+        -------
+        index : ndarray, shape (T, n), int32
+        distance_A : ndarray, shape (T, n)
+        """
+        x = np.asarray(x, dtype=np.float64)
+        T, n, _ = x.shape
+        S = self.positions_at(framework)  # (T, s, 3)
+        rows = np.arange(T)[:, None]
+        j = self._query1(x.reshape(-1, 3)).reshape(T, n)
+        u = S[rows, j] - self.sites_A[j]  # displacement of the framework around each ion
+        y = x - u
+        # within half the nearest-site distance of site j (mean positions): j is the nearest, no new search
+        far = np.linalg.norm(self.minimum_image(y - self.sites_A[j]), axis=-1) >= 0.5 * self.nn_A[j]
+        if far.any():
+            j[far] = self._query1(y[far])
+        d = np.linalg.norm(self.minimum_image(x - S[rows, j]), axis=-1)
+        return j.astype(np.int32), d
+
+    def _query1(self, x: np.ndarray) -> np.ndarray:
+        """Index of the nearest site (mean positions) of each position (m, 3)."""
+        if self._ortho is not None and self.periodic:
+            if not hasattr(self, "_ptree"):
+                L = self._ortho
+                self._ptree = cKDTree(np.mod(self.sites_A, L) % L, boxsize=L)
+            return np.asarray(self._ptree.query(np.mod(x, self._ortho) % self._ortho, k=1)[1], dtype=np.int64)
+        return np.asarray(self._tree.query(self.wrap(x), k=1)[1], dtype=np.int64) % self.n_sites
+
+    def assign_frames(self, x: np.ndarray, framework: np.ndarray | None, r_core_A: np.ndarray) -> np.ndarray:
+        """Core of every ion in every frame (-1 in transit), sites moving with the framework when attached.
+
+        Parameters
+        ----------
+        x : ndarray, shape (T, n, 3)
+            Ion positions, Å.
+        framework : ndarray, shape (T, M, 3) or None
+            Framework positions of the same frames (needed when :attr:`moving`), Å.
+        r_core_A : ndarray, shape (n,)
+            Core radius wanted for each ion, Å (capped by :attr:`core_cap_A`).
+
+        Returns
+        -------
+        ndarray, shape (T, n), int32
+        """
+        x = np.asarray(x, dtype=np.float64)
+        T, n, _ = x.shape
+        if not self.moving:
+            r = np.broadcast_to(np.asarray(r_core_A, float)[None, :], (T, n)).reshape(-1)
+            return self.assign(x.reshape(-1, 3), r).reshape(T, n)
+        idx, d = self.nearest_frames(x, framework)
+        r = np.minimum(np.asarray(r_core_A, float)[None, :], self.core_cap_A[idx])
+        return np.where(d <= r, idx, -1).astype(np.int32)
+
+    def unwrapped_site_at(self, x: np.ndarray, site: np.ndarray, framework: np.ndarray | None) -> np.ndarray:
+        """Image of ``site`` nearest to each position ``x`` ((M, 3), (M,)), at the frames whose framework
+        positions are ``framework`` ((M, n_fw, 3); None: fixed sites), Å."""
+        x = np.asarray(x, dtype=np.float64).reshape(-1, 3)
+        site = np.asarray(site)
+        if not self.moving or framework is None:
+            return self.unwrapped_site(x, site)
+        fw = np.asarray(framework, dtype=np.float64)
+        g = fw[np.arange(len(x))[:, None], self._aidx[site]] + self.anchor_shift_A[site]  # (M, k, 3)
+        p = np.einsum("mkj,mk->mj", g, self._aw[site]) + self._offset[site]
+        return x - self.minimum_image(x - p)
 
 
 class SiteDensity:
@@ -398,3 +552,159 @@ class SiteDensity:
         logger.info("%d density peaks -> %d sites (median nearest-site distance %.2f A)", ncart, model.n_sites,
                     float(np.median(model.nn_A)) if model.n_sites else float("nan"))
         return model
+
+
+# ---------------------------------------------------------------------------------------------
+# sites attached to the framework: the polyhedral holes of the immobile sublattice
+
+#: elements taken as anions when choosing the sublattice whose holes the mobile ions occupy
+ANIONS = frozenset({"N", "O", "S", "Se", "Te", "F", "Cl", "Br", "I"})
+
+
+def anchor_atoms(mobile_species: Any, framework_species: Any) -> np.ndarray:
+    """Framework atoms whose holes the mobile ions occupy: the counter-ion sublattice.
+
+    Mobile cations (Li, Na, Ag, Cu, ...) sit in holes of the anions (:data:`ANIONS`), mobile anions
+    (F, O, ...) in holes of the cations; when the species do not tell (unknown names, mixed mobile
+    species) or fewer than 4 such atoms exist, every framework atom is used.
+
+    Parameters
+    ----------
+    mobile_species : sequence of str
+    framework_species : sequence of str, length M
+
+    Returns
+    -------
+    ndarray, shape (M,), bool
+    """
+    fw = np.array([str(x).strip().capitalize() for x in framework_species])
+    mob = {str(x).strip().capitalize() for x in mobile_species}
+    is_anion = np.isin(fw, sorted(ANIONS))
+    if mob and mob <= ANIONS:
+        mask = ~is_anion
+    elif mob and not (mob & ANIONS):
+        mask = is_anion
+    else:
+        mask = np.ones(len(fw), dtype=bool)
+    if mask.sum() < 4:
+        mask = np.ones(len(fw), dtype=bool)
+    return mask
+
+
+def _circumcentres(p: np.ndarray) -> np.ndarray:
+    """Circumcentres of tetrahedra p (s, 4, 3) (least squares for flat ones)."""
+    a = p[:, 1:] - p[:, :1]  # (s, 3, 3)
+    rhs = 0.5 * np.einsum("sij,sij->si", a, a)
+    out = np.empty((len(p), 3))
+    det = np.abs(np.linalg.det(a))
+    ok = det > 1e-9
+    out[ok] = np.linalg.solve(a[ok], rhs[ok][..., None])[..., 0]
+    if (~ok).any():
+        out[~ok] = np.array([np.linalg.lstsq(m, r, rcond=None)[0] for m, r in zip(a[~ok], rhs[~ok])])
+    return out + p[:, 0]
+
+
+def framework_holes(framework_mean_A: np.ndarray, box: np.ndarray, group_A: float = 0.3
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Polyhedral holes of a periodic framework: Delaunay tetrahedra grouped by common circumcentre.
+
+    Tetrahedra whose circumcentres (the Voronoi vertices of the framework) lie within ``group_A`` of
+    each other are one hole (in fcc, the four tetrahedra of an octahedral hole; in a cube of 8 atoms,
+    the tetrahedra of the cube). A hole's position is the mean of its vertices; in bcc it is the
+    tetrahedral 12d site, in fcc the tetrahedral 8c and octahedral 4b sites.
+
+    Parameters
+    ----------
+    framework_mean_A : ndarray, shape (M, 3)
+        Time-averaged framework positions, Å.
+    box : ndarray, shape (6,)
+    group_A : float
+        Circumcentres closer than this are one hole, Å.
+
+    Returns
+    -------
+    centres : ndarray, shape (s, 3)
+        Wrapped hole positions, Å.
+    anchors : ndarray, shape (s, k), int64
+        Framework atom indices of each hole's vertices, -1 padded.
+    shifts : ndarray, shape (s, k, 3)
+        Lattice translation that puts each vertex next to its hole, Å.
+    """
+    from scipy.spatial import Delaunay
+
+    h = cell_matrix(box)
+    hinv = np.linalg.inv(h)
+    base = wrap(np.asarray(framework_mean_A, dtype=np.float64), box)
+    m = len(base)
+    if m < 4:
+        raise AnalysisError(f"a framework of {m} atoms has no polyhedral holes")
+    r = np.array([-1, 0, 1])
+    img = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3) @ h
+    pts = (base[None] + img[:, None]).reshape(-1, 3)
+    atom = np.tile(np.arange(m), len(img))
+    simp = Delaunay(pts).simplices
+    cc = _circumcentres(pts[simp])
+    f = cc @ hinv
+    home = np.all((f >= 0) & (f < 1), axis=1)
+    # a tetrahedron reaching beyond the 27 images (circumcentre in the home cell, vertex outside) is an artefact
+    simp, cc = simp[home], cc[home]
+    n = len(simp)
+    parent = np.arange(n)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    tree = cKDTree((cc[None] + img[:, None]).reshape(-1, 3))
+    for a, jj in enumerate(tree.query_ball_point(cc, r=group_A)):
+        for j in jj:
+            b = j % n
+            ra, rb = find(a), find(b)
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+    roots = np.array([find(i) for i in range(n)])
+    groups: dict[int, list[tuple[int, tuple[float, float, float]]]] = {}
+    for g in np.unique(roots):
+        mem = np.flatnonzero(roots == g)
+        c0 = cc[mem[0]]
+        verts: dict[tuple[int, tuple[float, float, float]], None] = {}
+        for t in mem:
+            lat = (cc[t] - c0) - minimum_image(cc[t] - c0, box)  # member seen from another image
+            for v in simp[t]:
+                shift = pts[v] - base[atom[v]] - lat
+                verts[(int(atom[v]), tuple(np.round(shift, 6)))] = None
+        groups[int(g)] = list(verts)
+    k = max(len(v) for v in groups.values())
+    centres = np.empty((len(groups), 3))
+    anchors = np.full((len(groups), k), -1, dtype=np.int64)
+    shifts = np.zeros((len(groups), k, 3))
+    for i, verts in enumerate(groups.values()):
+        a = np.array([v[0] for v in verts])
+        sh = np.array([v[1] for v in verts])
+        c = (base[a] + sh).mean(0)
+        w = wrap(c, box)
+        sh = sh + (w - c)  # the hole wrapped into the cell: its vertices move with it
+        centres[i], anchors[i, : len(a)], shifts[i, : len(a)] = w, a, sh
+    return centres, anchors, shifts
+
+
+def attach_sites(sites_A: np.ndarray, framework_mean_A: np.ndarray, box: np.ndarray, k: int = 4
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Anchors of arbitrary sites: the ``k`` nearest framework atoms of each (for sites that are no hole).
+
+    Returns
+    -------
+    anchors : ndarray, shape (s, k), int64
+    shifts : ndarray, shape (s, k, 3), Å
+    """
+    fw = SiteModel(np.asarray(framework_mean_A, float), box, np.ones(len(framework_mean_A)), core_cap=0.45)
+    s = np.asarray(sites_A, float).reshape(-1, 3)
+    k = min(k, len(framework_mean_A))
+    _, j = fw._tree.query(fw.wrap(s), k=k)
+    j = np.asarray(j).reshape(len(s), k)
+    atom = j % fw.n_sites
+    pos = fw._tree.data[j]  # image positions of the anchors
+    shifts = pos - fw.sites_A[atom]
+    return atom.astype(np.int64), shifts

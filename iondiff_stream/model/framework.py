@@ -1,0 +1,201 @@
+"""Sites from the framework's own geometry, kept where the mobile ions reside, moving with the framework.
+
+On a sublattice where the mobile ions are spread almost continuously (α-AgI: tetrahedral sites
+1.8 Å apart joined by shallow channels, the iodide framework vibrating by ~0.5 Å), density peaks of
+the pooled positions merge neighbouring sites or never form, and sites fixed in space cannot follow
+the cage an ion sits in. Here the candidates are the polyhedral holes of the counter-ion framework
+(:func:`~iondiff_stream.model.sites.framework_holes`), each attached to its vertex atoms, so that in every
+frame a site sits where its polyhedron is; a candidate is kept when ions *reside* in it (a visit of at
+least the minimum residence), and its position is refined to where they reside (an ion off-centre in its
+polyhedron moves the site with it).
+
+Which model describes a run is measured, not assumed (:func:`choose_site_model`): the framework model
+is used when the ions spend at least as much time in its sites' cores as in those of the density model
+(within ``tolerance``); otherwise (ions off the framework's holes, e.g. a lattice unrelated to the
+framework) the density peaks are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .rule import visits
+from .sites import SiteModel, anchor_atoms, framework_holes
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FrameworkFrames", "framework_site_model", "choose_site_model", "sample_chunks"]
+
+
+@dataclass
+class FrameworkFrames:
+    """Framework positions that go with the mobile ions' frames.
+
+    Attributes
+    ----------
+    positions : ndarray, shape (T, M, 3)
+        Unwrapped framework positions, drift removed like the mobile ions', Å.
+    species : ndarray of str, shape (M,)
+    """
+
+    positions: np.ndarray
+    species: np.ndarray
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Time-averaged positions, shape (M, 3), Å."""
+        if not hasattr(self, "_mean"):
+            self._mean = np.asarray(self.positions, dtype=np.float64).mean(axis=0)
+        return self._mean
+
+
+def sample_chunks(n_frames: int, max_frames: int = 4000, n_chunks: int = 4) -> list[tuple[int, int]]:
+    """Frame ranges used to choose sites: all frames, or ``n_chunks`` evenly spaced contiguous chunks."""
+    if n_frames <= max_frames:
+        return [(0, n_frames)]
+    c = max_frames // n_chunks
+    starts = np.linspace(0, n_frames - c, n_chunks).astype(int)
+    return [(int(s), int(s) + c) for s in starts]
+
+
+def _residence(states: np.ndarray, n_sites: int, m_res: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per site: frames in its core, and frames of visits lasting at least ``m_res`` frames."""
+    frames = np.bincount(states[states >= 0].ravel(), minlength=n_sites).astype(np.float64)
+    ion, site, first, last = visits(states)
+    long = (last - first + 1) >= m_res
+    resid = np.bincount(site[long], weights=(last - first + 1)[long].astype(float), minlength=n_sites)
+    return frames, resid
+
+
+def framework_site_model(
+    read_frames: Any, n_frames: int, framework: FrameworkFrames, mobile_species: Any, box: np.ndarray,
+    r_core_A: np.ndarray, m_res: int, min_site_frames: float = 5.0, core_cap: float = 0.45,
+) -> SiteModel | None:
+    """Holes of the framework kept where the ions reside, attached to the framework.
+
+    Parameters
+    ----------
+    read_frames : callable
+        ``read_frames(t0, t1)`` → mobile positions of frames ``[t0, t1)``, shape (t1 - t0, n, 3), Å.
+    n_frames : int
+    framework : FrameworkFrames
+    mobile_species : sequence of str
+    box : ndarray, shape (6,)
+    r_core_A : ndarray, shape (n,)
+        Core radius of every ion before the per-site cap, Å.
+    m_res : int
+        Minimum residence, frames.
+    min_site_frames : float
+        Ion-frames of residence a hole needs to be kept.
+    core_cap : float
+
+    Returns
+    -------
+    SiteModel or None
+        ``kind="framework holes"``; None when no hole holds a residence.
+    """
+    use = anchor_atoms(mobile_species, framework.species)
+    idx = np.flatnonzero(use)
+    mean = framework.mean
+    try:
+        centres, anchors, shifts = framework_holes(mean[idx], box)
+    except Exception as exc:  # noqa: BLE001 - degenerate frameworks: no holes, use the density model
+        logger.info("no framework holes (%s)", exc)
+        return None
+    anchors = np.where(anchors >= 0, idx[np.maximum(anchors, 0)], -1)
+    names = sorted({str(x) for x in np.asarray(framework.species)[idx]})
+    chunks = sample_chunks(n_frames)
+
+    def model_of(c: np.ndarray, a: np.ndarray, sh: np.ndarray, w: np.ndarray) -> SiteModel:
+        m = SiteModel(c, box, w, core_cap=core_cap, anchors=a, anchor_shift_A=sh,
+                      kind=f"framework holes ({'/'.join(names)})")
+        m.set_reference(mean)
+        return m
+
+    model = model_of(centres, anchors, shifts, np.ones(len(centres)))
+    frames = np.zeros(model.n_sites)
+    resid = np.zeros(model.n_sites)
+    for t0, t1 in chunks:
+        st = model.assign_frames(read_frames(t0, t1), framework.positions[t0:t1], r_core_A)
+        f, r = _residence(st, model.n_sites, m_res)
+        frames += f
+        resid += r
+    keep = resid >= max(min_site_frames, 1.0)
+    if not keep.any():
+        return None
+    model = model_of(centres[keep], anchors[keep], shifts[keep], frames[keep])
+    # refine: where the ions reside relative to each kept hole's vertices (off-centre sites move with them)
+    dev = np.zeros((model.n_sites, 3))
+    cnt = np.zeros(model.n_sites)
+    for t0, t1 in chunks:
+        x = read_frames(t0, t1)
+        fw = framework.positions[t0:t1]
+        st = model.assign_frames(x, fw, r_core_A)
+        S = model.positions_at(fw)
+        t, i = np.nonzero(st >= 0)
+        k = st[t, i]
+        d = model.minimum_image(x[t, i] - S[t, k])
+        np.add.at(dev, k, d)
+        cnt += np.bincount(k, minlength=model.n_sites)
+    shift = dev / np.maximum(cnt, 1)[:, None]
+    refined = model_of(model.sites_A + shift, model.anchors, model.anchor_shift_A, model.weight)
+    logger.info("framework holes of %s: %d candidates, %d kept (residences of >= %d frames)", "/".join(names),
+                len(centres), refined.n_sites, m_res)
+    refined.sample_states_ = [refined.assign_frames(read_frames(t0, t1), framework.positions[t0:t1], r_core_A)
+                              for t0, t1 in chunks]
+    return refined
+
+
+def in_core_fraction(model: SiteModel, read_frames: Any, n_frames: int, framework: FrameworkFrames | None,
+                     r_core_A: np.ndarray) -> float:
+    """Share of ion-frames (in the sample chunks) spent in a site's core."""
+    tot = inside = 0
+    cached = getattr(model, "sample_states_", None)
+    for c, (t0, t1) in enumerate(sample_chunks(n_frames)):
+        if cached is not None:
+            st = cached[c]
+        else:
+            st = model.assign_frames(read_frames(t0, t1), None if framework is None else framework.positions[t0:t1],
+                                     r_core_A)
+        tot += st.size
+        inside += int((st >= 0).sum())
+    return inside / max(tot, 1)
+
+
+def choose_site_model(density: SiteModel, read_frames: Any, n_frames: int, framework: FrameworkFrames | None,
+                      mobile_species: Any, box: np.ndarray | None, r_core_A: np.ndarray, m_res: int,
+                      min_site_frames: float = 5.0, core_cap: float = 0.45, tolerance: float = 0.02,
+                      ) -> tuple[SiteModel, dict[str, Any]]:
+    """The site model under which the ions spend the most time resident in a site's core.
+
+    Returns
+    -------
+    model : SiteModel
+    info : dict
+        ``site_model`` (kind), ``in_core_fraction_density``, ``in_core_fraction_framework`` (None
+        when there is no framework model), ``n_framework_holes_kept``.
+    """
+    info: dict[str, Any] = {"site_model": density.kind, "in_core_fraction_framework": None}
+    fd = in_core_fraction(density, read_frames, n_frames, None, r_core_A)
+    info["in_core_fraction_density"] = fd
+    if framework is None or box is None or framework.positions.shape[1] < 4:
+        return density, info
+    fm = framework_site_model(read_frames, n_frames, framework, mobile_species, box, r_core_A, m_res,
+                              min_site_frames, core_cap)
+    if fm is None:
+        return density, info
+    ff = in_core_fraction(fm, read_frames, n_frames, framework, r_core_A)
+    info["in_core_fraction_framework"] = ff
+    info["n_framework_holes_kept"] = fm.n_sites
+    if ff >= fd - tolerance:
+        info["site_model"] = fm.kind
+        logger.info("sites: %s (ions in a core %.0f %% of the time; density peaks %.0f %%)", fm.kind, 100 * ff,
+                    100 * fd)
+        return fm, info
+    logger.info("sites: density peaks (ions in a core %.0f %% of the time; framework holes %.0f %%)", 100 * fd,
+                100 * ff)
+    return density, info
