@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["fmt", "summary_text", "summary_html", "hop_table_frame", "hop_table_rows", "hop_results_rows",
-           "transport_rows", "run_rows"]
+           "transport_rows", "correlation_rows", "run_rows"]
 
 Row = tuple[str, str]
 
@@ -159,6 +159,23 @@ def transport_rows(summary: dict[str, Any]) -> list[Row]:
         rows.append(("σ (Nernst–Einstein)", "not computed (needs the temperature)"))
     if s.get("D_fit_window_ps") is not None:
         rows.append(("D fit window", fmt(s["D_fit_window_ps"], "ps")))
+    return rows
+
+
+def correlation_rows(summary: dict[str, Any]) -> list[Row]:
+    """Summary rows of concerted-hop results (keys of :meth:`CorrelationResult.summary`)."""
+    s = summary
+    frac = s.get("fraction_hops_concerted")
+    rows: list[Row] = [
+        ("hops", str(s.get("n_hop_events"))),
+        ("concerted groups", f"{s.get('n_concerted_groups')} (groups of 2 or more ions)"),
+        ("hops in groups", "—" if frac is None else f"{fmt(100 * frac, digits=3)} %"),
+        ("mean ions per group", fmt(s.get("mean_correlated_ions"))),
+        ("pair mechanisms", ", ".join(f"{k.replace('_', '-')} {v}" for k, v in (s.get("pair_mechanisms") or {}).items())),
+    ]
+    if s.get("concert_p_value") is not None:
+        rows.append(("p vs the null", f"{fmt(s['concert_p_value'], digits=2)} (share of hops in groups; "
+                                      f"{s.get('concert_null_draws')} time-shifted draws)"))
     return rows
 
 
