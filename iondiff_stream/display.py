@@ -66,10 +66,16 @@ def _with_interval(value: Any, interval: Any, unit: str) -> str:
     return text
 
 
-def summary_text(title: str, rows: Sequence[Row], footer: str = "") -> str:
-    """Plain-text summary: a title line, then ``name  value`` rows aligned, then a footer line."""
-    width = max((len(k) for k, _ in rows), default=0)
-    lines = [title] + [f"  {k:<{width}}  {v}" for k, v in rows]
+def summary_text(title: str, rows: Sequence[Row], footer: str = "", width: int = 100) -> str:
+    """Plain-text summary: a title line, then ``name  value`` rows aligned (values wrapped at ``width``), a footer."""
+    import textwrap
+
+    key_width = max((len(k) for k, _ in rows), default=0)
+    lines = [title]
+    for k, v in rows:
+        indent = " " * (key_width + 4)
+        lines.append(textwrap.fill(v, width=width, initial_indent=f"  {k:<{key_width}}  ", subsequent_indent=indent,
+                                   break_long_words=False, break_on_hyphens=False))
     if footer:
         lines.append(f"  {footer}")
     return "\n".join(lines)
