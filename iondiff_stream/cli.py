@@ -368,7 +368,7 @@ def arrhenius(
     plot: Annotated[Optional[Path], typer.Option(help="Write the Arrhenius plot (PNG).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
 ) -> None:
-    """Activation energies and prefactors from D*, D_sigma and the hop frequency across runs."""
+    """Activation energies and prefactors across runs from D*, D_sigma, the hop frequency nu and f*nu (no fit of sigma)."""
     from .report import arrhenius_across_runs
 
     _setup_logging(verbose)
