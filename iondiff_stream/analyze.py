@@ -94,6 +94,18 @@ class RunAnalysis:
     def metastable(self) -> np.ndarray:
         return self.residences.metastable
 
+    _FOOTER = ".summary (dict of summary.json), .hops (HopResults; .hops.hops: the HopTable), .transport"
+
+    def __repr__(self) -> str:
+        from .display import run_rows, summary_text
+
+        return summary_text("RunAnalysis", run_rows(self), self._FOOTER)
+
+    def _repr_html_(self) -> str:
+        from .display import run_rows, summary_html
+
+        return summary_html("RunAnalysis", run_rows(self), self._FOOTER)
+
 
 def reference_sites_distance(points: np.ndarray, sites: np.ndarray, box: np.ndarray) -> np.ndarray:
     """Minimum-image distance from each point (n, 3) to the nearest reference site (m, 3), Å, shape (n,)."""

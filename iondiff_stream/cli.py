@@ -16,12 +16,25 @@ from .errors import IonDiffStreamError
 #: True when :func:`main` runs as the program (console script, ``python -m``), not called in-process
 _PROGRAM = False
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ionic hops, correlations and transport from MD.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ionic hops, correlations and transport from MD.",
+                  context_settings={"help_option_names": ["-h", "--help"]})
+
+_VERBOSE_HELP = "Log what each step does (INFO messages on stderr)."
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"iondiff-stream {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show the Python traceback of a failure.")] = False,
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="Print the package version and exit.")] = False,
 ) -> None:
     """iondiff-stream: which ions hop, when, where to, and how many hop together."""
 
@@ -44,7 +57,14 @@ def _pairs(values: Optional[list[str]], flag: str) -> dict[str, str]:
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    """Log to stderr: through rich's handler on a terminal (printed above a live progress bar), else plain lines."""
+    level = logging.INFO if verbose else logging.WARNING
+    if sys.stderr.isatty():
+        from .progress import log_handler
+
+        logging.basicConfig(level=level, handlers=[log_handler()])
+    else:
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("MDAnalysis").setLevel(logging.WARNING)
     if not verbose:
         logging.getLogger("distributed").setLevel(logging.WARNING)
@@ -88,7 +108,7 @@ def analyze(
     segment: Annotated[
         Optional[str], typer.Option("--segment", help="Frame stores: segment N (one per LAMMPS run) or 'all'; default the last.")
     ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Reuse a non-empty --out: replace a previous analysis's outputs there.")
     ] = False,
@@ -179,7 +199,7 @@ def run(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="Hide LAMMPS's screen output.")] = False,
     log: Annotated[str, typer.Option("--log", help="LAMMPS log file ('none': no log).")] = "log.lammps",
-    verbose: Annotated[bool, typer.Option("--verbose")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help=_VERBOSE_HELP + " (no -v here: -v is LAMMPS's -var)")] = False,
 ) -> None:
     """Run an unmodified LAMMPS input script with the streaming hook (fix external), like `lmp -in SCRIPT`."""
     from lammps_hooks.run_script import run_script
@@ -292,8 +312,8 @@ def sites(
     mobile: Annotated[str, typer.Option("--mobile", help="Mobile ions, e.g. Li.")],
     framework: Annotated[str, typer.Option("--framework", help="Anions spanning the tetrahedra, e.g. S,Cl.")],
     out: Annotated[Path, typer.Option("--out", help="Write sites.json here (a file).")],
-    topology: Annotated[Optional[Path], typer.Option("--topology")] = None,
-    timestep_ps: Annotated[Optional[float], typer.Option("--timestep-ps")] = None,
+    topology: Annotated[Optional[Path], typer.Option("--topology", help="Topology (LAMMPS data file for dumps).")] = None,
+    timestep_ps: Annotated[Optional[float], typer.Option("--timestep-ps", help="Time between stored frames, ps.")] = None,
     md_timestep_ps: Annotated[
         Optional[float], typer.Option("--md-timestep-ps", help="MD timestep (LAMMPS dumps: frame time = step x this).")
     ] = None,
@@ -326,7 +346,7 @@ def sites(
 def report(
     out: Annotated[Path, typer.Argument(help="Directory written by 'analyze'.")],
     ion: Annotated[Optional[int], typer.Option(help="Mobile-ion index for the path figure.")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
 ) -> None:
     """Write PNG figures and report.html summarising an analysed run."""
     from .report import make_report
@@ -339,21 +359,25 @@ def report(
 @app.command()
 def arrhenius(
     runs: Annotated[list[Path], typer.Argument(help="Directories written by 'analyze', one per temperature.")],
-    temperatures: Annotated[
-        Optional[str], typer.Option("--temperatures", help="Comma-separated temperatures, K (default: from the runs).")
+    temperature: Annotated[
+        Optional[list[str]], typer.Option("--temperature", help="Temperatures of the runs, K, in their order: "
+                                          "comma-separated or repeated (default: from each summary.json).")
     ] = None,
+    temperatures: Annotated[Optional[list[str]], typer.Option("--temperatures", hidden=True,
+                                                                help="Old name of --temperature.")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Write the Arrhenius plot (PNG).")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
 ) -> None:
-    """Activation energies and prefactors from D*, D_sigma and the hop frequency across runs."""
+    """Activation energies and prefactors across runs from D*, D_sigma, the hop frequency nu and f*nu (no fit of sigma)."""
     from .report import arrhenius_across_runs
 
     _setup_logging(verbose)
+    given = [t for v in (temperature or []) + (temperatures or []) for t in v.split(",") if t.strip()]
     try:
-        temps = [float(t) for t in temperatures.split(",")] if temperatures else None
+        temps = [float(t) for t in given] if given else None
     except ValueError:
-        raise typer.BadParameter(f"{temperatures!r} is not a comma-separated list of numbers (K)",
-                                 param_hint="'--temperatures'") from None
+        raise typer.BadParameter(f"{','.join(given)!r} is not a comma-separated list of numbers (K)",
+                                 param_hint="'--temperature'") from None
     res = arrhenius_across_runs([str(r) for r in runs], temps, str(plot) if plot else None)
     typer.echo(json.dumps(res, indent=2))
 
@@ -367,7 +391,7 @@ def database(
     ] = None,
     jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="Workers of the local Dask cluster.")] = None,
     no_figures: Annotated[bool, typer.Option("--no-figures", help="Skip the PNG figures and index.html.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
 ) -> None:
     """Descriptor database of many runs on Dask: per-run analysis (cached), descriptors, Spearman, PCA, classes."""
     from .database import build_database
@@ -447,6 +471,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     """
     global _PROGRAM
     _PROGRAM = argv is None
+    from .quiet import quiet_third_party
+
+    quiet_third_party()
     args, debug = _split_debug(list(sys.argv[1:] if argv is None else argv))
     if not debug:
         # a reader that failed half-built can complain again at garbage collection; one message is enough

@@ -187,6 +187,16 @@ class CorrelationResult:
             "pair_mechanisms": self.mechanisms,
         }
 
+    def __repr__(self) -> str:
+        from .display import correlation_rows, summary_text
+
+        return summary_text("CorrelationResult", correlation_rows(self.summary()), ".summary() for every number")
+
+    def _repr_html_(self) -> str:
+        from .display import correlation_rows, summary_html
+
+        return summary_html("CorrelationResult", correlation_rows(self.summary()), ".summary() for every number")
+
 
 def _nan_none(v: float) -> float | None:
     return None if not np.isfinite(v) else float(v)

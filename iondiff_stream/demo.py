@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="demo_out")
     ap.add_argument("--quick", action="store_true", help="4 ps instead of 40 ps")
     args = ap.parse_args(argv)
+    from .quiet import quiet_third_party
+
+    quiet_third_party()  # the demo's own warnings (and LAMMPS errors) still show
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # the demo's local Dask cluster: its scheduler/worker start-up messages are not the demo's output
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")

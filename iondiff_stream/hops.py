@@ -239,8 +239,9 @@ class HopTable:
     def __len__(self) -> int:
         return int(len(self.columns["ion"]))
 
-    def __getitem__(self, key: str) -> np.ndarray:
-        return self.columns[key]
+    def __getitem__(self, key: str | Sequence[str]) -> Any:
+        """One column (ndarray) by name, or several as a :class:`pandas.DataFrame` (``table[["ion", "length_A"]]``)."""
+        return self.columns[key] if isinstance(key, str) else self.to_pandas(key)
 
     @classmethod
     def empty(cls) -> HopTable:
@@ -302,6 +303,29 @@ class HopTable:
                     else:
                         row.append(str(int(v)))
                 wr.writerow(row)
+
+    # -- pandas and notebook interop (formatting in iondiff_stream.display) --
+    def to_pandas(self, columns: Sequence[str] | None = None) -> Any:
+        """The hops as a :class:`pandas.DataFrame`, one row per hop, units in the column names.
+
+        Parameters
+        ----------
+        columns : sequence of str, optional
+            Columns to keep, in this order (default: all of :data:`HOP_COLUMNS`).
+        """
+        from .display import hop_table_frame
+
+        return hop_table_frame(self.columns, columns)
+
+    def __repr__(self) -> str:
+        from .display import hop_table_rows, summary_text
+
+        return summary_text("HopTable", hop_table_rows(self), "table.to_pandas() for a DataFrame")
+
+    def _repr_html_(self) -> str:
+        from .display import hop_table_rows, summary_html
+
+        return summary_html("HopTable", hop_table_rows(self), "table.to_pandas() for a DataFrame")
 
 
 @dataclass
@@ -384,6 +408,16 @@ class HopResults:
         for i, ion in enumerate(self.ions):
             out[i, : ion.k] = ion.centres
         return out
+
+    def __repr__(self) -> str:
+        from .display import hop_results_rows, summary_text
+
+        return summary_text("HopResults", hop_results_rows(self), ".hops: the HopTable; .states, .sites, .sigma_A")
+
+    def _repr_html_(self) -> str:
+        from .display import hop_results_rows, summary_html
+
+        return summary_html("HopResults", hop_results_rows(self), ".hops: the HopTable; .states, .sites, .sigma_A")
 
 
 # ---------------------------------------------------------------------------

@@ -17,9 +17,37 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["RunProgress", "Stage", "stage", "track", "current", "run_weights"]
+__all__ = ["RunProgress", "Stage", "stage", "track", "current", "run_weights", "stderr_console", "log_handler"]
 
 _CURRENT: ContextVar[RunProgress | None] = ContextVar("iondiff_progress", default=None)
+
+
+_CONSOLE: Any = None
+
+
+def stderr_console() -> Any:
+    """The one rich Console on stderr shared by the progress bars and the log handler.
+
+    Log records written through it while a bar is live are printed above the bar, not into it.
+    """
+    global _CONSOLE
+    if _CONSOLE is None:
+        from rich.console import Console
+
+        _CONSOLE = Console(stderr=True)
+    return _CONSOLE
+
+
+def log_handler(fmt: str = "%(name)s: %(message)s") -> Any:
+    """A :class:`rich.logging.RichHandler` on :func:`stderr_console` (level column, no time or path)."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=stderr_console(), show_time=False, show_path=False, markup=False,
+                          rich_tracebacks=False)
+    handler.setFormatter(logging.Formatter(fmt))
+    return handler
 
 
 def current() -> RunProgress | None:
@@ -96,12 +124,11 @@ class RunProgress:
 
     def __enter__(self) -> RunProgress:
         if self.enabled:
-            from rich.console import Console
             from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
             self._progress = Progress(
                 TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-                TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True), transient=False,
+                TextColumn("ETA"), TimeRemainingColumn(), console=stderr_console(), transient=False,
             )
             self._progress.start()
             self._task = self._progress.add_task(self.description, total=1000.0)
@@ -146,7 +173,6 @@ def track(items: Iterable[T], description: str, enabled: bool = False, stage_nam
     if not enabled:
         yield from items
         return
-    from rich.console import Console
     from rich.progress import track as rich_track
 
-    yield from rich_track(list(items), description=description, console=Console(stderr=True))
+    yield from rich_track(list(items), description=description, console=stderr_console())

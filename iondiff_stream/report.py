@@ -156,7 +156,7 @@ def arrhenius_across_runs(
     if temperatures_K is None:
         temperatures_K = [s.get("temperature_K") for s in sums]
         if any(t is None for t in temperatures_K):
-            raise AnalysisError("temperatures are not in every summary.json: pass --temperatures")
+            raise AnalysisError("temperatures are not in every summary.json: pass --temperature")
     if len(temperatures_K) != len(out_dirs):
         raise AnalysisError(f"{len(out_dirs)} runs but {len(temperatures_K)} temperatures")
     T = np.asarray(temperatures_K, float)

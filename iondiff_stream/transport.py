@@ -737,6 +737,16 @@ class TransportResult:
             "D_fit_window_ps": [self.tracer.fit_start_ps, self.tracer.fit_end_ps],
         }
 
+    def __repr__(self) -> str:
+        from .display import summary_text, transport_rows
+
+        return summary_text("TransportResult", transport_rows(self.summary()), ".summary() for every number")
+
+    def _repr_html_(self) -> str:
+        from .display import summary_html, transport_rows
+
+        return summary_html("TransportResult", transport_rows(self.summary()), ".summary() for every number")
+
 
 def analyse_transport(
     pos: np.ndarray,

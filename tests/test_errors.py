@@ -320,10 +320,10 @@ CASES = [
     # arrhenius
     ("arrhenius-one-run", ["arrhenius", "{d}/ana"], "2 or more temperatures"),
     ("arrhenius-missing", ["arrhenius", "{d}/ana", "{d}/nothing_here"], "nothing_here has no summary.json"),
-    ("arrhenius-bad-temperatures", ["arrhenius", "{d}/ana", "{d}/ana", "--temperatures", "abc"], "--temperatures"),
+    ("arrhenius-bad-temperatures", ["arrhenius", "{d}/ana", "{d}/ana", "--temperature", "abc"], "--temperature"),
     ("arrhenius-temperature-count", ["arrhenius", "{d}/ana", "{d}/ana", "--temperatures", "1000"],
      "2 runs but 1 temperatures"),
-    ("arrhenius-no-temperature", ["arrhenius", "{d}/ana", "{d}/ana"], "--temperatures"),
+    ("arrhenius-no-temperature", ["arrhenius", "{d}/ana", "{d}/ana"], "pass --temperature"),
     # database (descriptors of many runs)
     ("database-missing-manifest", ["database", "{d}/none.csv", "--out", "{d}/db"], "none.csv"),
     ("database-bad-manifest", ["database", "{d}/run.data", "--out", "{d}/db"], "lacks column"),
