@@ -927,7 +927,7 @@ def _find_hops_sites(
 
         model, info = choose_site_model(model, read, T, framework, species or [], box, r_core, m_res,
                                         params.site.min_site_frames, params.site.core_cap,
-                                        tolerance=-1.0 if params.site.candidates == "framework" else 0.02)
+                                        force_framework=params.site.candidates == "framework")
     if model.moving:
         res = _framework_hops(positions, layout, framework, model, r_core, sigma, times_ps, params, atom_indices,
                               atom_ids, m_res)

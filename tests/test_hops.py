@@ -447,12 +447,11 @@ def test_ion_subset_reads_like_fancy_indexing(tmp_path):
 def test_transport_in_a_thread_equals_the_serial_analysis():
     """analyse_positions runs the transport in a thread while the hops are found: the summary is the
     same, number for number, as the serial summarise on the same positions (Na3PS4 800 K)."""
-    from iondiff_stream.analyze import analyse_positions, summarise
+    from iondiff_stream.analyze import analyse_positions, hops_of, summarise
 
     data = _real("Na3PS4")
     threaded = analyse_positions(data, temperature_K=800.0).summary
-    serial = summarise(data, find_hops(data.positions, data.times_ps, atom_indices=data.atom_indices, atom_ids=data.atom_ids,
-                                       box=data.box, layout="frame"), temperature_K=800.0).summary
+    serial = summarise(data, hops_of(data), temperature_K=800.0).summary
     assert threaded["D_tracer_cm2_s"] > 0 and threaded["n_hops"] > 0
     dump = lambda s: json.dumps(s, sort_keys=True, default=lambda o: np.asarray(o).tolist())  # noqa: E731
     assert dump(threaded) == dump(serial)

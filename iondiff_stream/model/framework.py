@@ -166,36 +166,71 @@ def in_core_fraction(model: SiteModel, read_frames: Any, n_frames: int, framewor
     return inside / max(tot, 1)
 
 
+def _sample(model: SiteModel, read_frames: Any, n_frames: int, framework: FrameworkFrames | None,
+            r_core_A: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
+    """(positions, framework, states) of the sample chunks under ``model``."""
+    cached = getattr(model, "sample_states_", None)
+    out = []
+    for c, (t0, t1) in enumerate(sample_chunks(n_frames)):
+        x = read_frames(t0, t1)
+        fw = None if (framework is None or not model.moving) else framework.positions[t0:t1]
+        st = cached[c] if cached is not None else model.assign_frames(x, fw, r_core_A)
+        out.append((x, fw, st))
+    return out
+
+
 def choose_site_model(density: SiteModel, read_frames: Any, n_frames: int, framework: FrameworkFrames | None,
                       mobile_species: Any, box: np.ndarray | None, r_core_A: np.ndarray, m_res: int,
-                      min_site_frames: float = 5.0, core_cap: float = 0.45, tolerance: float = 0.02,
+                      min_site_frames: float = 5.0, core_cap: float = 0.45, force_framework: bool = False,
                       ) -> tuple[SiteModel, dict[str, Any]]:
-    """The site model under which the ions spend the most time resident in a site's core.
+    """The site model whose self-checks pass: density peaks, or the framework's holes when those fail.
+
+    Density peaks need no lattice and are kept whenever their self-checks
+    (:func:`iondiff_stream.model.checks.sample_checks` on sample stretches of the run) do not fail.
+    When they fail — ions resting outside every site, hops skipping sites or lasting as long as
+    residences: sites merged or never found, as on liquid-like sublattices — the framework's holes
+    are tried, and the model with the better verdict is used (on a tie, the one whose cores hold the
+    ions for more of the time).
 
     Returns
     -------
     model : SiteModel
     info : dict
-        ``site_model`` (kind), ``in_core_fraction_density``, ``in_core_fraction_framework`` (None
-        when there is no framework model), ``n_framework_holes_kept``.
+        ``site_model`` (kind), ``site_model_checks`` (verdict and reasons of each model tried),
+        ``in_core_fraction_density`` / ``_framework``, ``n_framework_holes_kept``.
     """
+    from .checks import sample_checks
+
+    rank = {"ok": 0, "warn": 1, "fail": 2, "not applicable": 0}
+    cap = float(np.median(density.core_cap_A)) if density.n_sites else 1.0
+    rest_r = float(np.median(np.minimum(r_core_A, cap)))
     info: dict[str, Any] = {"site_model": density.kind, "in_core_fraction_framework": None}
-    fd = in_core_fraction(density, read_frames, n_frames, None, r_core_A)
+    samp_d = _sample(density, read_frames, n_frames, None, r_core_A)
+    far = 1.5 * rest_r
+    chk_d = sample_checks(density, samp_d, m_res, rest_r, far)
+    fd = sum(int((st >= 0).sum()) for _, _, st in samp_d) / max(sum(st.size for _, _, st in samp_d), 1)
     info["in_core_fraction_density"] = fd
+    info["site_model_checks"] = {"density peaks": {"verdict": chk_d.verdict, "reasons": chk_d.reasons,
+                                                   **{k: v for k, v in chk_d.to_dict().items() if k.endswith(("fraction", "_nn", "residence"))}}}
     if framework is None or box is None or framework.positions.shape[1] < 4:
+        return density, info
+    if chk_d.verdict != "fail" and not force_framework:
         return density, info
     fm = framework_site_model(read_frames, n_frames, framework, mobile_species, box, r_core_A, m_res,
                               min_site_frames, core_cap)
     if fm is None:
         return density, info
-    ff = in_core_fraction(fm, read_frames, n_frames, framework, r_core_A)
+    samp_f = _sample(fm, read_frames, n_frames, framework, r_core_A)
+    chk_f = sample_checks(fm, samp_f, m_res, rest_r, far)
+    ff = sum(int((st >= 0).sum()) for _, _, st in samp_f) / max(sum(st.size for _, _, st in samp_f), 1)
     info["in_core_fraction_framework"] = ff
     info["n_framework_holes_kept"] = fm.n_sites
-    if ff >= fd - tolerance:
+    info["site_model_checks"][fm.kind] = {"verdict": chk_f.verdict, "reasons": chk_f.reasons,
+                                          **{k: v for k, v in chk_f.to_dict().items() if k.endswith(("fraction", "_nn", "residence"))}}
+    better = (rank[chk_f.verdict], -ff) < (rank[chk_d.verdict], -fd)
+    if better or force_framework:
         info["site_model"] = fm.kind
-        logger.info("sites: %s (ions in a core %.0f %% of the time; density peaks %.0f %%)", fm.kind, 100 * ff,
-                    100 * fd)
+        logger.info("sites: %s (self-check %s; density peaks: %s)", fm.kind, chk_f.verdict, "; ".join(chk_d.reasons))
         return fm, info
-    logger.info("sites: density peaks (ions in a core %.0f %% of the time; framework holes %.0f %%)", 100 * fd,
-                100 * ff)
+    logger.info("sites: density peaks kept (self-check %s; framework holes %s)", chk_d.verdict, chk_f.verdict)
     return density, info
