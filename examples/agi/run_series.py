@@ -1,8 +1,8 @@
-"""Run the alpha-AgI example (``in.agi``) at several temperatures into ``OUT/T{T}/`` (dump + data).
+"""Run the alpha-AgI example (``in.agi``) at several temperatures into ``OUT/T{T}/`` (dump.lammpstrj + agi.data).
 
 For every temperature: the PRV table (``potential.py``) is written into ``OUT``, ``in.agi`` runs with one
 process (10 ps NVT equilibration, then production with ``dump.lammpstrj``: ``id type xu yu zu`` every 20 fs,
-and ``data`` written at the start of production), and ``OUT/T{T}/run.json`` records the settings, the
+and ``agi.data`` written at the start of production), and ``OUT/T{T}/run.json`` records the settings, the
 steps/s and the iodide / silver MSD (LAMMPS ``compute msd com yes``) over the production run.
 
 Usage::
@@ -87,7 +87,7 @@ def run_one(out: str, T: float, ps: float, seed: int = 84721, dt: float = 0.004,
            "steps_per_s": nprod / wall, "msd_I_end_A2": float(lmp.extract_compute("msdI", 0, 1)[3]),
            "msd_Ag_end_A2": float(lmp.extract_compute("msdA", 0, 1)[3]), "temp_end_K": float(lmp.get_thermo("temp")),
            "press_end_bar": float(lmp.get_thermo("press")), "natoms": int(lmp.get_natoms()),
-           "dump": os.path.join(out, "dump.lammpstrj"), "data": os.path.join(out, "data")}
+           "dump": os.path.join(out, "dump.lammpstrj"), "data": os.path.join(out, "agi.data")}
     lmp.close()
     with open(os.path.join(out, "run.json"), "w") as fh:
         json.dump(res, fh, indent=1)
