@@ -167,9 +167,9 @@ def main() -> None:
     print(f"table: {a.out}")
     a_lat = 5.07
     d_tet = a_lat * np.sqrt(5.0) / 4.0
-    for pair in PRV_PARAMS:
-        print(f"{pair[0]}-{pair[1]}: minimum short-range only {pair_minimum(pair, False):.3f} A, "
-              f"with Coulomb {pair_minimum(pair, True) if pair == ('Ag', 'I') else float('nan'):.3f} A")
+    print(f"Ag-I pair minimum: short range only {pair_minimum(('Ag', 'I'), False):.3f} A, "
+          f"with the bare Coulomb term {pair_minimum(('Ag', 'I'), True):.3f} A")
+    print(f"I-I short-range minimum {pair_minimum(('I', 'I'), False, 3.0, 10.0):.3f} A; Ag-Ag purely repulsive")
     print(f"Ag-I distance at a 12d tetrahedral site (a = {a_lat} A): a*sqrt(5)/4 = {d_tet:.3f} A")
     if a.check_md:
         res = _check_md(a.out)
