@@ -152,7 +152,7 @@ def analyze(
     s = run.summary
     keys = ["n_frames", "n_mobile", "timestep_ps", "method", "n_sites", "n_hops", "n_diffusive_ions", "mean_hop_length_A",
             "mean_hop_duration_ps", "hop_frequency_per_ps", "mean_residence_time_ps", "D_tracer_cm2_s",
-            "D_sigma_cm2_s", "D_sigma_status", "D_sigma_interval_cm2_s", "haven_ratio", "sigma_NE_mS_cm", "mean_correlated_ions", "hop_msd_fraction", "hop_msd_fraction_ci95",
+            "D_sigma_cm2_s", "D_sigma_status", "D_sigma_ci95_cm2_s", "D_tracer_status", "D_tracer_reason", "haven_ratio", "sigma_NE_mS_cm", "mean_correlated_ions", "hop_msd_fraction", "hop_msd_fraction_ci95",
             "hop_msd_check", "hop_correlation_factor", "hop_msd_fraction_correlated", "long_range_diffusion", "warnings"]
     typer.echo(json.dumps({k: s.get(k) for k in keys}, indent=2))
     if "store_segments" in s:

@@ -882,6 +882,11 @@ def hop_descriptors(run: Any) -> dict[str, float]:
                 "concert_p_value", "concert_p_value_mean_size", "null_fraction_hops_concerted_mean",
                 "excess_fraction_hops_concerted", "null_mean_correlated_ions"):
         out[key] = _num(s.get(key))
+    # why a transport number is missing (too short, no long-range diffusion, zero charge, not resolved): the
+    # database leaves such values out of its statistics and lists them with this status
+    for q in ("D_tracer", "D_sigma", "haven_ratio", "sigma_NE"):
+        if s.get(f"{q}_status") is not None:
+            out[f"{q}_status"] = str(s[f"{q}_status"])  # type: ignore[assignment]
     fit = s.get("group_size_fit") or {}
     out["group_size_decay_b"] = _num(fit.get("b")) if isinstance(fit, dict) else float("nan")
     return out

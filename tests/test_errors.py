@@ -120,11 +120,11 @@ def test_unresolved_collective_reported_as_null_with_interval():
     s = {"D_sigma_cm2_s": -7.7e-8, "D_sigma_std_cm2_s": 5e-8, "haven_ratio": -3.0, "sigma_collective_mS_cm": -4.63}
     _mark_collective(s)
     assert s["D_sigma_cm2_s"] is None and s["D_sigma_status"] == "not resolved"
-    lo, hi = s["D_sigma_interval_cm2_s"]
+    lo, hi = s["D_sigma_ci95_cm2_s"]
     assert lo == pytest.approx(-7.7e-8 - 2.776445 * 5e-8, rel=1e-6) and hi > 0
     assert s["haven_ratio"] is None and s["sigma_collective_mS_cm"] is None
     # conductivity is linear in D: its interval is the D interval scaled
-    assert s["sigma_collective_interval_mS_cm"] == pytest.approx([lo * -4.63 / -7.7e-8, hi * -4.63 / -7.7e-8])
+    assert s["sigma_collective_ci95_mS_cm"] == pytest.approx([lo * -4.63 / -7.7e-8, hi * -4.63 / -7.7e-8])
     s = {"D_sigma_cm2_s": 2e-6, "D_sigma_std_cm2_s": 1e-7, "haven_ratio": 0.4}
     _mark_collective(s)
     assert s["D_sigma_cm2_s"] == 2e-6 and s["D_sigma_status"] == "resolved" and s["haven_ratio"] == 0.4
@@ -139,7 +139,7 @@ def test_collective_diffusion_physics():
     vib = sites + rng.normal(0, 0.2, (32, 1000, 3))
     s = analyse_transport(vib, 0.05, 8000.0, 300.0, 1.0, gls_points=50, n_bootstrap=20).summary()  # default GLS fit
     _mark_collective(s)
-    lo, hi = s["D_sigma_interval_cm2_s"]
+    lo, hi = s["D_sigma_ci95_cm2_s"]
     assert s["D_sigma_status"] == "not resolved" and lo <= 0 <= hi and s["D_sigma_cm2_s"] is None
     assert s["haven_ratio"] is None and s["sigma_collective_mS_cm"] is None
     # D = s^2 / (2 dt) = 0.09 / 0.1 A^2/ps = 9e-5 cm^2/s for tracer and (uncorrelated ions, H = 1) collective;
@@ -148,7 +148,7 @@ def test_collective_diffusion_physics():
     s = analyse_transport(walk, 0.05, 8000.0, 300.0, 1.0, window="half", max_lag_fraction=0.02,
                           n_bootstrap=20).summary()
     _mark_collective(s)
-    assert s["D_sigma_status"] == "resolved" and s["D_sigma_interval_cm2_s"][0] > 0
+    assert s["D_sigma_status"] == "resolved" and s["D_sigma_ci95_cm2_s"][0] > 0
     assert s["D_sigma_cm2_s"] == pytest.approx(9e-5, rel=0.25) and s["D_tracer_cm2_s"] == pytest.approx(9e-5, rel=0.1)
     assert s["haven_ratio"] == pytest.approx(1.0, rel=0.3)
 
@@ -392,7 +392,7 @@ def test_cli_allow_flags_and_overwrite(synth_files, tmp_path):
     assert not (tmp_path / "o" / "report.html").exists() and (tmp_path / "o" / "notes.txt").read_text() == "mine"
     printed = json.loads(out[: out.rindex("}") + 1])
     assert printed["n_frames"] == 7 and printed["D_tracer_cm2_s"] is None  # 7 frames: no transport fit
-    assert {"D_sigma_status", "D_sigma_interval_cm2_s"} <= set(printed)
+    assert {"D_sigma_status", "D_sigma_ci95_cm2_s"} <= set(printed)
     code, out, err = cli_main("analyze", str(d / "cut_XDATCAR"), "--mobile", "Li", "--timestep-ps", "0.1",
                               "--no-progress", "--out", str(tmp_path / "x"), "--allow-truncated")
     assert code == 0, err
