@@ -57,7 +57,7 @@ def write_outputs(run: RunAnalysis, out_dir: str, extra: dict[str, Any] | None =
     # attribute (~90 round trips)
     groups: dict[str, dict[str, Any]] = {}
     arrays: list[tuple[str, str, np.ndarray, dict[str, Any], dict[str, Any]]] = []
-    root_attrs: dict[str, Any] = {"length_unit": "angstrom", "time_unit": "ps",
+    root_attrs: dict[str, Any] = {"format": "iondiff_stream.results", "length_unit": "angstrom", "time_unit": "ps",
                                   "summary": json.loads(json.dumps(summary, default=_json_default))}
     h = run.hops
 

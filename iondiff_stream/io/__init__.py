@@ -202,7 +202,14 @@ def load_universe(
 
         if len(paths) != 1:
             raise TrajectoryFormatError("a Zarr store is one run: give one store")
-        return universe_from_store(paths[0], **kwargs)
+        check_frame_store(paths[0])
+        try:
+            return universe_from_store(paths[0], **kwargs)
+        except (ValueError, OSError, EOFError, KeyError, TypeError) as exc:
+            cause = _our_cause(exc)  # MDAnalysis wraps our readers' errors in its own ValueError
+            if cause is not None and cause is not exc:
+                raise type(cause)(str(cause)) from exc
+            raise
     allow_truncated = bool(kwargs.pop("allow_truncated", False)) if fmt != "XDATCAR" else kwargs.get("allow_truncated", False)
     if fmt == "LAMMPSDUMP":  # before asking for a data file: is it a dump at all?
         for p in paths:
@@ -249,6 +256,53 @@ def load_universe(
         except Exception:  # noqa: BLE001 - best effort, checked later
             pass
     return u
+
+
+#: ``format`` attribute of the results.zarr an analysis writes
+RESULTS_FORMAT = "iondiff_stream.results"
+
+
+def check_frame_store(path: str) -> None:
+    """Refuse a directory that is not an iondiff_stream frame store, saying what it is.
+
+    Parameters
+    ----------
+    path : str
+        A ``*.zarr`` directory given as a trajectory.
+
+    Raises
+    ------
+    TrajectoryFileNotFoundError
+        Nothing there.
+    TrajectoryFormatError
+        An analysis' own ``results.zarr``, another tool's Zarr store (v2 or v3), or a directory that is not
+        a Zarr store.
+    """
+    import json
+
+    from ..buffer import FORMAT
+
+    if not os.path.exists(path):
+        raise TrajectoryFileNotFoundError(f"file not found: {path}")
+    meta = os.path.join(path, "zarr.json")
+    if not os.path.isfile(meta):
+        if any(os.path.exists(os.path.join(path, n)) for n in (".zgroup", ".zarray", ".zattrs")):
+            raise TrajectoryFormatError(f"{path} is a Zarr (v2) store written by another tool, not an iondiff_stream "
+                                        "frame store: give a trajectory file or a store written by iondiff-stream")
+        raise TrajectoryFormatError(f"{path} is not a Zarr store (no zarr.json): give a trajectory file or a frame "
+                                    "store written by iondiff-stream")
+    try:
+        with open(meta) as fh:
+            attrs = json.load(fh).get("attributes") or {}
+    except (OSError, ValueError, AttributeError) as exc:
+        raise TrajectoryFormatError(f"{path}: its zarr.json cannot be read ({exc}): not a frame store, or a damaged one") from exc
+    if attrs.get("format") == FORMAT:
+        return
+    if attrs.get("format") == RESULTS_FORMAT or ("summary" in attrs and "length_unit" in attrs):
+        raise TrajectoryFormatError(f"{path} holds the results of an analysis (results.zarr), not frames: analyse "
+                                    "the trajectory or frame store it was made from")
+    raise TrajectoryFormatError(f"{path} is a Zarr store but not an iondiff_stream frame store (written by another "
+                                "tool?): give a trajectory file or a store written by iondiff-stream")
 
 
 _MDA_ONLY_DUMP_OPTIONS = ("unwrap_images", "additional_columns")
@@ -331,11 +385,22 @@ def select_mobile(u: mda.Universe, spec: str) -> mda.AtomGroup:
         try:
             ag = u.select_atoms(spec)
         except Exception as exc:  # MDAnalysis raises SelectionError/ValueError
-            raise SelectionError(f"invalid selection {spec!r}: {exc}") from exc
+            raise SelectionError(f"invalid selection {spec!r}: {exc}{_case_hint(words)}") from exc
         present = sorted(set(getattr(u.atoms, "types", [])))
     if len(ag) == 0:
-        raise SelectionError(f"selection {spec!r} matched no atoms; species/types present: {', '.join(map(str, present))}")
+        raise SelectionError(f"selection {spec!r} matched no atoms; species/types present: {', '.join(map(str, present))}"
+                             f"{_case_hint(words)}")
     return ag
+
+
+def _case_hint(words: list[str]) -> str:
+    """``"; element symbols are case-sensitive: did you mean 'Li'?"`` for words that are elements in another case."""
+    from ..elements import ELEMENTS
+
+    fixed = [w[:1].upper() + w[1:].lower() for w in words]
+    if words and fixed != words and all(f in ELEMENTS for f in fixed):
+        return f"; element symbols are case-sensitive: did you mean {','.join(fixed)!r}?"
+    return ""
 
 
 @dataclass
