@@ -147,9 +147,8 @@ class _Cluster:
         self.sched = subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
                                        "--no-dashboard", "--scheduler-file", self.file], env=self.env,
                                       stdout=self.log, stderr=subprocess.STDOUT)
-        for _ in range(300):
-            if os.path.exists(self.file) and os.path.getsize(self.file) > 0:
-                break
+        deadline = time.time() + 600  # generous: a busy machine is slow, not wrong
+        while time.time() < deadline and not (os.path.exists(self.file) and os.path.getsize(self.file) > 0):
             time.sleep(0.1)
         self.address = json.load(open(self.file))["address"]
         self.workers = [self.add_worker(f"w{i}") for i in range(n_workers)]
@@ -159,10 +158,10 @@ class _Cluster:
                               "--no-dashboard", "--name", name], env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         return p
 
-    def wait_workers(self, n, timeout=60):
+    def wait_workers(self, n, timeout=600):
         from distributed import Client
 
-        with Client(self.address, timeout="30s") as c:
+        with Client(self.address, timeout="300s") as c:
             c.wait_for_workers(n, timeout=timeout)
 
     def close(self):

@@ -199,6 +199,11 @@ def synth_files(tmp_path_factory):
     # 7 frames (< 8: no transport fit, so the analyses in these tests stay cheap), and the same cut in its 8th frame
     (d / "seven.dump").write_text("\n".join(lines[: 7 * per]) + "\n")
     (d / "cut_seven.dump").write_text("\n".join(lines[: 8 * per - 10]) + "\n")
+    # a compressed dump cut mid-way (a copy or gzip stopped early): inside the compressed stream
+    import gzip
+
+    whole = gzip.compress(("\n".join(lines[: 20 * per]) + "\n").encode())
+    (d / "cut.dump.gz").write_bytes(whole[: int(len(whole) * 0.6)])
     nan = list(lines)
     nan[7 * per + 9 + 2] = " ".join(nan[7 * per + 9 + 2].split()[:2] + ["nan", "1.0", "2.0"])
     (d / "nan.dump").write_text("\n".join(nan) + "\n")
@@ -273,6 +278,8 @@ CASES = [
     ("empty-dump", AN + ["{d}/empty.dump", "--topology", "{d}/run.data", "--mobile", "Li"], "empty.dump: empty file"),
     ("truncated-dump", AN + ["{d}/cut.dump", "--topology", "{d}/run.data", "--mobile", "Li", "--md-timestep-ps", "0.005"],
      "--allow-truncated"),
+    ("cut-gz-dump", AN + ["{d}/cut.dump.gz", "--topology", "{d}/run.data", "--mobile", "Li", "--md-timestep-ps", "0.005"],
+     "{d}/cut.dump.gz: the compressed file is cut short"),
     ("nan-coordinates", AN + ["{d}/nan.dump", "--topology", "{d}/run.data", "--mobile", "Li", "--md-timestep-ps", "0.005"],
      "nan.dump frame 7: NaN/inf"),
     ("timestep-nan", AN + DUMP + ["--timestep-ps", "nan"], "Invalid value for '--timestep-ps'"),
@@ -498,3 +505,18 @@ def test_monitor_exits_130_on_ctrl_c(synth_files, monkeypatch):
         mon.watch(str(synth_files / "s.zarr"), 0.1)
     code, _, err = cli_main("monitor", str(synth_files / "s.zarr"), "--interval", "0.1")
     assert code == 130 and "interrupted" in err and "Traceback" not in err
+
+
+def test_cut_gz_dump_keeps_its_complete_frames_with_allow_truncated(synth_files, tmp_path):
+    d = synth_files
+    code, out, err = cli_main("analyze", str(d / "cut.dump.gz"), "--topology", str(d / "run.data"), "--mobile", "Li",
+                              "--md-timestep-ps", "0.005", "--no-progress", "--out", str(tmp_path / "o"),
+                              "--allow-truncated")
+    assert code == 0, err
+    s = json.load(open(tmp_path / "o" / "summary.json"))
+    assert 1 <= s["n_frames"] < 20  # the complete frames before the cut (of 20 written)
+    import zlib
+
+    raw = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress((d / "cut.dump.gz").read_bytes())
+    n_atoms = int(raw.split(b"\n")[3])
+    assert s["n_frames"] == (raw.count(b"\n") // (n_atoms + 9))  # every complete frame kept
