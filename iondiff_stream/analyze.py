@@ -359,11 +359,14 @@ def _summary(run: RunAnalysis, temperature_K: float | None, charge: float | None
     if tr is not None:
         s.update({k: (_finite(v) if isinstance(v, float) else v) for k, v in tr.summary().items()})
         s["D_tracer_stderr_cm2_s"] = tr.tracer.stderr_cm2_s
-        from .results import _mark_collective
+        from .results import mark_transport
 
-        _mark_collective(s)  # D_sigma <= 0 or its 95 % interval reaching 0: null, status and interval
+        mark_transport(s, tr.lag_ps, tr.msd_A2)  # numbers the run cannot support: null, status and reason
     else:
+        from .results import mark_transport
+
         s["D_tracer_cm2_s"] = None
+        mark_transport(s)
     if run.correlations is not None:
         s.update(run.correlations.summary())
     return s

@@ -719,15 +719,42 @@ class FrameStoreReader:
                     raise StoreOverwrittenError(
                         f"{self.path}: the ring buffer overwrote frames while they were read; retry (read more recent frames)"
                     ) from exc
+                what = "failed its checksum" if "checksum" in str(exc).lower() else "could not be decoded"
                 raise StoreCorruptError(
-                    f"{self.path}: array {k!r}, frames {g0}..{g1 - 1}: a chunk failed its checksum or could not be "
-                    f"decoded ({type(exc).__name__}: {exc}): store corrupt"
+                    f"{self.path}: store damaged: a chunk of {k!r} in frames {g0}-{g1 - 1} {what}: store corrupt"
                 ) from exc
+            if k in _CHUNKS_ALWAYS_WRITTEN:
+                self._check_chunks_present(grp[k], k, g0, g1)
         if self.refresh().first_frame > g0:
             raise StoreOverwrittenError(
                 f"{self.path}: the ring buffer overwrote frames while they were read; retry (read more recent frames)"
             )
         return out
+
+    def _check_chunks_present(self, arr: Any, name: str, g0: int, g1: int) -> None:
+        """Raise :class:`StoreCorruptError` when a chunk file holding committed frames ``[g0, g1)`` is missing.
+
+        Zarr reads a missing chunk as its fill value (NaN, -1) without complaint; the arrays in
+        :data:`_CHUNKS_ALWAYS_WRITTEN` never hold a chunk of fill values only, so a missing file is damage.
+        """
+        if g1 <= g0:
+            return
+        frames = np.arange(g0, g1)
+        slots = frames % self.capacity if self.capacity is not None else frames
+        chunk_of = slots // int(self.chunk)
+        extra = (0,) * (len(arr.shape) - 1)
+        for c in np.unique(chunk_of):
+            key = arr.metadata.encode_chunk_key((int(c),) + extra)
+            f = os.path.join(self.path, name, *key.split("/"))
+            if not os.path.exists(f):
+                if self.refresh().first_frame > g0:
+                    raise StoreOverwrittenError(f"{self.path}: the ring buffer overwrote frames while they were read; "
+                                                "retry (read more recent frames)")
+                hit = frames[chunk_of == c]
+                raise StoreCorruptError(
+                    f"{self.path}: store damaged: missing chunk {name}/{key} (frames {int(hit[0])}-{int(hit[-1])}); "
+                    "the store's files were deleted or not copied whole"
+                )
 
     def verify(self) -> int:
         """Read every available chunk of every array (checksums checked); return the frames checked.
@@ -797,6 +824,10 @@ def store_info(path: str, segment: int | str | None = None) -> dict[str, Any]:
         "skipped_duplicate_frames": r.commit.n_skipped_duplicates,
         "frames_available": r.n_frames,
     }
+
+
+#: arrays whose committed chunks always exist as files (framework_centre is NaN, its fill value, without a framework)
+_CHUNKS_ALWAYS_WRITTEN = ("positions", "step", "time_ps", "box", "wall_s")
 
 
 def _choose_segment(segs: list[dict[str, Any]], segment: int | str | None, path: str) -> dict[str, Any] | None:

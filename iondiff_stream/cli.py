@@ -56,6 +56,68 @@ def _pairs(values: Optional[list[str]], flag: str) -> dict[str, str]:
     return out
 
 
+def _check_analyze_options(*, out: Path, overwrite: bool, temperature: Optional[float], charge: Optional[float],
+                           timestep_ps: Optional[float], md_timestep_ps: Optional[float], memory_budget: str,
+                           segment: Optional[str], method: str, start_ps: Optional[float] = None,
+                           stop_ps: Optional[float] = None) -> None:
+    """Every option of ``analyze`` and its output directory, before anything is read (usage errors, exit 2).
+
+    Raises
+    ------
+    typer.BadParameter
+        Naming the flag: a non-positive temperature or time step, an unreadable or too small memory budget,
+        a segment that is neither a number nor ``all``, an output directory that cannot be written.
+    """
+    import math
+
+    from .io.positions_store import MemoryBudget, parse_bytes
+
+    if method not in ("sites", "silhouette"):
+        raise typer.BadParameter(f"must be 'sites' or 'silhouette', got {method!r}", param_hint="'--method'")
+    for flag, v in (("--temperature", temperature), ("--timestep-ps", timestep_ps), ("--md-timestep-ps", md_timestep_ps)):
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise typer.BadParameter(f"must be a positive number, got {v:g}", param_hint=f"'{flag}'")
+    if charge is not None and not math.isfinite(charge):
+        raise typer.BadParameter(f"must be a finite number of e, got {charge}", param_hint="'--charge'")
+    for flag, v in (("--start-ps", start_ps), ("--stop-ps", stop_ps)):
+        if v is not None and not (math.isfinite(v) and v >= 0):
+            raise typer.BadParameter(f"must be a time >= 0 ps, got {v:g}", param_hint=f"'{flag}'")
+    if start_ps is not None and stop_ps is not None and stop_ps <= start_ps:
+        raise typer.BadParameter(f"must be later than --start-ps ({start_ps:g} ps), got {stop_ps:g}",
+                                 param_hint="'--stop-ps'")
+    try:
+        MemoryBudget(parse_bytes(memory_budget))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--memory-budget'") from None
+    if segment is not None and segment.strip().lower() != "all":
+        try:
+            if int(segment) < 0:
+                raise ValueError
+        except ValueError:
+            raise typer.BadParameter(f"must be a segment number (0, 1, ...) or 'all', got {segment!r}",
+                                     param_hint="'--segment'") from None
+    _check_writable_dir(out, "--out")
+
+
+def _check_writable_dir(path: Path, flag: str) -> None:
+    """A directory that exists and can be written, or can be created: probed without leaving anything behind."""
+    import os
+    import tempfile
+
+    p = Path(os.path.abspath(path))
+    if p.exists() and not p.is_dir():
+        raise typer.BadParameter(f"{path} exists and is not a directory", param_hint=f"'{flag}'")
+    base = p
+    while not base.exists():
+        base = base.parent
+    if not base.is_dir():
+        raise typer.BadParameter(f"cannot create {path}: {base} is not a directory", param_hint=f"'{flag}'")
+    try:
+        tempfile.TemporaryDirectory(dir=base, prefix=".iondiff-write-check-").cleanup()
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot write in {base}: {exc.strerror or exc}", param_hint=f"'{flag}'") from None
+
+
 def _setup_logging(verbose: bool) -> None:
     """Log to stderr: through rich's handler on a terminal (printed above a live progress bar), else plain lines."""
     level = logging.INFO if verbose else logging.WARNING
@@ -142,8 +204,8 @@ def analyze(
 
         gc.freeze()  # the imported modules live to the end: later full collections need not walk them (~50 ms)
     _setup_logging(verbose)
-    if method not in ("sites", "silhouette"):
-        raise typer.BadParameter(f"--method must be 'sites' or 'silhouette', got {method!r}")
+    _check_analyze_options(out=out, overwrite=overwrite, temperature=temperature, charge=charge, timestep_ps=timestep_ps,
+                           md_timestep_ps=md_timestep_ps, memory_budget=memory_budget, segment=segment, method=method)
     prepare_output_dir(str(out), overwrite=overwrite)
     params = HopParameters(method=method, k_max=k_max, silhouette_threshold=silhouette_threshold, seed=seed)
     run = analyze_run(
@@ -172,7 +234,7 @@ def analyze(
     s = run.summary
     keys = ["n_frames", "n_mobile", "timestep_ps", "method", "n_sites", "n_hops", "n_diffusive_ions", "mean_hop_length_A",
             "mean_hop_duration_ps", "hop_frequency_per_ps", "mean_residence_time_ps", "D_tracer_cm2_s",
-            "D_sigma_cm2_s", "D_sigma_status", "D_sigma_interval_cm2_s", "haven_ratio", "sigma_NE_mS_cm", "mean_correlated_ions", "hop_msd_fraction", "hop_msd_fraction_ci95",
+            "D_sigma_cm2_s", "D_sigma_status", "D_sigma_ci95_cm2_s", "D_tracer_status", "D_tracer_reason", "haven_ratio", "sigma_NE_mS_cm", "mean_correlated_ions", "hop_msd_fraction", "hop_msd_fraction_ci95",
             "hop_msd_check", "hop_correlation_factor", "hop_msd_fraction_correlated", "long_range_diffusion", "warnings"]
     typer.echo(json.dumps({k: s.get(k) for k in keys}, indent=2))
     if "store_segments" in s:
@@ -280,11 +342,17 @@ def monitor(
     from .monitor import status, watch
 
     _setup_logging(False)
+    if verify and not once:
+        raise typer.BadParameter("applies with --once only", param_hint="'--verify'")
     if once:
         st = status(str(store), verify=verify)
         typer.echo(json.dumps(st, indent=2) if as_json else _format_status(st))
         return
-    watch(str(store), interval)
+    try:
+        watch(str(store), interval)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
 
 
 def _format_status(st: dict) -> str:

@@ -96,7 +96,11 @@ STAT_EXCLUDE = {
     "n_frames", "n_frames_vibrational", "timestep_ps", "total_time_ps", "n_mobile", "n_atoms", "n_atoms_d", "n_atoms_nd", "n_atoms_fw",
     "n_atoms_all", "nyquist_THz", "vdos_weight_near_nyquist", "T_kinetic_K", "T_kinetic_K_d", "T_kinetic_K_nd",
     "T_kinetic_K_fw", "T_kinetic_K_all", "T_kinetic_over_T", "vdos_source", "n_hops",
+    "D_tracer_status", "D_sigma_status", "haven_ratio_status", "sigma_NE_status",
 }
+#: transport columns whose value a run may not support, and the descriptor holding the reason
+STATUS_OF = {"D_tracer_cm2_s": "D_tracer_status", "D_sigma_cm2_s": "D_sigma_status", "haven_ratio": "haven_ratio_status",
+             "sigma_NE_mS_cm": "sigma_NE_status"}
 DONE = "DONE"
 
 
@@ -493,6 +497,28 @@ def _write_csv(path: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) 
     os.replace(tmp, path)
 
 
+def skipped_values(rows: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+    """Transport values that runs do not support, left out of the statistics.
+
+    Parameters
+    ----------
+    rows : list of dict
+        Descriptor rows (``name``, the transport columns and their ``*_status``).
+
+    Returns
+    -------
+    list of dict
+        ``name``, ``column``, ``status`` for every null transport value with a status other than resolved.
+    """
+    out = []
+    for r in rows:
+        for col, st_key in STATUS_OF.items():
+            st = r.get(st_key)
+            if st not in (None, "", "resolved") and not math.isfinite(_as_float(r.get(col))):
+                out.append({"name": str(r.get("name")), "column": col, "status": str(st)})
+    return out
+
+
 def descriptor_matrix(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> np.ndarray:
     """Numbers of ``columns`` for every row, shape (n_runs, n_columns), NaN where missing."""
     return np.array([[_as_float(r.get(c)) for c in columns] for r in rows], dtype=float).reshape(len(rows), len(columns))
@@ -633,6 +659,13 @@ def write_statistics(out: str, entries: Sequence[RunEntry], figures: bool = True
     paths = {"descriptors": os.path.join(out, "descriptors.csv")}
     _write_csv(paths["descriptors"], cols, [[r.get(c, "") if r.get(c) is not None else "" for c in cols] for r in rows])
     cand = [c for c in cols if c not in ID_COLUMNS and c not in STAT_EXCLUDE]
+    skipped = skipped_values(rows)
+    if skipped:
+        logger.warning("%d transport value(s) without meaning left out of Spearman/PCA (see skipped_values.csv): %s",
+                       len(skipped), "; ".join(f"{r['name']} {r['column']} ({r['status']})" for r in skipped[:5]))
+    paths["skipped_values"] = os.path.join(out, "skipped_values.csv")
+    _write_csv(paths["skipped_values"], ["name", "column", "status"],
+               [[r["name"], r["column"], r["status"]] for r in skipped])
     X = descriptor_matrix(rows, cand)
     sp_cols, full_cols = stat_columns(cand, X)
     Xs = descriptor_matrix(rows, sp_cols)
@@ -642,7 +675,11 @@ def write_statistics(out: str, entries: Sequence[RunEntry], figures: bool = True
         _write_csv(paths[key], ["descriptor", *sp_cols], [[c, *mat[i].tolist()] for i, c in enumerate(sp_cols)])
     names = [r["name"] for r in rows]
     pca: dict[str, Any] = {"columns": full_cols, "runs": names, "excluded_incomplete": [c for c in sp_cols if c not in full_cols],
-                           "note": "PCA of the standardised columns (finite for every run, not constant)"}
+                           "note": "PCA of the standardised columns (finite for every run, not constant)",
+                           "skipped_values": skipped,
+                           "skipped_note": ("transport values a run cannot support (too short, no long-range "
+                                            "diffusion, zero charge, not resolved from zero) are null and left out of "
+                                            "Spearman (pairwise) and PCA/k-means (the column is dropped)")}
     km: dict[str, Any] = {"k": 1, "labels": [0] * len(rows), "silhouette_by_k": {}, "silhouette": None}
     if len(rows) >= 2 and full_cols:
         Xf = descriptor_matrix(rows, full_cols)
@@ -892,6 +929,14 @@ def write_html(out: str, entries: Sequence[RunEntry], result: DatabaseResult) ->
     if flagged:
         parts.append("<h2>Vibrational descriptors not to be trusted</h2><p>Frames too far apart (the spectrum is cut "
                      "at the Nyquist frequency) or processed coordinates:</p><ul>" + "".join(flagged) + "</ul>")
+    sk_p = os.path.join(out, "skipped_values.csv")
+    if os.path.exists(sk_p):
+        with open(sk_p, newline="") as fh:
+            skipped = list(csv.DictReader(fh))
+        if skipped:
+            parts.append("<h2>Values without meaning (left out of Spearman and PCA)</h2><ul>"
+                         + "".join(f"<li><b>{html.escape(r['name'])}</b>: {html.escape(r['column'])} null "
+                                   f"({html.escape(r['status'])})</li>" for r in skipped) + "</ul>")
     cols = [c for c in SHOWN if rows and c in rows[0]]
     parts.append("<h2>Runs</h2><table><tr><th>name</th><th>material</th><th>class</th>"
                  + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>")

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CAF2 = ROOT / "examples" / "caf2" / "in.caf2"
 KEYS = ["n_frames", "n_mobile", "timestep_ps", "n_hops", "n_diffusive_ions", "mean_hop_length_A",
         "mean_hop_duration_ps", "hop_frequency_per_ps", "mean_residence_time_ps", "D_tracer_cm2_s",
-        "D_sigma_cm2_s", "D_sigma_status", "D_sigma_interval_cm2_s", "haven_ratio", "sigma_NE_mS_cm",
+        "D_sigma_cm2_s", "D_sigma_status", "D_sigma_ci95_cm2_s", "D_tracer_status", "D_tracer_reason", "haven_ratio", "sigma_NE_mS_cm",
         "n_concerted_groups", "mean_correlated_ions", "hop_msd_fraction", "hop_msd_fraction_ci95", "hop_msd_check", "hop_correlation_factor",
         "hop_msd_fraction_correlated", "long_range_diffusion", "warnings"]
 

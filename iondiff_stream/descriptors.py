@@ -48,8 +48,11 @@ Lindemann ratio: ``√⟨|u|²⟩ / d_nn`` with ``u = r(t) − r̄_W(t)`` the di
 from the running mean over a window ``W`` (default 1 ps: many vibrational
 periods, short compared with residences, so hops do not count as vibration),
 averaged over the group's atoms and frames; ``d_nn`` is the mean distance from
-each atom of the group to its nearest neighbour (any species) in the
-window-averaged first frame.
+each atom of the group to its nearest neighbour (any species), from positions
+averaged over windows ``W`` spread over the whole run, averaged over those
+windows, each neighbour chosen in one window and its distance measured in the
+next (near-instantaneous positions bias it low: the minimum over noisy
+neighbour distances is smaller than the distance between mean positions).
 
 Groups and names
 ----------------
@@ -107,6 +110,7 @@ __all__ = [
     "vdos_from_positions",
     "harmonic_thermal_properties",
     "lindemann_ratio",
+    "window_mean_positions",
     "green_kubo_diffusion",
     "AllAtomTrajectory",
     "read_all_atoms",
@@ -377,8 +381,39 @@ def harmonic_thermal_properties(freq_THz: np.ndarray, modes: np.ndarray, tempera
     }
 
 
-def lindemann_ratio(positions: np.ndarray, dt_ps: float, box: np.ndarray, all_first_frame: np.ndarray,
-                    group_first_frame_index: np.ndarray, window_ps: float = 1.0) -> float:
+#: most windows over which the nearest-neighbour distance of the Lindemann ratio is averaged
+LINDEMANN_MAX_WINDOWS = 16
+
+
+def window_mean_positions(positions: np.ndarray, dt_ps: float, window_ps: float = 1.0,
+                          max_windows: int = LINDEMANN_MAX_WINDOWS) -> np.ndarray:
+    """Positions averaged over non-overlapping windows spread evenly over the run.
+
+    Parameters
+    ----------
+    positions : ndarray, shape (n_atoms, n_frames, 3)
+        Unwrapped positions, Å.
+    dt_ps : float
+        Time between frames, ps.
+    window_ps : float
+        Window length, ps (at least 3 frames, at most the run).
+    max_windows : int
+        Most windows returned (evenly spaced over the run).
+
+    Returns
+    -------
+    ndarray, shape (n_windows, n_atoms, 3)
+        Mean position of every atom in each window, Å.
+    """
+    n_frames = positions.shape[1]
+    n_win = min(max(3, int(round(window_ps / dt_ps)) | 1), n_frames)
+    n_blocks = max(1, n_frames // n_win)
+    picks = np.unique(np.rint(np.linspace(0, n_blocks - 1, min(n_blocks, max_windows))).astype(np.int64))
+    return np.stack([positions[:, b * n_win:(b + 1) * n_win].mean(axis=1) for b in picks])
+
+
+def lindemann_ratio(positions: np.ndarray, dt_ps: float, box: np.ndarray, all_mean_positions: np.ndarray,
+                    group_index: np.ndarray, window_ps: float = 1.0) -> float:
     """Lindemann ratio of a group (see the module docstring).
 
     Parameters
@@ -386,11 +421,14 @@ def lindemann_ratio(positions: np.ndarray, dt_ps: float, box: np.ndarray, all_fi
     positions : ndarray, shape (n_group, n_frames, 3)
         Unwrapped positions of the group, Å.
     dt_ps : float
+        Time between frames, ps.
     box : ndarray, shape (6,)
-    all_first_frame : ndarray, shape (n_atoms, 3)
-        Window-averaged first-frame positions of all atoms, Å.
-    group_first_frame_index : ndarray of int, shape (n_group,)
-        Indices of the group's atoms in ``all_first_frame``.
+        Cell lengths (Å) and angles (degrees).
+    all_mean_positions : ndarray, shape (n_windows, n_atoms, 3) or (n_atoms, 3)
+        Window-averaged positions of all atoms, Å (:func:`window_mean_positions`); the nearest-neighbour
+        distance is averaged over the windows.
+    group_index : ndarray of int, shape (n_group,)
+        Indices of the group's atoms in ``all_mean_positions``.
     window_ps : float
         Running-mean window, ps.
 
@@ -399,7 +437,7 @@ def lindemann_ratio(positions: np.ndarray, dt_ps: float, box: np.ndarray, all_fi
     float
         ``√⟨|u|²⟩ / d_nn`` (dimensionless), NaN for an empty group.
     """
-    from MDAnalysis.lib.distances import distance_array
+    from MDAnalysis.lib.distances import calc_bonds, distance_array
     from scipy.ndimage import uniform_filter1d
 
     if len(positions) == 0:
@@ -408,10 +446,21 @@ def lindemann_ratio(positions: np.ndarray, dt_ps: float, box: np.ndarray, all_fi
     n_win = min(n_win, positions.shape[1])
     mean = uniform_filter1d(positions, size=n_win, axis=1, mode="nearest")
     msd = float(np.mean(np.sum((positions - mean) ** 2, axis=2)))
-    d = distance_array(all_first_frame[group_first_frame_index].astype(np.float64),
-                       all_first_frame.astype(np.float64), box=np.asarray(box, np.float32))
-    d[np.arange(len(group_first_frame_index)), group_first_frame_index] = np.inf
-    d_nn = float(np.mean(d.min(axis=1)))
+    means = np.asarray(all_mean_positions, np.float64)
+    if means.ndim == 2:
+        means = means[None]
+    idx = np.asarray(group_index, dtype=np.int64)
+    box32 = np.asarray(box, np.float32)
+    d_nn_w = []
+    for w, frame in enumerate(means):
+        d = distance_array(frame[idx], frame, box=box32)
+        d[np.arange(len(idx)), idx] = np.inf
+        nearest = d.argmin(axis=1)
+        # the neighbour is chosen in this window and its distance measured in the next one: the minimum over
+        # noisy distances is biased low, a distance measured with independent noise is not
+        other = means[(w + 1) % len(means)]
+        d_nn_w.append(float(np.mean(calc_bonds(other[idx], other[nearest], box=box32))))
+    d_nn = float(np.mean(d_nn_w))
     return math.sqrt(msd) / d_nn if d_nn > 0 else float("nan")
 
 
@@ -741,11 +790,7 @@ def vibrational_descriptors(
     else:
         m = traj.masses
         com_x = np.einsum("i,itk->tk", m, traj.positions) / m.sum()
-    from scipy.ndimage import uniform_filter1d
-
-    n_win = min(max(3, int(round(lindemann_window_ps / dt)) | 1), traj.positions.shape[1])
-    first = uniform_filter1d(traj.positions[:, : min(n_win, traj.positions.shape[1])], size=n_win, axis=1,
-                             mode="nearest")[:, 0]
+    means = window_mean_positions(traj.positions, dt, lindemann_window_ps)  # d_nn of the Lindemann ratio
     values: dict[str, Any] = {}
     spectra: dict[str, VDOS] = {}
     for name, idx in groups.items():
@@ -767,7 +812,7 @@ def vibrational_descriptors(
             vv = v if use_v else np.diff(x, axis=1) / dt
             values["D_vacf_cm2_s"] = (green_kubo_diffusion(vv, dt, gk_time_ps) if spec.weight_near_nyquist <= 0.01
                                       else float("nan"))
-        values["lindemann_ratio" + suffix] = lindemann_ratio(traj.positions[idx], dt, traj.box, first, idx,
+        values["lindemann_ratio" + suffix] = lindemann_ratio(traj.positions[idx], dt, traj.box, means, idx,
                                                              lindemann_window_ps)
     all_idx = np.arange(len(traj.masses))
     if use_v:
@@ -882,6 +927,11 @@ def hop_descriptors(run: Any) -> dict[str, float]:
                 "concert_p_value", "concert_p_value_mean_size", "null_fraction_hops_concerted_mean",
                 "excess_fraction_hops_concerted", "null_mean_correlated_ions"):
         out[key] = _num(s.get(key))
+    # why a transport number is missing (too short, no long-range diffusion, zero charge, not resolved): the
+    # database leaves such values out of its statistics and lists them with this status
+    for q in ("D_tracer", "D_sigma", "haven_ratio", "sigma_NE"):
+        if s.get(f"{q}_status") is not None:
+            out[f"{q}_status"] = str(s[f"{q}_status"])  # type: ignore[assignment]
     fit = s.get("group_size_fit") or {}
     out["group_size_decay_b"] = _num(fit.get("b")) if isinstance(fit, dict) else float("nan")
     return out

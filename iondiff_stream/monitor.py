@@ -128,4 +128,4 @@ def watch(path: str, interval: float = 2.0, max_updates: int | None = None) -> N
                 live.update(table())
                 n += 1
     except KeyboardInterrupt:
-        pass
+        raise  # Ctrl-C: the command exits 130

@@ -102,7 +102,7 @@ def make_report(out_dir: str, ion: int | None = None) -> list[str]:
                    fit, band), "msd.png")
     page = os.path.join(out_dir, "report.html")
     rows = "".join(
-        f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>"
+        f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt_value(summary, k, v))}</td></tr>"
         for k, v in summary.items() if not isinstance(v, (dict, list)) or k in ("group_size_fit", "pair_mechanisms", "group_size_fit_null",
                                                     "group_size_fit_excess_over_null", "pair_mechanisms_p_value",
                                                     "null_pair_mechanisms_mean", "D_tracer_ci95_cm2_s",
@@ -122,6 +122,18 @@ def make_report(out_dir: str, ion: int | None = None) -> list[str]:
     written.append(page)
     logger.info("report written to %s", page)
     return written
+
+
+def _fmt_value(summary: dict[str, Any], key: str, v: Any) -> str:
+    """A summary value for the page; a transport number the run cannot support says why it is missing."""
+    if v is None and not key.endswith(("_status", "_reason")):
+        from .results import TRANSPORT_QUANTITIES
+
+        for q in sorted(TRANSPORT_QUANTITIES, key=len, reverse=True):
+            st = summary.get(f"{q}_status")
+            if key.startswith(q) and st not in (None, "resolved"):
+                return f"not reported ({st})"
+    return _fmt(v)
 
 
 def _fmt(v: Any) -> str:

@@ -57,6 +57,9 @@ __all__ = [
     "GLSFit",
     "squared_displacement_variance",
     "fit_diffusion_gls",
+    "ballistic_end_ps",
+    "diffusive_regime_status",
+    "MIN_RUN_OVER_BALLISTIC",
 ]
 
 logger = logging.getLogger(__name__)
@@ -528,6 +531,93 @@ def fit_diffusion_gls(
     )
 
 
+#: a run supports a diffusion coefficient only if it lasts this many times the end of the ballistic regime
+#: (:func:`ballistic_end_ps`): the vibrations level off within ~2-3 times that lag, and the MSD growth from
+#: t/4 to t/2 of the run (``msd_growth_ratio``) must lie beyond them, so t/4 >= 3 x the ballistic end
+MIN_RUN_OVER_BALLISTIC = 12.0
+#: local slope d ln MSD / d ln t below which the MSD is no longer ballistic (2 while ballistic, 1 when diffusive)
+BALLISTIC_SLOPE = 1.2
+
+
+def ballistic_end_ps(lag_ps: np.ndarray, msd_A2: np.ndarray, slope: float = BALLISTIC_SLOPE) -> float | None:
+    """End of the ballistic regime: the first lag where the MSD's log-log slope falls below ``slope``.
+
+    Ballistic motion gives ``MSD ∝ t²`` (slope 2); vibrations make the MSD level off (slope → 0) and
+    diffusion gives slope 1. Positions sampled too sparsely to see the ballistic part (or a random walk)
+    give the first lag.
+
+    Parameters
+    ----------
+    lag_ps : ndarray, shape (L,)
+        Lags, ps, increasing (a lag 0 is ignored).
+    msd_A2 : ndarray, shape (L,)
+        Tracer MSD at those lags, Å².
+    slope : float
+        Log-log slope that ends the ballistic regime.
+
+    Returns
+    -------
+    float or None
+        The lag, ps; None when the MSD is still ballistic at every lag given (the run ends inside the
+        ballistic regime).
+    """
+    t = np.asarray(lag_ps, float)
+    m = np.asarray(msd_A2, float)
+    ok = (t > 0) & (m > 0) & np.isfinite(m)
+    t, m = t[ok], m[ok]
+    if len(t) < 2:
+        return None
+    local = np.diff(np.log(m)) / np.diff(np.log(t))
+    below = np.flatnonzero(local < slope)
+    return float(t[below[0]]) if len(below) else None
+
+
+def diffusive_regime_status(lag_ps: np.ndarray, msd_A2: np.ndarray, total_ps: float,
+                            growth_ratio: float | None, growth_min: float = 1.5) -> tuple[str, str | None]:
+    """Can this run's MSD give a diffusion coefficient at all? (status, reason).
+
+    Parameters
+    ----------
+    lag_ps : ndarray, shape (L,)
+        Lags of the tracer MSD, ps.
+    msd_A2 : ndarray, shape (L,)
+        Tracer MSD, Å².
+    total_ps : float
+        Length of the run, ps.
+    growth_ratio : float or None
+        MSD growth beyond the vibrations from t/4 to t/2 of the run (``msd_growth_ratio``; None when
+        the MSD has not grown beyond them).
+    growth_min : float
+        Growth below which the MSD saturates (no long-range diffusion).
+
+    Returns
+    -------
+    status : str
+        ``"resolved"`` (a diffusive regime may be fitted), ``"too short"`` (the run ends before the MSD
+        has left its ballistic/vibrational part), ``"no diffusion beyond vibrations"`` (the MSD does not grow
+        beyond its vibrational plateau: no hops that carry transport, or a run too short to tell), or
+        ``"no long-range diffusion"`` (the MSD saturates: confined motion).
+    reason : str or None
+        One sentence with the numbers, None when resolved.
+    """
+    tb = ballistic_end_ps(lag_ps, msd_A2)
+    need = None if tb is None else MIN_RUN_OVER_BALLISTIC * tb
+    if tb is None or total_ps < need:
+        where = ("the MSD is still ballistic at every lag" if tb is None
+                 else f"the ballistic regime ends at {tb:.3g} ps, so at least {need:.3g} ps are needed")
+        return "too short", (f"run too short for a diffusion coefficient: {total_ps:.3g} ps, and {where} "
+                             "(the fit would measure vibrations, not diffusion)")
+    if growth_ratio is None:
+        return "no diffusion beyond vibrations", (
+            "the MSD does not grow beyond its vibrational plateau within the run (no hops that carry "
+            "transport, or a run too short to tell)")
+    if growth_ratio < growth_min:
+        return "no long-range diffusion", (
+            f"no long-range diffusion: the MSD saturates (its growth beyond the vibrations from t/4 to t/2 is "
+            f"x{growth_ratio:.2f}, about 2 for diffusion), so the slope is that of a plateau")
+    return "resolved", None
+
+
 def nernst_einstein_mS_cm(D_cm2_s: float, n_ions: int, volume_A3: float, temperature_K: float, charge: float) -> float:
     """Nernst–Einstein conductivity ``σ = N q² D / (V k_B T)`` in mS/cm.
 
@@ -877,12 +967,15 @@ def analyse_transport(
     ds_std = float(np.std(blocks, ddof=1) / np.sqrt(len(blocks))) if len(blocks) > 1 else float("nan")
     hr = tr.D_cm2_s / co.D_cm2_s if co.D_cm2_s > 0 else float("nan")
     s_ne = s_co = s_ne_std = None
-    if temperature_K is not None and charge is not None:
+    if charge is not None and charge == 0:
+        logger.warning("ionic charge 0: no conductivity (reported as null)")
+    charged = charge is not None and charge != 0
+    if temperature_K is not None and charged:
         s_ne = nernst_einstein_mS_cm(tr.D_cm2_s, n, volume_A3, temperature_K, charge)
         s_co = nernst_einstein_mS_cm(co.D_cm2_s, n, volume_A3, temperature_K, charge)
         s_ne_std = nernst_einstein_mS_cm(d_std, n, volume_A3, temperature_K, charge) if np.isfinite(d_std) else None
     ci_ne = ci_co = None
-    if g_tr is not None and temperature_K is not None and charge is not None:
+    if g_tr is not None and temperature_K is not None and charged:
         ci_ne = tuple(nernst_einstein_mS_cm(d, n, volume_A3, temperature_K, charge) for d in g_tr.ci95_cm2_s)
         ci_co = tuple(nernst_einstein_mS_cm(d, n, volume_A3, temperature_K, charge) for d in g_co.ci95_cm2_s)
     return TransportResult(lag_ps, msd, axes, mscd, tr, co, d_axes, d_std, ds_std, hr, s_ne, s_co, s_ne_std,

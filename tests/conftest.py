@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = (ROOT / ".." / "shared" / "data").resolve()
+# ../shared/data beside the checkout; IONDIFF_SHARED_DATA points elsewhere (a worktree kept away from it)
+SHARED = Path(os.environ.get("IONDIFF_SHARED_DATA") or (ROOT / ".." / "shared" / "data")).resolve()
 
 
 def shared(*parts: str) -> str:

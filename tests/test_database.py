@@ -147,9 +147,8 @@ class _Cluster:
         self.sched = subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
                                        "--no-dashboard", "--scheduler-file", self.file], env=self.env,
                                       stdout=self.log, stderr=subprocess.STDOUT)
-        for _ in range(300):
-            if os.path.exists(self.file) and os.path.getsize(self.file) > 0:
-                break
+        deadline = time.time() + 600  # generous: a busy machine is slow, not wrong
+        while time.time() < deadline and not (os.path.exists(self.file) and os.path.getsize(self.file) > 0):
             time.sleep(0.1)
         self.address = json.load(open(self.file))["address"]
         self.workers = [self.add_worker(f"w{i}") for i in range(n_workers)]
@@ -159,10 +158,10 @@ class _Cluster:
                               "--no-dashboard", "--name", name], env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         return p
 
-    def wait_workers(self, n, timeout=60):
+    def wait_workers(self, n, timeout=600):
         from distributed import Client
 
-        with Client(self.address, timeout="30s") as c:
+        with Client(self.address, timeout="300s") as c:
             c.wait_for_workers(n, timeout=timeout)
 
     def close(self):
@@ -317,3 +316,30 @@ def test_changed_manifest_row_is_analysed_again(tmp_path):
         assert r3.skipped == [] and r3.done == ["syn"]
         with open(os.path.join(out, "descriptors.csv"), newline="") as fh:
             assert float(next(csv.DictReader(fh))["temperature_K"]) == 700.0
+
+
+def test_transport_values_without_meaning_are_skipped_and_named(tmp_path):
+    """Runs whose D* is null (too short, no long-range diffusion): left out of Spearman/PCA, listed with why."""
+    entries = _fake_db(tmp_path)
+    for e, status in zip(entries[:2], ("too short", "no long-range diffusion")):
+        p = tmp_path / "runs" / e.name / "descriptors.json"
+        d = json.load(open(p))
+        d["values"].update({"D_tracer_cm2_s": None, "D_tracer_status": status, "haven_ratio": None,
+                            "haven_ratio_status": status})
+        json.dump(d, open(p, "w"))
+    paths = write_statistics(str(tmp_path), entries, figures=False)
+    import csv
+
+    skipped = list(csv.DictReader(open(paths["skipped_values"])))
+    assert {(r["name"], r["column"], r["status"]) for r in skipped} == {
+        (entries[0].name, "D_tracer_cm2_s", "too short"), (entries[0].name, "haven_ratio", "too short"),
+        (entries[1].name, "D_tracer_cm2_s", "no long-range diffusion"),
+        (entries[1].name, "haven_ratio", "no long-range diffusion")}
+    pca = json.load(open(paths["pca"]))
+    assert "D_tracer_cm2_s" not in pca["columns"] and len(pca["skipped_values"]) == 4 and pca["skipped_note"]
+    rho = __import__("pandas").read_csv(paths["spearman"], index_col=0)
+    assert "D_tracer_status" not in rho.columns and "D_tracer_cm2_s" in rho.columns  # pairwise: 12 runs left
+    from iondiff_stream.database import DatabaseResult, write_html
+
+    page = open(write_html(str(tmp_path), entries, DatabaseResult())).read()
+    assert "left out of Spearman and PCA" in page and "D_tracer_cm2_s null (too short)" in page

@@ -253,3 +253,22 @@ def test_green_kubo_diffusion_of_langevin_velocities():
         v[:, t] = a * v[:, t - 1] + noise[:, t]
     D = green_kubo_diffusion(v, dt, 2.0)
     assert D == pytest.approx(sigma**2 / gamma * 1e-4, rel=0.05)
+
+
+def test_lindemann_ratio_uses_run_averaged_neighbour_distances():
+    """A simple-cubic crystal (a = 2.4 A) with thermal noise: d_nn is the lattice distance, not the minimum over
+    near-instantaneous neighbour distances (biased low, which made the ratio several % too high)."""
+    from scipy.ndimage import uniform_filter1d
+
+    from iondiff_stream.descriptors import AllAtomTrajectory, vibrational_descriptors
+
+    rng = np.random.default_rng(4)
+    a, n_cell, n_frames, dt = 2.4, 4, 600, 0.01
+    grid = np.stack(np.meshgrid(*[np.arange(n_cell)] * 3, indexing="ij"), -1).reshape(-1, 3) * a
+    pos = grid[:, None, :] + rng.normal(0, 0.12, (len(grid), n_frames, 3))
+    traj = AllAtomTrajectory(pos, None, np.arange(n_frames) * dt, np.full(len(grid), 19.0),
+                             np.array([a * n_cell] * 3 + [90.0] * 3), np.array(["F"] * len(grid)))
+    values, _ = vibrational_descriptors(traj, {"mobile": np.arange(len(grid))}, 300.0, source="positions",
+                                        max_lag_ps=1.0, lindemann_window_ps=1.0)
+    u2 = np.mean(np.sum((pos - uniform_filter1d(pos, 101, axis=1, mode="nearest")) ** 2, axis=2))
+    assert values["lindemann_ratio"] == pytest.approx(np.sqrt(u2) / a, rel=0.005)

@@ -120,11 +120,11 @@ def test_unresolved_collective_reported_as_null_with_interval():
     s = {"D_sigma_cm2_s": -7.7e-8, "D_sigma_std_cm2_s": 5e-8, "haven_ratio": -3.0, "sigma_collective_mS_cm": -4.63}
     _mark_collective(s)
     assert s["D_sigma_cm2_s"] is None and s["D_sigma_status"] == "not resolved"
-    lo, hi = s["D_sigma_interval_cm2_s"]
+    lo, hi = s["D_sigma_ci95_cm2_s"]
     assert lo == pytest.approx(-7.7e-8 - 2.776445 * 5e-8, rel=1e-6) and hi > 0
     assert s["haven_ratio"] is None and s["sigma_collective_mS_cm"] is None
     # conductivity is linear in D: its interval is the D interval scaled
-    assert s["sigma_collective_interval_mS_cm"] == pytest.approx([lo * -4.63 / -7.7e-8, hi * -4.63 / -7.7e-8])
+    assert s["sigma_collective_ci95_mS_cm"] == pytest.approx([lo * -4.63 / -7.7e-8, hi * -4.63 / -7.7e-8])
     s = {"D_sigma_cm2_s": 2e-6, "D_sigma_std_cm2_s": 1e-7, "haven_ratio": 0.4}
     _mark_collective(s)
     assert s["D_sigma_cm2_s"] == 2e-6 and s["D_sigma_status"] == "resolved" and s["haven_ratio"] == 0.4
@@ -139,7 +139,7 @@ def test_collective_diffusion_physics():
     vib = sites + rng.normal(0, 0.2, (32, 1000, 3))
     s = analyse_transport(vib, 0.05, 8000.0, 300.0, 1.0, gls_points=50, n_bootstrap=20).summary()  # default GLS fit
     _mark_collective(s)
-    lo, hi = s["D_sigma_interval_cm2_s"]
+    lo, hi = s["D_sigma_ci95_cm2_s"]
     assert s["D_sigma_status"] == "not resolved" and lo <= 0 <= hi and s["D_sigma_cm2_s"] is None
     assert s["haven_ratio"] is None and s["sigma_collective_mS_cm"] is None
     # D = s^2 / (2 dt) = 0.09 / 0.1 A^2/ps = 9e-5 cm^2/s for tracer and (uncorrelated ions, H = 1) collective;
@@ -148,7 +148,7 @@ def test_collective_diffusion_physics():
     s = analyse_transport(walk, 0.05, 8000.0, 300.0, 1.0, window="half", max_lag_fraction=0.02,
                           n_bootstrap=20).summary()
     _mark_collective(s)
-    assert s["D_sigma_status"] == "resolved" and s["D_sigma_interval_cm2_s"][0] > 0
+    assert s["D_sigma_status"] == "resolved" and s["D_sigma_ci95_cm2_s"][0] > 0
     assert s["D_sigma_cm2_s"] == pytest.approx(9e-5, rel=0.25) and s["D_tracer_cm2_s"] == pytest.approx(9e-5, rel=0.1)
     assert s["haven_ratio"] == pytest.approx(1.0, rel=0.3)
 
@@ -199,6 +199,11 @@ def synth_files(tmp_path_factory):
     # 7 frames (< 8: no transport fit, so the analyses in these tests stay cheap), and the same cut in its 8th frame
     (d / "seven.dump").write_text("\n".join(lines[: 7 * per]) + "\n")
     (d / "cut_seven.dump").write_text("\n".join(lines[: 8 * per - 10]) + "\n")
+    # a compressed dump cut mid-way (a copy or gzip stopped early): inside the compressed stream
+    import gzip
+
+    whole = gzip.compress(("\n".join(lines[: 20 * per]) + "\n").encode())
+    (d / "cut.dump.gz").write_bytes(whole[: int(len(whole) * 0.6)])
     nan = list(lines)
     nan[7 * per + 9 + 2] = " ".join(nan[7 * per + 9 + 2].split()[:2] + ["nan", "1.0", "2.0"])
     (d / "nan.dump").write_text("\n".join(nan) + "\n")
@@ -226,11 +231,19 @@ def synth_files(tmp_path_factory):
     shutil.copytree(d / "s.zarr", d / "corrupt.zarr")
     chunks = sorted(p for p in (d / "corrupt.zarr" / "positions").rglob("*") if p.is_file() and p.name != "zarr.json")
     chunks[0].write_bytes(bytes(chunks[0].stat().st_size))
+    # and a copy with a position chunk file deleted (zarr would read it as NaN: the simulation got the blame)
+    shutil.copytree(d / "s.zarr", d / "holes.zarr")
+    (d / "holes.zarr" / "positions" / "c" / "1" / "0" / "0").unlink()
     # an analysed run, and one whose summary.json is damaged
     code, _, err = cli_main("analyze", str(d / "seven.dump"), "--topology", str(d / "run.data"), "--mobile", "Li",
                             "--md-timestep-ps", "0.005", "--out", str(d / "ana"), "--no-progress")
     assert code == 0, err
     shutil.copytree(d / "ana", d / "ana_bad")
+    # another tool's Zarr stores (v3 and v2)
+    import zarr
+
+    zarr.open_group(str(d / "other.zarr"), mode="w").create_array("x", data=np.zeros((3, 3)))
+    zarr.open_group(str(d / "other2.zarr"), mode="w", zarr_format=2).create_array("x", data=np.zeros((3, 3)))
     (d / "ana_bad" / "summary.json").write_text("{not json")
     return d
 
@@ -265,9 +278,11 @@ CASES = [
     ("empty-dump", AN + ["{d}/empty.dump", "--topology", "{d}/run.data", "--mobile", "Li"], "empty.dump: empty file"),
     ("truncated-dump", AN + ["{d}/cut.dump", "--topology", "{d}/run.data", "--mobile", "Li", "--md-timestep-ps", "0.005"],
      "--allow-truncated"),
+    ("cut-gz-dump", AN + ["{d}/cut.dump.gz", "--topology", "{d}/run.data", "--mobile", "Li", "--md-timestep-ps", "0.005"],
+     "{d}/cut.dump.gz: the compressed file is cut short"),
     ("nan-coordinates", AN + ["{d}/nan.dump", "--topology", "{d}/run.data", "--mobile", "Li", "--md-timestep-ps", "0.005"],
      "nan.dump frame 7: NaN/inf"),
-    ("timestep-nan", AN + DUMP + ["--timestep-ps", "nan"], "timestep (--timestep-ps) must be a finite number > 0"),
+    ("timestep-nan", AN + DUMP + ["--timestep-ps", "nan"], "Invalid value for '--timestep-ps'"),
     ("timestep-inf", AN + DUMP + ["--timestep-ps", "inf"], "--timestep-ps"),
     ("timestep-zero", AN + DUMP + ["--timestep-ps", "0"], "--timestep-ps"),
     ("timestep-negative", AN + DUMP + ["--timestep-ps", "-1"], "--timestep-ps"),
@@ -286,11 +301,31 @@ CASES = [
      "cut_XDATCAR: frame 5 (0-based) is incomplete"),
     ("empty-extxyz", AN + ["{d}/empty.extxyz", "--mobile", "Li"], "empty.extxyz: empty file"),
     ("garbage-extxyz", AN + ["{d}/garbage.extxyz", "--mobile", "Li"], "garbage.extxyz: frame 0 has 1 of 3 atom lines"),
-    ("corrupt-store", AN + ["{d}/corrupt.zarr", "--mobile", "Li"], "corrupt"),
+    ("corrupt-store", AN + ["{d}/corrupt.zarr", "--mobile", "Li"], "store damaged: a chunk of 'positions' in frames 0-59 failed its checksum"),
+    ("store-missing-chunk", AN + ["{d}/holes.zarr", "--mobile", "Li"],
+     "store damaged: missing chunk positions/c/1/0/0 (frames 20-39)"),
+    ("monitor-verify-missing-chunk", ["monitor", "{d}/holes.zarr", "--once", "--verify"],
+     "store damaged: missing chunk positions/c/1/0/0 (frames 20-39)"),
     ("empty-dir-as-store", AN + ["{d}/emptydir", "--mobile", "Li"], "emptydir"),
     ("out-is-a-file", ["analyze", "--out", "{d}/a_file"] + DUMP + ["--md-timestep-ps", "0.005"], "not a directory"),
     ("out-not-empty", ["analyze", "--out", "{d}/nonempty"] + DUMP + ["--md-timestep-ps", "0.005"], "--overwrite"),
     ("bad-int-option", AN + DUMP + ["--k-max", "x"], "Invalid value for '--k-max'"),
+    # options and the output directory are checked before anything is read (usage errors naming the flag)
+    ("temperature-0", AN + DUMP + ["--md-timestep-ps", "0.005", "--temperature", "0"], "Invalid value for '--temperature'"),
+    ("memory-budget-abc", AN + DUMP + ["--memory-budget", "abc"], "Invalid value for '--memory-budget'"),
+    ("memory-budget-1KB", AN + DUMP + ["--memory-budget", "1KB"], "Invalid value for '--memory-budget'"),
+    ("segment-x", AN + DUMP + ["--segment", "x"], "Invalid value for '--segment'"),
+    ("charge-nan", AN + DUMP + ["--charge", "nan"], "Invalid value for '--charge'"),
+    ("out-unwritable", ["analyze", "--out", "/proc/iondiff-out"] + DUMP + ["--md-timestep-ps", "0.005"],
+     "Invalid value for '--out': cannot write in /proc"),
+    ("out-under-a-file", ["analyze", "--out", "{d}/a_file/sub"] + DUMP + ["--md-timestep-ps", "0.005"],
+     "Invalid value for '--out'"),
+    # what a given Zarr store is, in one line
+    ("other-tools-store", AN + ["{d}/other.zarr", "--mobile", "Li"], "not an iondiff_stream frame store"),
+    ("other-tools-v2-store", AN + ["{d}/other2.zarr", "--mobile", "Li"], "Zarr (v2) store written by another tool"),
+    ("results-zarr", AN + ["{d}/ana/results.zarr", "--mobile", "Li"], "holds the results of an analysis"),
+    ("mobile-lowercase", AN + DUMP[:3] + ["--mobile", "li", "--md-timestep-ps", "0.005"],
+     "element symbols are case-sensitive: did you mean 'Li'?"),
     ("unknown-option", AN + DUMP + ["--bogus"], "No such option: --bogus"),
     ("k-max-1", AN + DUMP + ["--k-max", "1"], "'--k-max'"),
     ("jobs-0", AN + DUMP + ["--jobs", "0"], "--jobs"),
@@ -346,7 +381,10 @@ EXPECT = {
 }
 PY_FLAGS = [("timestep_ps", "--timestep-ps"), ("allow_truncated", "--allow-truncated"),
             ("allow_discontinuities", "--allow-discontinuities"), ("force_timestep", "--force-timestep")]
-USAGE = {"sites-bad-label", "bad-int-option", "unknown-option", "arrhenius-bad-temperatures", "k-max-1", "jobs-0", "percentile-200"}
+USAGE = {"sites-bad-label", "bad-int-option", "unknown-option", "arrhenius-bad-temperatures", "k-max-1", "jobs-0", "percentile-200",
+         "timestep-nan", "timestep-inf", "timestep-zero", "timestep-negative", "md-timestep-zero", "out-is-a-file",
+         "temperature-0", "memory-budget-abc", "memory-budget-1KB", "segment-x", "charge-nan", "out-unwritable",
+         "out-under-a-file"}
 
 
 @pytest.mark.parametrize("name,args,expect", CASES, ids=[c[0] for c in CASES])
@@ -366,9 +404,11 @@ def test_cli_bad_input_one_line_no_traceback(synth_files, name, args, expect):
         assert "frame" in err and "Error" not in err.split(":")[0]
     if name in USAGE:
         assert code == 2 and "Usage:" in err
+        assert "ValueError" not in err
     else:
         lines = [ln for ln in err.splitlines() if ln.strip()]
         assert 1 <= len(lines) <= 2 and lines[0].startswith("error: "), err
+        assert "ValueError" not in err and "Failed to construct" not in err, err
     for py, flag in [] if name.startswith("database") else PY_FLAGS:  # (a manifest has a timestep_ps column)
         assert py not in err or flag in err, err  # Python arguments only named next to their CLI flag
 
@@ -392,7 +432,7 @@ def test_cli_allow_flags_and_overwrite(synth_files, tmp_path):
     assert not (tmp_path / "o" / "report.html").exists() and (tmp_path / "o" / "notes.txt").read_text() == "mine"
     printed = json.loads(out[: out.rindex("}") + 1])
     assert printed["n_frames"] == 7 and printed["D_tracer_cm2_s"] is None  # 7 frames: no transport fit
-    assert {"D_sigma_status", "D_sigma_interval_cm2_s"} <= set(printed)
+    assert {"D_sigma_status", "D_sigma_ci95_cm2_s"} <= set(printed)
     code, out, err = cli_main("analyze", str(d / "cut_XDATCAR"), "--mobile", "Li", "--timestep-ps", "0.1",
                               "--no-progress", "--out", str(tmp_path / "x"), "--allow-truncated")
     assert code == 0, err
@@ -449,3 +489,34 @@ def test_subprocess_lammps_input_error(tmp_path):
     assert "Unrecognized pair style 'bogus'" in r.stderr and 1 <= len(err) <= 2
     r = _subcli("run", str(tmp_path / "in.missing"), "--mobile", "F", "--store", str(tmp_path / "s2.zarr"))
     assert r.returncode == 2 and "in.missing" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_monitor_exits_130_on_ctrl_c(synth_files, monkeypatch):
+    """Ctrl-C in the live view (here: during its first wait) ends `monitor` with status 130, as documented."""
+    import types
+
+    import iondiff_stream.monitor as mon
+
+    def interrupted(_seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mon, "time", types.SimpleNamespace(sleep=interrupted))
+    with pytest.raises(KeyboardInterrupt):
+        mon.watch(str(synth_files / "s.zarr"), 0.1)
+    code, _, err = cli_main("monitor", str(synth_files / "s.zarr"), "--interval", "0.1")
+    assert code == 130 and "interrupted" in err and "Traceback" not in err
+
+
+def test_cut_gz_dump_keeps_its_complete_frames_with_allow_truncated(synth_files, tmp_path):
+    d = synth_files
+    code, out, err = cli_main("analyze", str(d / "cut.dump.gz"), "--topology", str(d / "run.data"), "--mobile", "Li",
+                              "--md-timestep-ps", "0.005", "--no-progress", "--out", str(tmp_path / "o"),
+                              "--allow-truncated")
+    assert code == 0, err
+    s = json.load(open(tmp_path / "o" / "summary.json"))
+    assert 1 <= s["n_frames"] < 20  # the complete frames before the cut (of 20 written)
+    import zlib
+
+    raw = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress((d / "cut.dump.gz").read_bytes())
+    n_atoms = int(raw.split(b"\n")[3])
+    assert s["n_frames"] == (raw.count(b"\n") // (n_atoms + 9))  # every complete frame kept

@@ -40,6 +40,24 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _wait_listening(port, proc, timeout=600.0):
+    """Wait until something listens on 127.0.0.1:``port`` (Linux /proc/net/tcp; no connection is made, the IMD
+    server takes one client only), or ``proc`` ended; generous timeout: a busy machine is slow, not wrong."""
+    deadline = time.time() + timeout
+    hexport = f":{port:04X}"
+    while time.time() < deadline and proc.poll() is None:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                rows = open(table).read().splitlines()[1:]
+            except OSError:
+                continue
+            if any(r.split()[1].endswith(hexport) and r.split()[3] == "0A" for r in rows):  # 0A: LISTEN
+                return
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read()[-2000:]
+    raise AssertionError(f"nothing listens on port {port} after {timeout} s")
+
+
 def test_listen_stores_the_frames_lammps_sends(tmp_path):
     port = _free_port()
     data, dump, store = str(tmp_path / "s.data"), str(tmp_path / "s.dump"), str(tmp_path / "imd.zarr")
@@ -48,10 +66,7 @@ def test_listen_stores_the_frames_lammps_sends(tmp_path):
     p = subprocess.Popen([sys.executable, str(script), CAF2, str(port), data, dump], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 60
-        while not os.path.exists(data) and time.time() < deadline:
-            time.sleep(0.2)
-        time.sleep(1.0)  # the fix opens its port at setup
+        _wait_listening(port, p)  # the fix opens its port at setup
         res = listen(f"127.0.0.1:{port}", data, "F", store, timeout=60)
         p.wait(60)
     finally:
@@ -95,10 +110,7 @@ def test_listen_realistic_input_keeps_both_runs(tmp_path):
     p = subprocess.Popen([sys.executable, str(script), REALISTIC, str(port), data], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
-        deadline = time.time() + 60
-        while not os.path.exists(data) and time.time() < deadline:
-            time.sleep(0.2)
-        time.sleep(1.0)
+        _wait_listening(port, p)
         res = listen(f"127.0.0.1:{port}", data, "type 2", store, timeout=60, mode="w")
         p.wait(60)
     finally:

@@ -127,7 +127,7 @@ def _start_cluster(tmp_path):
                                "--no-dashboard", "--scheduler-file", sched_file],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)]
     t0 = time.time()
-    while not os.path.exists(sched_file) and time.time() - t0 < 60:
+    while not os.path.exists(sched_file) and time.time() - t0 < 600:
         time.sleep(0.2)
     address = json.load(open(sched_file))["address"]
     procs.append(subprocess.Popen([os.path.join(bindir, "dask"), "worker", address, "--nworkers", "2", "--nthreads", "1",
@@ -135,8 +135,8 @@ def _start_cluster(tmp_path):
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
     from distributed import Client
 
-    with Client(address, timeout="60s") as c:
-        c.wait_for_workers(2, timeout=60)
+    with Client(address, timeout="300s") as c:
+        c.wait_for_workers(2, timeout=600)
     return address, procs
 
 

@@ -66,9 +66,9 @@ def test_report_writes_figures_and_page(analysed):
     assert s["n_hops"] > 10 and s["sigma_NE_mS_cm"] > 0
     # H = D*/D_sigma only where D_sigma is resolved from zero (95 % interval above 0)
     if s["D_sigma_status"] == "resolved":
-        assert s["haven_ratio"] > 0 and s["D_sigma_interval_cm2_s"][0] > 0
+        assert s["haven_ratio"] > 0 and s["D_sigma_ci95_cm2_s"][0] > 0
     else:
-        assert s["haven_ratio"] is None and s["D_sigma_cm2_s"] is None and s["D_sigma_interval_cm2_s"][0] <= 0
+        assert s["haven_ratio"] is None and s["D_sigma_cm2_s"] is None and s["D_sigma_ci95_cm2_s"][0] <= 0
         assert "<td>D_sigma_status</td><td>not resolved</td>" in page
 
 
@@ -81,3 +81,21 @@ def test_arrhenius_across_runs(analysed, tmp_path):
     assert res["nu"]["Ea_eV"] == pytest.approx(ea, rel=1e-9)
     assert res["D_tracer"]["Ea_eV"] > 0
     _png_has_content(str(tmp_path / "arr.png"))
+
+
+def test_short_run_transport_is_null_with_reason_in_summary_and_report(tmp_path):
+    """21 frames of ions vibrating in place (no hops): no D*, no conductivity, in summary.json and report.html."""
+    run = make_run(n_frames=21, sigma_A=0.18, hop_prob=0.0, n_chains=0, framework=True, seed=3)
+    run.write_lammps(str(tmp_path / "r.dump"), str(tmp_path / "r.data"))
+    out = str(tmp_path / "out")
+    analyze_run([str(tmp_path / "r.dump")], "Li", topology=str(tmp_path / "r.data"), out_dir=out,
+                md_timestep_ps=0.001, temperature_K=600.0)
+    s = json.load(open(os.path.join(out, "summary.json")))
+    assert s["n_frames"] == 21 and s["D_tracer_cm2_s"] is None and s["sigma_NE_mS_cm"] is None
+    assert s["haven_ratio"] is None and s["D_sigma_cm2_s"] is None
+    assert s["D_tracer_status"] != "resolved" and s["D_tracer_reason"]
+    assert s["sigma_NE_status"] == s["D_tracer_status"]
+    make_report(out)
+    page = open(os.path.join(out, "report.html")).read()
+    assert f"<td>D_tracer_cm2_s</td><td>not reported ({s['D_tracer_status']})</td>" in page
+    assert "<td>D_tracer_reason</td>" in page

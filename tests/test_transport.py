@@ -240,3 +240,78 @@ def test_strided_lag_grid_bounds_memory_and_keeps_D():
         assert len(grid.lag_ps) < 0.4 * len(full.lag_ps)
         assert grid.tracer.D_cm2_s == pytest.approx(full.tracer.D_cm2_s, rel=tol)
         assert grid.collective.D_cm2_s == pytest.approx(full.collective.D_cm2_s, rel=tol)
+
+
+# --------------------------------------------------------------------------- numbers the data cannot support
+
+
+def _vibrating(n_frames, dt, D=0.0, seed=0, n=64):
+    """Ions oscillating (periods 0.1-0.2 ps: a ballistic start, then a plateau), plus a random walk of D A^2/ps."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_frames) * dt
+    w = 2 * np.pi / rng.uniform(0.1, 0.2, (n, 1, 3))
+    x = 0.3 * np.cos(w * t[None, :, None] + rng.uniform(0, 2 * np.pi, (n, 1, 3)))
+    if D > 0:
+        x = x + np.cumsum(rng.normal(0, np.sqrt(2 * D * dt), (n, n_frames, 3)), axis=1)
+    return x + rng.uniform(0, 20, (n, 1, 3))
+
+
+def _marked_summary(x, dt, charge=1.0):
+    from iondiff_stream.analyze import msd_growth_ratio
+    from iondiff_stream.results import mark_transport
+    from iondiff_stream.transport import analyse_transport
+
+    tr = analyse_transport(x, dt, 8000.0, 300.0, charge, n_bootstrap=20)
+    s = tr.summary()
+    total = (x.shape[1] - 1) * dt
+    g = msd_growth_ratio(tr.lag_ps, tr.msd_A2, total)
+    s.update(total_time_ps=total, msd_growth_ratio=g, long_range_diffusion=None if g is None else g >= 1.5,
+             temperature_K=300.0, charge_e=charge, warnings=[], hop_msd_check="ok")
+    mark_transport(s, tr.lag_ps, tr.msd_A2)
+    return s
+
+
+NULLED = ("D_tracer_cm2_s", "D_tracer_ci95_cm2_s", "D_tracer_std_cm2_s", "D_sigma_cm2_s", "D_sigma_ci95_cm2_s",
+          "haven_ratio", "sigma_NE_mS_cm", "sigma_NE_ci95_mS_cm", "sigma_collective_mS_cm", "D_x_cm2_s")
+
+
+def test_a_run_inside_the_ballistic_part_reports_no_diffusion_coefficient():
+    """0.2 ps, 21 frames of diffusing ions: the fit would measure the ballistic rise (the issue's 8x too large D*)."""
+    s = _marked_summary(_vibrating(21, 0.01, D=0.5), 0.01)
+    assert all(s.get(k) is None for k in NULLED), {k: s.get(k) for k in NULLED}
+    for q in ("D_tracer", "D_sigma", "haven_ratio", "sigma_NE", "sigma_collective"):
+        assert s[f"{q}_status"] == "too short" and "too short" in s[f"{q}_reason"]
+    assert s["long_range_diffusion"] is None and s["msd_growth_ratio"] is None  # measured inside the vibrations
+    assert s["hop_msd_check"].startswith("not applicable") and any("too short" in w for w in s["warnings"])
+    # the same ions followed for 8 ps: a diffusion coefficient, with its conductivity
+    s = _marked_summary(_vibrating(801, 0.01, D=0.5), 0.01)
+    assert s["D_tracer_status"] == "resolved" and s["D_tracer_reason"] is None
+    assert s["D_tracer_cm2_s"] == pytest.approx(0.5e-4, rel=0.3)  # D = 0.5 A^2/ps
+    assert s["sigma_NE_status"] == "resolved" and s["sigma_NE_mS_cm"] > 0
+
+
+def test_saturating_msd_reports_no_diffusion_coefficient():
+    """Ions only vibrating for 8 ps (a perfect crystal): no D*, no conductivity (was ~mS/cm at every T)."""
+    s = _marked_summary(_vibrating(801, 0.01), 0.01)
+    assert all(s.get(k) is None for k in NULLED)
+    assert s["D_tracer_status"] in ("no long-range diffusion", "no diffusion beyond vibrations")
+    assert s["sigma_NE_status"] == s["D_tracer_status"] and s["sigma_NE_reason"]
+
+
+def test_zero_charge_gives_no_conductivity():
+    s = _marked_summary(_vibrating(801, 0.01, D=0.5), 0.01, charge=0.0)
+    assert s["D_tracer_status"] == "resolved" and s["D_tracer_cm2_s"] > 0
+    assert s["sigma_NE_mS_cm"] is None and s["sigma_NE_status"] == "zero charge" and "charge 0" in s["sigma_NE_reason"]
+    assert s["sigma_collective_mS_cm"] is None and s["sigma_collective_status"] == "zero charge"
+
+
+def test_one_interval_per_quantity():
+    """D_sigma had two intervals (the GLS one and the block-error one that decided); one is kept, the deciding one."""
+    s = _marked_summary(_vibrating(801, 0.01, D=0.5), 0.01)
+    assert not any(k.endswith("_interval_cm2_s") or k.endswith("_interval_mS_cm") for k in s), sorted(s)
+    lo, hi = s["D_sigma_ci95_cm2_s"]
+    assert lo < hi
+    if s["D_sigma_status"] == "resolved":
+        assert lo > 0 and lo <= s["D_sigma_cm2_s"] <= hi
+        per_d = s["sigma_collective_mS_cm"] / s["D_sigma_cm2_s"]
+        assert s["sigma_collective_ci95_mS_cm"] == pytest.approx([lo * per_d, hi * per_d])

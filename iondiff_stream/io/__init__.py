@@ -97,11 +97,18 @@ def _data_atom_style(path: str) -> str | None:
     return None
 
 
-def _check_dump_complete(path: str, allow_truncated: bool) -> None:
+def _check_dump_complete(path: str, allow_truncated: bool) -> str | None:
     """Refuse a LAMMPS text dump whose last frame is cut short (killed run).
 
     Reads the first header and the tail of the file only (a full scan for
-    compressed files).
+    compressed files). A compressed file cut inside its compressed stream (a copy or a
+    compression stopped mid-way) is refused naming the file; with ``allow_truncated`` its
+    complete frames are written to a temporary plain dump, whose path is returned.
+
+    Returns
+    -------
+    str or None
+        Path to read instead of ``path`` (a cut compressed file), else None.
     """
     from MDAnalysis.lib.util import anyopen
 
@@ -122,8 +129,17 @@ def _check_dump_complete(path: str, allow_truncated: bool) -> None:
     except ValueError as exc:
         raise TrajectoryFormatError(f"{path}: not a LAMMPS text dump (bad number of atoms {head[3].strip()!r})") from exc
     if path.endswith((".gz", ".bz2")):
-        with anyopen(path) as fh:
-            lines = fh.read().splitlines()
+        raw_lines: list[bytes] = []
+        cut: BaseException | None = None
+        with anyopen(path, "rb") as fb:
+            try:
+                for ln in fb:
+                    raw_lines.append(ln)
+            except (EOFError, OSError, ValueError) as exc:  # gzip/bz2/zlib: stream ends before its end marker
+                cut = exc
+        if cut is not None:
+            return _complete_frames_of_cut_file(path, raw_lines, n_atoms, cut, allow_truncated)
+        lines = b"".join(raw_lines).decode(errors="replace").splitlines()
     else:
         size = os.path.getsize(path)
         block = min(size, max(4096, 200 * (n_atoms + 10)))
@@ -145,6 +161,58 @@ def _check_dump_complete(path: str, allow_truncated: bool) -> None:
         if not allow_truncated:
             raise TrajectoryFormatError(msg + " (--allow-truncated, allow_truncated=True, keeps them)")
         logger.warning("%s; using those", msg)
+    return None
+
+
+def _complete_frames_of_cut_file(path: str, raw_lines: list[bytes], n_atoms: int, cause: BaseException,
+                                 allow_truncated: bool) -> str:
+    """The complete frames of a compressed dump cut inside its compressed stream, as a temporary plain dump.
+
+    Parameters
+    ----------
+    path : str
+        The compressed dump.
+    raw_lines : list of bytes
+        Lines decompressed before the cut (the last one possibly partial).
+    n_atoms : int
+        Atoms per frame (from the first header).
+    cause : BaseException
+        The decompressor's error.
+    allow_truncated : bool
+        Keep the complete frames (else refuse).
+
+    Returns
+    -------
+    str
+        Path of the temporary dump (removed at exit).
+
+    Raises
+    ------
+    TrajectoryFormatError
+        Without ``allow_truncated``, or when no frame is complete.
+    """
+    import atexit
+    import tempfile
+
+    if raw_lines and not raw_lines[-1].endswith(b"\n"):
+        raw_lines = raw_lines[:-1]  # a line cut in the middle
+    per = n_atoms + 9
+    starts = [i for i, ln in enumerate(raw_lines) if ln.startswith(b"ITEM: TIMESTEP")]
+    complete = [i for i in starts if i + per <= len(raw_lines)]
+    n_ok = len(complete)
+    msg = (f"{path}: the compressed file is cut short ({type(cause).__name__}: {cause}); "
+           f"{n_ok} complete frame(s) before the cut")
+    if not allow_truncated:
+        raise TrajectoryFormatError(msg + " (--allow-truncated, allow_truncated=True, keeps them)") from cause
+    if n_ok == 0:
+        raise TrajectoryFormatError(msg + ": nothing to analyse") from cause
+    end = complete[-1] + per
+    fd, tmp = tempfile.mkstemp(prefix="iondiff-cut-", suffix=".dump")
+    with os.fdopen(fd, "wb") as fh:
+        fh.writelines(raw_lines[:end])
+    atexit.register(lambda: os.path.exists(tmp) and os.remove(tmp))
+    logger.warning("%s; using those (--allow-truncated)", msg)
+    return tmp
 
 
 def load_universe(
@@ -202,11 +270,17 @@ def load_universe(
 
         if len(paths) != 1:
             raise TrajectoryFormatError("a Zarr store is one run: give one store")
-        return universe_from_store(paths[0], **kwargs)
+        check_frame_store(paths[0])
+        try:
+            return universe_from_store(paths[0], **kwargs)
+        except (ValueError, OSError, EOFError, KeyError, TypeError) as exc:
+            cause = _our_cause(exc)  # MDAnalysis wraps our readers' errors in its own ValueError
+            if cause is not None and cause is not exc:
+                raise type(cause)(str(cause)) from exc
+            raise
     allow_truncated = bool(kwargs.pop("allow_truncated", False)) if fmt != "XDATCAR" else kwargs.get("allow_truncated", False)
     if fmt == "LAMMPSDUMP":  # before asking for a data file: is it a dump at all?
-        for p in paths:
-            _check_dump_complete(p, allow_truncated)
+        paths = [_check_dump_complete(p, allow_truncated) or p for p in paths]
     top = os.fspath(topology) if topology is not None else paths[0]
     top_fmt = topology_format or (guess_format(top) if topology is not None else fmt)
     if top_fmt == "LAMMPSDUMP":
@@ -249,6 +323,53 @@ def load_universe(
         except Exception:  # noqa: BLE001 - best effort, checked later
             pass
     return u
+
+
+#: ``format`` attribute of the results.zarr an analysis writes
+RESULTS_FORMAT = "iondiff_stream.results"
+
+
+def check_frame_store(path: str) -> None:
+    """Refuse a directory that is not an iondiff_stream frame store, saying what it is.
+
+    Parameters
+    ----------
+    path : str
+        A ``*.zarr`` directory given as a trajectory.
+
+    Raises
+    ------
+    TrajectoryFileNotFoundError
+        Nothing there.
+    TrajectoryFormatError
+        An analysis' own ``results.zarr``, another tool's Zarr store (v2 or v3), or a directory that is not
+        a Zarr store.
+    """
+    import json
+
+    from ..buffer import FORMAT
+
+    if not os.path.exists(path):
+        raise TrajectoryFileNotFoundError(f"file not found: {path}")
+    meta = os.path.join(path, "zarr.json")
+    if not os.path.isfile(meta):
+        if any(os.path.exists(os.path.join(path, n)) for n in (".zgroup", ".zarray", ".zattrs")):
+            raise TrajectoryFormatError(f"{path} is a Zarr (v2) store written by another tool, not an iondiff_stream "
+                                        "frame store: give a trajectory file or a store written by iondiff-stream")
+        raise TrajectoryFormatError(f"{path} is not a Zarr store (no zarr.json): give a trajectory file or a frame "
+                                    "store written by iondiff-stream")
+    try:
+        with open(meta) as fh:
+            attrs = json.load(fh).get("attributes") or {}
+    except (OSError, ValueError, AttributeError) as exc:
+        raise TrajectoryFormatError(f"{path}: its zarr.json cannot be read ({exc}): not a frame store, or a damaged one") from exc
+    if attrs.get("format") == FORMAT:
+        return
+    if attrs.get("format") == RESULTS_FORMAT or ("summary" in attrs and "length_unit" in attrs):
+        raise TrajectoryFormatError(f"{path} holds the results of an analysis (results.zarr), not frames: analyse "
+                                    "the trajectory or frame store it was made from")
+    raise TrajectoryFormatError(f"{path} is a Zarr store but not an iondiff_stream frame store (written by another "
+                                "tool?): give a trajectory file or a store written by iondiff-stream")
 
 
 _MDA_ONLY_DUMP_OPTIONS = ("unwrap_images", "additional_columns")
@@ -331,11 +452,22 @@ def select_mobile(u: mda.Universe, spec: str) -> mda.AtomGroup:
         try:
             ag = u.select_atoms(spec)
         except Exception as exc:  # MDAnalysis raises SelectionError/ValueError
-            raise SelectionError(f"invalid selection {spec!r}: {exc}") from exc
+            raise SelectionError(f"invalid selection {spec!r}: {exc}{_case_hint(words)}") from exc
         present = sorted(set(getattr(u.atoms, "types", [])))
     if len(ag) == 0:
-        raise SelectionError(f"selection {spec!r} matched no atoms; species/types present: {', '.join(map(str, present))}")
+        raise SelectionError(f"selection {spec!r} matched no atoms; species/types present: {', '.join(map(str, present))}"
+                             f"{_case_hint(words)}")
     return ag
+
+
+def _case_hint(words: list[str]) -> str:
+    """``"; element symbols are case-sensitive: did you mean 'Li'?"`` for words that are elements in another case."""
+    from ..elements import ELEMENTS
+
+    fixed = [w[:1].upper() + w[1:].lower() for w in words]
+    if words and fixed != words and all(f in ELEMENTS for f in fixed):
+        return f"; element symbols are case-sensitive: did you mean {','.join(fixed)!r}?"
+    return ""
 
 
 @dataclass
