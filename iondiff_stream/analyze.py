@@ -321,6 +321,7 @@ def _summary(run: RunAnalysis, temperature_K: float | None, charge: float | None
         "charge_e": charge,
         "method": hops.parameters.method,
         "n_sites": hops.n_sites,
+        "site_model": hops.extra.get("site_model"),
         "n_hops": int(len(closed)),
         "n_open_hops": int(tab["open"].sum()),
         "n_back_hops": int(closed["back_hop"].sum()),
@@ -356,6 +357,7 @@ def _summary(run: RunAnalysis, temperature_K: float | None, charge: float | None
         "warnings": warnings,
         "parameters": parameters_dict(hops.parameters),
     }
+    s.update(hops.extra.get("site_check") or {"site_check": "not applicable"})
     if tr is not None:
         s.update({k: (_finite(v) if isinstance(v, float) else v) for k, v in tr.summary().items()})
         s["D_tracer_stderr_cm2_s"] = tr.tracer.stderr_cm2_s
@@ -446,6 +448,13 @@ def hops_of(data: TrajectoryData, params: HopParameters | None = None, n_jobs: i
         hops = find_hops(data.positions, data.times_ps, params, data.atom_indices, n_jobs=n_jobs, progress=progress,
                          atom_ids=data.atom_ids, warm_centres=warm_centres, box=data.box, layout="frame",
                          client=scheduler, framework=fw, species=species)
+    chk = hops.extra.get("site_check")
+    if chk and chk.get("site_check") in ("warn", "fail"):
+        msg = (f"site model self-check {chk['site_check']} ({hops.extra.get('site_model', 'sites')}): "
+               + "; ".join(r.split(": ", 1)[1] for r in chk["site_check_reasons"])
+               + ": hop counts, frequencies, lengths and residence times are unreliable")
+        logger.warning(msg)
+        hops.warnings.append(msg)
     return hops
 
 

@@ -57,7 +57,7 @@ from scipy.special import chdtri  # chi2(3).ppf(q) = chdtri(3, 1 - q); scipy.sta
 
 from .errors import AnalysisError, InvalidCoordinatesError
 from .kmeans import compress, kmeans_weighted, sampled_silhouette
-from .model.framework import FrameworkFrames, choose_site_model
+from .model.framework import FrameworkFrames, choose_site_model, given_sites_check
 from .model.rule import HopEvents, HopRule
 from .model.sites import SiteDensity, SiteModel, SiteParameters, short_time_average
 
@@ -917,17 +917,17 @@ def _find_hops_sites(
     r_core = z * sigma
     dt = float(np.median(np.diff(times_ps)))
     m_res = residence_frames(params.min_residence_ps, dt)
-    info: dict[str, Any] = {"site_model": model.kind}
+    def read(t0: int, t1: int) -> np.ndarray:
+        return _read_frames(positions, t0, t1, layout)
+
     if sites is not None:
         model = sites
-        info = {"site_model": "given"}
-    elif framework is not None and params.site.candidates != "density":
-        def read(t0: int, t1: int) -> np.ndarray:
-            return _read_frames(positions, t0, t1, layout)
-
-        model, info = choose_site_model(model, read, T, framework, species or [], box, r_core, m_res,
-                                        params.site.min_site_frames, params.site.core_cap,
-                                        force_framework=params.site.candidates == "framework")
+        info: dict[str, Any] = {"site_model": "given", "site_check": given_sites_check(model, read, T, framework,
+                                                                                       r_core, m_res)}
+    else:
+        model, info = choose_site_model(model, read, T, None if params.site.candidates == "density" else framework,
+                                        species or [], box, r_core, m_res, params.site.min_site_frames,
+                                        params.site.core_cap, force_framework=params.site.candidates == "framework")
     if model.moving:
         res = _framework_hops(positions, layout, framework, model, r_core, sigma, times_ps, params, atom_indices,
                               atom_ids, m_res)

@@ -9,11 +9,13 @@ import numpy as np
 
 from .buffer import FrameStoreReader
 from .errors import StoreCorruptError, StoreOverwrittenError
+from .live import LiveHops
 
 __all__ = ["status", "watch"]
 
 
-def status(path: str, recent: int = 200, verify: bool = False) -> dict[str, Any]:
+def status(path: str, recent: int = 200, verify: bool = False, live: LiveHops | None = None,
+           hops: bool = True) -> dict[str, Any]:
     """One status snapshot of a store (safe while the writer appends).
 
     Reads the steps and times of every available frame and the first and last chunk of positions
@@ -21,26 +23,42 @@ def status(path: str, recent: int = 200, verify: bool = False) -> dict[str, Any]
     :class:`~iondiff_stream.errors.StoreCorruptError`. A ring that overwrites frames while they are
     read is read again.
 
+    Parameters
+    ----------
+    path : str
+    recent : int
+        Frames whose wall-clock stamps give the speed.
+    verify : bool
+        Read every chunk (checksums).
+    live : LiveHops, optional
+        The live hop count to update (a monitor keeps one across refreshes); by default a new one
+        (the offline analysis of the frames stored so far).
+    hops : bool
+        Count hops at all (False: frames, speed and MSD only).
+
     Returns
     -------
     dict
         ``frames``, ``last_step``, ``simulated_time_ps``, ``speed_ns_per_day`` (from the
         wall-clock stamps of the last ``recent`` frames), ``msd_A2`` and ``D_running_cm2_s``
         per species (first available frame to the last, framework drift removed),
-        ``ions_in_transit``, ``hops``, ``hop_rate_per_ion_per_ps``, ``centres_per_ion``
-        (histogram), ``skipped_duplicate_frames``, ``step_gaps``, ``segments`` (one per LAMMPS run),
+        ``hops``, ``ions_in_transit``, ``hop_rate_per_ion_per_ps``, ``n_sites``, ``site_model``,
+        ``site_check``, ``live_frames``, ``live_final`` (see :class:`iondiff_stream.live.LiveHops`),
+        ``skipped_duplicate_frames``, ``step_gaps``, ``segments`` (one per LAMMPS run),
         ``ring_dropped_frames``, ``unclean_writer_exits``.
     """
+    if live is None and hops:
+        live = LiveHops(path)
     for attempt in range(5):
         try:
-            return _status(path, recent, verify)
+            return _status(path, recent, verify, live)
         except StoreOverwrittenError:
             if attempt == 4:
                 raise
     raise AssertionError("unreachable")
 
 
-def _status(path: str, recent: int, verify: bool) -> dict[str, Any]:
+def _status(path: str, recent: int, verify: bool, live: LiveHops | None) -> dict[str, Any]:
     r = FrameStoreReader(path)
     n = r.n_frames
     out: dict[str, Any] = {"store": path, "frames": n, "frames_total": r.commit.n_frames,
@@ -79,15 +97,12 @@ def _status(path: str, recent: int, verify: bool) -> dict[str, Any]:
     out["msd_A2"] = {str(s): float(sq[species == s].mean()) for s in np.unique(species)}
     dt = t1 - t0
     out["D_running_cm2_s"] = {k: (v / (6 * dt) * 1e-4 if dt > 0 else None) for k, v in out["msd_A2"].items()}
-    st = r.online_state()
-    if st is not None:
-        hops = int(np.asarray(st["hops"]).sum())
-        out["ions_in_transit"] = int(np.asarray(st["in_transit"]).sum())
-        out["hops"] = hops
-        out["hop_rate_per_ion_per_ps"] = hops / (len(r.ion_ids) * dt) if dt > 0 else None
-        nc = np.asarray(st["n_centres"])
-        out["centres_per_ion"] = {str(k): int(v) for k, v in zip(*np.unique(nc, return_counts=True))}
-        out["online_frames"] = int(st["attrs"].get("n_frames_seen", 0))
+    if live is not None:
+        live.update()
+        lv = live.summary()
+        out.update(lv)
+        if dt > 0 and live.n_frames_ > 1:
+            out["hop_rate_per_ion_per_ps"] = lv["hops"] / (len(r.ion_ids) * dt)
     out["skipped_duplicate_frames"] = r.commit.n_skipped_duplicates
     out["step_gaps"] = r.commit.n_step_gaps
     return out
@@ -98,9 +113,11 @@ def watch(path: str, interval: float = 2.0, max_updates: int | None = None) -> N
     from rich.live import Live
     from rich.table import Table
 
+    follower = LiveHops(path)  # the live hop count lives in this process, across refreshes
+
     def table() -> Table:
         try:
-            st = status(path)
+            st = status(path, live=follower)
         except StoreCorruptError:
             raise
         except Exception as exc:  # noqa: BLE001 - keep watching through transient states

@@ -28,7 +28,7 @@ from .sites import SiteModel, anchor_atoms, framework_holes
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FrameworkFrames", "framework_site_model", "choose_site_model", "sample_chunks"]
+__all__ = ["FrameworkFrames", "framework_site_model", "choose_site_model", "given_sites_check", "sample_chunks"]
 
 
 @dataclass
@@ -179,6 +179,12 @@ def _sample(model: SiteModel, read_frames: Any, n_frames: int, framework: Framew
     return out
 
 
+def _check_dict(chk: Any, samp: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]]) -> dict[str, Any]:
+    d = chk.to_dict()
+    d["transit_fraction"] = 1.0 - sum(int((st >= 0).sum()) for _, _, st in samp) / max(sum(st.size for _, _, st in samp), 1)
+    return d
+
+
 def choose_site_model(density: SiteModel, read_frames: Any, n_frames: int, framework: FrameworkFrames | None,
                       mobile_species: Any, box: np.ndarray | None, r_core_A: np.ndarray, m_res: int,
                       min_site_frames: float = 5.0, core_cap: float = 0.45, force_framework: bool = False,
@@ -187,10 +193,9 @@ def choose_site_model(density: SiteModel, read_frames: Any, n_frames: int, frame
 
     Density peaks need no lattice and are kept whenever their self-checks
     (:func:`iondiff_stream.model.checks.sample_checks` on sample stretches of the run) do not fail.
-    When they fail — ions resting outside every site, hops skipping sites or lasting as long as
-    residences: sites merged or never found, as on liquid-like sublattices — the framework's holes
-    are tried, and the model with the better verdict is used (on a tie, the one whose cores hold the
-    ions for more of the time).
+    When they warn or fail — ions resting away from every site, hops skipping sites or lasting as long
+    as residences: sites merged or never found, as on liquid-like sublattices — the framework's holes
+    are tried, and used when their checks pass outright.
 
     Returns
     -------
@@ -212,9 +217,10 @@ def choose_site_model(density: SiteModel, read_frames: Any, n_frames: int, frame
     info["in_core_fraction_density"] = fd
     info["site_model_checks"] = {"density peaks": {"verdict": chk_d.verdict, "reasons": chk_d.reasons,
                                                    **{k: v for k, v in chk_d.to_dict().items() if k.endswith(("fraction", "_nn", "residence"))}}}
+    info["site_check"] = _check_dict(chk_d, samp_d)
     if framework is None or box is None or framework.positions.shape[1] < 4:
         return density, info
-    if chk_d.verdict != "fail" and not force_framework:
+    if chk_d.verdict == "ok" and not force_framework:
         return density, info
     fm = framework_site_model(read_frames, n_frames, framework, mobile_species, box, r_core_A, m_res,
                               min_site_frames, core_cap)
@@ -227,10 +233,24 @@ def choose_site_model(density: SiteModel, read_frames: Any, n_frames: int, frame
     info["n_framework_holes_kept"] = fm.n_sites
     info["site_model_checks"][fm.kind] = {"verdict": chk_f.verdict, "reasons": chk_f.reasons,
                                           **{k: v for k, v in chk_f.to_dict().items() if k.endswith(("fraction", "_nn", "residence"))}}
-    better = (rank[chk_f.verdict], -ff) < (rank[chk_d.verdict], -fd)
+    # the framework's holes replace the density peaks only when their checks pass outright and the
+    # density peaks' do not (on a run where both warn, the model needing no lattice is kept)
+    better = chk_f.verdict == "ok" and rank[chk_d.verdict] > 0
     if better or force_framework:
         info["site_model"] = fm.kind
+        info["site_check"] = _check_dict(chk_f, samp_f)
         logger.info("sites: %s (self-check %s; density peaks: %s)", fm.kind, chk_f.verdict, "; ".join(chk_d.reasons))
         return fm, info
     logger.info("sites: density peaks kept (self-check %s; framework holes %s)", chk_d.verdict, chk_f.verdict)
     return density, info
+
+
+def given_sites_check(model: SiteModel, read_frames: Any, n_frames: int, framework: FrameworkFrames | None,
+                      r_core_A: np.ndarray, m_res: int) -> dict[str, Any]:
+    """The self-checks of a site model given by the caller (e.g. a known lattice), as a summary dict."""
+    from .checks import sample_checks
+
+    cap = float(np.median(model.core_cap_A)) if model.n_sites else 1.0
+    rest_r = float(np.median(np.minimum(r_core_A, cap)))
+    samp = _sample(model, read_frames, n_frames, framework, r_core_A)
+    return _check_dict(sample_checks(model, samp, m_res, rest_r, 1.5 * rest_r), samp)
