@@ -28,6 +28,9 @@ import numpy as np
 
 __all__ = ["SiteChecks", "sample_checks", "resting_windows", "LIMITS"]
 
+#: shortest rest, frames (with fewer, a slowly moving ion in transit looks like one at rest)
+MIN_REST_FRAMES = 4
+
 #: (warn, fail) limits of each check; a value beyond ``warn`` warns, beyond ``fail`` fails
 LIMITS: dict[str, tuple[float, float]] = {
     "resting_outside_fraction": (0.05, 0.25),
@@ -152,6 +155,7 @@ def sample_checks(model: Any, chunks: list[tuple[np.ndarray, np.ndarray | None, 
     """
     from .rule import HopEvents, HopRule
 
+    w = max(int(m_res), MIN_REST_FRAMES)  # two frames near one point can be a slow transit; a rest is longer
     lengths, origin, dur, resid = [], [], [], []
     rest = tot = 0
     visited = np.zeros(model.n_sites, dtype=bool)
@@ -167,11 +171,11 @@ def sample_checks(model: Any, chunks: list[tuple[np.ndarray, np.ndarray | None, 
             r = ev.start_frame[1:][same] - ev.end_frame[:-1][same]
             resid.append(r[r >= 0])
         for i in range(n):
-            if (st[:, i] < 0).sum() >= m_res:
-                k, m = resting_windows(st[:, i], x[:, i], m_res, rest_radius_A)
+            if (st[:, i] < 0).sum() >= w:
+                k, m = resting_windows(st[:, i], x[:, i], w, rest_radius_A)
                 if len(k):
-                    far = _site_distance(model, m, None if _fw is None else _fw[k + m_res // 2]) >= far_A
-                    rest += _frames_covered(k[far], m_res)
+                    far = _site_distance(model, m, None if _fw is None else _fw[k + w // 2]) >= far_A
+                    rest += _frames_covered(k[far], w)
         tot += st.size
         visited[np.unique(st[st >= 0])] = True
     cat = (lambda v: np.concatenate(v) if v else np.zeros(0))

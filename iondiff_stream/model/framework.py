@@ -130,7 +130,9 @@ def framework_site_model(
     model = model_of(centres[keep], anchors[keep], shifts[keep], frames[keep])
     # refine: where the ions reside relative to each kept hole's vertices (off-centre sites move with them)
     dev = np.zeros((model.n_sites, 3))
+    dev2 = np.zeros(model.n_sites)
     cnt = np.zeros(model.n_sites)
+    nvis = np.zeros(model.n_sites)
     for t0, t1 in chunks:
         x = read_frames(t0, t1)
         fw = framework.positions[t0:t1]
@@ -140,8 +142,16 @@ def framework_site_model(
         k = st[t, i]
         d = model.minimum_image(x[t, i] - S[t, k])
         np.add.at(dev, k, d)
+        np.add.at(dev2, k, np.einsum("ij,ij->i", d, d))
         cnt += np.bincount(k, minlength=model.n_sites)
-    shift = dev / np.maximum(cnt, 1)[:, None]
+        nvis += np.bincount(visits(st)[1], minlength=model.n_sites)
+    c = np.maximum(cnt, 1)[:, None]
+    shift = dev / c
+    # the frames of one visit are correlated: the standard error of the shift counts visits, not frames;
+    # a shift within three standard errors is noise (a symmetric hole keeps its centre)
+    var = np.maximum(dev2 / c[:, 0] - np.einsum("ij,ij->i", shift, shift), 0.0)
+    se2 = var / np.maximum(nvis, 1)
+    shift[np.einsum("ij,ij->i", shift, shift) <= 9.0 * se2] = 0.0
     refined = model_of(model.sites_A + shift, model.anchors, model.anchor_shift_A, model.weight)
     logger.info("framework holes of %s: %d candidates, %d kept (residences of >= %d frames)", "/".join(names),
                 len(centres), refined.n_sites, m_res)

@@ -36,7 +36,7 @@ from ..pbc import cell_matrix, minimum_image, wrap
 logger = logging.getLogger(__name__)
 
 __all__ = ["SiteParameters", "SiteModel", "SiteDensity", "short_time_average", "ANIONS", "anchor_atoms",
-           "framework_holes", "attach_sites"]
+           "framework_holes"]
 
 
 @dataclass(frozen=True)
@@ -628,13 +628,15 @@ def framework_holes(framework_mean_A: np.ndarray, box: np.ndarray, group_A: floa
     anchors : ndarray, shape (s, k), int64
         Framework atom indices of each hole's vertices, -1 padded.
     shifts : ndarray, shape (s, k, 3)
-        Lattice translation that puts each vertex next to its hole, Å.
+        Lattice translation that puts each vertex (as given in ``framework_mean_A``, unwrapped or not)
+        next to its hole, Å.
     """
     from scipy.spatial import Delaunay
 
     h = cell_matrix(box)
     hinv = np.linalg.inv(h)
-    base = wrap(np.asarray(framework_mean_A, dtype=np.float64), box)
+    given = np.asarray(framework_mean_A, dtype=np.float64)
+    base = wrap(given, box)
     m = len(base)
     if m < 4:
         raise AnalysisError(f"a framework of {m} atoms has no polyhedral holes")
@@ -685,26 +687,6 @@ def framework_holes(framework_mean_A: np.ndarray, box: np.ndarray, group_A: floa
         sh = np.array([v[1] for v in verts])
         c = (base[a] + sh).mean(0)
         w = wrap(c, box)
-        sh = sh + (w - c)  # the hole wrapped into the cell: its vertices move with it
+        sh = sh + (w - c) + (base[a] - given[a])  # hole wrapped into the cell; shifts of the given positions
         centres[i], anchors[i, : len(a)], shifts[i, : len(a)] = w, a, sh
     return centres, anchors, shifts
-
-
-def attach_sites(sites_A: np.ndarray, framework_mean_A: np.ndarray, box: np.ndarray, k: int = 4
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Anchors of arbitrary sites: the ``k`` nearest framework atoms of each (for sites that are no hole).
-
-    Returns
-    -------
-    anchors : ndarray, shape (s, k), int64
-    shifts : ndarray, shape (s, k, 3), Å
-    """
-    fw = SiteModel(np.asarray(framework_mean_A, float), box, np.ones(len(framework_mean_A)), core_cap=0.45)
-    s = np.asarray(sites_A, float).reshape(-1, 3)
-    k = min(k, len(framework_mean_A))
-    _, j = fw._tree.query(fw.wrap(s), k=k)
-    j = np.asarray(j).reshape(len(s), k)
-    atom = j % fw.n_sites
-    pos = fw._tree.data[j]  # image positions of the anchors
-    shifts = pos - fw.sites_A[atom]
-    return atom.astype(np.int64), shifts
