@@ -27,6 +27,19 @@ from ..buffer import FrameStoreReader, _choose_segment
 
 __all__ = ["StoreReader", "StoreParser"]
 
+_NAMES = ("positions", "framework_centre", "step", "time_ps", "box", "wall_s")
+
+
+def _framework_meta(r: FrameStoreReader) -> tuple[np.ndarray, list[str], list[Any]] | None:
+    """Ids, species and types of the framework atoms a store holds (``framework`` array), else None."""
+    a = dict(r.group.attrs)
+    if "framework" not in r.group or "framework_ids" not in a:
+        return None
+    ids = np.asarray(a["framework_ids"], dtype=np.int64)
+    species = list(a.get("framework_species", ["X"] * len(ids)))
+    types = list(a.get("framework_lammps_types") or species)
+    return ids, species, types
+
 
 class StoreParser(TopologyReaderBase):
     """Topology of a frame store: the stored ions plus the framework-centre pseudo-atom ``FWC``."""
@@ -35,18 +48,29 @@ class StoreParser(TopologyReaderBase):
 
     def parse(self, **kwargs: Any) -> Topology:  # noqa: D102
         r = FrameStoreReader(self.filename)
-        species = np.array(list(r.species) + ["FWC"], dtype=object)
-        if r.lammps_types is not None:
-            types = np.array([str(t) for t in r.lammps_types] + ["FWC"], dtype=object)
+        fw = _framework_meta(r)
+        if fw is not None:  # the framework atoms themselves (the site model attaches sites to them)
+            fw_ids, fw_species, fw_types = fw
+            species = np.array(list(r.species) + list(fw_species), dtype=object)
+            ion_types = r.lammps_types if r.lammps_types is not None else list(r.species)
+            types = np.array([str(t) for t in ion_types] + [str(t) for t in fw_types], dtype=object)
+            ids = np.concatenate([r.ion_ids, fw_ids])
+            elements = species.copy()
+            masses = element_masses(species)
         else:
-            types = species.copy()
+            species = np.array(list(r.species) + ["FWC"], dtype=object)
+            if r.lammps_types is not None:
+                types = np.array([str(t) for t in r.lammps_types] + ["FWC"], dtype=object)
+            else:
+                types = species.copy()
+            ids = np.concatenate([r.ion_ids, [0]])
+            elements = np.array(list(r.species) + [""], dtype=object)
+            masses = np.append(element_masses(species[:-1]), 0.0)
         n = len(species)
-        ids = np.concatenate([r.ion_ids, [0]])
-        masses = np.append(element_masses(species[:-1]), 0.0)
         attrs = [
             Atomnames(species),
             Atomtypes(types),
-            Elements(np.array(list(r.species) + [""], dtype=object)),
+            Elements(elements),
             Masses(masses),
             Atomids(ids),
             Resids(np.array([1])),
@@ -68,7 +92,9 @@ class StoreReader(base.ReaderBase):
                  **kwargs: Any) -> None:
         super().__init__(filename, convert_units=convert_units, **kwargs)
         self._store = FrameStoreReader(str(filename))
-        self.n_atoms = self._store.ion_ids.size + 1
+        self._fw = _framework_meta(self._store)
+        self._names = _NAMES + (("framework",) if self._fw is not None else ())
+        self.n_atoms = self._store.ion_ids.size + (len(self._fw[0]) if self._fw is not None else 1)
         self._cache_start = -1
         self._cache: dict[str, np.ndarray] = {}
         self.ts = self._Timestep(self.n_atoms, **self._ts_kwargs)
@@ -115,7 +141,9 @@ class StoreReader(base.ReaderBase):
 
     @staticmethod
     def parse_n_atoms(filename: Any, **kwargs: Any) -> int:
-        return FrameStoreReader(str(filename)).ion_ids.size + 1
+        r = FrameStoreReader(str(filename))
+        fw = _framework_meta(r)
+        return r.ion_ids.size + (len(fw[0]) if fw is not None else 1)
 
     @property
     def n_frames(self) -> int:
@@ -126,7 +154,7 @@ class StoreReader(base.ReaderBase):
         size = max(int(self._store.chunk), 64)
         start = (j // size) * size
         if start != self._cache_start:
-            self._cache = self._store.read(start, min(start + size, self._store.n_frames))
+            self._cache = self._store.read(start, min(start + size, self._store.n_frames), names=self._names)
             self._cache_start = start
         return self._cache, j - start
 
@@ -136,9 +164,13 @@ class StoreReader(base.ReaderBase):
         blk, j = self._block(i)
         ts = self.ts
         ts.frame = i
-        ts.positions[:-1] = blk["positions"][j]
-        fc = blk["framework_centre"][j]
-        ts.positions[-1] = fc if np.all(np.isfinite(fc)) else 0.0
+        n_ions = blk["positions"].shape[1]
+        ts.positions[:n_ions] = blk["positions"][j]
+        if self._fw is not None:
+            ts.positions[n_ions:] = blk["framework"][j]
+        else:
+            fc = blk["framework_centre"][j]
+            ts.positions[-1] = fc if np.all(np.isfinite(fc)) else 0.0
         ts.dimensions = blk["box"][j]
         ts.time = float(blk["time_ps"][j]) + float(self._toff[i])
         ts.data["step"] = int(blk["step"][j])
