@@ -3,8 +3,8 @@
 For every temperature: hops of the default ("sites") and the published ("silhouette") method,
 D_hops / D_MSD, the independent count of committed nearest-lattice-site changes (stays >= 0.2 ps
 on the ideal F sublattice), store vs dump vs dump + 1e-3 A noise (same hops: same atom, +-1 frame),
-the run with gaps in the atom ids, and the live count (online estimator replayed over the store's
-frames, exactly what the hook computes) vs the offline one; then Arrhenius fits of nu and D*.
+the run with gaps in the atom ids, the streaming estimator replayed over the store's frames and the
+monitor's final count vs the offline one; then Arrhenius fits of nu and D*.
 
 Usage::
 
@@ -31,7 +31,8 @@ def f_sublattice(box: np.ndarray) -> np.ndarray:
 def check_temperature(d: str, T: int, silhouette: bool = True) -> dict:
     from iondiff_stream.analyze import analyze_run
     from iondiff_stream.hops import HopParameters, committed_site_changes, find_hops
-    from iondiff_stream.online import OnlineSites
+    from iondiff_stream.live import LiveHops
+    from iondiff_stream.online import OnlineCentres
     from iondiff_stream.buffer import FrameStoreReader
     from iondiff_stream.synthetic import same_hops
 
@@ -68,18 +69,19 @@ def check_temperature(d: str, T: int, silhouette: bool = True) -> dict:
     hn = find_hops(noisy, du.data.times_ps, HopParameters(), du.data.atom_indices, atom_ids=du.data.atom_ids,
                    box=du.data.box, layout="frame")
     out["dump_vs_noisy"] = same_hops(du.hops.hops, hn.hops, 1)["fraction"]
-    # live: what the hook's estimator computes, replayed over the same frames in the same order
+    # live: the streaming estimator fed the store's frames one at a time (as a watcher of positions in memory
+    # would), and the monitor's count of the closed store (the offline analysis by construction)
     r = FrameStoreReader(f"{d}/T{T}_c.zarr")
     raw = r.read()
-    live = OnlineSites()
-    for k in range(len(raw["positions"])):  # one frame at a time, with the cell and time, as the hook does
+    live = OnlineCentres()
+    for k in range(len(raw["positions"])):
         live.partial_fit(raw["positions"][k : k + 1], box=raw["box"][k], times_ps=raw["time_ps"][k : k + 1])
+    live.finalize()
     out["live_hops"] = int(live.hops_.sum())
     out["live_over_offline"] = out["live_hops"] / max(1, s["n_hops"])
-    st_state = r.online_state()
-    if st_state is not None and "hops" in st_state:
-        out["hook_live_hops"] = int(np.asarray(st_state["hops"]).sum())
-        out["hook_live_over_offline"] = out["hook_live_hops"] / max(1, s["n_hops"])
+    mon = LiveHops(f"{d}/T{T}_c.zarr").update()
+    out["monitor_final_hops"] = int(mon.hops_.sum())
+    out["monitor_final_equals_offline"] = out["monitor_final_hops"] == s["n_hops"]
     if silhouette:
         sil = analyze_run(f"{d}/T{T}_c.zarr", "F", params=HopParameters(method="silhouette"))
         out["silhouette_hops"] = sil.summary["n_hops"]
