@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from .rule import HopRule
+
 __all__ = ["SiteChecks", "sample_checks", "resting_windows", "LIMITS"]
 
 #: shortest rest, frames (with fewer, a slowly moving ion in transit looks like one at rest)
@@ -153,8 +155,6 @@ def sample_checks(model: Any, chunks: list[tuple[np.ndarray, np.ndarray | None, 
         Hop lengths are site-to-site distances (sites at their mean positions); durations and
         residences are in frames.
     """
-    from .rule import HopEvents, HopRule
-
     w = max(int(m_res), MIN_REST_FRAMES)  # two frames near one point can be a slow transit; a rest is longer
     lengths, origin, dur, resid = [], [], [], []
     rest = tot = 0

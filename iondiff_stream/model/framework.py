@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .checks import sample_checks
 from .rule import visits
 from .sites import SiteModel, anchor_atoms, framework_holes
 
@@ -214,8 +215,6 @@ def choose_site_model(density: SiteModel, read_frames: Any, n_frames: int, frame
         ``site_model`` (kind), ``site_model_checks`` (verdict and reasons of each model tried),
         ``in_core_fraction_density`` / ``_framework``, ``n_framework_holes_kept``.
     """
-    from .checks import sample_checks
-
     rank = {"ok": 0, "warn": 1, "fail": 2, "not applicable": 0}
     cap = float(np.median(density.core_cap_A)) if density.n_sites else 1.0
     rest_r = float(np.median(np.minimum(r_core_A, cap)))
@@ -258,8 +257,6 @@ def choose_site_model(density: SiteModel, read_frames: Any, n_frames: int, frame
 def given_sites_check(model: SiteModel, read_frames: Any, n_frames: int, framework: FrameworkFrames | None,
                       r_core_A: np.ndarray, m_res: int) -> dict[str, Any]:
     """The self-checks of a site model given by the caller (e.g. a known lattice), as a summary dict."""
-    from .checks import sample_checks
-
     cap = float(np.median(model.core_cap_A)) if model.n_sites else 1.0
     rest_r = float(np.median(np.minimum(r_core_A, cap)))
     samp = _sample(model, read_frames, n_frames, framework, r_core_A)
