@@ -349,8 +349,12 @@ def _headline(s: dict[str, Any], arrh: dict[str, Any] | None, arrh_error: str | 
         for key, label in (("D_tracer", "Ea from D*"), ("nu", "Ea from ν")):
             f = arrh.get(key)
             if f:
-                cards.append((label, fmt(f["Ea_eV"], "eV", digits=3),
-                              f"± {fmt(f['Ea_err_eV'], digits=2)} eV over {len(arrh['temperatures_K'])} temperatures"))
+                n_t = len(arrh["temperatures_K"])
+                err = f.get("Ea_err_eV")
+                note = (f"± {fmt(err, digits=2)} eV over {n_t} temperatures"
+                        if err is not None and np.isfinite(err) and err > 0
+                        else f"from {n_t} temperatures (no uncertainty from {n_t} points)")
+                cards.append((label, fmt(f["Ea_eV"], "eV", digits=3), note))
             else:
                 cards.append((label, "not resolved", "the fit failed (see the log)"))
     elif arrh_error:

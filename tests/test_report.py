@@ -4,6 +4,8 @@ import html
 import json
 import os
 import re
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -182,3 +184,22 @@ def test_hop_timeline_legend_and_empty_note():
     assert any("single hop" in t for t in labels) and any("concerted group" in t for t in labels)
     empty = plots.hop_timeline(np.zeros(0, int), np.zeros(0), np.zeros(0), 4, 10.0)
     assert "no hops in this run" in [t.get_text() for t in empty.axes[0].texts]
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")),
+                    reason="chromium is not installed (make test installs Debian's chromium where apt-get works)")
+def test_report_in_headless_chromium(analysed, tmp_path):
+    """The page as a browser renders it: headline, trust panel and every figure present."""
+    make_report(analysed[1])
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    page = os.path.join(analysed[1], "report.html")
+    r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                        "--disable-component-update", "--disable-sync", "--no-first-run",
+                        f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", "file://" + page],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    dom = r.stdout
+    assert "D* (tracer diffusion)" in dom and "Can these numbers be trusted?" in dom
+    for name in ("group_sizes.png", "hop_timeline.png", "msd.png"):
+        assert f'src="{name}"' in dom
+    _assert_readable(dom.replace('"', "'"))
