@@ -246,6 +246,9 @@ def concert_vs_null(observed_fraction: float | None, null_mean: float | None, nu
     draws = f", {n_draws} draws" if n_draws else ""
     ax.bar([1], [nm], color="0.55", width=0.6, yerr=None if ns is None else [ns], ecolor="0.2", capsize=6,
            label=f"time-shuffled null (mean ± std{draws})")
+    for x, y in ((0, obs), (1, nm)):
+        if np.isfinite(y):
+            ax.text(x, y, f"{y:.3g} %", ha="center", va="bottom", fontsize=9)
     ax.set_xticks([0, 1], ["observed", "null"])
     ax.set_ylabel("hops in concerted groups (%)")
     top = np.nanmax([obs, nm + (ns or 0.0), 1.0])

@@ -203,3 +203,17 @@ def test_report_in_headless_chromium(analysed, tmp_path):
     for name in ("group_sizes.png", "hop_timeline.png", "msd.png"):
         assert f'src="{name}"' in dom
     _assert_readable(dom.replace('"', "'"))
+
+
+def test_report_of_an_aimd_run(tmp_path):
+    """LGPS AIMD at 600 K (pymatgen's unwrapped trajectory): readable page, headline and trust panel."""
+    from conftest import shared
+
+    traj = shared("LGPS_600K_pmg_diffusion", "derived_LGPS_600K_unwrapped.extxyz")
+    out = str(tmp_path / "lgps")
+    analyze_run([traj], "Li", out_dir=out, temperature_K=600.0)
+    make_report(out)
+    page = open(os.path.join(out, "report.html")).read()
+    _assert_readable(page)
+    s = json.load(open(os.path.join(out, "summary.json")))
+    assert s["n_hops"] > 0 and "hop_timeline.png" in page
