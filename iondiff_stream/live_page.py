@@ -316,13 +316,18 @@ class LivePage:
         self.history: list[dict[str, Any]] = []
 
     def update(self, status: dict[str, Any], wall: float | None = None) -> None:
-        """Add ``status`` to the history and rewrite the page; a failed write is logged, not raised."""
+        """Add ``status`` to the history and rewrite the page; a failed render or write is logged, not raised."""
         if not status.get("waiting"):
             self.history.append(snapshot(status, wall))
         if len(self.history) > self.max_history:
             self.history = self.history[:-1:2] + self.history[-1:]
         try:
-            write_atomic(self.path, render(status, self.history, self.refresh_s))
+            text = render(status, self.history, self.refresh_s)
+        except Exception:  # noqa: BLE001 - a status the page cannot show must not stop the monitor
+            logger.exception("could not render the live page from this status; the page keeps the last one")
+            return
+        try:
+            write_atomic(self.path, text)
         except OSError as exc:
             logger.warning("could not write the live page %s: %s", self.path, exc)
 
