@@ -337,6 +337,13 @@ def monitor(
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
     interval: Annotated[float, typer.Option(min=0.05, help="Seconds between refreshes.")] = 2.0,
     verify: Annotated[bool, typer.Option("--verify", help="With --once: check every chunk's checksum.")] = False,
+    html_page: Annotated[Optional[Path], typer.Option(
+        "--html", help="Also keep this self-contained HTML page up to date (rewritten atomically at every "
+                       "refresh; open it in a browser, e.g. over a shared file system).")] = None,
+    serve: Annotated[Optional[int], typer.Option(
+        "--serve", min=0, max=65535, help="Also serve the live page on http://127.0.0.1:PORT/ while the command "
+                                          "runs (0: a free port; the page goes to a temporary file without --html).")
+    ] = None,
 ) -> None:
     """Live view of a running simulation: frames, segments, speed, MSD and D, ions in transit, hops."""
     from .monitor import status, watch
@@ -344,15 +351,33 @@ def monitor(
     _setup_logging(False)
     if verify and not once:
         raise typer.BadParameter("applies with --once only", param_hint="'--verify'")
+    page = _live_page(html_page, serve, interval)
     if once:
         st = status(str(store), verify=verify)
+        if page is not None:
+            page.update(st)
         typer.echo(json.dumps(st, indent=2) if as_json else _format_status(st))
         return
     try:
-        watch(str(store), interval)
+        if page is not None:
+            page.start(str(store), serve)
+        watch(str(store), interval, on_status=page)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None
+    finally:
+        if page is not None:
+            page.stop()
+
+
+def _live_page(html_page: Optional[Path], serve: Optional[int], interval: float):
+    """The page of ``monitor --html/--serve`` (None without either option)."""
+    if html_page is None and serve is None:
+        return None
+    from .live_page import MonitorPage
+
+    return MonitorPage(None if html_page is None else str(html_page), refresh_s=max(1.0, interval),
+                       announce=lambda msg: typer.echo(msg, err=True))
 
 
 def _format_status(st: dict) -> str:
@@ -414,13 +439,16 @@ def sites(
 def report(
     out: Annotated[Path, typer.Argument(help="Directory written by 'analyze'.")],
     ion: Annotated[Optional[int], typer.Option(help="Mobile-ion index for the path figure.")] = None,
+    series: Annotated[Optional[list[Path]], typer.Option(
+        "--series", help="A directory of the same system analysed at another temperature (repeat the option): "
+                         "the headline then shows the activation energies.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
 ) -> None:
     """Write PNG figures and report.html summarising an analysed run."""
     from .report import make_report
 
     _setup_logging(verbose)
-    for p in make_report(str(out), ion):
+    for p in make_report(str(out), ion, series=[str(d) for d in series or []]):
         typer.echo(p)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -108,8 +109,12 @@ def _status(path: str, recent: int, verify: bool, live: LiveHops | None) -> dict
     return out
 
 
-def watch(path: str, interval: float = 2.0, max_updates: int | None = None) -> None:
-    """Refresh a terminal table with :func:`status` every ``interval`` seconds (Ctrl-C to stop)."""
+def watch(path: str, interval: float = 2.0, max_updates: int | None = None,
+          on_status: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """Refresh a terminal table with :func:`status` every ``interval`` seconds (Ctrl-C to stop).
+
+    ``on_status`` is called with every status shown (e.g. :class:`~iondiff_stream.live_page.LivePage`).
+    """
     from rich.live import Live
     from rich.table import Table
 
@@ -122,6 +127,8 @@ def watch(path: str, interval: float = 2.0, max_updates: int | None = None) -> N
             raise
         except Exception as exc:  # noqa: BLE001 - keep watching through transient states
             st = {"store": path, "waiting": str(exc)}
+        if on_status is not None:
+            on_status(st)
         t = Table(title=f"iondiff-stream monitor — {path}")
         t.add_column("quantity")
         t.add_column("value")

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ion_path", "hop_timeline", "correlation_matrix", "group_sizes", "msd", "arrhenius"]
+__all__ = ["ion_path", "hop_timeline", "correlation_matrix", "group_sizes", "concert_vs_null", "msd", "arrhenius"]
 
 
 def _figure(**kw: Any) -> Any:
@@ -59,19 +59,64 @@ def ion_path(positions: np.ndarray, times_ps: np.ndarray, states: np.ndarray, ce
 
 def hop_timeline(ions: np.ndarray, start_ps: np.ndarray, end_ps: np.ndarray, n_ions: int, total_ps: float,
                  group_of_event: np.ndarray | None = None) -> Any:
-    """Every hop of every ion on a time line (cf. Fig. 2b); concerted groups share a colour."""
+    """Every hop of every ion on a time line (cf. Fig. 2b); hops of one concerted group share a colour.
+
+    Parameters
+    ----------
+    ions, start_ps, end_ps : ndarray, shape (n_hops,)
+        Mobile-ion index, last frame in the origin site and first frame in the destination (ps) of each hop.
+    n_ions : int
+        Number of mobile ions (the y range).
+    total_ps : float
+        Length of the run (the x range), ps.
+    group_of_event : ndarray, shape (n_hops,), optional
+        Concerted group of each hop: hops whose group has 2 or more hops are drawn in that group's colour,
+        single hops in grey; the legend says which is which.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        With no hops, a note says so instead of an empty time line.
+    """
+    from matplotlib.lines import Line2D
+
     fig = _figure(figsize=(9, 4.5), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
-    if len(ions):
-        colors = np.zeros(len(ions)) if group_of_event is None else group_of_event % 20
-        col = _cmap("tab20")(colors / 19.0)
-        ax.hlines(ions, start_ps, np.maximum(end_ps, start_ps + total_ps * 2e-3), colors=col, lw=3)
-        ax.scatter(0.5 * (start_ps + end_ps), ions, marker="|", s=60, c=col)
-    ax.set_xlim(0, total_ps)
-    ax.set_ylim(-1, n_ions)
+    ions = np.asarray(ions)
+    ax.set_xlim(0, total_ps if total_ps > 0 else 1.0)
+    ax.set_ylim(-1, max(n_ions, 1))
     ax.set_xlabel("time (ps)")
     ax.set_ylabel("mobile ion")
-    ax.set_title(f"{len(ions)} hops")
+    if not len(ions):
+        ax.text(0.5, 0.5, "no hops in this run", transform=ax.transAxes, ha="center", va="center", fontsize=14,
+                color="0.3")
+        ax.set_title("0 hops")
+        return fig
+    single = np.ones(len(ions), bool)
+    col = np.tile(np.array([0.55, 0.55, 0.55, 1.0]), (len(ions), 1))
+    if group_of_event is not None and len(group_of_event) == len(ions):
+        g = np.asarray(group_of_event)
+        sizes = np.bincount(g)
+        single = sizes[g] < 2
+        multi = np.unique(g[~single])
+        rank = np.searchsorted(multi, g[~single])  # consecutive groups get consecutive colours
+        col[~single] = _cmap("tab10")((rank % 10) / 9.999)
+    end = np.maximum(end_ps, start_ps + total_ps * 2e-3)
+    ax.hlines(ions, start_ps, end, colors=col, lw=3)
+    ax.scatter(0.5 * (start_ps + end_ps), ions, marker="|", s=60, c=col)
+    handles = [Line2D([], [], color="0.55", lw=3, label=f"single hop ({int(single.sum())})")]
+    if (~single).any():
+        n_groups = len(np.unique(np.asarray(group_of_event)[~single]))
+        handles += [Line2D([], [], color=_cmap("tab10")(k / 9.999), lw=3, label=None if k else
+                           f"concerted group ({n_groups}; hops of one group share a colour)")
+                    for k in range(min(n_groups, 3))]
+    from matplotlib.legend_handler import HandlerTuple
+
+    entries = [handles[0]] + ([tuple(handles[1:])] if len(handles) > 1 else [])
+    labels = [handles[0].get_label()] + ([handles[1].get_label()] if len(handles) > 1 else [])
+    ax.legend(entries, labels, handler_map={tuple: HandlerTuple(ndivide=None)}, loc="upper right", fontsize=8,
+              framealpha=0.9)
+    ax.set_title(f"{len(ions)} hops (bar: last frame in the origin site → first frame in the destination)", fontsize=9)
     return fig
 
 
@@ -122,6 +167,15 @@ def group_sizes(size_hist: np.ndarray, fit: dict[str, float] | None, null_hist: 
     """
     fig = _figure(figsize=(5.5, 4), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
+    _draw_group_sizes(ax, size_hist, fit, null_hist, null_fit, null_std)
+    if p_value is not None:
+        ax.set_title(f"P(null ≥ observed share of hops in groups) = {p_value:.3g}", fontsize=9)
+    return fig
+
+
+def _draw_group_sizes(ax: Any, size_hist: np.ndarray, fit: dict[str, float] | None, null_hist: np.ndarray | None,
+                      null_fit: dict[str, float] | None, null_std: np.ndarray | None) -> None:
+    """Observed and null group-size distributions (fractions of groups, log scale) on ``ax``."""
     n = np.arange(1, len(size_hist) + 1)
     total = max(float(np.sum(size_hist)), 1.0)
     w = 0.4 if null_hist is not None else 0.8
@@ -150,9 +204,61 @@ def group_sizes(size_hist: np.ndarray, fit: dict[str, float] | None, null_hist: 
     ax.set_xlim(0.4, n_last + 1.6)
     ax.set_xlabel("ions hopping in concert, n")
     ax.set_ylabel("fraction of groups")
-    if p_value is not None:
-        ax.set_title(f"P(null ≥ observed share of hops in groups) = {p_value:.3g}", fontsize=9)
     ax.legend(fontsize=8)
+
+
+def concert_vs_null(observed_fraction: float | None, null_mean: float | None, null_std: float | None,
+                    p_value: float | None, size_hist: np.ndarray, null_hist: np.ndarray | None = None,
+                    null_hist_std: np.ndarray | None = None, fit: dict[str, float] | None = None,
+                    null_fit: dict[str, float] | None = None, n_draws: int | None = None) -> Any:
+    """Concerted hopping observed against the time-shuffled null of the same hops.
+
+    Left: the share of hops that belong to a group of 2 or more ions, observed and under the null (mean ± std
+    over the draws), with the p-value. Right: the distribution of group sizes, observed and null.
+
+    Parameters
+    ----------
+    observed_fraction : float or None
+        ``fraction_hops_concerted``.
+    null_mean, null_std : float or None
+        ``null_fraction_hops_concerted_mean`` / ``_std``.
+    p_value : float or None
+        ``concert_p_value``: probability under the null of a share at least the observed one.
+    size_hist : ndarray, shape (max_size,)
+        ``group_size_hist``: observed groups of n = 1..max_size ions.
+    null_hist, null_hist_std : ndarray, shape (max_size,), optional
+        ``null_group_size_hist_mean`` / ``_std``.
+    fit, null_fit : dict, optional
+        ``group_size_fit`` / ``group_size_fit_null`` (``A, b, b_err``).
+    n_draws : int, optional
+        ``concert_null_draws``, for the legend.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    fig = _figure(figsize=(10, 4), layout="constrained")
+    ax = fig.add_subplot(1, 2, 1)
+    obs = 100 * observed_fraction if observed_fraction is not None else np.nan
+    nm = 100 * null_mean if null_mean is not None else np.nan
+    ns = 100 * null_std if null_std is not None else None
+    ax.bar([0], [obs], color="tab:blue", width=0.6, label="observed")
+    draws = f", {n_draws} draws" if n_draws else ""
+    ax.bar([1], [nm], color="0.55", width=0.6, yerr=None if ns is None else [ns], ecolor="0.2", capsize=6,
+           label=f"time-shuffled null (mean ± std{draws})")
+    for x, y in ((0, obs), (1, nm)):
+        if np.isfinite(y):
+            ax.text(x, y, f"{y:.3g} %", ha="center", va="bottom", fontsize=9)
+    ax.set_xticks([0, 1], ["observed", "null"])
+    ax.set_ylabel("hops in concerted groups (%)")
+    top = np.nanmax([obs, nm + (ns or 0.0), 1.0])
+    ax.set_ylim(0, 1.25 * top)
+    if p_value is not None:
+        ax.set_title(f"p = {p_value:.2g} (null share ≥ observed)", fontsize=9)
+    ax.legend(fontsize=8, loc="upper right")
+    ax2 = fig.add_subplot(1, 2, 2)
+    _draw_group_sizes(ax2, size_hist, fit, null_hist, null_fit, null_hist_std)
+    ax2.set_title("group sizes", fontsize=9)
     return fig
 
 
