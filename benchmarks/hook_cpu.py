@@ -55,7 +55,7 @@ def _children_cpu() -> float:
 
 
 def one(steps: int, every: int | None, store: str | None, worker: str = "thread",
-        chunk_frames: int = 100) -> tuple[float, float, int]:
+        chunk_frames: int | None = None) -> tuple[float, float, int]:
     """CPU seconds (process + children) and wall seconds of attach + ``run steps`` + close; frames stored."""
     from lammps_hooks import attach, load_lammps
 
@@ -79,7 +79,8 @@ def one(steps: int, every: int | None, store: str | None, worker: str = "thread"
 def in_process(a: argparse.Namespace) -> None:
     tmp = tempfile.mkdtemp()
     print(f"CaF2 example (321 atoms, 214 F stored), {a.steps} steps per run, fresh LAMMPS instance per run, "
-          f"{a.pairs} alternating plain/hooked pairs in one process, worker={a.worker}, chunk_frames={a.chunk_frames}; "
+          f"{a.pairs} alternating plain/hooked pairs in one process, worker={a.worker}, "
+          f"chunk_frames={a.chunk_frames or 'the hook default'}; "
           "CPU = process_time (all threads) + child processes, from before attach to after close")
     print(f"machine: {os.cpu_count()} cores; load average (1/5/15 min) at start: {_load()}")
     # the one-off cost of the first attach in a process (imports), then a hooked warm-up run
@@ -199,7 +200,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--every", type=int, nargs="+", default=[10, 1])
     ap.add_argument("--worker", default="thread", choices=["thread", "inline", "process"])
-    ap.add_argument("--chunk-frames", type=int, default=100)
+    ap.add_argument("--chunk-frames", type=int, default=None, help="default: the hook's (100, or 1000 steps' worth)")
     ap.add_argument("--mpi", action="store_true", help="mpirun -np 2 hooked vs plain (wall), instead of in-process")
     ap.add_argument("--mpi-steps", type=int, default=8000)
     a = ap.parse_args()
