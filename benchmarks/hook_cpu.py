@@ -136,7 +136,7 @@ MPI_SCRIPT = textwrap.dedent("""
     lmp.command("run 200")
     comm.Barrier()
     c0, w0 = time.process_time(), time.perf_counter()
-    hook = attach(lmp, mobile="F", every=every, store=store, comm=comm) if every > 0 else None
+    hook = attach(lmp, mobile="F", every=every, store=store, comm=comm, worker=sys.argv[6]) if every > 0 else None
     lmp.command(f"run {steps}")
     if hook is not None:
         hook.close()
@@ -158,7 +158,8 @@ def with_mpirun(a: argparse.Namespace) -> None:
         fh.write(MPI_SCRIPT)
     env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(sys.prefix, "lib"))
     every = a.every[0]
-    print(f"mpirun -np 2, CaF2 example, {a.mpi_steps} steps, every={every}, frames gathered to rank 0 (mpi4py); "
+    print(f"mpirun -np 2, CaF2 example, {a.mpi_steps} steps, every={every}, frames gathered to rank 0 (mpi4py), "
+          f"worker={a.worker}; "
           f"{a.pairs} alternating plain/hooked pairs; wall of attach + run + close on rank 0 between barriers")
     print(f"machine: {os.cpu_count()} cores; load average (1/5/15 min) at start: {_load()}")
 
@@ -166,7 +167,8 @@ def with_mpirun(a: argparse.Namespace) -> None:
         store = os.path.join(tmp, f"mpi{k}.zarr")
         k0 = _children_cpu()
         r = subprocess.run([mpirun, "-np", "2", sys.executable, script, CAF2, str(a.mpi_steps),
-                            str(every if hooked else 0), store, ROOT], capture_output=True, text=True, env=env,
+                            str(every if hooked else 0), store, ROOT, a.worker], capture_output=True, text=True,
+                           env=env,
                            timeout=3600)
         if r.returncode != 0:
             raise RuntimeError(r.stderr[-2000:])

@@ -134,13 +134,15 @@ class FrameSink:
     capacity, chunk_frames, flush_seconds : see :class:`~iondiff_stream.buffer.FrameStoreWriter`
     metadata : dict, optional
         Run metadata kept in the store.
-    worker : {"thread", "process", "inline"}
+    worker : {"inline", "thread", "process"}
         Where the work (matching ids, unwrapping, unit conversion, compressing and writing chunks)
-        is done. ``"thread"`` (default): a background thread, which runs while
-        LAMMPS computes in C with the GIL released (measured: the lowest
-        overhead, benchmarks/hook_overhead.py). ``"process"``: a separate
-        process fed through a socket (for large systems, where the per-frame
-        Python work would compete for the GIL). ``"inline"``: in the caller.
+        is done, a batch of frames at a time. ``"inline"`` (default): in the caller (the simulation's
+        callback), the cheapest in CPU: measured with ``benchmarks/hook_cpu.py`` on the CaF2 example,
+        ``every=10``, +1.5 % process CPU against +3.9 % with a thread (handing the GIL back and forth
+        costs more than the work), and under ``mpirun -np 2`` on 2 cores +0.4 % wall against +20-100 %
+        (a third runnable thread beside two ranks makes both wait). ``"thread"``: a background thread,
+        which can overlap the writes with LAMMPS when a core is free. ``"process"``: a separate process
+        fed through a socket.
     batch_frames : int
         Frames collected before they are handed to the worker in one message
         (or after 1 s, for slow simulations) and processed together, vectorised over
@@ -163,7 +165,7 @@ class FrameSink:
         chunk_frames: int = 100,
         flush_seconds: float | None = 10.0,
         metadata: dict[str, Any] | None = None,
-        worker: str = "thread",
+        worker: str = "inline",
         batch_frames: int = 100,
         mode: str = "a",
         overwrite: bool = False,

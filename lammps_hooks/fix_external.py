@@ -295,7 +295,7 @@ def attach(
     fix_id: str = "iondiff",
     type_elements: dict[int, str] | None = None,
     comm: Any = None,
-    worker: str = "thread",
+    worker: str = "inline",
     mode: str = "a",
     overwrite: bool = False,
 ) -> Hook:
@@ -316,7 +316,7 @@ def attach(
     comm : mpi4py communicator, optional
         The communicator LAMMPS runs on (several ranks: frames are gathered to rank 0 with it;
         without it LAMMPS's own gather is used).
-    worker : {"process", "thread", "inline"}
+    worker : {"inline", "thread", "process"}
         Where the storing work (matching ids, unwrapping, compressing and writing chunks) runs (:class:`iondiff_stream.stream.FrameSink`).
     mode, overwrite
         ``mode="a"`` appends to an existing store (a new segment, or a restart's continuation);

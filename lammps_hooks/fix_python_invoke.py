@@ -271,7 +271,7 @@ def _store(lmp: CLammps, ids: np.ndarray, x: np.ndarray, img: np.ndarray, types:
         _STATE["sink"] = None
         _STATE["sink"] = FrameSink(
             lmp.string_variable("IONDIFF_STORE") or "run.zarr", ids[order], types[order], mobile, elements,
-            units=lmp.global_string("units"), capacity=int(cap) if cap else None, worker="thread",
+            units=lmp.global_string("units"), capacity=int(cap) if cap else None, worker="inline",
             mode="w" if mode != "append" else "a", overwrite=mode == "overwrite",
             metadata={"source": "fix python/invoke", "lammps_version": lmp.version(), "natoms": len(ids)},
         )
