@@ -201,7 +201,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8000)
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--every", type=int, nargs="+", default=[10, 1])
-    ap.add_argument("--worker", default="thread", choices=["thread", "inline", "process"])
+    ap.add_argument("--worker", default="inline", choices=["inline", "thread", "process"],
+                    help="the sink's worker (default: inline, the hook's default)")
     ap.add_argument("--chunk-frames", type=int, default=None, help="default: the hook's (100, or 1000 steps' worth)")
     ap.add_argument("--mpi", action="store_true", help="mpirun -np 2 hooked vs plain (wall), instead of in-process")
     ap.add_argument("--mpi-steps", type=int, default=8000)

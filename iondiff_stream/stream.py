@@ -28,11 +28,6 @@ from .units import lammps_factors
 
 logger = logging.getLogger(__name__)
 
-#: GIL switch interval (s) while a thread worker runs, or None to leave the interpreter's (5 ms). The
-#: simulation thread's callback waits for the GIL while the worker holds it; forced switches happen only
-#: while both want it. Set by the sink for its lifetime only (restored on close).
-SWITCH_INTERVAL_S: float | None = None
-
 #: steps a store chunk covers at least when the hook picks the chunk size (:func:`chunk_frames_for`)
 CHUNK_STEPS = 1000
 
@@ -113,8 +108,9 @@ class FrameSink:
     later are not stored (reported once), and a stored ion that disappears stops the sink
     with :class:`~iondiff_stream.errors.StoreMismatchError` naming its ids.
 
-    A context manager: leaving the ``with`` block closes the sink (every frame pushed is written, the
-    worker stopped, the interpreter's switch interval restored), also when the block raised.
+    A context manager: leaving the ``with`` block closes the sink (every frame pushed is written, a
+    worker thread or process stopped), also when the block raised. Nothing process-wide is changed (no
+    BLAS limits, no GIL switch interval): the sink does no BLAS work, and its default worker is inline.
 
     Parameters
     ----------
@@ -206,7 +202,6 @@ class FrameSink:
         self._queue: queue.Queue[Any] | None = None
         self._thread: threading.Thread | None = None
         self._proc: Any = None
-        self._old_switch: float | None = None
         self._closed = False
         if worker == "process":
             self._start_process(
@@ -222,11 +217,6 @@ class FrameSink:
             metadata={"mobile": mobile, **(metadata or {})}, lammps_types=self.types[self.mask],
         )
         if worker == "thread":
-            import sys
-
-            if SWITCH_INTERVAL_S is not None:  # restored on close
-                self._old_switch = sys.getswitchinterval()
-                sys.setswitchinterval(min(self._old_switch, SWITCH_INTERVAL_S))
             self._queue = queue.Queue(maxsize=10_000)
             self._thread = threading.Thread(target=self._work, name="iondiff-sink", daemon=True)
             self._thread.start()
@@ -448,8 +438,6 @@ class FrameSink:
     def close(self, interrupted: str | None = None) -> dict[str, Any]:
         """Write every frame pushed so far, close the store and end the sink's side effects; idempotent.
 
-        The worker is stopped and the interpreter's switch interval restored also when writing fails.
-
         Parameters
         ----------
         interrupted : str, optional
@@ -485,17 +473,10 @@ class FrameSink:
                 raise msg
             self.report = msg
             return self.report
-        try:
-            if self._thread is not None and self._queue is not None:
-                self._queue.put(None)
-                self._thread.join()
-                self._thread = None
-        finally:
-            if self._old_switch is not None:
-                import sys
-
-                sys.setswitchinterval(self._old_switch)
-                self._old_switch = None
+        if self._thread is not None and self._queue is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
         if interrupted is not None:
             self.writer.mark_interrupted(interrupted)
         self.writer.close()
