@@ -92,6 +92,9 @@ class Hook:
         self.stop_reason: str | None = None
         self._stop_var: str | None = None
         self._stop_set = False
+        #: frames each rank collects before one gather to rank 0 (mpi4py): ~200 steps' worth, at most 100
+        self.gather_frames = max(1, min(100, -(-200 // max(int(every), 1)))) if self.comm is not None else 1
+        self._pending: list[tuple[Any, ...]] = []
         self._h: np.ndarray | None = None
         self._run_first: int | None = None
         self._last_atimestep: int | None = None
@@ -184,10 +187,6 @@ class Hook:
                copied: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
         try:
             lmp = self.lmp
-            if self._stop_var is not None and self.comm is not None and not self._stop_set:
-                if self.comm.allreduce(0 if self.stop_reason is None else 1):  # every rank stops at one step
-                    self.stop_reason = self.stop_reason or "a signal on another rank"
-                    self._set_stop()
             t, new_run = self._time_and_run(ntimestep)
             h = self._h
             if h is None or new_run:
@@ -208,13 +207,11 @@ class Hook:
                 ids = np.array(tag[:nlocal], dtype=np.int64)
                 pos = np.array(x[:nlocal], dtype=np.float64)
                 img = np.array(np.ctypeslib.as_array(lmp.extract_atom("image", self._img_type), shape=(nlocal,)))
-            if self.comm is not None:  # every rank's local atoms to rank 0 (mpi4py)
-                parts = self.comm.gather((ids, pos, img), root=0)
-                if self.comm.Get_rank() != 0:
-                    return
-                ids = np.concatenate([p[0] for p in parts])
-                pos = np.concatenate([p[1] for p in parts])
-                img = np.concatenate([p[2] for p in parts])
+            if self.comm is not None:  # every rank's local atoms to rank 0 (mpi4py), a batch of frames at a time
+                self._pending.append((int(ntimestep), t, h, new_run, ids, pos, img))
+                if len(self._pending) >= self.gather_frames:
+                    self._gather_pending()
+                return
             assert self.sink is not None
             self.sink.push(int(ntimestep), t, pos, h, images=img, image_bits=self.bits, ids=ids, new_run=new_run)
             self.n_calls += 1
@@ -222,6 +219,30 @@ class Hook:
             if self.error is None:
                 logger.error("iondiff_stream hook failed at step %d: %s", ntimestep, exc)
             self.error = exc
+
+    def _gather_pending(self) -> None:
+        """Gather the frames every rank collected to rank 0 and store them (collective: every rank calls it).
+
+        One gather per :attr:`gather_frames` frames rather than per frame: each collective call waits for
+        the slowest rank, and with every core running a rank those waits, not the copies, were the hook's
+        cost. A stop asked for on any rank (:meth:`request_stop`) is agreed on here too.
+        """
+        assert self.comm is not None
+        pending, self._pending = self._pending, []
+        if self._stop_var is not None and not self._stop_set:
+            if self.comm.allreduce(0 if self.stop_reason is None else 1):  # every rank stops at one step
+                self.stop_reason = self.stop_reason or "a signal on another rank"
+                self._set_stop()
+        parts = self.comm.gather(pending, root=0)
+        if self.comm.Get_rank() != 0 or not pending:
+            return
+        assert self.sink is not None
+        for k, (step, t, h, new_run, _, _, _) in enumerate(pending):
+            ids = np.concatenate([p[k][4] for p in parts])
+            pos = np.concatenate([p[k][5] for p in parts])
+            img = np.concatenate([p[k][6] for p in parts])
+            self.sink.push(step, t, pos, h, images=img, image_bits=self.bits, ids=ids, new_run=new_run)
+            self.n_calls += 1
 
     def enable_stop(self) -> None:
         """Let :meth:`request_stop` halt LAMMPS: an ``internal`` variable and a ``fix halt`` on it.
@@ -240,7 +261,7 @@ class Hook:
         """Ask LAMMPS to stop at the next stored frame (safe to call from a signal handler).
 
         Serial: the halt variable is set at once. With an mpi4py communicator the ranks agree on it at the
-        next frame (every rank must stop at the same step).
+        next gather (every rank must stop at the same step), within :attr:`gather_frames` frames.
         """
         if self.stop_reason is None:
             self.stop_reason = reason
@@ -255,12 +276,19 @@ class Hook:
     def close(self, interrupted: str | None = None) -> dict[str, Any]:
         """Flush the store; re-raise an error the callback met. Returns the sink's report.
 
+        With an mpi4py communicator every rank must call it (the last frames are gathered).
+
         Parameters
         ----------
         interrupted : str, optional
             Why the run stopped early: recorded in the store's last segment.
         """
         report: dict[str, Any] = {}
+        if self.comm is not None:  # the frames collected since the last gather (every rank calls close)
+            try:
+                self._gather_pending()
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, after the store is closed
+                self.error = self.error or exc
         if self.sink is not None:
             report = self.sink.close(interrupted=interrupted)
         if self.error is not None:
@@ -314,8 +342,9 @@ def attach(
         See :class:`iondiff_stream.stream.FrameSink`; ``chunk_frames`` None: 100, or enough frames for
         1000 steps (:func:`iondiff_stream.stream.chunk_frames_for`).
     comm : mpi4py communicator, optional
-        The communicator LAMMPS runs on (several ranks: frames are gathered to rank 0 with it;
-        without it LAMMPS's own gather is used).
+        The communicator LAMMPS runs on (several ranks: frames are gathered to rank 0 with it, ~200
+        steps' worth at a time, so every rank must call :meth:`Hook.close`; without it LAMMPS's own
+        gather is used, every frame).
     worker : {"inline", "thread", "process"}
         Where the storing work (matching ids, unwrapping, compressing and writing chunks) runs (:class:`iondiff_stream.stream.FrameSink`).
     mode, overwrite

@@ -181,7 +181,48 @@ def iondiff_frame(lmpptr: Any) -> None:
     Every rank takes part in the gathers (collective) even after the hook failed on rank 0, so a
     failure never hangs a parallel run. A failure stops LAMMPS with an error (see the module's notes)
     unless ``IONDIFF_ON_ERROR`` is ``continue``; the frames stored so far are kept either way.
+
+    SIGINT (Ctrl-C) and SIGTERM: the hook's handlers (installed at its first call) note the signal; at the
+    hook's next call the store is closed (every frame so far written, its last segment marked
+    interrupted) and LAMMPS stops with an error (non-zero exit status).
     """
+    if "signals" not in _STATE:
+        _STATE["signals"] = _catch_signals()
+    stop = _STATE.get("stop")
+    if stop is not None:
+        sink = _STATE.get("sink")
+        _STATE["sink"], _STATE["failed"] = None, True
+        frames = sink.close(interrupted=stop).get("frames", 0) if sink is not None else 0
+        store = _STATE["lmp"].string_variable("IONDIFF_STORE") if _STATE.get("lmp") else None
+        raise RuntimeError(f"iondiff_stream hook: interrupted ({stop}); the store {store or 'run.zarr'} is "
+                           f"closed with {frames} frames, its last segment marked interrupted") from None
+    _frame(lmpptr)
+
+
+def _catch_signals() -> bool:
+    """SIGINT/SIGTERM handlers that only note the signal (acted on at the hook's next call); False if not possible.
+
+    Python runs a handler when it next executes Python code: in ``lmp`` that is the hook's next call, so
+    the default SIGINT handler would raise ``KeyboardInterrupt`` on the hook's first line, before the
+    store could be closed, and SIGTERM would kill ``lmp`` with the frames since the last flush.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return False
+
+    def note(signum: int, frame: Any) -> None:
+        if _STATE.get("stop") is None:
+            _STATE["stop"] = signal.Signals(signum).name
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, note)
+    return True
+
+
+def _frame(lmpptr: Any) -> None:
+    """The work of :func:`iondiff_frame`."""
     lmp = _STATE.get("lmp")
     if lmp is None:
         lmp = _STATE["lmp"] = CLammps(lmpptr)

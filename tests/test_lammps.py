@@ -521,6 +521,37 @@ def test_snippet_fills_the_store_in_debian_lmp(tmp_path):
     assert FrameStoreReader(str(tmp_path / "deb.zarr")).n_frames == d["step"].size
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_snippet_lmp_closes_the_store_on_a_signal(tmp_path, sig):
+    """Debian's lmp with the snippet, Ctrl-C / SIGTERM mid-run: the hook closes the store (every frame so far,
+    the segment marked interrupted) and LAMMPS stops with an error."""
+    lmp = _debian_lmp()
+    inp = _snippet_input(tmp_path, "--mobile", "F", "--every", 10, "--store", "sig.zarr", dump=False)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LD_LIBRARY_PATH")}
+    store = tmp_path / "sig.zarr"
+    p = subprocess.Popen([lmp, "-in", inp.name, "-var", "neq", "1000000", "-var", "nprod", "10", "-log", "none"],
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and p.poll() is None:
+            if os.path.exists(store / "commit.json") and FrameStoreReader(str(store)).n_frames >= 100:
+                break
+            time.sleep(0.5)
+        assert p.poll() is None, p.stderr.read()[-2000:]
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=240)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode != 0 and f"interrupted ({sig.name})" in err, (out[-1000:], err[-2000:])
+    r = FrameStoreReader(str(store))
+    steps = r.read()["step"]
+    assert r.n_frames >= 100 and r.verify() == r.n_frames and f"closed with {r.n_frames} frames" in err
+    np.testing.assert_array_equal(steps, np.arange(10, steps[-1] + 1, 10))
+    assert r.segments[-1]["interrupted"] == sig.name and (store / ".writer.lock").read_text() == ""
+
+
 def _data_file(tmp_path, lmp):
     """A data file of the realistic system (topology for the dump), written by the same lmp."""
     p = tmp_path / "sys.data"
@@ -559,6 +590,7 @@ def test_snippet_lines():
     assert 'variable        IONDIFF_MOBILE string "Li,Na"' in lines
     assert "variable        IONDIFF_MODE   string append" in lines and "variable        IONDIFF_CAPACITY string 500" in lines
     assert lines[-2] == "fix             iondiff all python/invoke 25 end_of_step iondiff_frame"
+    assert any(ln.lstrip("# ").startswith("variable") and "IONDIFF_ON_ERROR string continue" in ln for ln in lines)
     pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(iondiff_stream.__file__)))
     assert any(pkg_root in ln for ln in lines) and any("site-packages" in ln for ln in lines)
     bad = _cli("snippet", "--mobile", "F", "--store", "x.zarr", "--every", 0)
