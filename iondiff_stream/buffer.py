@@ -273,11 +273,12 @@ class _ChunkFiles:
     def _key(self, ci: int) -> str:
         return os.path.join(self.dir, str(ci), *(["0"] * len(self.tail)))
 
-    def _encode(self, block: np.ndarray) -> bytes:
+    def _encode(self, block: np.ndarray) -> tuple[bytes, bytes]:
+        """The compressed chunk and its CRC32C (4 bytes, little-endian), to be written one after the other."""
         import google_crc32c
 
         data = self._zstd.encode(np.ascontiguousarray(block, dtype=self.dtype))
-        return bytes(data) + int(google_crc32c.value(bytes(data))).to_bytes(4, "little")
+        return data, int(google_crc32c.value(data)).to_bytes(4, "little")
 
     def _decode(self, raw: bytes) -> np.ndarray:
         import google_crc32c
@@ -316,7 +317,9 @@ class _ChunkFiles:
                 self._dirs.add(d)
             tmp = f"{path}.{os.getpid()}.partial"
             with open(tmp, "wb") as fh:
-                fh.write(self._encode(block))
+                data, crc = self._encode(block)
+                fh.write(data)
+                fh.write(crc)
             os.replace(tmp, path)
             # keep the chunk being filled (its later slots come with the next flush)
             self._open = (ci, block if block.base is None and block.flags.writeable else block.copy()) \
@@ -715,10 +718,11 @@ class FrameStoreWriter:
                 for k in _ARRAYS:
                     a = self._arrays[k]
                     if a.shape[0] < end:
-                        # grow geometrically (at most 64 chunks at a time): few metadata rewrites;
-                        # readers go by the commit record, never by the arrays' shape
+                        # grow geometrically (from 16 chunks, at most 64 chunks at a time): few metadata
+                        # rewrites (~1.5 ms of CPU each, six arrays); readers go by the commit record,
+                        # never by the arrays' shape
                         cur = a.shape[0]
-                        want = max(end, min(2 * cur, cur + 64 * self.chunk))
+                        want = max(end, 16 * self.chunk, min(2 * cur, cur + 64 * self.chunk))
                         new = int(np.ceil(want / self.chunk) * self.chunk)
                         a.resize((new,) + a.shape[1:])
             else:
