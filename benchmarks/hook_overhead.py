@@ -2,10 +2,11 @@
 
 The same MD segment is run with the hook off and on in alternating pairs (the order flips every pair),
 ``--repeats`` pairs, on fresh LAMMPS instances (same seed) in this one process. The time with the hook
-*includes closing the store* (draining the worker, the last flush, saving the online state); the
+*includes closing the store* (draining the worker, the last flush); the
 overhead is the median over pairs of ``on / off - 1`` (target: <= 2 % at every = 10), and the close
 itself is reported. ``--all`` also measures every = 1 and 100 and the process / inline workers.
-Also prints the cost of the online update per frame per ion.
+For the CPU the hook costs (all threads, what counts when every core runs an MPI rank) see
+``benchmarks/hook_cpu.py``.
 
 Also prints LAMMPS's own timer for fixes ("Modify") off and on: the time the callback takes on LAMMPS's
 thread, a measure that the run-to-run noise of the wall time (5-10 % on a shared machine) does not blur.
@@ -51,7 +52,7 @@ def one(steps: int, every: int | None, store: str | None, worker: str = "thread"
     t_close = 0.0
     if hook is not None:
         t1 = time.perf_counter()
-        hook.close()  # inside the timing: drain the worker, flush, save the online state
+        hook.close()  # inside the timing: drain the worker, write the last chunk
         t_close = time.perf_counter() - t1
     wall = time.perf_counter() - t0
     lmp.close()
@@ -103,18 +104,6 @@ def main() -> None:
         print(f"      run-to-run spread with the hook off: {spread:.1f} %; machine load (1/5/15 min) at the end: "
               + "/".join(f"{v:.2f}" for v in os.getloadavg()))
 
-    from iondiff_stream.online import OnlineCentres
-    from iondiff_stream.synthetic import make_run
-
-    run = make_run(n_frames=3000, n_cells=6, n_vacancies=16, sigma_A=0.2, seed=1)
-    X = run.positions.transpose(1, 0, 2)
-    est = OnlineCentres()
-    t0 = time.perf_counter()
-    for x in X:
-        est.partial_fit(x[None])
-    dt = time.perf_counter() - t0
-    print(f"online update: {1e6 * dt / X.shape[0] / X.shape[1]:.2f} µs per frame per ion "
-          f"({X.shape[1]} ions, {1e3 * dt / X.shape[0]:.3f} ms per frame)")
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -255,7 +255,7 @@ def run(
     store: Annotated[Path, typer.Option("--store", help="Zarr store to write (one segment per LAMMPS run).")],
     every: Annotated[int, typer.Option("--every", min=1, help="Steps between stored frames.")] = 10,
     capacity: Annotated[Optional[int], typer.Option(help="Ring size in frames (default: keep all).")] = None,
-    chunk_frames: Annotated[int, typer.Option(min=1, help="Frames per Zarr chunk.")] = 100,
+    chunk_frames: Annotated[Optional[int], typer.Option(min=1, help="Frames per Zarr chunk (default: 100, or 1000 steps' worth).")] = None,
     var: Annotated[Optional[list[str]], typer.Option("--var", help="LAMMPS variable NAME=VALUE (or -var NAME VALUE).")] = None,
     append: Annotated[bool, typer.Option("--append", help="Add to an existing store (new segment; a restart continues its segment).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store.")] = False,
@@ -263,7 +263,11 @@ def run(
     log: Annotated[str, typer.Option("--log", help="LAMMPS log file ('none': no log).")] = "log.lammps",
     verbose: Annotated[bool, typer.Option("--verbose", help=_VERBOSE_HELP + " (no -v here: -v is LAMMPS's -var)")] = False,
 ) -> None:
-    """Run an unmodified LAMMPS input script with the streaming hook (fix external), like `lmp -in SCRIPT`."""
+    """Run an unmodified LAMMPS input script with the streaming hook (fix external), like `lmp -in SCRIPT`.
+
+    Ctrl-C or SIGTERM halts LAMMPS at the next stored frame, closes the store (last segment marked interrupted)
+    and exits with status 130.
+    """
     from lammps_hooks.run_script import run_script
 
     _setup_logging(verbose)
@@ -280,6 +284,9 @@ def run(
                      chunk_frames=chunk_frames, quiet=quiet, log=None if log.lower() == "none" else log,
                      mode="a" if append else "w", overwrite=overwrite)
     typer.echo(json.dumps(res, indent=2))
+    if res.get("interrupted"):  # Ctrl-C / SIGTERM: LAMMPS halted, the store closed; the usual status of an interrupt
+        typer.echo(f"interrupted ({res['interrupted']}): {res.get('frames', 0)} frames in {store}", err=True)
+        raise typer.Exit(130)
 
 
 def _check_store_flags(append: bool, overwrite: bool, capacity: Optional[int], every: int = 1) -> None:
@@ -320,7 +327,7 @@ def listen(
     append: Annotated[bool, typer.Option("--append", help="Add to an existing store (new segment / restart).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store.")] = False,
 ) -> None:
-    """Receive frames from LAMMPS over IMDv3 and store them (with live centres)."""
+    """Receive frames from LAMMPS over IMDv3 and store them (`monitor` shows the live hops)."""
     from lammps_hooks.imd_listener import listen as _listen
 
     _setup_logging(False)

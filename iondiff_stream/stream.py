@@ -1,11 +1,14 @@
-"""Library side of the LAMMPS hook: turn plain per-frame arrays into stored frames and live centres.
+"""Library side of the LAMMPS hook: turn plain per-frame arrays into stored frames.
 
 The hook (``lammps_hooks``) only slices LAMMPS's arrays to the local atoms and
 copies them (atom ids, positions, image flags, in LAMMPS's own order); it then
 calls :meth:`FrameSink.push` with plain NumPy arrays. Matching the atoms to the
 stored ions by id (any ids: gaps, ids above the atom count, atoms created or
 deleted later), unwrapping and unit conversion happen here, off the simulation
-thread when threaded. Everything here is testable without LAMMPS.
+thread when threaded, and whole chunks are compressed and written. Nothing else
+runs in the simulation's process: the live hop estimator reads the store in the
+monitor's process (:mod:`iondiff_stream.monitor`). Everything here is testable
+without LAMMPS.
 """
 
 from __future__ import annotations
@@ -18,47 +21,54 @@ import time
 from typing import Any
 
 import numpy as np
-from MDAnalysis.lib.mdamath import triclinic_box
 
 from .buffer import FrameStoreWriter
 from .errors import SelectionError, StoreError, StoreMismatchError
-from .elements import elements_from_masses  # noqa: F401  (public here too)
-from .online import OnlineCentres
 from .units import lammps_factors
 
 logger = logging.getLogger(__name__)
 
-#: GIL switch interval (s) while a thread worker runs: the simulation thread's callback waits at most this
-#: long for the worker to hand over the GIL (forced switches happen only while both want it; restored on close)
-SWITCH_INTERVAL_S = 2e-5
+#: steps a store chunk covers at least when the hook picks the chunk size (:func:`chunk_frames_for`)
+CHUNK_STEPS = 1000
 
-#: BLAS threads while a sink is open. OpenBLAS keeps its threads spinning for a while after every call;
-#: with the worker's small k-means products those threads take the simulation's core (measured on CaF2,
-#: 2 cores: the callback's share of LAMMPS's time fell from ~0.6 ms to ~0.15 ms per stored frame)
-SINK_BLAS_THREADS = 1
+__all__ = ["FrameSink", "chunk_frames_for", "box_from_lammps", "unwrap_with_images", "unpack_images", "elements_from_masses",
+           "box_lengths_angles"]
 
 
-def _limit_blas() -> Any:
-    """Limit BLAS to :data:`SINK_BLAS_THREADS` threads; returns the limiter (``restore_original_limits``)."""
-    from .transport import _one_blas_thread
+def __getattr__(name: str) -> Any:
+    if name == "elements_from_masses":  # public here too; imported on use (it loads MDAnalysis's mass table)
+        from .elements import elements_from_masses
 
-    return _one_blas_thread(SINK_BLAS_THREADS)
+        return elements_from_masses
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ = ["FrameSink", "box_from_lammps", "unwrap_with_images", "unpack_images", "elements_from_masses"]
+
+def chunk_frames_for(every: int, capacity: int | None = None) -> int:
+    """Frames per store chunk for a frame every ``every`` steps: 100, or enough for :data:`CHUNK_STEPS` steps.
+
+    Every chunk written costs a few file writes in the simulation's process whatever its size; at a frame
+    every step, 100-frame chunks made those writes a large part of the hook's CPU. A ring (``capacity``)
+    gets chunks no larger than itself.
+    """
+    n = max(100, -(-CHUNK_STEPS // max(int(every), 1)))
+    return min(n, int(capacity)) if capacity else n
 
 
 def unpack_images(image: np.ndarray, bits: int = 10) -> np.ndarray:
-    """Unpack LAMMPS packed image flags (imageint) into (n, 3) integers.
+    """Unpack LAMMPS packed image flags (imageint) of any shape ``s`` into integers of shape ``s + (3,)``.
 
     ``bits`` is 10 for 32-bit imageint (default build), 21 for ``-DLAMMPS_BIGBIG``.
     """
     image = np.asarray(image, dtype=np.int64)
     mask = (1 << bits) - 1
     imgmax = 1 << (bits - 1)
-    ix = (image & mask) - imgmax
-    iy = ((image >> bits) & mask) - imgmax
-    iz = (image >> (2 * bits)) - imgmax
-    return np.stack([ix, iy, iz], axis=1)
+    out = np.empty(image.shape + (3,), dtype=np.int64)
+    np.bitwise_and(image, mask, out=out[..., 0])
+    np.right_shift(image, bits, out=out[..., 1])
+    out[..., 1] &= mask
+    np.right_shift(image, 2 * bits, out=out[..., 2])
+    out -= imgmax
+    return out
 
 
 def box_from_lammps(boxlo: Any, boxhi: Any, xy: float, yz: float, xz: float) -> np.ndarray:
@@ -68,16 +78,39 @@ def box_from_lammps(boxlo: Any, boxhi: Any, xy: float, yz: float, xz: float) -> 
 
 
 def unwrap_with_images(x: np.ndarray, images: np.ndarray, h: np.ndarray) -> np.ndarray:
-    """``x + ix a + iy b + iz c`` for (n, 3) positions and integer image flags."""
-    return x + images @ h
+    """``x + ix a + iy b + iz c`` for positions ``(..., 3)`` and integer image flags of the same shape.
+
+    No matrix product (BLAS, whose threads must not run in the simulation's process): an orthogonal box
+    is one element-wise product; a triclinic one an ``einsum`` (NumPy's own loops).
+    """
+    h = np.asarray(h, dtype=np.float64)
+    if not np.any(h - np.diag(np.diagonal(h))):
+        return x + images * np.diagonal(h)
+    return x + np.einsum("...i,ij->...j", images.astype(np.float64), h)
+
+
+def box_lengths_angles(h: np.ndarray) -> np.ndarray:
+    """``[a, b, c, alpha, beta, gamma]`` (lengths in the unit of ``h``, angles in degrees) of lattice vectors (rows)."""
+    h = np.asarray(h, dtype=np.float64)
+    lengths = np.sqrt((h * h).sum(1))
+
+    def angle(i: int, j: int) -> float:
+        c = float((h[i] * h[j]).sum()) / (lengths[i] * lengths[j])
+        return float(np.degrees(np.arccos(min(1.0, max(-1.0, c)))))
+
+    return np.array([*lengths, angle(1, 2), angle(0, 2), angle(0, 1)])
 
 
 class FrameSink:
-    """Receives sorted, unwrapped frames of all atoms; stores the mobile ones and updates live centres.
+    """Receives frames of all atoms; stores the mobile ones (sorted by id, unwrapped, in Å and ps).
 
     The stored ions are the selected atoms present when the sink is created; atoms created
     later are not stored (reported once), and a stored ion that disappears stops the sink
     with :class:`~iondiff_stream.errors.StoreMismatchError` naming its ids.
+
+    A context manager: leaving the ``with`` block closes the sink (every frame pushed is written, a
+    worker thread or process stopped), also when the block raised. Nothing process-wide is changed (no
+    BLAS limits, no GIL switch interval): the sink does no BLAS work, and its default worker is inline.
 
     Parameters
     ----------
@@ -95,18 +128,21 @@ class FrameSink:
     units : str
         LAMMPS unit style of the frames pushed.
     capacity, chunk_frames, flush_seconds : see :class:`~iondiff_stream.buffer.FrameStoreWriter`
-    online : bool
-        Keep streaming centres (saved into the store at every flush).
-    worker : {"thread", "process", "inline"}
-        Where the work (unwrapping, unit conversion, online update, chunk writes)
-        is done. ``"thread"`` (default): a background thread, which runs while
-        LAMMPS computes in C with the GIL released (measured: the lowest
-        overhead, benchmarks/hook_overhead.py). ``"process"``: a separate
-        process fed through a socket (for large systems, where the per-frame
-        Python work would compete for the GIL). ``"inline"``: in the caller.
+    metadata : dict, optional
+        Run metadata kept in the store.
+    worker : {"inline", "thread", "process"}
+        Where the work (matching ids, unwrapping, unit conversion, compressing and writing chunks)
+        is done, a batch of frames at a time. ``"inline"`` (default): in the caller (the simulation's
+        callback), the cheapest in CPU: measured with ``benchmarks/hook_cpu.py`` on the CaF2 example,
+        ``every=10``, +1.5 % process CPU against +3.9 % with a thread (handing the GIL back and forth
+        costs more than the work), and under ``mpirun -np 2`` on 2 cores +0.4 % wall against +20-100 %
+        (a third runnable thread beside two ranks makes both wait). ``"thread"``: a background thread,
+        which can overlap the writes with LAMMPS when a core is free. ``"process"``: a separate process
+        fed through a socket.
     batch_frames : int
         Frames collected before they are handed to the worker in one message
-        (or after 1 s, for slow simulations); fewer hand-overs.
+        (or after 1 s, for slow simulations) and processed together, vectorised over
+        the frames: fewer hand-overs, fewer NumPy calls per frame.
     mode : {"a", "w"}
         ``"a"``: append to an existing store (new segment, or a restart's continuation);
         ``"w"``: create, refusing a store that holds frames unless ``overwrite``.
@@ -124,10 +160,9 @@ class FrameSink:
         capacity: int | None = None,
         chunk_frames: int = 100,
         flush_seconds: float | None = 10.0,
-        online: bool = True,
         metadata: dict[str, Any] | None = None,
-        worker: str = "thread",
-        batch_frames: int = 20,
+        worker: str = "inline",
+        batch_frames: int = 100,
         mode: str = "a",
         overwrite: bool = False,
     ) -> None:
@@ -157,7 +192,6 @@ class FrameSink:
         self._rows_ids: np.ndarray | None = None
         self._warned_new = False
         self.n_pushed = 0
-        self.seconds_in_push = 0.0
         self.report: dict[str, Any] = {}
         self.batch_frames = int(batch_frames)
         self._batch: list[Any] = []
@@ -168,41 +202,21 @@ class FrameSink:
         self._queue: queue.Queue[Any] | None = None
         self._thread: threading.Thread | None = None
         self._proc: Any = None
-        self._old_switch: float | None = None
-        self._blas: Any = None
+        self._closed = False
         if worker == "process":
             self._start_process(
                 dict(store=store, ids=self.ids, types=self.types, mobile=mobile, type_elements=self.type_elements,
                      units=units, capacity=capacity, chunk_frames=chunk_frames, flush_seconds=flush_seconds,
-                     online=online, metadata=metadata, worker="inline", mode=mode, overwrite=overwrite)
+                     metadata=metadata, worker="inline", mode=mode, overwrite=overwrite)
             )
             self.writer = None  # type: ignore[assignment]
-            self.online = None
             return
         self.writer = FrameStoreWriter(
             store, self.ids[self.mask], species, units=units, capacity=capacity, chunk_frames=chunk_frames,
             flush_seconds=flush_seconds, mode=mode, overwrite=overwrite,
             metadata={"mobile": mobile, **(metadata or {})}, lammps_types=self.types[self.mask],
         )
-        self.online = OnlineCentres() if online else None
-        if self.online is not None:
-            from .buffer import FrameStoreReader
-
-            st = FrameStoreReader(store).online_state()
-            if st is not None:  # restart: continue the live centres
-                try:
-                    self.online = OnlineCentres.load(st)
-                except (KeyError, ValueError) as exc:
-                    logger.warning("could not restore the online state (%s): starting afresh", exc)
-            self.writer.on_flush.append(self._save_online)
-        self._blas = _limit_blas()  # restored on close
         if worker == "thread":
-            import sys
-
-            # the simulation thread calls back into Python holding no GIL; make the worker hand the GIL
-            # over within SWITCH_INTERVAL_S instead of the default 5 ms (restored on close)
-            self._old_switch = sys.getswitchinterval()
-            sys.setswitchinterval(min(self._old_switch, SWITCH_INTERVAL_S))
             self._queue = queue.Queue(maxsize=10_000)
             self._thread = threading.Thread(target=self._work, name="iondiff-sink", daemon=True)
             self._thread.start()
@@ -222,8 +236,8 @@ class FrameSink:
         parent, child = socket.socketpair()
         mpi_vars = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI")  # the worker must not think it is an MPI rank
         env = {k: v for k, v in os.environ.items() if not k.startswith(mpi_vars)}
-        # the worker's BLAS must not spin on the simulation's core (see SINK_BLAS_THREADS)
-        env.update({k: str(SINK_BLAS_THREADS) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")})
+        # nothing in the worker needs BLAS threads; none may spin on the simulation's cores
+        env.update({k: "1" for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")})
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "iondiff_stream.stream", str(child.fileno())], pass_fds=(child.fileno(),), env=env
         )
@@ -246,11 +260,6 @@ class FrameSink:
         words = [w.strip() for w in spec.split(",")]
         wanted_types = [t for t, e in self.type_elements.items() if e in words]
         return np.isin(self.types, wanted_types)
-
-    def _save_online(self, writer: FrameStoreWriter) -> None:
-        if self.online is not None:
-            self.online.save(writer.group)
-            writer.commit.online_frames = int(getattr(self.online, "n_frames_seen_", 0))
 
     def push(
         self, step: int, time_native: float, x_unwrapped: np.ndarray, h: np.ndarray,
@@ -281,24 +290,18 @@ class FrameSink:
         new_run : bool
             First frame of a new LAMMPS ``run`` (starts a new store segment).
         """
-        t0 = time.perf_counter()
         if self._error is not None:
             err, self._error = self._error, None
             raise err
         if ids is None and x_unwrapped.shape != (len(self.ids), 3):
             raise StoreMismatchError(f"frame of {x_unwrapped.shape[0]} atoms, expected {len(self.ids)}")
-        item = (step, time_native, x_unwrapped, h, images, image_bits, ids, new_run)
-        if self._proc is None and self._queue is None:
-            self._process(*item)
-        else:
-            self._batch.append(item)
-            if len(self._batch) >= self.batch_frames or time.monotonic() - self._last_send > 1.0:
-                self._send_batch()
+        self._batch.append((step, time_native, x_unwrapped, h, images, image_bits, ids, new_run, time.time()))
         self.n_pushed += 1
-        self.seconds_in_push += time.perf_counter() - t0
+        if len(self._batch) >= self.batch_frames or time.monotonic() - self._last_send > 1.0:
+            self._send_batch()
 
     def _send_batch(self) -> None:
-        """Hand the frames collected so far to the worker in one message."""
+        """Hand the frames collected so far to the worker in one message (or process them, inline)."""
         if not self._batch:
             return
         batch, self._batch = self._batch, []
@@ -310,6 +313,8 @@ class FrameSink:
             self._conn.send(batch)
         elif self._queue is not None:
             self._queue.put(batch)
+        else:
+            self._process_batch(batch)
 
     def flush(self) -> None:
         """Commit every frame pushed so far (asynchronously when a worker does the writing)."""
@@ -324,7 +329,7 @@ class FrameSink:
     def _box(self, h: np.ndarray) -> np.ndarray:
         key = h.tobytes()
         if self._box_cache is None or self._box_cache[0] != key:
-            self._box_cache = (key, triclinic_box(*(h * self.length)).astype(np.float64))
+            self._box_cache = (key, box_lengths_angles(h * self.length))
         return self._box_cache[1]
 
     def _rows_of(self, ids: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
@@ -358,28 +363,56 @@ class FrameSink:
         self._rows, self._rows_ids = (rows_m, rows_f), ids.copy()
         return self._rows
 
-    def _process(
-        self, step: int, time_native: float, x_unwrapped: np.ndarray, h: np.ndarray,
-        images: np.ndarray | None = None, image_bits: int = 10, ids: np.ndarray | None = None,
-        new_run: bool = False,
-    ) -> None:
-        t0 = time.perf_counter()
-        rm, rf = self._rows_of(ids, step) if ids is not None else self._default_rows
-        xm, xf = x_unwrapped[rm], x_unwrapped[rf]
+    def _process_batch(self, frames: list[tuple[Any, ...]]) -> None:
+        """Store frames, a run of frames with the same atom order, box and image-flag layout at a time."""
+        i = 0
+        while i < len(frames):
+            f0 = frames[i]
+            j = i + 1
+            while j < len(frames) and self._same_layout(f0, frames[j]):
+                j += 1
+            self._process_group(frames[i:j])
+            i = j
+
+    @staticmethod
+    def _same_layout(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+        """Whether frames ``a`` and ``b`` can be processed as one block (same rows, box and flags)."""
+        (_, _, xa, ha, ia, ba, da, _, _), (_, _, xb, hb, ib, bb, db, _, _) = a, b
+        if xa.shape != xb.shape or ba != bb or (ia is None) != (ib is None):
+            return False
+        if ia is not None and np.ndim(ia) != np.ndim(ib):
+            return False
+        if not (ha is hb or np.array_equal(ha, hb)):
+            return False
+        return da is db or (da is not None and db is not None and da.shape == db.shape
+                            and da.dtype == db.dtype and da.tobytes() == db.tobytes())
+
+    def _process_group(self, frames: list[tuple[Any, ...]]) -> None:
+        """Match ids, unwrap, convert units and hand frames of one layout to the writer, vectorised over frames."""
+        step0, _, _, h, images, bits, ids, _, _ = frames[0]
+        h = np.asarray(h, dtype=np.float64)
+        rm, rf = self._rows_of(ids, int(step0)) if ids is not None else self._default_rows
+        x = np.stack([f[2] for f in frames]) if len(frames) > 1 else np.asarray(frames[0][2])[None]
+        xm, xf = x[:, rm], x[:, rf]
         if images is not None:
-            img = np.asarray(images)
-            im, imf = img[rm], img[rf]
-            if img.ndim == 1:
-                im, imf = unpack_images(im, image_bits), unpack_images(imf, image_bits)
-            xm = unwrap_with_images(xm, im, h)
-            xf = unwrap_with_images(xf, imf, h)
-        pos = xm * self.length
-        fw = xf.mean(0) * self.length if len(xf) else None
+            img = np.stack([f[4] for f in frames]) if len(frames) > 1 else np.asarray(images)[None]
+            im, imf = img[:, rm], img[:, rf]
+            if img.ndim == 2:  # packed flags
+                im, imf = unpack_images(im, bits), unpack_images(imf, bits)
+            pos = unwrap_with_images(xm, im, h)
+            # the framework centre is linear in the flags: the mean of the unwrapped framework positions
+            fw = unwrap_with_images(xf.mean(1), imf.mean(1), h) if len(rf) else None
+        else:
+            pos = np.array(xm, dtype=np.float64)
+            fw = xf.mean(1) if len(rf) else None
+        if self.length != 1.0:
+            pos *= self.length
+            if fw is not None:
+                fw *= self.length
         box = self._box(h)
-        t_ps = float(time_native) * self.time
-        if self.writer.append(int(step), t_ps, pos, box, fw, new_run=bool(new_run)) and self.online is not None:
-            self.online.partial_fit(pos[None], box=box, times_ps=np.array([t_ps]))
-        self.seconds_in_worker += time.perf_counter() - t0
+        m = len(frames)
+        self.writer.append_many([f[0] for f in frames], [float(f[1]) * self.time for f in frames], pos,
+                                np.broadcast_to(box, (m, 6)), fw, [f[7] for f in frames], [f[8] for f in frames])
 
     def _work(self) -> None:
         assert self._queue is not None
@@ -393,29 +426,49 @@ class FrameSink:
                         self.writer.flush()
                     continue
                 if self._error is None:
-                    for frame in item:
-                        self._process(*frame)
+                    t0 = time.thread_time()
+                    self._process_batch(item)
+                    self.seconds_in_worker += time.thread_time() - t0
             except BaseException as exc:  # reported to the producer at its next push / close
                 logger.error("iondiff_stream sink failed: %s", exc)
                 self._error = exc
             finally:
                 self._queue.task_done()
 
-    def close(self) -> dict[str, Any]:
-        """Wait for queued frames, flush frames and the online state; re-raise a worker error.
+    def close(self, interrupted: str | None = None) -> dict[str, Any]:
+        """Write every frame pushed so far, close the store and end the sink's side effects; idempotent.
+
+        Parameters
+        ----------
+        interrupted : str, optional
+            Why the simulation stopped early (e.g. ``"SIGINT"``): recorded in the last segment of the
+            store (``interrupted``), which tells readers that the run did not reach its end.
 
         Returns
         -------
         dict
-            ``frames`` stored by this sink, ``hops_live`` seen by the online estimator.
+            ``frames`` in the store, ``segments``, ``skipped_duplicate_frames``, ``run_boundary_repeats``.
+
+        Raises
+        ------
+        BaseException
+            The error the worker met (the frames before it are kept).
         """
-        self._send_batch()
+        if self._closed:
+            return self.report
+        self._closed = True
+        try:
+            self._send_batch()
+        except BaseException as exc:  # noqa: BLE001 - the worker's error is re-raised after the cleanup
+            self._error = self._error or exc
         if self._proc is not None:
-            self._conn.send(None)
-            msg = self._conn.recv()
-            self._proc.wait(timeout=120)
-            self._proc = None
-            self._conn.close()
+            try:
+                self._conn.send(("CLOSE", interrupted))
+                msg = self._conn.recv()
+            finally:
+                self._proc.wait(timeout=120)
+                self._proc = None
+                self._conn.close()
             if isinstance(msg, BaseException):
                 raise msg
             self.report = msg
@@ -424,28 +477,31 @@ class FrameSink:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
-            if self._old_switch is not None:
-                import sys
-
-                sys.setswitchinterval(self._old_switch)
-                self._old_switch = None
-        try:
-            if self.online is not None and hasattr(self.online, "finalize") and self._error is None:
-                self.online.finalize()  # re-learn the sites and recount the last frames before the final save
-            self.writer.close()
-        finally:
-            if self._blas is not None:
-                self._blas.restore_original_limits()
-                self._blas = None
+        if interrupted is not None:
+            self.writer.mark_interrupted(interrupted)
+        self.writer.close()
         if self._error is not None:
             err, self._error = self._error, None
             raise err
         c = self.writer.commit
         self.report = {"frames": c.n_frames, "segments": len(c.segments),
                        "skipped_duplicate_frames": c.n_skipped_duplicates,
-                       "run_boundary_repeats": c.n_run_boundary_repeats,
-                       "hops_live": int(self.online.hops_.sum()) if self.online is not None and hasattr(self.online, "hops_") else None}
+                       "run_boundary_repeats": c.n_run_boundary_repeats}
+        if interrupted is not None:
+            self.report["interrupted"] = interrupted
         return self.report
+
+    def __enter__(self) -> FrameSink:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc is None:
+            self.close()
+            return
+        try:  # keep the frames stored so far; the block's own error is the one that propagates
+            self.close(interrupted=type(exc).__name__ if isinstance(exc, KeyboardInterrupt) else None)
+        except BaseException as close_exc:  # noqa: BLE001
+            logger.error("closing the store after %s: %s", type(exc).__name__, close_exc)
 
 
 def _process_main(conn: Any, kwargs: dict[str, Any] | None = None) -> None:
@@ -459,16 +515,19 @@ def _process_main(conn: Any, kwargs: dict[str, Any] | None = None) -> None:
         return
     conn.send(True)
     try:
+        interrupted = None
         while True:
             item = conn.recv()
             if item is None:
                 break
+            if isinstance(item, tuple) and item[0] == "CLOSE":
+                interrupted = item[1]
+                break
             if item == "FLUSH":
                 sink.writer.flush()
                 continue
-            for frame in item:
-                sink._process(*frame)
-        conn.send(sink.close())
+            sink._process_batch(item)
+        conn.send(sink.close(interrupted=interrupted))
     except BaseException as exc:  # noqa: BLE001
         try:
             sink.writer.close()  # keep every frame received so far

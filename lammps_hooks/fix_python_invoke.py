@@ -7,6 +7,7 @@ an input script (before its first ``run``); they look like::
     variable IONDIFF_STORE  string /abs/path/run.zarr   # where to write
     variable IONDIFF_MOBILE string "type 2"             # element (types' elements from masses) or "type N"
     variable IONDIFF_MODE   string new                  # new | append | overwrite
+    # variable IONDIFF_ON_ERROR string continue         # run on without storing if the store cannot be written
     python   iondiff_frame here \"\"\"
     import sys
     sys.path[:0] = [...]                                # this project's venv site-packages and package
@@ -23,7 +24,15 @@ number of MPI ranks; collective, so every rank calls the hook and rank 0 writes)
 ``lammps_extract_variable`` (string/index variables).
 
 Every ``run`` is a segment of the store; frames are flushed every 10 s, at every new run, and when
-the Python interpreter exits. ``fix python/invoke ... end_of_step`` is not called at a run's setup,
+the Python interpreter exits.
+
+A hook that cannot store (the store already holds frames and ``IONDIFF_MODE`` is ``new``, it cannot be
+created, a stored ion disappeared, ...) stops LAMMPS with an error (non-zero exit status) naming the store and
+the fix, after closing the store with every frame received so far; ``variable IONDIFF_ON_ERROR string
+continue`` lets the simulation run on without storing instead. Under MPI (several ranks) the refusal of an
+existing store is decided by every rank alike and stops the run the same way; failures only rank 0 can see
+(the writer's) are reported and the run goes on without storing, since an error raised on one rank alone
+would leave the others waiting in their next collective call. ``fix python/invoke ... end_of_step`` is not called at a run's setup,
 so a run's first stored frame is its first multiple of N after its first step.
 """
 
@@ -170,12 +179,63 @@ def iondiff_frame(lmpptr: Any) -> None:
     """Called by ``fix python/invoke N end_of_step iondiff_frame`` on every rank: store the current frame.
 
     Every rank takes part in the gathers (collective) even after the hook failed on rank 0, so a
-    failure never hangs a parallel run; rank 0 reports it once and keeps the frames stored so far.
+    failure never hangs a parallel run. A failure stops LAMMPS with an error (see the module's notes)
+    unless ``IONDIFF_ON_ERROR`` is ``continue``; the frames stored so far are kept either way.
+
+    SIGINT (Ctrl-C) and SIGTERM: the hook's handlers (installed at its first call) note the signal; at the
+    hook's next call the store is closed (every frame so far written, its last segment marked
+    interrupted) and LAMMPS stops with an error (non-zero exit status).
     """
+    if "signals" not in _STATE:
+        _STATE["signals"] = _catch_signals()
+    stop = _STATE.get("stop")
+    if stop is not None:
+        sink = _STATE.get("sink")
+        _STATE["sink"], _STATE["failed"] = None, True
+        frames = sink.close(interrupted=stop).get("frames", 0) if sink is not None else 0
+        store = _STATE["lmp"].string_variable("IONDIFF_STORE") if _STATE.get("lmp") else None
+        raise RuntimeError(f"iondiff_stream hook: interrupted ({stop}); the store {store or 'run.zarr'} is "
+                           f"closed with {frames} frames, its last segment marked interrupted") from None
+    _frame(lmpptr)
+
+
+def _catch_signals() -> bool:
+    """SIGINT/SIGTERM handlers that only note the signal (acted on at the hook's next call); False if not possible.
+
+    Python runs a handler when it next executes Python code: in ``lmp`` that is the hook's next call, so
+    the default SIGINT handler would raise ``KeyboardInterrupt`` on the hook's first line, before the
+    store could be closed, and SIGTERM would kill ``lmp`` with the frames since the last flush.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return False
+
+    def note(signum: int, frame: Any) -> None:
+        if _STATE.get("stop") is None:
+            _STATE["stop"] = signal.Signals(signum).name
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, note)
+    return True
+
+
+def _frame(lmpptr: Any) -> None:
+    """The work of :func:`iondiff_frame`."""
     lmp = _STATE.get("lmp")
     if lmp is None:
         lmp = _STATE["lmp"] = CLammps(lmpptr)
         _STATE["rank"] = lmp.setting("world_rank")
+        _STATE["nprocs"] = lmp.setting("world_size")
+        _STATE["continue"] = (lmp.string_variable("IONDIFF_ON_ERROR") or "stop").lower() == "continue"
+        refusal = _refusal(lmp)  # decided alike on every rank: all stop together
+        if refusal is not None:
+            _STATE["failed"] = True
+            if not _STATE["continue"]:
+                raise RuntimeError(refusal)
+            if _STATE["rank"] == 0:
+                _report(f"{refusal} -- running on without storing (IONDIFF_ON_ERROR continue)")
     ids = lmp.gather("id", True, 1).astype(np.int64)
     x = lmp.gather("x", False, 3)
     img = lmp.gather("image", True, 3).astype(np.int64)
@@ -185,16 +245,51 @@ def iondiff_frame(lmpptr: Any) -> None:
         return
     try:
         _store(lmp, ids, x, img, types)
-    except BaseException as exc:  # noqa: BLE001 - an exception here would abort the whole lmp run
+    except BaseException as exc:  # noqa: BLE001 - turned into one LAMMPS error (or a message) below
         _STATE["failed"] = True
-        import sys
-
-        print(f"iondiff_stream hook stopped: {type(exc).__name__}: {exc} (frames stored so far are kept)",
-              file=sys.stderr, flush=True)
+        store = lmp.string_variable("IONDIFF_STORE") or "run.zarr"
+        closing = ""
         try:
-            _close()
+            _close()  # keep every frame received so far (LAMMPS's error exit skips Python's own shutdown)
         except BaseException as exc2:  # noqa: BLE001
-            print(f"iondiff_stream: closing the store failed too: {exc2}", file=sys.stderr, flush=True)
+            closing = f"; closing the store failed too: {exc2}"
+        msg = (f"iondiff_stream hook cannot store frames in {store}: {type(exc).__name__}: {exc}{closing} "
+               "(frames stored so far are kept)")
+        if _STATE["continue"] or _STATE.get("nprocs", 1) > 1:
+            _report(msg + (" -- running on without storing" if _STATE["continue"] else
+                           " -- running on without storing (an error on rank 0 alone would hang the other ranks)"))
+            return
+        raise RuntimeError(msg + "; set variable IONDIFF_ON_ERROR string continue to run on without storing") \
+            from None
+
+
+def _report(msg: str) -> None:
+    """One line on stderr (Python's last-resort log handler inside ``lmp``, or the embedding program's logging)."""
+    logger.error("%s", msg)
+
+
+def _refusal(lmp: CLammps) -> str | None:
+    """Why the store cannot be written as the variables say (the same answer on every rank), or None."""
+    import os
+
+    store = lmp.string_variable("IONDIFF_STORE") or "run.zarr"
+    mode = (lmp.string_variable("IONDIFF_MODE") or "new").lower()
+    if mode not in ("new", "append", "overwrite"):
+        return (f"iondiff_stream hook: IONDIFF_MODE must be new, append or overwrite, got {mode!r} "
+                f"(store {store})")
+    if mode == "new" and os.path.exists(os.path.join(store, "zarr.json")):
+        from iondiff_stream.buffer import Commit
+
+        try:
+            held = Commit.read(store).n_frames
+        except Exception:  # noqa: BLE001 - a damaged record: the writer reports it
+            return None
+        if held:
+            return (f"iondiff_stream hook: the store {store} already holds {held} frames from an earlier run; "
+                    "in the input script set variable IONDIFF_MODE string append (add this run as a new "
+                    "segment) or variable IONDIFF_MODE string overwrite (replace the store), or "
+                    "variable IONDIFF_ON_ERROR string continue to run without storing")
+    return None
 
 
 def _store(lmp: CLammps, ids: np.ndarray, x: np.ndarray, img: np.ndarray, types: np.ndarray | None) -> None:
@@ -209,8 +304,6 @@ def _store(lmp: CLammps, ids: np.ndarray, x: np.ndarray, img: np.ndarray, types:
         assert types is not None
         elements = {t + 1: e for t, e in enumerate(elements_from_masses(lmp.masses())) if e}
         mode = (lmp.string_variable("IONDIFF_MODE") or "new").lower()
-        if mode not in ("new", "append", "overwrite"):
-            raise ValueError(f"IONDIFF_MODE must be new, append or overwrite, got {mode!r}")
         mobile = lmp.string_variable("IONDIFF_MOBILE")
         if not mobile:
             raise RuntimeError("define the LAMMPS variable IONDIFF_MOBILE (element or 'type N') for the hook")
@@ -219,7 +312,7 @@ def _store(lmp: CLammps, ids: np.ndarray, x: np.ndarray, img: np.ndarray, types:
         _STATE["sink"] = None
         _STATE["sink"] = FrameSink(
             lmp.string_variable("IONDIFF_STORE") or "run.zarr", ids[order], types[order], mobile, elements,
-            units=lmp.global_string("units"), capacity=int(cap) if cap else None, worker="thread",
+            units=lmp.global_string("units"), capacity=int(cap) if cap else None, worker="inline",
             mode="w" if mode != "append" else "a", overwrite=mode == "overwrite",
             metadata={"source": "fix python/invoke", "lammps_version": lmp.version(), "natoms": len(ids)},
         )
@@ -284,6 +377,7 @@ def snippet(mobile: str, every: int, store: str, mode: str = "new", capacity: in
         f'variable        IONDIFF_STORE  string "{store}"',
         f'variable        IONDIFF_MOBILE string "{mobile}"',
         f"variable        IONDIFF_MODE   string {mode}",
+        "# variable      IONDIFF_ON_ERROR string continue   # run on without storing if the store cannot be written",
     ]
     if capacity is not None:
         lines.append(f"variable        IONDIFF_CAPACITY string {int(capacity)}")

@@ -50,6 +50,9 @@ def listen(
     without a reset form one segment. ``mode``/``overwrite`` as in
     :class:`iondiff_stream.stream.FrameSink` (``"w"`` refuses a store that holds frames).
 
+    Ctrl-C closes the store (every frame received so far, the last segment marked interrupted) and
+    re-raises ``KeyboardInterrupt``.
+
     Returns
     -------
     dict
@@ -80,6 +83,7 @@ def listen(
     u = mda.Universe(topology, f"imd://{address}", topology_format="DATA", timeout=timeout,
                      **({"atom_style": style} if style else {}))
     n = 0
+    interrupted = None
     try:
         for ts in u.trajectory:
             h = triclinic_vectors(ts.dimensions).astype(np.float64)
@@ -89,8 +93,11 @@ def listen(
             n += 1
             if max_frames is not None and n >= max_frames:
                 break
+    except KeyboardInterrupt:  # Ctrl-C: the store is closed with its last segment marked interrupted
+        interrupted = "SIGINT"
+        raise
     finally:
-        report = sink.close()
+        report = sink.close(interrupted=interrupted)
         try:
             u.trajectory.close()
         except Exception:  # noqa: BLE001

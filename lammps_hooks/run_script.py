@@ -8,6 +8,11 @@ files and ``jump``/``label`` loops that span the attachment point are not suppor
 Like ``lmp -in SCRIPT``: relative paths in the script are relative to the current directory (no
 change of directory), LAMMPS's screen output (thermo) is shown, and ``log.lammps`` is written in the
 current directory. Every ``run`` becomes a segment of the store.
+
+SIGINT (Ctrl-C) and SIGTERM stop the simulation cleanly: LAMMPS halts at the step of the next stored frame
+(``fix halt`` on a variable the signal sets), the rest of the script is not run, every frame so far is
+written and the store closed with its last segment marked ``interrupted``; the report says
+``"interrupted": "SIGINT"`` (the command line then exits with status 130).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import time
 from typing import Any
 
@@ -55,14 +61,14 @@ def run_script(
     every: int = 10,
     variables: dict[str, str] | None = None,
     capacity: int | None = None,
-    chunk_frames: int = 100,
+    chunk_frames: int | None = None,
     log: str | None = "log.lammps",
     comm: Any = None,
     quiet: bool = False,
     mode: str = "w",
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Run ``script`` with the hook; returns a small report (steps/s, frames, segments, hops seen live).
+    """Run ``script`` with the hook; returns a small report (steps, wall time, frames, segments).
 
     Parameters
     ----------
@@ -97,28 +103,79 @@ def run_script(
     args = ["-log", log or "none"] + (["-screen", "none"] if quiet else [])
     for k, v in (variables or {}).items():
         args += ["-var", k, str(v)]
-    lmp = load_lammps(args, comm=comm)
-    hook = None
-    try:
-        _lammps_commands(lmp, head, script)
-        hook = attach(lmp, mobile, every=every, store=store, capacity=capacity, chunk_frames=chunk_frames,
-                      comm=comm, mode=mode, overwrite=overwrite)
-        t0 = time.perf_counter()
-        _lammps_commands(lmp, tail, script)
-        wall = time.perf_counter() - t0
-    except BaseException:
-        if hook is not None:
-            try:
-                hook.close()  # keep every frame received so far
-            except BaseException as exc:  # noqa: BLE001 - the first error is the one to report
-                logger.error("closing the store after the failure: %s", exc)
+    with _StopOnSignals() as stop:
+        lmp = load_lammps(args, comm=comm)
+        hook = None
+        wall = 0.0
+        try:
+            _lammps_commands(lmp, head, script)
+            if stop.reason is None:
+                hook = attach(lmp, mobile, every=every, store=store, capacity=capacity, chunk_frames=chunk_frames,
+                              comm=comm, mode=mode, overwrite=overwrite)
+                hook.enable_stop()
+                stop.hook = hook
+                t0 = time.perf_counter()
+                try:
+                    _lammps_commands(lmp, tail, script)
+                except LammpsInputError:
+                    if hook.stop_reason is None:
+                        raise  # a real error of the input; else LAMMPS stopped because we asked it to
+                wall = time.perf_counter() - t0
+        except BaseException:
+            if hook is not None:
+                try:
+                    hook.close(interrupted=stop.reason)  # keep every frame received so far
+                except BaseException as exc:  # noqa: BLE001 - the first error is the one to report
+                    logger.error("closing the store after the failure: %s", exc)
+            lmp.close()
+            raise
+        reason = stop.reason
+        report = hook.close(interrupted=reason) if hook is not None else {}
+        steps = int(lmp.extract_global("ntimestep"))
+        out = {"steps": steps, "wall_s": wall, "frames_pushed": hook.n_calls if hook is not None else 0, **report}
+        if reason is not None:
+            out["interrupted"] = reason
+            logger.warning("%s: LAMMPS stopped at step %d; %s frames are in %s (its last segment is marked "
+                           "interrupted)", reason, steps, report.get("frames", 0), store)
         lmp.close()
-        raise
-    report = hook.close()
-    steps = int(lmp.extract_global("ntimestep"))
-    out = {"steps": steps, "wall_s": wall, "frames_pushed": hook.n_calls, **report}
-    lmp.close()
     return out
+
+
+class _StopOnSignals:
+    """SIGINT/SIGTERM handlers for the length of a run: they ask the hook to halt LAMMPS instead of killing it.
+
+    Python runs a handler in the main thread when it next executes Python code: inside the hook's callback
+    while LAMMPS runs (every stored frame), or between LAMMPS commands. The previous handlers are restored
+    on exit. Outside the main thread (no handlers can be set there) nothing changes.
+    """
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.hook: Any = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.reason is None:
+            self.reason = name
+            logger.warning("%s: stopping LAMMPS at the next stored frame and closing the store", name)
+        else:
+            logger.warning("%s: already stopping (at the next stored frame)", name)
+        if self.hook is not None:
+            self.hook.request_stop(self.reason)
+
+    def __enter__(self) -> _StopOnSignals:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
 
 
 class LammpsInputError(IonDiffStreamError, RuntimeError):

@@ -373,22 +373,112 @@ def test_online_finalize_before_any_frame_is_a_no_op():
     assert est.finalize() is est
 
 
-def test_sink_limits_blas_threads_only_while_open(tmp_path):
-    """The sink's BLAS limit (spinning OpenBLAS threads would take the simulation's core) is undone on close."""
+@pytest.mark.parametrize("worker", ["thread", "inline", "process"])
+def test_sink_has_no_process_wide_side_effects(tmp_path, worker):
+    """The sink changes neither the BLAS thread pools nor the interpreter's switch interval; as a context
+    manager it closes itself (worker stopped, every frame written), also when the block raised."""
+    import threading
+
     from threadpoolctl import threadpool_info
 
-    from iondiff_stream.stream import SINK_BLAS_THREADS, FrameSink
+    from iondiff_stream.stream import FrameSink
 
     def blas_threads():
         return sorted(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
 
-    before = blas_threads()
-    sink = FrameSink(str(tmp_path / "s.zarr"), np.arange(1, 5), np.array([1, 1, 2, 2]), "type 1", {1: "Li", 2: "S"},
-                     worker="thread")
-    assert all(n == SINK_BLAS_THREADS for n in blas_threads())
-    sink.push(0, 0.0, np.random.default_rng(0).random((4, 3)), np.eye(3) * 10.0)
-    sink.close()
-    assert blas_threads() == before
+    before, switch, n_threads = blas_threads(), sys.getswitchinterval(), threading.active_count()
+    rng = np.random.default_rng(0)
+    with FrameSink(str(tmp_path / "s.zarr"), np.arange(1, 5), np.array([1, 1, 2, 2]), "type 1", {1: "Li", 2: "S"},
+                   worker=worker, chunk_frames=8) as sink:
+        for k in range(30):
+            sink.push(k, 0.001 * k, rng.random((4, 3)), np.eye(3) * 10.0, images=np.zeros((4, 3), int))
+        assert blas_threads() == before and sys.getswitchinterval() == switch
+    assert sink.report["frames"] == 30 and threading.active_count() <= n_threads
+    assert FrameStoreReader(str(tmp_path / "s.zarr")).verify() == 30
+    with pytest.raises(KeyboardInterrupt):
+        with FrameSink(str(tmp_path / "k.zarr"), np.arange(1, 5), np.array([1, 1, 2, 2]), "type 1",
+                       {1: "Li", 2: "S"}, worker=worker) as sink:
+            for k in range(12):
+                sink.push(k, 0.001 * k, rng.random((4, 3)), np.eye(3) * 10.0)
+            raise KeyboardInterrupt
+    r = FrameStoreReader(str(tmp_path / "k.zarr"))
+    assert r.n_frames == 12 and r.segments[-1]["interrupted"] == "KeyboardInterrupt"
+    assert sys.getswitchinterval() == switch and threading.active_count() <= n_threads
+
+
+def test_sink_matches_ids_unwraps_and_converts_in_batches(tmp_path):
+    """Frames in LAMMPS's local order (ids shuffled, order changing mid-batch), packed image flags, a triclinic
+    box, real units: stored sorted by id, unwrapped, in Å and ps, the framework centre their unwrapped mean."""
+    from iondiff_stream.stream import FrameSink, unpack_images
+
+    rng = np.random.default_rng(3)
+    ids = np.array([3, 9, 4, 12, 7, 1])
+    types = np.array([2, 1, 2, 1, 2, 1])  # sorted ids 1 3 4 7 9 12 -> types 1 2 2 2 1 1
+    h = np.array([[10.0, 0, 0], [1.5, 11.0, 0], [0.5, 0.7, 12.0]])
+    imax = 512
+    frames = []
+    with FrameSink(str(tmp_path / "b.zarr"), ids, types, "type 2", {1: "O", 2: "Li"}, units="real",
+                   worker="inline", batch_frames=7) as sink:
+        for k in range(25):
+            order = rng.permutation(6) if k % 6 == 0 else order if k else rng.permutation(6)
+            x = rng.random((6, 3)) * 10
+            img = rng.integers(-3, 4, (6, 3))
+            packed = (img[:, 0] + imax) | ((img[:, 1] + imax) << 10) | ((img[:, 2] + imax) << 20)
+            np.testing.assert_array_equal(unpack_images(packed), img)
+            frames.append((x, img))
+            sink.push(10 * k, 10.0 * k, x[order], h, images=packed[order].astype(np.int32), ids=ids[order],
+                      new_run=k == 0)
+    r = FrameStoreReader(str(tmp_path / "b.zarr"))
+    d = r.read()
+    np.testing.assert_array_equal(r.ion_ids, [3, 4, 7])
+    by_id = {int(i): n for n, i in enumerate(ids)}
+    for k, (x, img) in enumerate(frames):
+        unwrapped = x + img @ h
+        np.testing.assert_allclose(d["positions"][k], unwrapped[[by_id[3], by_id[4], by_id[7]]], rtol=1e-12)
+        np.testing.assert_allclose(d["framework_centre"][k], unwrapped[[by_id[1], by_id[9], by_id[12]]].mean(0),
+                                   rtol=1e-12)
+    np.testing.assert_allclose(d["time_ps"], 0.01 * np.arange(25))  # real units: fs -> ps
+    a, b, c = (np.linalg.norm(v) for v in h)
+    np.testing.assert_allclose(d["box"][0, :3], [a, b, c])
+    np.testing.assert_allclose(d["box"][0, 5], np.degrees(np.arccos(h[0] @ h[1] / (a * b))))
+
+
+def test_direct_chunk_writes_are_zarr_chunks(tmp_path):
+    """The writer's own chunk files read back through Zarr, bit for bit, also for a ring that wraps inside a
+    chunk and a store appended to in the middle of a chunk; a store of another layout is written by Zarr."""
+    import zarr
+
+    from iondiff_stream.buffer import _ChunkFiles
+
+    X = _frames(130)
+    _write(tmp_path / "r.zarr", X[:57], capacity=40, chunk_frames=16, flush_frames=5).close()
+    w = FrameStoreWriter(str(tmp_path / "r.zarr"), np.arange(1, 6), ["Li"] * 5, capacity=40, chunk_frames=16,
+                         mode="a")
+    assert all(f is not None for f in w._files.values())
+    for t in range(57, 130):
+        w.append(10 * t, 0.01 * t, X[t], BOX)
+    w.close()
+    r = FrameStoreReader(str(tmp_path / "r.zarr"))
+    np.testing.assert_array_equal(r.read()["positions"], X[130 - r.n_frames:])
+    g = zarr.open_group(str(tmp_path / "r.zarr"), mode="r")
+    assert g["positions"].shape[0] == 48
+    slots = np.arange(130 - 48, 130) % 48
+    np.testing.assert_array_equal(g["positions"][:][slots], X[130 - 48:])
+    other = zarr.open_group(str(tmp_path / "o.zarr"), mode="w").create_array("p", shape=(10, 3), chunks=(5, 3),
+                                                                           dtype="float64")
+    assert _ChunkFiles.for_array(str(tmp_path / "o.zarr"), "p", other) is None
+
+
+def test_append_many_stores_the_frames_before_a_bad_one(tmp_path):
+    from iondiff_stream.errors import TrajectoryFormatError
+
+    X = _frames(10)
+    X[6, 2, 1] = np.nan
+    w = FrameStoreWriter(str(tmp_path / "n.zarr"), np.arange(1, 6), ["Li"] * 5)
+    with pytest.raises(TrajectoryFormatError, match="step 60"):
+        w.append_many(np.arange(10) * 10, np.arange(10) * 0.01, X, np.broadcast_to(BOX, (10, 6)))
+    w.close()
+    np.testing.assert_array_equal(FrameStoreReader(str(tmp_path / "n.zarr")).read()["positions"], X[:6])
 
 
 def test_online_state_read_mid_write_is_retried_and_real_damage_named(tmp_path):
@@ -401,6 +491,8 @@ def test_online_state_read_mid_write_is_retried_and_real_damage_named(tmp_path):
     from iondiff_stream.errors import StoreCorruptError
     from iondiff_stream.stream import FrameSink
 
+    import zarr
+
     run = make_run(n_frames=400, sigma_A=0.2, seed=2)
     X = run.positions.transpose(1, 0, 2)
     n = X.shape[1]
@@ -409,6 +501,9 @@ def test_online_state_read_mid_write_is_retried_and_real_damage_named(tmp_path):
     for k in range(len(X)):
         sink.push(k, k * 0.05, X[k], np.diag(run.box[:3]))
     sink.close()
+    assert FrameStoreReader(store).online_state() is None  # the hook keeps no live state in the store
+    # a state saved by an earlier version of the hook (it ran the live estimator in the simulation's process)
+    OnlineCentres(dt_ps=0.05).partial_fit(X, box=run.box).save(zarr.open_group(store, mode="r+"))
     good = FrameStoreReader(store).online_state()
     chunk = [p for p in glob.glob(f"{store}/online/state_npz/**", recursive=True) if os.path.isfile(p)
              and not p.endswith("zarr.json")][0]

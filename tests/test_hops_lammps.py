@@ -49,8 +49,8 @@ def test_hops_follow_the_lattice_count_and_carry_the_transport(hot_run):
     assert np.corrcoef(per, ref)[0, 1] > 0.8
 
 
-def test_store_dump_noise_and_live_agree(hot_run):
-    d, info = hot_run
+def test_store_dump_and_noise_agree(hot_run):
+    d, _ = hot_run
     st = analyze_run(f"{d}/T1700_c.zarr", "F")
     du = analyze_run([f"{d}/T1700_c.dump"], "F", topology=f"{d}/T1700_c.data", md_timestep_ps=0.002)
     assert same_hops(st.hops.hops, du.hops.hops, 1)["fraction"] >= 0.97
@@ -59,10 +59,9 @@ def test_store_dump_noise_and_live_agree(hot_run):
     hn = find_hops(noisy, du.data.times_ps, HopParameters(), du.data.atom_indices, atom_ids=du.data.atom_ids,
                    box=du.data.box, layout="frame")
     assert same_hops(du.hops.hops, hn.hops, 1)["fraction"] >= 0.97
-    # the live count the hook saved at the end of the run vs the offline finalisation of the store
-    live = int(np.asarray(FrameStoreReader(f"{d}/T1700_c.zarr").online_state()["hops"]).sum())
-    assert live == info["hops_live"]
-    assert abs(live - st.summary["n_hops"]) <= 0.10 * st.summary["n_hops"]
+    # the hook's store is complete and readable (the live count is the monitor's, computed from the store)
+    r = FrameStoreReader(f"{d}/T1700_c.zarr")
+    assert r.verify() == r.n_frames == st.data.n_frames and r.commit.n_step_gaps == 0
 
 
 @pytest.mark.slow

@@ -38,13 +38,30 @@ def test_monitor_reports_growing_frames_and_hops(tmp_path):
                     snaps.append(st)
         assert len(snaps) >= 3, (snaps, proc.poll(), proc.stderr.read() if proc.poll() is not None else "")
         assert snaps[0]["frames"] < snaps[1]["frames"] < snaps[2]["frames"]
-        assert snaps[0]["hops"] <= snaps[1]["hops"] <= snaps[2]["hops"] and snaps[2]["hops"] > snaps[0]["hops"]
+        # the live hop count is the monitor's (the hook only stores): once the warm-up is stored it is there
+        assert all("hops" in st for st in snaps) and last["live_frames"] in (0, last["frames"])
         last = snaps[-1]
         assert last["n_ions"] == 214 and last["speed_ns_per_day"] > 0  # no throughput bound
         assert last["msd_A2"]["F"] > 0 and last["D_running_cm2_s"]["F"] > 0
-        assert sum(last["centres_per_ion"].values()) == 214
         assert [g["started_by"] for g in last["segments"]] == ["start"] and last["ring_dropped_frames"] == 0
         assert last["segments"][0]["n_frames"] == last["frames"]
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_hooked_run_live_count_equals_offline(tmp_path):
+    """A hooked CaF2 run to its end: the monitor's count of the store is the offline analysis', hop for hop."""
+    from iondiff_stream.analyze import analyze_run
+
+    store = str(tmp_path / "done.zarr")
+    r = subprocess.run(
+        [sys.executable, "-m", "iondiff_stream.cli", "run", CAF2, "--mobile", "F", "--store", store, "--every", "10",
+         "--quiet", "-var", "nsteps", "6000", "-var", "T", "1700"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=1800)
+    assert r.returncode == 0, r.stderr
+    st = _monitor(store)
+    assert st["live_final"] and st["live_frames"] == st["frames"] > 500
+    off = analyze_run(store, "F")
+    assert st["hops"] == off.summary["n_hops"] > 0
+    assert st["site_check"]["site_check"] == off.summary["site_check"] == "ok"

@@ -1,0 +1,228 @@
+"""CPU the streaming hook costs a LAMMPS run: process CPU time (all threads, child processes), hooked vs plain.
+
+On a node whose cores all run MPI ranks the hook costs what it burns in CPU, not what a spare core hides;
+CPU time is also steadier than wall time on a shared machine. Method:
+
+* in-process (default): the CaF2 example (``examples/caf2/in.caf2``, 321 atoms, 214 F stored) run for
+  ``--steps`` steps on a fresh LAMMPS instance, plain and hooked, in alternating pairs (the order flips every
+  pair) in this one process. The time counted is ``time.process_time()`` (user + system CPU of every thread
+  of the process) plus the CPU of waited-for child processes (``RUSAGE_CHILDREN``, the ``worker="process"``
+  sink), from just before the hook is attached (the store created) to after it is closed (the worker
+  drained, the last chunk written): the store's whole life is inside the timing. Each instance first runs
+  200 untimed steps (neighbour lists, PPPM). Extra CPU = hooked / plain - 1, per pair; the median over the
+  pairs is printed for ``every`` = 10 and 1 (targets: <= 2 % and <= 5 %). The one-off cost of the first
+  attach in a process (importing zarr, numpy's and the package's modules) is measured before the pairs
+  and printed separately.
+* ``--mpi``: ``mpirun -np 2`` of the same input (frames gathered to rank 0 with mpi4py), plain and hooked in
+  alternating pairs; the wall time of ``run`` + close on rank 0 between barriers (target: <= 3 %), and the
+  CPU of all ranks (``RUSAGE_CHILDREN`` of the mpirun process tree).
+
+The machine's load average is printed beside every case: on a shared machine the numbers move with it.
+No number here is asserted by a test.
+
+Run: ``python benchmarks/hook_cpu.py [--steps 8000] [--pairs 3] [--every 10 1] [--mpi]``
+(the wheel's MPI needs ``LD_LIBRARY_PATH=$VENV/lib``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+CAF2 = os.path.join(ROOT, "examples", "caf2", "in.caf2")
+sys.path.insert(0, ROOT)
+
+
+def _load() -> str:
+    return "/".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def one(steps: int, every: int | None, store: str | None, worker: str = "thread",
+        chunk_frames: int | None = None) -> tuple[float, float, int, float]:
+    """CPU seconds (process + children) and wall seconds of attach + ``run steps`` + close; frames stored;
+    CPU seconds of the attach alone (store creation: one-off per run, whatever its length)."""
+    from lammps_hooks import attach, load_lammps
+
+    lmp = load_lammps(["-log", "none", "-screen", "none", "-var", "nsteps", "0", "-var", "T", "1500"])
+    lmp.file(CAF2)
+    lmp.command("run 200")  # untimed warm-up: neighbour lists, PPPM
+    c0, k0, w0 = time.process_time(), _children_cpu(), time.perf_counter()
+    hook = None
+    if every is not None and store is not None:
+        hook = attach(lmp, mobile="F", every=every, store=store, chunk_frames=chunk_frames, worker=worker)
+    c_attach = time.process_time() - c0
+    lmp.command(f"run {steps}")
+    frames = 0
+    if hook is not None:
+        frames = hook.close()["frames"]  # inside the timing: drain the worker, write the last chunk
+    cpu = time.process_time() - c0 + _children_cpu() - k0
+    wall = time.perf_counter() - w0
+    lmp.close()
+    return cpu, wall, frames, c_attach
+
+
+def in_process(a: argparse.Namespace) -> None:
+    tmp = tempfile.mkdtemp()
+    print(f"CaF2 example (321 atoms, 214 F stored), {a.steps} steps per run, fresh LAMMPS instance per run, "
+          f"{a.pairs} alternating plain/hooked pairs in one process, worker={a.worker}, "
+          f"chunk_frames={a.chunk_frames or 'the hook default'}; "
+          "CPU = process_time (all threads) + child processes, from before attach to after close")
+    print(f"machine: {os.cpu_count()} cores; load average (1/5/15 min) at start: {_load()}")
+    # the one-off cost of the first attach in a process (imports), then a hooked warm-up run
+    from lammps_hooks import load_lammps
+
+    lmp = load_lammps(["-log", "none", "-screen", "none", "-var", "nsteps", "0", "-var", "T", "1500"])
+    lmp.file(CAF2)
+    c0, w0 = time.process_time(), time.perf_counter()
+    from lammps_hooks import attach
+
+    hook = attach(lmp, mobile="F", every=10, store=os.path.join(tmp, "first.zarr"))
+    hook.close()
+    print(f"one-off, first attach + close in a process (imports, store creation): {time.process_time() - c0:.3f} s CPU, "
+          f"{time.perf_counter() - w0:.3f} s wall")
+    lmp.close()
+    one(200, a.every[0], os.path.join(tmp, "warm.zarr"), a.worker, a.chunk_frames)
+    for every in a.every:
+        extra, extra_wall, plain_cpu, hooked_cpu, extra_run = [], [], [], [], []
+        load0 = _load()
+        for p in range(a.pairs):
+            store = os.path.join(tmp, f"e{every}_{p}.zarr")
+            runs = {}
+            for kind in (("plain", "hooked") if p % 2 == 0 else ("hooked", "plain")):
+                runs[kind] = one(a.steps, every if kind == "hooked" else None, store if kind == "hooked" else None,
+                                 a.worker, a.chunk_frames)
+            (cp, wp, _, _), (ch, wh, n, ca) = runs["plain"], runs["hooked"]
+            assert n == a.steps // every + 1, n
+            plain_cpu.append(cp)
+            hooked_cpu.append(ch)
+            extra.append(100 * (ch / cp - 1))
+            extra_run.append(100 * ((ch - ca) / cp - 1))
+            extra_wall.append(100 * (wh / wp - 1))
+            shutil.rmtree(store, ignore_errors=True)
+        target = {10: " (target <= 2 %)", 1: " (target <= 5 %)"}.get(every, "")
+        print(f"  every={every:3d} ({a.steps // every + 1} frames): extra CPU {np.median(extra):+.2f} % median{target}; "
+              f"pairs " + ", ".join(f"{x:+.2f}" for x in extra) + " %")
+        print(f"      without the one-off attach (store creation, ~{1e3 * ca:.0f} ms CPU): {np.median(extra_run):+.2f} % "
+              f"median; pairs " + ", ".join(f"{x:+.2f}" for x in extra_run) + " %")
+        print(f"      CPU plain {np.median(plain_cpu):.2f} s, hooked {np.median(hooked_cpu):.2f} s (medians); "
+              f"extra CPU per stored frame {1e6 * (np.median(hooked_cpu) - np.median(plain_cpu)) / (a.steps // every + 1):.0f} µs; "
+              f"wall extra (noisier) {np.median(extra_wall):+.1f} % median, pairs "
+              + ", ".join(f"{x:+.1f}" for x in extra_wall) + " %")
+        print(f"      load average (1/5/15 min): {load0} before, {_load()} after")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+MPI_SCRIPT = textwrap.dedent("""
+    import json, sys, time
+    from mpi4py import MPI
+    sys.path.insert(0, sys.argv[5])
+    from lammps_hooks import attach, load_lammps
+    comm = MPI.COMM_WORLD
+    caf2, steps, every, store = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    lmp = load_lammps(["-log", "none", "-screen", "none", "-var", "nsteps", "0", "-var", "T", "1500"], comm=comm)
+    lmp.file(caf2)
+    lmp.command("run 200")
+    comm.Barrier()
+    c0, w0 = time.process_time(), time.perf_counter()
+    hook = attach(lmp, mobile="F", every=every, store=store, comm=comm, worker=sys.argv[6]) if every > 0 else None
+    comm.Barrier()
+    w_attach = time.perf_counter() - w0
+    lmp.command(f"run {steps}")
+    if hook is not None:
+        hook.close()
+    comm.Barrier()
+    wall, cpu = time.perf_counter() - w0, comm.gather(time.process_time() - c0, root=0)
+    lmp.close()
+    if comm.Get_rank() == 0:
+        print(json.dumps({"wall": wall, "cpu": sum(cpu), "attach": w_attach}))
+""")
+
+
+def with_mpirun(a: argparse.Namespace) -> None:
+    mpirun = os.path.join(os.path.dirname(sys.executable), "mpirun")
+    if not os.path.exists(mpirun):
+        mpirun = shutil.which("mpirun") or "mpirun"
+    tmp = tempfile.mkdtemp()
+    script = os.path.join(tmp, "mpi_run.py")
+    with open(script, "w") as fh:
+        fh.write(MPI_SCRIPT)
+    env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(sys.prefix, "lib"))
+    every = a.every[0]
+    print(f"mpirun -np 2, CaF2 example, {a.mpi_steps} steps, every={every}, frames gathered to rank 0 (mpi4py), "
+          f"worker={a.worker}; "
+          f"{a.pairs} alternating plain/hooked pairs; wall of attach + run + close on rank 0 between barriers")
+    print(f"machine: {os.cpu_count()} cores; load average (1/5/15 min) at start: {_load()}")
+
+    def launch(hooked: bool, k: int) -> dict:
+        store = os.path.join(tmp, f"mpi{k}.zarr")
+        k0 = _children_cpu()
+        r = subprocess.run([mpirun, "-np", "2", sys.executable, script, CAF2, str(a.mpi_steps),
+                            str(every if hooked else 0), store, ROOT, a.worker], capture_output=True, text=True,
+                           env=env,
+                           timeout=3600)
+        if r.returncode != 0:
+            raise RuntimeError(r.stderr[-2000:])
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+        out["tree_cpu"] = _children_cpu() - k0
+        shutil.rmtree(store, ignore_errors=True)
+        return out
+
+    walls, cpus, trees, runs_only = [], [], [], []
+    for p in range(a.pairs):
+        res = {}
+        for kind in (("plain", "hooked") if p % 2 == 0 else ("hooked", "plain")):
+            res[kind] = launch(kind == "hooked", p)
+        walls.append(100 * (res["hooked"]["wall"] / res["plain"]["wall"] - 1))
+        runs_only.append(100 * ((res["hooked"]["wall"] - res["hooked"]["attach"])
+                                / (res["plain"]["wall"] - res["plain"]["attach"]) - 1))
+        cpus.append(100 * (res["hooked"]["cpu"] / res["plain"]["cpu"] - 1))
+        trees.append(100 * (res["hooked"]["tree_cpu"] / res["plain"]["tree_cpu"] - 1))
+        print(f"  pair {p + 1}: plain {res['plain']['wall']:.2f} s, hooked {res['hooked']['wall']:.2f} s wall; "
+              f"load {_load()}")
+    print(f"  wall overhead {np.median(walls):+.2f} % median (target <= 3 %); pairs "
+          + ", ".join(f"{x:+.2f}" for x in walls) + " %")
+    print(f"  without the one-off attach (store creation, gathers of ids and types): {np.median(runs_only):+.2f} % "
+          "median; pairs " + ", ".join(f"{x:+.2f}" for x in runs_only) + " %")
+    print(f"  CPU of both ranks (attach..close) {np.median(cpus):+.2f} % median, pairs "
+          + ", ".join(f"{x:+.2f}" for x in cpus) + " %; whole mpirun process tree (incl. start-up, imports) "
+          f"{np.median(trees):+.2f} % median")
+    print(f"  load average (1/5/15 min) at the end: {_load()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=8000)
+    ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--every", type=int, nargs="+", default=[10, 1])
+    ap.add_argument("--worker", default="inline", choices=["inline", "thread", "process"],
+                    help="the sink's worker (default: inline, the hook's default)")
+    ap.add_argument("--chunk-frames", type=int, default=None, help="default: the hook's (100, or 1000 steps' worth)")
+    ap.add_argument("--mpi", action="store_true", help="mpirun -np 2 hooked vs plain (wall), instead of in-process")
+    ap.add_argument("--mpi-steps", type=int, default=8000)
+    a = ap.parse_args()
+    if a.mpi:
+        with_mpirun(a)
+    else:
+        in_process(a)
+
+
+if __name__ == "__main__":
+    main()
