@@ -384,6 +384,7 @@ class FrameStoreWriter:
         overwrite: bool = False,
         metadata: dict[str, Any] | None = None,
         lammps_types: Any = None,
+        framework: tuple[Any, Any, Any] | None = None,
     ) -> None:
         import zarr
 
@@ -406,6 +407,9 @@ class FrameStoreWriter:
         self.flush_seconds = flush_seconds
         self.lammps_types = None if lammps_types is None else [int(t) for t in lammps_types]
         n = len(self.ion_ids)
+        fw_ids = None if framework is None else np.asarray(framework[0], dtype=np.int64)
+        if fw_ids is not None and len(fw_ids) == 0:
+            fw_ids = None
         self._lock: _WriterLock | None = None
         try:
             parent = os.path.dirname(os.path.abspath(self.path)) or "."
@@ -455,6 +459,11 @@ class FrameStoreWriter:
                 }
                 if self.lammps_types is not None:
                     attrs["lammps_types"] = self.lammps_types
+                if fw_ids is not None:  # the framework atoms' own positions (sites attached to the framework)
+                    attrs["framework_ids"] = fw_ids.tolist()
+                    attrs["framework_species"] = [str(x) for x in framework[1]]
+                    if framework[2] is not None:
+                        attrs["framework_lammps_types"] = [int(t) for t in framework[2]]
                 self.group.attrs.update(attrs)
                 size = cap if cap is not None else 0
                 shapes = {
@@ -465,9 +474,11 @@ class FrameStoreWriter:
                     "box": ((size, 6), "float64", (self.chunk, 6), "angstrom, degrees"),
                     "wall_s": ((size,), "float64", (self.chunk,), "s since epoch"),
                 }
+                if fw_ids is not None:
+                    shapes["framework"] = ((size, len(fw_ids), 3), "float32", (self.chunk, len(fw_ids), 3), "angstrom")
                 for name, (shape, dt, ch, u) in shapes.items():
                     a = self.group.create_array(name, shape=shape, dtype=dt, chunks=ch,
-                                                fill_value=np.nan if dt == "float64" else -1, **_codecs())
+                                                fill_value=np.nan if dt.startswith("float") else -1, **_codecs())
                     if u:
                         a.attrs["units"] = u
                 self.commit = Commit()
@@ -482,9 +493,11 @@ class FrameStoreWriter:
             raise
         if self._lock.stale:
             self.commit.unclean_exits.append(self._lock.stale)
-        self._arrays = {k: self.group[k] for k in _ARRAYS}
+        self._names = _ARRAYS + (("framework",) if "framework" in self.group else ())
+        self.n_framework = int(self.group["framework"].shape[1]) if "framework" in self.group else 0
+        self._arrays = {k: self.group[k] for k in self._names}
         self._files = {k: _ChunkFiles.for_array(self.path, k, a) for k, a in self._arrays.items()}
-        self._buf: dict[str, list[Any]] = {k: [] for k in _ARRAYS}
+        self._buf: dict[str, list[Any]] = {k: [] for k in self._names}
         self._last_flush = time.monotonic()
         self._step_interval: int | None = None
         self._closed = False
@@ -542,6 +555,7 @@ class FrameStoreWriter:
         box: np.ndarray,
         framework_centre: np.ndarray | None = None,
         new_run: bool = False,
+        framework_positions: np.ndarray | None = None,
     ) -> bool:
         """Add one frame (kept in memory until its chunk is full or a flush).
 
@@ -557,6 +571,8 @@ class FrameStoreWriter:
             The first frame of a new LAMMPS ``run`` command: starts a new segment (a frame
             with the same step as the last one stored is then the same configuration and
             is not stored twice).
+        framework_positions : ndarray, shape (n_framework, 3), optional
+            Unwrapped framework positions, Å (stores created with ``framework``; NaN when not given).
 
         Returns
         -------
@@ -581,7 +597,7 @@ class FrameStoreWriter:
             raise TrajectoryFormatError(f"step {step}: NaN/inf positions; frame refused")
         return self._append_checked(int(step), float(time_ps), pos, np.asarray(box, dtype=np.float64),
                                     None if framework_centre is None else np.asarray(framework_centre, float),
-                                    new_run, time.time())
+                                    new_run, time.time(), framework_positions)
 
     def append_many(
         self,
@@ -592,6 +608,7 @@ class FrameStoreWriter:
         framework_centres: np.ndarray | None = None,
         new_run: Any = None,
         wall_s: Any = None,
+        framework_positions: np.ndarray | None = None,
     ) -> int:
         """Add consecutive frames at once (the checks run once over the block); like :meth:`append` per frame.
 
@@ -605,6 +622,7 @@ class FrameStoreWriter:
         new_run : sequence of bool, shape (m,), optional
         wall_s : sequence of float, shape (m,), optional
             When each frame was received (Unix s; default now).
+        framework_positions : ndarray, shape (m, n_framework, 3), optional
 
         Returns
         -------
@@ -631,13 +649,15 @@ class FrameStoreWriter:
             stored += self._append_checked(
                 int(steps[k]), float(times_ps[k]), pos[k], boxes[k],
                 None if framework_centres is None else framework_centres[k],
-                bool(new_run[k]) if new_run is not None else False, now if wall_s is None else float(wall_s[k]))
+                bool(new_run[k]) if new_run is not None else False, now if wall_s is None else float(wall_s[k]),
+                None if framework_positions is None else framework_positions[k])
         if bad < m:
             raise TrajectoryFormatError(f"step {int(steps[bad])}: NaN/inf positions; frame refused")
         return stored
 
     def _append_checked(self, step: int, time_ps: float, pos: np.ndarray, box: np.ndarray,
-                        framework_centre: np.ndarray | None, new_run: bool, wall: float) -> bool:
+                        framework_centre: np.ndarray | None, new_run: bool, wall: float,
+                        framework_positions: np.ndarray | None = None) -> bool:
         last = self._buf["step"][-1] if self._buf["step"] else self.commit.last_step
         segs = self.commit.segments
         if not self._session_started:
@@ -700,6 +720,9 @@ class FrameStoreWriter:
         self._buf["time_ps"].append(time_ps)
         self._buf["box"].append(box)
         self._buf["wall_s"].append(wall)
+        if self.n_framework:
+            self._buf["framework"].append(np.full((self.n_framework, 3), np.nan, np.float32)
+                                          if framework_positions is None else framework_positions)
         pending = len(self._buf["step"])
         start = self.commit.n_frames
         if (start + pending) % self.chunk == 0 or pending >= self.flush_frames or (
@@ -715,7 +738,7 @@ class FrameStoreWriter:
             start = self.commit.n_frames
             end = start + pending
             if self.capacity is None:
-                for k in _ARRAYS:
+                for k in self._names:
                     a = self._arrays[k]
                     if a.shape[0] < end:
                         # grow geometrically (from 16 chunks, at most 64 chunks at a time): few metadata
@@ -733,7 +756,7 @@ class FrameStoreWriter:
                     self.commit.first_frame = min(oldest_kept, committed_n)
                     self.commit.write(self.path, sync=False)
             self._write_slots(start, end)
-            for k in _ARRAYS:
+            for k in self._names:
                 self._buf[k].clear()
             self.commit.n_frames = end
             self.commit.first_frame = max(0, end - self.capacity) if self.capacity else 0
@@ -755,7 +778,7 @@ class FrameStoreWriter:
             stop_slot = min(cap, s + (end - g)) if cap else s + (end - g)
             pieces.append((g - start, g - start + (stop_slot - s), s, stop_slot))
             g += stop_slot - s
-        for k in _ARRAYS:
+        for k in self._names:
             files = self._files[k]
             for i0, i1, s0, s1 in pieces:
                 if files is not None:
@@ -962,34 +985,6 @@ class FrameStoreReader:
         for s in range(0, n, step):
             self.read(s, min(n, s + step))
         return n
-
-    def online_state(self, retries: int = 8) -> dict[str, np.ndarray] | None:
-        """State of the streaming centres saved in the store by earlier versions of the hook, or None.
-
-        The hook no longer runs the live estimator (it runs in the monitor's process, reading the store),
-        so stores written now have none. An old live writer replaced the state at every flush (the array's metadata, then its chunk); a read
-        that lands in between gets bytes that do not decode (or one save's shape with the next one's
-        bytes), so the read is retried (``retries`` times, 0.05-0.4 s apart) before
-        the state is called corrupt.
-        """
-        import time
-
-        import zarr
-
-        from .online import OnlineCentres
-
-        for attempt in range(retries + 1):
-            grp = zarr.open_group(self.path, mode="r")
-            if "online" not in grp:
-                return None
-            try:
-                return OnlineCentres.read_state(grp["online"])
-            except Exception as exc:  # noqa: BLE001
-                if attempt == retries:
-                    raise StoreCorruptError(f"{self.path}: the online state could not be decoded ({exc}), also "
-                                            f"after {retries} retries: store corrupt") from exc
-                time.sleep(min(0.4, 0.05 * 2**attempt))
-        return None  # pragma: no cover
 
 
 def store_info(path: str, segment: int | str | None = None) -> dict[str, Any]:

@@ -147,6 +147,9 @@ class FrameSink:
         ``"a"``: append to an existing store (new segment, or a restart's continuation);
         ``"w"``: create, refusing a store that holds frames unless ``overwrite``.
     overwrite : bool
+    store_framework : bool
+        Also store the framework atoms' positions (float32), so that the analysis of the store can attach
+        sites to the framework (:mod:`iondiff_stream.model.framework`) as it does for a full trajectory.
     """
 
     def __init__(
@@ -165,6 +168,7 @@ class FrameSink:
         batch_frames: int = 100,
         mode: str = "a",
         overwrite: bool = False,
+        store_framework: bool = True,
     ) -> None:
         if worker not in ("process", "thread", "inline"):
             raise ValueError(f"worker must be 'process', 'thread' or 'inline', got {worker!r}")
@@ -207,14 +211,20 @@ class FrameSink:
             self._start_process(
                 dict(store=store, ids=self.ids, types=self.types, mobile=mobile, type_elements=self.type_elements,
                      units=units, capacity=capacity, chunk_frames=chunk_frames, flush_seconds=flush_seconds,
-                     metadata=metadata, worker="inline", mode=mode, overwrite=overwrite)
+                     metadata=metadata, worker="inline", mode=mode, overwrite=overwrite,
+                     store_framework=store_framework)
             )
             self.writer = None  # type: ignore[assignment]
             return
+        self.store_framework = bool(store_framework)
+        fw_types = self.types[~self.mask]
+        framework = ((self.framework_ids, [self.type_elements.get(int(t), f"type{int(t)}") for t in fw_types],
+                      fw_types) if self.store_framework else None)
         self.writer = FrameStoreWriter(
             store, self.ids[self.mask], species, units=units, capacity=capacity, chunk_frames=chunk_frames,
             flush_seconds=flush_seconds, mode=mode, overwrite=overwrite,
             metadata={"mobile": mobile, **(metadata or {})}, lammps_types=self.types[self.mask],
+            framework=framework,
         )
         if worker == "thread":
             self._queue = queue.Queue(maxsize=10_000)
@@ -400,19 +410,30 @@ class FrameSink:
             if img.ndim == 2:  # packed flags
                 im, imf = unpack_images(im, bits), unpack_images(imf, bits)
             pos = unwrap_with_images(xm, im, h)
-            # the framework centre is linear in the flags: the mean of the unwrapped framework positions
-            fw = unwrap_with_images(xf.mean(1), imf.mean(1), h) if len(rf) else None
+            if self.store_framework and len(rf):
+                fwp = unwrap_with_images(xf, imf, h)
+                fw = fwp.mean(1)
+            else:
+                fwp = None
+                # the framework centre is linear in the flags: the mean of the unwrapped framework positions
+                fw = unwrap_with_images(xf.mean(1), imf.mean(1), h) if len(rf) else None
         else:
             pos = np.array(xm, dtype=np.float64)
+            fwp = np.array(xf, dtype=np.float64) if (self.store_framework and len(rf)) else None
             fw = xf.mean(1) if len(rf) else None
         if self.length != 1.0:
             pos *= self.length
             if fw is not None:
                 fw *= self.length
+            if fwp is not None:
+                fwp *= self.length
+        if fwp is not None and fwp.shape[1] != self.writer.n_framework:
+            fwp = None  # framework atoms gone or created since the store began: no framework positions
         box = self._box(h)
         m = len(frames)
         self.writer.append_many([f[0] for f in frames], [float(f[1]) * self.time for f in frames], pos,
-                                np.broadcast_to(box, (m, 6)), fw, [f[7] for f in frames], [f[8] for f in frames])
+                                np.broadcast_to(box, (m, 6)), fw, [f[7] for f in frames], [f[8] for f in frames],
+                                framework_positions=fwp)
 
     def _work(self) -> None:
         assert self._queue is not None

@@ -481,44 +481,6 @@ def test_append_many_stores_the_frames_before_a_bad_one(tmp_path):
     np.testing.assert_array_equal(FrameStoreReader(str(tmp_path / "n.zarr")).read()["positions"], X[:6])
 
 
-def test_online_state_read_mid_write_is_retried_and_real_damage_named(tmp_path):
-    """A monitor reading the state while the writer replaces it gets undecodable bytes for a moment: retried;
-    bytes that stay wrong are a corrupt store, named as such."""
-    import glob
-    import threading
-
-    from iondiff_stream.buffer import FrameStoreReader
-    from iondiff_stream.errors import StoreCorruptError
-    from iondiff_stream.stream import FrameSink
-
-    import zarr
-
-    run = make_run(n_frames=400, sigma_A=0.2, seed=2)
-    X = run.positions.transpose(1, 0, 2)
-    n = X.shape[1]
-    store = str(tmp_path / "s.zarr")
-    sink = FrameSink(store, np.arange(1, n + 1), np.ones(n, int), "type 1", {1: "Li"}, worker="inline")
-    for k in range(len(X)):
-        sink.push(k, k * 0.05, X[k], np.diag(run.box[:3]))
-    sink.close()
-    assert FrameStoreReader(store).online_state() is None  # the hook keeps no live state in the store
-    # a state saved by an earlier version of the hook (it ran the live estimator in the simulation's process)
-    OnlineCentres(dt_ps=0.05).partial_fit(X, box=run.box).save(zarr.open_group(store, mode="r+"))
-    good = FrameStoreReader(store).online_state()
-    chunk = [p for p in glob.glob(f"{store}/online/state_npz/**", recursive=True) if os.path.isfile(p)
-             and not p.endswith("zarr.json")][0]
-    data = open(chunk, "rb").read()
-    open(chunk, "wb").close()  # the writer has truncated the chunk and not yet written it again
-    restore = threading.Timer(0.2, lambda: open(chunk, "wb").write(data))
-    restore.start()
-    st = FrameStoreReader(store).online_state(retries=40)  # ~15 s of retries: the timer may fire late on a busy machine
-    np.testing.assert_array_equal(st["hops"], good["hops"])
-    restore.join()
-    open(chunk, "wb").write(b"\0" * len(data))  # damage that stays
-    with pytest.raises(StoreCorruptError, match="online state"):
-        FrameStoreReader(store).online_state(retries=2)
-
-
 def test_missing_chunk_file_is_named_as_damage(tmp_path):
     """A deleted chunk file reads as NaN in zarr: named as store damage (file and frames), not as bad coordinates."""
     from iondiff_stream.errors import StoreCorruptError

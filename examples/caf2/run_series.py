@@ -44,7 +44,7 @@ def run_one(out: str, T: int, ps: float, every: int, compress: bool, seed: int) 
     rep = hook.close() if hook is not None else {}
     natoms = int(lmp.get_natoms())
     lmp.close()
-    return {"tag": tag, "T": T, "ps": ps, "natoms": natoms, "wall_s": wall, "hops_live": rep.get("hops_live")}
+    return {"tag": tag, "T": T, "ps": ps, "natoms": natoms, "wall_s": wall}
 
 
 if __name__ == "__main__":
