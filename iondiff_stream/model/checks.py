@@ -37,7 +37,7 @@ MIN_REST_FRAMES = 4
 LIMITS: dict[str, tuple[float, float]] = {
     "resting_outside_fraction": (0.05, 0.25),
     "hop_length_over_nn": (1.35, 1.6),
-    "hop_duration_over_residence": (0.35, 0.6),
+    "hop_duration_over_residence": (0.5, 1.0),
 }
 
 

@@ -125,7 +125,9 @@ def framework_site_model(
         f, r = _residence(st, model.n_sites, m_res)
         frames += f
         resid += r
-    keep = resid >= max(min_site_frames, 1.0)
+    # kept: holes where ions stay (in-core ion-frames of at least a residence and min_site_frames); a hole no
+    # ion enters, or only crosses, is no site
+    keep = (frames >= max(min_site_frames, float(m_res))) & (resid > 0)
     if not keep.any():
         return None
     model = model_of(centres[keep], anchors[keep], shifts[keep], frames[keep])
@@ -190,6 +192,14 @@ def _sample(model: SiteModel, read_frames: Any, n_frames: int, framework: Framew
     return out
 
 
+def _far(rest_r: float, model: SiteModel) -> float:
+    """How far from every site a rest must be to count: 1.5 core radii, and at least 0.6 of the typical
+    nearest-site distance (an ion at the edge of a small core, e.g. when σ is underestimated on a short run,
+    is not resting in a missing site; one in a missing site is a whole site spacing away)."""
+    nn = float(np.median(model.nn_A)) if model.n_sites else 0.0
+    return max(1.5 * rest_r, 0.6 * nn)
+
+
 def _check_dict(chk: Any, samp: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]]) -> dict[str, Any]:
     d = chk.to_dict()
     d["transit_fraction"] = 1.0 - sum(int((st >= 0).sum()) for _, _, st in samp) / max(sum(st.size for _, _, st in samp), 1)
@@ -206,7 +216,7 @@ def choose_site_model(density: SiteModel, read_frames: Any, n_frames: int, frame
     (:func:`iondiff_stream.model.checks.sample_checks` on sample stretches of the run) do not fail.
     When they warn or fail — ions resting away from every site, hops skipping sites or lasting as long
     as residences: sites merged or never found, as on liquid-like sublattices — the framework's holes
-    are tried, and used when their checks pass outright.
+    are tried, and used when their verdict is better.
 
     Returns
     -------
@@ -218,9 +228,9 @@ def choose_site_model(density: SiteModel, read_frames: Any, n_frames: int, frame
     rank = {"ok": 0, "warn": 1, "fail": 2, "not applicable": 0}
     cap = float(np.median(density.core_cap_A)) if density.n_sites else 1.0
     rest_r = float(np.median(np.minimum(r_core_A, cap)))
+    far = _far(rest_r, density)
     info: dict[str, Any] = {"site_model": density.kind, "in_core_fraction_framework": None}
     samp_d = _sample(density, read_frames, n_frames, None, r_core_A)
-    far = 1.5 * rest_r
     chk_d = sample_checks(density, samp_d, m_res, rest_r, far)
     fd = sum(int((st >= 0).sum()) for _, _, st in samp_d) / max(sum(st.size for _, _, st in samp_d), 1)
     info["in_core_fraction_density"] = fd
@@ -242,9 +252,9 @@ def choose_site_model(density: SiteModel, read_frames: Any, n_frames: int, frame
     info["n_framework_holes_kept"] = fm.n_sites
     info["site_model_checks"][fm.kind] = {"verdict": chk_f.verdict, "reasons": chk_f.reasons,
                                           **{k: v for k, v in chk_f.to_dict().items() if k.endswith(("fraction", "_nn", "residence"))}}
-    # the framework's holes replace the density peaks only when their checks pass outright and the
-    # density peaks' do not (on a run where both warn, the model needing no lattice is kept)
-    better = chk_f.verdict == "ok" and rank[chk_d.verdict] > 0
+    # the framework's holes replace the density peaks only when their verdict is better (on a run where
+    # both warn, the model that needs no lattice is kept)
+    better = rank[chk_f.verdict] < rank[chk_d.verdict]
     if better or force_framework:
         info["site_model"] = fm.kind
         info["site_check"] = _check_dict(chk_f, samp_f)
@@ -260,4 +270,4 @@ def given_sites_check(model: SiteModel, read_frames: Any, n_frames: int, framewo
     cap = float(np.median(model.core_cap_A)) if model.n_sites else 1.0
     rest_r = float(np.median(np.minimum(r_core_A, cap)))
     samp = _sample(model, read_frames, n_frames, framework, r_core_A)
-    return _check_dict(sample_checks(model, samp, m_res, rest_r, 1.5 * rest_r), samp)
+    return _check_dict(sample_checks(model, samp, m_res, rest_r, _far(rest_r, model)), samp)
