@@ -40,7 +40,8 @@ def test_monitor_reports_growing_frames_and_hops(tmp_path):
         assert snaps[0]["frames"] < snaps[1]["frames"] < snaps[2]["frames"]
         last = snaps[-1]
         # the live hop count is the monitor's (the hook only stores): a one-shot monitor counts all frames
-        assert all("hops" in st for st in snaps) and last["live_frames"] in (0, last["frames"])
+        # (frames may have been stored between the two reads of one status: the count covers at least its frames)
+        assert all("hops" in st for st in snaps) and (last["live_frames"] == 0 or last["live_frames"] >= last["frames"])
         assert last["n_ions"] == 214 and last["speed_ns_per_day"] > 0  # no throughput bound
         assert last["msd_A2"]["F"] > 0 and last["D_running_cm2_s"]["F"] > 0
         assert [g["started_by"] for g in last["segments"]] == ["start"] and last["ring_dropped_frames"] == 0
