@@ -101,6 +101,23 @@ def test_dump_with_reset_analysed_by_segment(reset_run, tmp_path):
     assert s["n_frames"] == N_EQ and s["segment_analysed"] == 0 and s["frames_selected"] == [0, N_EQ - 1]
     eq = read_run(str(d / "caf2.dump"), "F", topology=str(d / "caf2.data"), md_timestep_ps=DT, segment=0)
     np.testing.assert_array_equal(eq.steps, np.arange(0, NEQ + 1, EVERY))
+    # compressed (MDAnalysis's reader), and the two runs as two files of one run: the same segments
+    import gzip
+
+    text = (d / "caf2.dump").read_bytes()
+    (tmp_path / "caf2.dump.gz").write_bytes(gzip.compress(text))
+    gz = read_run(str(tmp_path / "caf2.dump.gz"), "F", topology=str(d / "caf2.data"), md_timestep_ps=DT)
+    np.testing.assert_array_equal(gz.steps, prod.steps)
+    import re
+
+    cut = [m.start() for m in re.finditer(b"ITEM: TIMESTEP", text)][N_EQ]  # the production's first frame
+    (tmp_path / "eq.dump").write_bytes(text[:cut])
+    (tmp_path / "prod.dump").write_bytes(text[cut:])
+    files = [str(tmp_path / "eq.dump"), str(tmp_path / "prod.dump")]
+    two = read_run(files, "F", topology=str(d / "caf2.data"), md_timestep_ps=DT)
+    np.testing.assert_array_equal(two.steps, prod.steps)
+    joined = read_run(files, "F", topology=str(d / "caf2.data"), md_timestep_ps=DT, segment="all")
+    assert joined.n_frames == N_EQ + N_PROD - 1
     # a segment the dump does not have
     r = _cli("analyze", *args, "--out", tmp_path / "no", "--segment", 2)
     assert r.returncode == 2 and "no segment 2" in r.stderr and "Traceback" not in r.stderr

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,23 +92,34 @@ def check_time_window(start_ps: float | None, stop_ps: float | None) -> None:
                                  f"{start_ps or 0.0:g} ps")
 
 
+_STEP_LINE = re.compile(rb"ITEM: TIMESTEP[^\n]*\n([^\n]*)\n")
+
+
 def _scan_steps(path: str) -> np.ndarray:
-    """Steps of a dump read line by line (compressed dumps, MDAnalysis's reader)."""
+    """Steps of a dump read through its decompressed text in large pieces (compressed dumps, read by
+    MDAnalysis's reader): one regular-expression pass, no line-by-line parsing."""
     from MDAnalysis.lib.util import anyopen
 
     steps: list[int] = []
-    want = False
+    carry = b""
     with anyopen(path, "rb") as fh:
-        for line in fh:
-            if want:
+        while True:
+            data = fh.read(1 << 24)
+            buf = carry + data
+            end = 0
+            for m in _STEP_LINE.finditer(buf):
                 try:
-                    steps.append(int(line.split()[0]))
+                    steps.append(int(m.group(1).split()[0]))
                 except (ValueError, IndexError):
                     raise TrajectoryFormatError(f"{path}: frame {len(steps)} has no step number after "
                                                 "ITEM: TIMESTEP") from None
-                want = False
-            elif line.startswith(b"ITEM: TIMESTEP"):
-                want = True
+                end = m.end()
+            if not data:
+                break
+            # keep what may hold a step line cut between two pieces
+            tail = buf[end:]
+            cut = tail.rfind(b"ITEM: TIMESTEP")
+            carry = tail[cut:] if cut >= 0 else tail[-len(b"ITEM: TIMESTEP") :]
     return np.array(steps, dtype=np.int64)
 
 
