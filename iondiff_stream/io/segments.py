@@ -85,7 +85,11 @@ def check_time_window(start_ps: float | None, stop_ps: float | None) -> None:
         A negative or non-finite time, or ``stop_ps <= start_ps``.
     """
     for name, v in (("start_ps (--start-ps)", start_ps), ("stop_ps (--stop-ps)", stop_ps)):
-        if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+        try:
+            ok = v is None or (math.isfinite(float(v)) and float(v) >= 0)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
             raise IonDiffStreamError(f"{name} must be a time >= 0 ps, got {v!r}")
     if stop_ps is not None and stop_ps <= (start_ps or 0.0):
         raise IonDiffStreamError(f"stop_ps (--stop-ps) {stop_ps:g} ps must be later than start_ps (--start-ps) "
