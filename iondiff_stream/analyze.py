@@ -469,7 +469,8 @@ def open_run(trajectories: Any, mobile: str, *, topology: str | None = None, seg
         Mobile ions (element, ``"type N"`` or an MDAnalysis selection).
     topology : str, optional
     segment : int or "all", optional
-        Frame stores only (default: the last segment).
+        Frame stores and LAMMPS dumps (default: the last segment). A store's reader chooses it here;
+        a dump's segments are chosen when its frames are read (``collect_positions(segment=...)``).
     reader_kwargs : dict, optional
 
     Returns
@@ -480,10 +481,10 @@ def open_run(trajectories: Any, mobile: str, *, topology: str | None = None, seg
     reader_kwargs = dict(reader_kwargs or {})
     if _store_path(trajectories) is not None:
         reader_kwargs.setdefault("segment", segment)
-    elif segment is not None:
+    elif segment is not None and not _is_dump(trajectories):
         from .errors import IonDiffStreamError
 
-        raise IonDiffStreamError("--segment applies to a frame store (*.zarr) only")
+        raise IonDiffStreamError("--segment applies to frame stores (*.zarr) and LAMMPS dumps only")
     u = load_universe(trajectories, topology, **reader_kwargs)
     return u, select_mobile(u, mobile)
 
@@ -501,6 +502,8 @@ def read_run(trajectories: Any, mobile: str, *, topology: str | None = None, seg
     TrajectoryData
     """
     u, ag = open_run(trajectories, mobile, topology=topology, segment=segment, reader_kwargs=reader_kwargs)
+    if _store_path(trajectories) is None:
+        collect_kwargs.setdefault("segment", segment)
     return collect_positions(u, ag, start=start, stop=stop, **collect_kwargs)
 
 
@@ -530,6 +533,8 @@ def analyze_run(
     scheduler: Any = None,
     allow_discontinuities: bool = False,
     force_timestep: bool = False,
+    start_ps: float | None = None,
+    stop_ps: float | None = None,
 ) -> RunAnalysis:
     """Analyse one run (one or several consecutive files) end to end.
 
@@ -563,8 +568,15 @@ def analyze_run(
         For conductivities (charge defaults from the element).
     correlation_params : CorrelationParameters, optional
     segment : int or "all", optional
-        Frame stores only: the segment (one per LAMMPS ``run``) to analyse; default the
-        last. The summary lists the store's segments and the frames a ring dropped.
+        Frame stores (one segment per LAMMPS ``run``) and LAMMPS dumps (a segment per
+        ``reset_timestep``): the segment to analyse; default the last. ``"all"`` joins them on one
+        time axis, without a boundary frame that repeats the frame before. The summary lists the
+        segments (and for stores the frames a ring dropped, and ``store_complete``).
+    start, stop, step : int, optional
+        Frames to analyse, counted within the chosen segment.
+    start_ps, stop_ps : float, optional
+        Analyse the frames whose time from the first frame of the chosen segment lies in
+        ``[start_ps, stop_ps]`` (any input; see :mod:`iondiff_stream.io.segments`).
     memory_budget : int or str or MemoryBudget, optional
         Working memory (default 1 GiB; e.g. ``"2GB"``). Positions go out of
         core (``out_dir/positions.zarr``, or a temporary store) when float64
@@ -592,10 +604,15 @@ def analyze_run(
     params = params or HopParameters()
     if n_jobs < 0:
         n_jobs = os.cpu_count() or 1
+    from .io.segments import check_time_window
+
+    check_time_window(start_ps, stop_ps)
     store = _store_path(trajectories)
     reader_kwargs = dict(reader_kwargs or {})
+    store_alive = False
     if store is not None:
         reader_kwargs.setdefault("segment", segment)
+        store_alive = _store_being_written(store)
     u, ag = open_run(trajectories, mobile, topology=topology, segment=segment, reader_kwargs=reader_kwargs)
     budget = memory_budget if isinstance(memory_budget, MemoryBudget) or memory_budget is None \
         else MemoryBudget(parse_bytes(memory_budget))
@@ -620,6 +637,9 @@ def analyze_run(
             n_workers=max(1, n_jobs),
             allow_discontinuities=allow_discontinuities,
             force_timestep=force_timestep,
+            segment=None if store is not None else segment,
+            start_ps=start_ps,
+            stop_ps=stop_ps,
         )
         if out_dir is not None and not data.out_of_core and os.path.isdir(store_path):
             import shutil
@@ -631,8 +651,9 @@ def analyze_run(
         run = analyse_positions(data, params, reference_sites=sites, n_jobs=n_jobs,
                                 temperature_K=temperature_K, charge=charge, correlation_params=correlation_params,
                                 scheduler=scheduler)
+        run.summary.update(data.meta.get("selection", {}))
         if store is not None:
-            _add_store_info(run, store, reader_kwargs.get("segment"))
+            _add_store_info(run, store, reader_kwargs.get("segment"), complete=not store_alive)
         if out_dir is not None:
             st = stage("write", 1)
             files = [os.fspath(trajectories)] if isinstance(trajectories, (str, os.PathLike)) \
@@ -653,11 +674,32 @@ def _store_path(trajectories: Any) -> str | None:
     return None
 
 
-def _add_store_info(run: Any, store: str, segment: Any) -> None:
-    """Segments of the store, the one analysed and the frames a ring dropped, into the summary."""
+def _is_dump(trajectories: Any) -> bool:
+    """True when the input is LAMMPS text dump(s)."""
+    from .io import guess_format
+
+    paths = [trajectories] if isinstance(trajectories, (str, os.PathLike)) else list(trajectories)
+    return bool(paths) and guess_format(os.fspath(paths[0])) == "LAMMPSDUMP"
+
+
+def _store_being_written(store: str) -> bool:
+    """True (with a warning) when a writer holds the store's lock: the run is not finished."""
+    from .live import writer_alive
+
+    if not writer_alive(store):
+        return False
+    logger.warning("%s is still being written (its writer holds the lock): analysing the frames committed so far; "
+                   "the run is not finished (store_complete: false in the summary)", store)
+    return True
+
+
+def _add_store_info(run: Any, store: str, segment: Any, complete: bool = True) -> None:
+    """Segments of the store, the one analysed, the frames a ring dropped and whether its writer had
+    finished, into the summary."""
     from .buffer import store_info
 
     info = store_info(store, segment)
+    info["store_complete"] = bool(complete)
     run.summary.update(info)
     if len(info["store_segments"]) > 1:
         logger.warning("%s holds %d segments (one per LAMMPS run); analysed: segment %s (choose with --segment N|all)",

@@ -66,7 +66,8 @@ def _check_analyze_options(*, out: Path, overwrite: bool, temperature: Optional[
     ------
     typer.BadParameter
         Naming the flag: a non-positive temperature or time step, an unreadable or too small memory budget,
-        a segment that is neither a number nor ``all``, an output directory that cannot be written.
+        a segment that is neither a number nor ``all``, a negative ``--start-ps``/``--stop-ps`` or a ``--stop-ps``
+        not after ``--start-ps``, an output directory that cannot be written.
     """
     import math
 
@@ -82,8 +83,8 @@ def _check_analyze_options(*, out: Path, overwrite: bool, temperature: Optional[
     for flag, v in (("--start-ps", start_ps), ("--stop-ps", stop_ps)):
         if v is not None and not (math.isfinite(v) and v >= 0):
             raise typer.BadParameter(f"must be a time >= 0 ps, got {v:g}", param_hint=f"'{flag}'")
-    if start_ps is not None and stop_ps is not None and stop_ps <= start_ps:
-        raise typer.BadParameter(f"must be later than --start-ps ({start_ps:g} ps), got {stop_ps:g}",
+    if stop_ps is not None and stop_ps <= (start_ps or 0.0):
+        raise typer.BadParameter(f"must be later than --start-ps ({start_ps or 0.0:g} ps), got {stop_ps:g}",
                                  param_hint="'--stop-ps'")
     try:
         MemoryBudget(parse_bytes(memory_budget))
@@ -168,7 +169,16 @@ def analyze(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
     with_report: Annotated[bool, typer.Option("--report", help="Also write the figures and report.html.")] = False,
     segment: Annotated[
-        Optional[str], typer.Option("--segment", help="Frame stores: segment N (one per LAMMPS run) or 'all'; default the last.")
+        Optional[str], typer.Option("--segment", help="Frame stores (a segment per LAMMPS run) and LAMMPS dumps (a segment "
+                                    "per reset_timestep): segment N or 'all' (joined on one time axis); default the last.")
+    ] = None,
+    start_ps: Annotated[
+        Optional[float], typer.Option("--start-ps", help="Analyse from this time, ps from the first frame of the "
+                                      "segment analysed (any input).")
+    ] = None,
+    stop_ps: Annotated[
+        Optional[float], typer.Option("--stop-ps", help="Analyse up to this time, ps from the first frame of the "
+                                      "segment analysed (any input).")
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
     overwrite: Annotated[
@@ -205,7 +215,8 @@ def analyze(
         gc.freeze()  # the imported modules live to the end: later full collections need not walk them (~50 ms)
     _setup_logging(verbose)
     _check_analyze_options(out=out, overwrite=overwrite, temperature=temperature, charge=charge, timestep_ps=timestep_ps,
-                           md_timestep_ps=md_timestep_ps, memory_budget=memory_budget, segment=segment, method=method)
+                           md_timestep_ps=md_timestep_ps, memory_budget=memory_budget, segment=segment, method=method,
+                           start_ps=start_ps, stop_ps=stop_ps)
     prepare_output_dir(str(out), overwrite=overwrite)
     params = HopParameters(method=method, k_max=k_max, silhouette_threshold=silhouette_threshold, seed=seed)
     run = analyze_run(
@@ -230,15 +241,20 @@ def analyze(
         reader_kwargs={"allow_truncated": True} if allow_truncated else None,
         allow_discontinuities=allow_discontinuities,
         force_timestep=force_timestep,
+        start_ps=start_ps,
+        stop_ps=stop_ps,
     )
     s = run.summary
     keys = ["n_frames", "n_mobile", "timestep_ps", "method", "n_sites", "n_hops", "n_diffusive_ions", "mean_hop_length_A",
             "mean_hop_duration_ps", "hop_frequency_per_ps", "mean_residence_time_ps", "D_tracer_cm2_s",
             "D_sigma_cm2_s", "D_sigma_status", "D_sigma_ci95_cm2_s", "D_tracer_status", "D_tracer_reason", "haven_ratio", "sigma_NE_mS_cm", "mean_correlated_ions", "hop_msd_fraction", "hop_msd_fraction_ci95",
             "hop_msd_check", "hop_correlation_factor", "hop_msd_fraction_correlated", "long_range_diffusion", "warnings"]
+    keys += [k for k in ("store_complete", "time_window_ps") if k in s]
     typer.echo(json.dumps({k: s.get(k) for k in keys}, indent=2))
     if "store_segments" in s:
         typer.echo(_format_segments(s["store_segments"], s["segment_analysed"], s.get("ring_dropped_frames", 0)))
+    if "dump_segments" in s:
+        typer.echo(_format_segments(s["dump_segments"], s["segment_analysed"], 0, what="dump"))
     typer.echo(f"results in {out}/ (hops.csv, summary.json, results.zarr)")
     if with_report:
         from .report import make_report
@@ -394,9 +410,10 @@ def _format_status(st: dict) -> str:
     return "\n".join(lines)
 
 
-def _format_segments(segs: list, analysed: object, dropped: int) -> str:
-    """One line per store segment (one per LAMMPS run)."""
-    out = [f"store segments ({len(segs)}; analysed: {analysed})" if analysed is not None else f"store segments ({len(segs)})"]
+def _format_segments(segs: list, analysed: object, dropped: int, what: str = "store") -> str:
+    """One line per segment of a store (one per LAMMPS run) or of a dump (one per timestep reset)."""
+    out = [f"{what} segments ({len(segs)}; analysed: {analysed})" if analysed is not None
+           else f"{what} segments ({len(segs)})"]
     for g in segs:
         out.append(f"  {g['index']}: steps {g['first_step']}..{g['last_step']}, {g['n_frames']} frames"
                    f" ({g['started_by']}{', ' + str(g['restarts']) + ' restart(s)' if g.get('restarts') else ''}"

@@ -595,6 +595,12 @@ class UnwrappedPositions(AnalysisBase):
         frames (see :mod:`iondiff_stream.io.validate`).
     force_timestep : bool
         Use ``timestep_ps`` even when it contradicts the times in the file.
+    frame_clock : ndarray of int, optional
+        Per analysed frame, its count on the run's time axis (times = this × ``timestep_ps``); default the
+        trajectory frame index. Differs where joined segments left a boundary frame out
+        (:class:`~iondiff_stream.io.segments.FrameSelection`).
+    step_offset : ndarray of int, optional
+        Per analysed frame, added to its MD step (and step-based time): joined dump segments.
 
     Raises
     ------
@@ -622,6 +628,8 @@ class UnwrappedPositions(AnalysisBase):
         progress: Any = None,
         allow_discontinuities: bool = False,
         force_timestep: bool = False,
+        frame_clock: np.ndarray | None = None,
+        step_offset: np.ndarray | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(mobile.universe.trajectory, **kwargs)
@@ -636,6 +644,8 @@ class UnwrappedPositions(AnalysisBase):
         self.progress = progress
         self.allow_discontinuities = allow_discontinuities
         self.force_timestep = force_timestep
+        self.frame_clock = None if frame_clock is None else np.asarray(frame_clock, dtype=np.int64)
+        self.step_offset = None if step_offset is None else np.asarray(step_offset, dtype=np.int64)
 
     def run(self, *args: Any, **kwargs: Any) -> "UnwrappedPositions":
         """As :meth:`AnalysisBase.run`; a frame the reader cannot parse is named (file, frame)."""
@@ -772,6 +782,9 @@ class UnwrappedPositions(AnalysisBase):
         step = self._ts.data.get("step")
         if step is not None:
             self._steps[i] = step
+        if self.step_offset is not None:  # joined segments: steps and step-based times continue
+            self._steps[i] += self.step_offset[i]
+            self._times[i] += self.step_offset[i] * self._ts.dt
         self._nb += 1
         if self._nb == len(self._buf_m):
             self._flush()
@@ -924,20 +937,21 @@ class UnwrappedPositions(AnalysisBase):
         n = self.n_frames
         traj = self._trajectory
         frames = np.asarray(self.frames, dtype=np.int64)
+        clock = frames if self.frame_clock is None else self.frame_clock  # counts stored intervals
         file_has_times = _times_from_file(traj) or (
             type(traj).__name__ in ("DCDReader", "XTCReader", "TRRReader", "H5MDReader") and n > 1
         )
         if self.md_timestep_ps is not None and np.all(self._steps >= 0):
             t = self._steps * float(self.md_timestep_ps)
             if self.timestep_ps is not None and not validate.check_timestep_agrees(
-                float(self.timestep_ps), t, frames, traj, force=self.force_timestep,
+                float(self.timestep_ps), t, clock, traj, force=self.force_timestep,
                 source=f"the MD timestep (--md-timestep-ps) {float(self.md_timestep_ps):g} ps x the steps in the file",
             ):
-                t = frames * float(self.timestep_ps)
+                t = clock * float(self.timestep_ps)
         elif self.timestep_ps is not None:
-            t = frames * float(self.timestep_ps)
+            t = clock * float(self.timestep_ps)
             if file_has_times:
-                validate.check_timestep_agrees(float(self.timestep_ps), self._times, frames, traj,
+                validate.check_timestep_agrees(float(self.timestep_ps), self._times, clock, traj,
                                                force=self.force_timestep)
         elif file_has_times:
             t = self._times.copy()
@@ -985,6 +999,9 @@ def collect_positions(
     n_workers: int = 1,
     allow_discontinuities: bool = False,
     force_timestep: bool = False,
+    segment: int | str | None = None,
+    start_ps: float | None = None,
+    stop_ps: float | None = None,
 ) -> TrajectoryData:
     """Unwrapped positions of the mobile ions in one pass (see :class:`UnwrappedPositions`).
 
@@ -1000,7 +1017,13 @@ def collect_positions(
     remove_drift, timestep_ps, md_timestep_ps :
         See :class:`UnwrappedPositions`.
     start, stop, step : int, optional
-        Frames to read.
+        Frames to read (within the chosen segment of a dump).
+    segment : int, "all" or None
+        LAMMPS dumps whose step goes back (``reset_timestep``): the segment to analyse, default the
+        last; ``"all"`` joins them on one time axis (see :mod:`iondiff_stream.io.segments`). Frame
+        stores choose theirs when opened (``load_universe(..., segment=)``).
+    start_ps, stop_ps : float, optional
+        Keep the frames whose time from the first frame of the segment lies in ``[start_ps, stop_ps]``.
     verbose : bool
         Show a progress bar (rich) when no run-wide bar is active.
     memory_budget : MemoryBudget or int, optional
@@ -1021,8 +1044,19 @@ def collect_positions(
     """
     from ..progress import RunProgress, current, stage
 
+    from .segments import select_frames
+
     ag = select_mobile(u, mobile) if isinstance(mobile, str) else mobile
-    n = len(range(*slice(start, stop, step).indices(u.trajectory.n_frames)))
+    sel = select_frames(u, segment=segment, start=start, stop=stop, step=step, start_ps=start_ps, stop_ps=stop_ps,
+                        timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps)
+    if sel is None:
+        n = len(range(*slice(start, stop, step).indices(u.trajectory.n_frames)))
+        which: dict[str, Any] = {"start": start, "stop": stop, "step": step}
+        extra: dict[str, Any] = {}
+    else:
+        n = len(sel.frames)
+        which = {"frames": sel.frames}
+        extra = {"frame_clock": sel.clock, "step_offset": sel.step_offset}
     own = RunProgress({"read": 1.0}, enabled=True, description="reading") if (verbose and current() is None) else None
     if own is not None:
         own.__enter__()
@@ -1031,12 +1065,15 @@ def collect_positions(
         run = UnwrappedPositions(ag, remove_drift=remove_drift, timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps,
                                  memory_budget=memory_budget, out_of_core=out_of_core, store_path=store_path,
                                  n_workers=n_workers, progress=st, allow_discontinuities=allow_discontinuities,
-                                 force_timestep=force_timestep)
-        run.run(start=start, stop=stop, step=step, verbose=False)
+                                 force_timestep=force_timestep, **extra)
+        run.run(verbose=False, **which)
     except BaseException as exc:
         if own is not None:
             own.__exit__(type(exc), exc, None)
         raise
     if own is not None:
         own.__exit__(None, None, None)
-    return run.results.data
+    data = run.results.data
+    if sel is not None:
+        data.meta["selection"] = sel.summary
+    return data

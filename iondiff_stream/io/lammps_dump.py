@@ -140,6 +140,7 @@ class DumpBlockReader:
         self._lpf = 9 + self.n_atoms
         self._offsets = _frame_offsets(self.path)
         self.n_frames = len(self._offsets) - 1
+        self._steps: np.ndarray | None = None
         self._drop_incomplete_last(allow_truncated)
 
     def _drop_incomplete_last(self, allow_truncated: bool) -> None:
@@ -160,6 +161,37 @@ class DumpBlockReader:
         logger.info("%s; using those", msg)
         self._offsets = self._offsets[:-1]
         self.n_frames -= 1
+
+    def steps(self) -> np.ndarray:
+        """MD step of every frame, from the ``ITEM: TIMESTEP`` lines only (no atom line is parsed).
+
+        Returns
+        -------
+        ndarray of int64, shape (n_frames,)
+
+        Raises
+        ------
+        TrajectoryFormatError
+            A step line that is not an integer.
+        """
+        if self._steps is None:
+            import mmap
+
+            out = np.empty(self.n_frames, dtype=np.int64)
+            if self.n_frames:
+                with open(self.path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                    for k in range(self.n_frames):
+                        a = mm.find(b"\n", int(self._offsets[k])) + 1  # the line after ITEM: TIMESTEP
+                        b = mm.find(b"\n", a)
+                        line = mm[a : b if b >= 0 else len(mm)]
+                        try:
+                            out[k] = int(line.split()[0])
+                        except (ValueError, IndexError):
+                            raise TrajectoryFormatError(
+                                f"{self.path}: frame {k} has no step number after ITEM: TIMESTEP ({line[:40]!r})"
+                            ) from None
+            self._steps = out
+        return self._steps
 
     def frame_bytes(self, i: int) -> int:
         """Size of frame ``i`` in bytes."""
@@ -330,6 +362,10 @@ class FastDumpReader(base.ReaderBase):
     @property
     def n_frames(self) -> int:
         return self._blocks.n_frames
+
+    def steps(self) -> np.ndarray:
+        """MD step of every frame (see :meth:`DumpBlockReader.steps`)."""
+        return self._blocks.steps()
 
     def read_block(self, start: int, stop: int) -> dict[str, np.ndarray]:
         """Frames ``start:stop`` at once (see :meth:`DumpBlockReader.read`)."""

@@ -190,6 +190,17 @@ class StoreReader(base.ReaderBase):
     def close(self) -> None:  # noqa: D102
         pass
 
+    def frame_times_ps(self) -> np.ndarray:
+        """Time of every frame this reader shows, ps, as ``ts.time`` gives it (stored times, joined segments
+        continued), without reading positions.
+
+        Returns
+        -------
+        ndarray, shape (n_frames,)
+        """
+        t = self._store.read(0, int(self._idx.max()) + 1, names=("time_ps",))["time_ps"]  # frames counted at opening
+        return np.asarray(t, dtype=np.float64)[self._idx] + self._toff
+
     @property
     def dt(self) -> float:
         if self._n < 2:
