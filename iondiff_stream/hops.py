@@ -814,9 +814,16 @@ def _site_hops_block(
     for j in range(nb):
         st = states[:, j]
         n_sites[j] = len(np.unique(st[st >= 0]))
+    a = model.unwrapped_site(x[ev.start_frame, ev.ion], ev.from_site)
+    b = model.unwrapped_site(x[ev.end_frame, ev.ion], ev.to_site)
+    return states.T.astype(np.int32), _hop_columns(ev, i0, a, b, times_ps, atom_indices, atom_ids), n_sites
+
+
+def _hop_columns(ev: HopEvents, i0: int, a: np.ndarray, b: np.ndarray, times_ps: np.ndarray,
+                 atom_indices: np.ndarray, atom_ids: np.ndarray) -> dict[str, np.ndarray]:
+    """The :data:`HOP_COLUMNS` of hops ``ev`` (ions numbered from ``i0``), with the unwrapped site positions
+    ``a`` (origin, at the start frame) and ``b`` (destination, at the end frame), shape (n_hops, 3), Å."""
     j, fr, to, s0, e0 = ev.ion, ev.from_site, ev.to_site, ev.start_frame, ev.end_frame
-    a = model.unwrapped_site(x[s0, j], fr)
-    b = model.unwrapped_site(x[e0, j], to)
     back = np.zeros(len(fr), dtype=bool)
     if len(fr) > 1:
         back[1:] = (j[1:] == j[:-1]) & (to[1:] == fr[:-1])
@@ -830,7 +837,7 @@ def _site_hops_block(
     for k, ax in enumerate("xyz"):
         out[f"from_{ax}_A"] = a[:, k]
         out[f"to_{ax}_A"] = b[:, k]
-    return states.T.astype(np.int32), {k: out[k] for k in HOP_COLUMNS}, n_sites
+    return {k: out[k] for k in HOP_COLUMNS}
 
 
 def _drop_short_core_runs(states: np.ndarray, min_dwell: int) -> np.ndarray:
@@ -1003,21 +1010,9 @@ def _framework_hops(
     fw = framework.positions
     a = model.unwrapped_site_at(_gather(positions, layout, s0, j), fr, fw[s0])
     b = model.unwrapped_site_at(_gather(positions, layout, e0, j), to, fw[e0])
-    back = np.zeros(len(fr), dtype=bool)
-    if len(fr) > 1:
-        back[1:] = (j[1:] == j[:-1]) & (to[1:] == fr[:-1])
-    cols: dict[str, np.ndarray] = {
-        "atom_index": np.asarray(atom_indices)[j], "atom_id": np.asarray(atom_ids)[j], "ion": j,
-        "start_frame": s0, "end_frame": e0, "start_time_ps": times_ps[s0], "end_time_ps": times_ps[e0],
-        "duration_ps": times_ps[e0] - times_ps[s0], "length_A": np.linalg.norm(b - a, axis=1),
-        "from_centre": fr, "to_centre": to, "open": ev.open, "back_hop": back,
-    }
-    for kk, ax in enumerate("xyz"):
-        cols[f"from_{ax}_A"] = a[:, kk]
-        cols[f"to_{ax}_A"] = b[:, kk]
     st = states.T
     n_vis = np.array([len(np.unique(r[r >= 0])) for r in st], dtype=np.int64)
-    table = HopTable.from_columns({c: cols[c] for c in HOP_COLUMNS})
+    table = HopTable.from_columns(_hop_columns(ev, 0, a, b, times_ps, atom_indices, atom_ids))
     return HopResults(table, times_ps, atom_indices, params, np.ascontiguousarray(st), sigma, r_core, n_vis,
                       sites=model)
 

@@ -90,7 +90,6 @@ def _frames_covered(starts: np.ndarray, w: int) -> int:
     if len(starts) == 0:
         return 0
     s = np.sort(starts)
-    ends = s + w
     covered = np.minimum(np.diff(s), w).sum() + w
     return int(covered)
 
