@@ -19,6 +19,8 @@ THIRD_PARTY_MESSAGES: tuple[tuple[type[Warning], str], ...] = (
     (UserWarning, r"Setuptools is replacing distutils"),
     # zarr: string/bytes attributes stored in Zarr v3 (read back by this package only)
     (FutureWarning, r"The data type \(.*\) does not have a Zarr V3 specification"),
+    # distributed: an in-memory run's ion blocks travel in the task graph (a few tens of MB at most)
+    (UserWarning, r"Sending large graph of size"),
 )
 
 #: (logger, message start) of log records dropped by :func:`quiet_third_party`
