@@ -1,16 +1,15 @@
-"""Compare the package's analyser with the per-frame framework reference (``reference_framework.py``) on CaF2.
+"""Compare the package's analyser with the independent fcc-iodide AgI reference, one JSON line per run directory.
 
-For every run (``OUT_DIR/T{T}_{tag}.dump`` + ``.data`` from ``run_series.py``): runs ``iondiff-stream analyze``
-as a user would (unless ``--reuse`` and the output exists), reads ``hops.csv`` (closed hops: ``open`` false),
-``summary.json`` and ``results.zarr`` (``sites_A``), and the reference (``OUT_DIR/T{T}/reference[_{tag}].json``
-/ ``.npz``, computed here when missing), and prints ONE JSON line per run.
+Runs ``iondiff-stream analyze`` as a user would (unless ``--reuse`` and ``OUT/summary.json`` exists), reads
+``OUT/hops.csv`` (closed hops: ``open`` false), ``OUT/summary.json`` and ``OUT/results.zarr`` (``sites_A``), and
+the reference (``RUN_DIR/reference.json`` / ``.npz`` from ``reference.py``, computed here when missing).
 
 Usage::
 
-    python examples/caf2/compare_framework.py OUT_DIR [--temps 1300 1500 1700] [--tags c n] [--reuse]
-                                              [--iondiff /path/to/iondiff-stream]
+    python examples/agi_fcc/compare.py RUN_DIR [RUN_DIR ...] [--reuse] [--iondiff /path/to/iondiff-stream]
 
-The analysis goes to ``OUT_DIR/T{T}/analysis`` (tag ``c``) or ``OUT_DIR/T{T}/analysis_{tag}``.
+``RUN_DIR`` holds ``dump.lammpstrj``, ``agi_fcc.data`` and ``run.json`` (``run_series.py``); the analysis goes
+to ``RUN_DIR/analysis``.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MD_DT = 0.002
 
 
 def _wrap(x: np.ndarray, L: np.ndarray) -> np.ndarray:
@@ -46,26 +44,27 @@ def _is_open(v: str) -> bool:
     return v.strip().lower() in ("true", "1", "yes")
 
 
-def compare_run(out_dir: str, T: int, tag: str, iondiff: str, reuse: bool, tol: float = 0.5) -> dict:
-    dump = os.path.join(out_dir, f"T{T}_{tag}.dump")
-    data = os.path.join(out_dir, f"T{T}_{tag}.data")
-    rdir = os.path.join(out_dir, f"T{T}")
-    out = os.path.join(rdir, "analysis" if tag == "c" else f"analysis_{tag}")
-    ref_json = os.path.join(rdir, "reference.json" if tag == "c" else f"reference_{tag}.json")
+def compare_run(run: str, iondiff: str, reuse: bool, tol: float = 0.5) -> dict:
+    out = os.path.join(run, "analysis")
+    meta = json.load(open(os.path.join(run, "run.json")))
+    T, dt = meta.get("T"), meta.get("dt_ps", 0.004)
     wall = None
     if not (reuse and os.path.exists(os.path.join(out, "summary.json"))):
-        cmd = [iondiff, "analyze", dump, "--topology", data, "--mobile", "type 2", "--md-timestep-ps", str(MD_DT),
-               "--temperature", str(T), "--out", out, "--overwrite", "--no-progress"]
+        cmd = [iondiff, "analyze", os.path.join(run, "dump.lammpstrj"), "--topology",
+               os.path.join(run, "agi_fcc.data"), "--mobile", "type 1", "--md-timestep-ps", str(dt),
+               "--out", out, "--overwrite", "--no-progress"]
+        if T is not None:
+            cmd += ["--temperature", str(T)]
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - t0
-    if not os.path.exists(ref_json):
+    if not os.path.exists(os.path.join(run, "reference.json")):
         sys.path.insert(0, HERE)
-        from reference_framework import run_reference
+        from reference import run_reference
 
-        run_reference(dump, ref_json, md_timestep_ps=MD_DT, T=T)
-    ref = json.load(open(ref_json))
-    refz = np.load(ref_json[:-5] + ".npz")
+        run_reference(run)
+    ref = json.load(open(os.path.join(run, "reference.json")))
+    refz = np.load(os.path.join(run, "reference.npz"))
     L = np.asarray(ref["box_A"], float)
     summ = json.load(open(os.path.join(out, "summary.json")))
 
@@ -73,11 +72,13 @@ def compare_run(out_dir: str, T: int, tag: str, iondiff: str, reuse: bool, tol: 
 
     g = zarr.open_group(os.path.join(out, "results.zarr"), mode="r")
     found = np.asarray(g["sites_A"][:], float).reshape(-1, 3)
-    tet, tet_mean, octs = refz["sites_A"], refz["sites_mean_A"], refz["oct_sites_A"]
-    d_tet = _near(tet, found, L)
-    d_tet_mean = _near(tet_mean, found, L)
-    d_found = _near(found, tet, L)
-    d_found_oct = _near(found, octs, L)
+    n_t = int(refz["n_tet_sites"])
+    sites, sites_mean = refz["sites_A"], refz["sites_mean_A"]
+    d_ref = _near(sites, found, L)
+    d_ref_mean = _near(sites_mean, found, L)
+    d_found = _near(found, sites, L)
+    d_found_tet = _near(found, sites[:n_t], L)
+    d_found_oct = _near(found, sites[n_t:], L)
 
     ref_ids = refz["mobile_atom_ids"]
     ref_counts = refz["hops_per_ion"].astype(float)
@@ -98,18 +99,23 @@ def compare_run(out_dir: str, T: int, tag: str, iondiff: str, reuse: bool, tol: 
     nu = summ.get("hop_frequency_per_ps")
     D = summ.get("D_tracer_cm2_s")
     return {
-        "run": f"T{T}_{tag}", "T": T, "dump": dump, "out": out, "analyze_wall_s": wall,
-        "n_sites_found": int(len(found)), "n_sites_ref": int(len(tet)), "tol_A": tol,
-        "ref_sites_with_found_within_tol": int((d_tet < tol).sum()),
-        "ref_sites_with_found_within_tol_share": float((d_tet < tol).mean()),
-        "ref_mean_sites_with_found_within_tol": int((d_tet_mean < tol).sum()),
+        "run_dir": run, "T": T, "out": out, "analyze_wall_s": wall,
+        "n_sites_found": int(len(found)), "n_sites_ref": int(len(sites)), "n_tet_ref": n_t,
+        "n_oct_ref": int(len(sites) - n_t), "tol_A": tol,
+        "ref_sites_with_found_within_tol": int((d_ref < tol).sum()),
+        "ref_sites_with_found_within_tol_share": float((d_ref < tol).mean()),
+        "ref_tet_with_found_within_tol": int((d_ref[:n_t] < tol).sum()),
+        "ref_oct_with_found_within_tol": int((d_ref[n_t:] < tol).sum()),
+        "ref_mean_sites_with_found_within_tol": int((d_ref_mean < tol).sum()),
         "found_sites_within_tol_of_ref": int((d_found < tol).sum()),
         "found_sites_within_tol_of_ref_share": float((d_found < tol).mean()) if len(found) else None,
+        "found_sites_within_tol_of_tet": int((d_found_tet < tol).sum()),
         "found_sites_within_tol_of_oct": int((d_found_oct < tol).sum()),
         "found_sites_median_dist_to_ref_A": float(np.median(d_found)) if len(found) else None,
         "hops_found": n_found, "hops_csv_rows": n_rows, "hops_csv_closed": n_closed, "hops_ref": ref["n_hops"],
         "hops_found_over_ref": n_found / ref["n_hops"] if n_found is not None and ref["n_hops"] else None,
         "hops_closed_over_ref": n_closed / ref["n_hops"] if ref["n_hops"] else None,
+        "hops_ref_tet_only": ref["n_hops_tet_only"],
         "nu_found_per_ps": nu, "nu_ref_per_ps": ref["nu_per_ps"],
         "nu_found_over_ref": nu / ref["nu_per_ps"] if nu is not None and ref["nu_per_ps"] else None,
         "pearson_per_ion_hops": pearson,
@@ -117,26 +123,21 @@ def compare_run(out_dir: str, T: int, tag: str, iondiff: str, reuse: bool, tol: 
         "D_tracer_over_plain": D / ref["D_tracer_plain_cm2_s"] if D else None,
         "hop_msd_fraction": summ.get("hop_msd_fraction"), "hop_msd_check": summ.get("hop_msd_check"),
         "site_model": summ.get("site_model"), "site_check": summ.get("site_check"),
-        "ref_share_nn_jumps": ref["share_nn_jumps"], "ref_sites_visited": ref["n_sites_visited"],
-        "ref_oct_visits_kept": ref["oct_visits_kept"], "ref_hops_tet_plus_oct": ref["n_hops_tet_plus_oct"],
+        "ref_share_nn_jumps": ref["share_nn_jumps"], "ref_oct_share_frames": ref["oct_share_frames_raw"],
+        "ref_sites_visited": ref["n_sites_visited"], "msd_I_max_A2": ref["msd_I_max_A2"],
         "warnings": summ.get("warnings", []),
     }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("out_dir")
-    ap.add_argument("--temps", type=int, nargs="+", default=[1300, 1500, 1700])
-    ap.add_argument("--tags", nargs="+", default=["c"])
-    ap.add_argument("--reuse", action="store_true")
+    ap.add_argument("run_dirs", nargs="+")
+    ap.add_argument("--reuse", action="store_true", help="reuse RUN_DIR/analysis when it holds summary.json")
     ap.add_argument("--iondiff", default=os.path.join(os.path.dirname(sys.executable), "iondiff-stream"))
-    ap.add_argument("--tol", type=float, default=0.5)
+    ap.add_argument("--tol", type=float, default=0.5, help="site match distance, A")
     a = ap.parse_args()
-    for T in a.temps:
-        for tag in a.tags:
-            if not os.path.exists(os.path.join(a.out_dir, f"T{T}_{tag}.dump")):
-                continue
-            print(json.dumps(compare_run(a.out_dir, T, tag, a.iondiff, a.reuse, a.tol)), flush=True)
+    for run in a.run_dirs:
+        print(json.dumps(compare_run(run, a.iondiff, a.reuse, a.tol)), flush=True)
 
 
 if __name__ == "__main__":

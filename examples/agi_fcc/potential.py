@@ -168,7 +168,7 @@ def main() -> None:
     a = ap.parse_args()
     write_table(a.out, a.rc, a.n)
     print(f"table: {a.out}")
-    a_lat = 6.07
+    a_lat = 6.50
     d_tet = a_lat * np.sqrt(3.0) / 4.0
     d_oct = a_lat / 2.0
     print(f"Ag-I pair minimum: short range only {pair_minimum(('Ag', 'I'), False):.3f} A, "

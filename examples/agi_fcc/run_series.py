@@ -8,7 +8,7 @@ steps/s and the iodide / silver MSD (LAMMPS ``compute msd com yes``) over the pr
 Usage::
 
     python examples/agi_fcc/run_series.py [--out /work/scratch/cases/agi_fcc] [--temps 700 550 850] [--ps 40]
-                                          [--seed 5171] [--dt 0.004] [--a 6.07]
+                                          [--seed 5171] [--dt 0.004] [--a 6.50]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _lammps(args: list[str]):
 
 
 def run_one(out: str, T: float, ps: float, seed: int = 5171, dt: float = 0.004, every: int = 5,
-            neq_ps: float = 10.0, table: str | None = None, a: float = 6.07) -> dict:
+            neq_ps: float = 10.0, table: str | None = None, a: float = 6.50) -> dict:
     """Equilibrate and run production of ``in.agi_fcc`` at ``T``; write ``out/dump.lammpstrj``, ``out/data``.
 
     Parameters
@@ -103,7 +103,7 @@ def main() -> None:
     ap.add_argument("--ps", type=float, nargs="+", default=[40], help="production ps per temperature")
     ap.add_argument("--seed", type=int, default=5171)
     ap.add_argument("--dt", type=float, default=0.004)
-    ap.add_argument("--a", type=float, default=6.07, help="fcc lattice parameter, A")
+    ap.add_argument("--a", type=float, default=6.50, help="fcc lattice parameter, A")
     ap.add_argument("--tag", default="", help="suffix of the run directory, e.g. _short")
     a = ap.parse_args()
     ps = a.ps if len(a.ps) == len(a.temps) else [a.ps[0]] * len(a.temps)
