@@ -52,3 +52,37 @@ def test_framework_reference_on_synthetic_fluorite():
     assert r["oct_visits_kept"] == 1 and r["oct_visit_ions"] == 1
     assert r["n_hops_tet_plus_oct"] == 1 + 2
     assert r["msd_Ca_max_A2"] < 0.1
+
+
+AGI_FCC = Path(__file__).resolve().parents[1] / "examples" / "agi_fcc"
+
+
+def test_fcc_iodide_reference_on_synthetic_hops():
+    """Ag parked on the holes of an ideal fcc iodide: a tet -> oct -> tet path gives two hops of a sqrt(3)/4."""
+    spec = importlib.util.spec_from_file_location("agi_fcc_reference", AGI_FCC / "reference.py")
+    ref = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ref)
+    n, a = 2, 6.5
+    L = np.full(3, n * a)
+    cells = np.stack(np.meshgrid(*[np.arange(n)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    iod = ((cells[:, None] + ref.FCC_FRAC[None]) * a).reshape(-1, 3)
+    tet = ((cells[:, None] + ref.TET_FRAC[None]) * a).reshape(-1, 3)
+    octs = ((cells[:, None] + ref.OCT_FRAC[None]) * a).reshape(-1, 3)
+    nf, dt = 120, 0.02
+    t0 = tet[0]
+    o = octs[np.argmin(np.linalg.norm(ref._minimg(octs - t0, L), axis=1))]
+    d_o = np.linalg.norm(ref._minimg(tet - o, L), axis=1)
+    t1 = tet[[i for i in np.argsort(d_o)[:8] if not np.allclose(tet[i], t0)][0]]  # another tet around o
+    ag = np.repeat(tet[None, 10:13], nf, 0).copy()
+    ag[:, 0] = t0
+    ag[40:80, 0] = o  # 0.8 ps on the octahedral hole
+    ag[80:, 0] = t1
+    ag[50:54, 1] = octs[5]  # 0.08 ps excursion: dropped
+    rng = np.random.default_rng(5)
+    xi = np.repeat(iod[None], nf, 0) + rng.normal(0, 0.05, (nf, len(iod), 3))
+    pos = np.concatenate([ag, xi], 1)
+    types = np.r_[np.ones(3, int), np.full(len(iod), 2)]
+    r = ref.reference_hops(pos, types, L, dt, n_cells=n)
+    assert list(r["hops_per_ion"]) == [2, 0, 0]
+    assert np.allclose(r["jump_A"], a * np.sqrt(3) / 4)
+    assert r["share_tet_oct"] == 1.0 and r["n_sites"] == 12 * n ** 3

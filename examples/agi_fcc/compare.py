@@ -79,6 +79,9 @@ def compare_run(run: str, iondiff: str, reuse: bool, tol: float = 0.5) -> dict:
     d_found = _near(found, sites, L)
     d_found_tet = _near(found, sites[:n_t], L)
     d_found_oct = _near(found, sites[n_t:], L)
+    # found sites on the straight tet-oct path (sum of the two distances within 0.3 A of its length a sqrt(3)/4)
+    seg = float(ref["lattice_a_A"]) * np.sqrt(3) / 4
+    on_seg = (d_found_tet + d_found_oct) < seg + 0.3
 
     ref_ids = refz["mobile_atom_ids"]
     ref_counts = refz["hops_per_ion"].astype(float)
@@ -112,6 +115,7 @@ def compare_run(run: str, iondiff: str, reuse: bool, tol: float = 0.5) -> dict:
         "found_sites_within_tol_of_tet": int((d_found_tet < tol).sum()),
         "found_sites_within_tol_of_oct": int((d_found_oct < tol).sum()),
         "found_sites_median_dist_to_ref_A": float(np.median(d_found)) if len(found) else None,
+        "found_sites_on_tet_oct_path_share": float(on_seg.mean()) if len(found) else None,
         "hops_found": n_found, "hops_csv_rows": n_rows, "hops_csv_closed": n_closed, "hops_ref": ref["n_hops"],
         "hops_found_over_ref": n_found / ref["n_hops"] if n_found is not None and ref["n_hops"] else None,
         "hops_closed_over_ref": n_closed / ref["n_hops"] if ref["n_hops"] else None,
