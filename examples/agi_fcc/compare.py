@@ -40,6 +40,16 @@ def _near(a: np.ndarray, b: np.ndarray, L: np.ndarray) -> np.ndarray:
     return cKDTree(_wrap(b, L), boxsize=L).query(_wrap(a, L))[0]
 
 
+def _commit(iondiff: str) -> str | None:
+    """Short commit of the checkout whose ``.venv`` holds ``iondiff`` (None when not a git checkout)."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(iondiff))))
+    try:
+        return subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def _is_open(v: str) -> bool:
     return v.strip().lower() in ("true", "1", "yes")
 
@@ -48,16 +58,18 @@ def compare_run(run: str, iondiff: str, reuse: bool, tol: float = 0.5) -> dict:
     out = os.path.join(run, "analysis")
     meta = json.load(open(os.path.join(run, "run.json")))
     T, dt = meta.get("T"), meta.get("dt_ps", 0.004)
-    wall = None
+    wall, commit_before, commit_after = None, None, None
     if not (reuse and os.path.exists(os.path.join(out, "summary.json"))):
         cmd = [iondiff, "analyze", os.path.join(run, "dump.lammpstrj"), "--topology",
                os.path.join(run, "agi_fcc.data"), "--mobile", "type 1", "--md-timestep-ps", str(dt),
                "--out", out, "--overwrite", "--no-progress"]
         if T is not None:
             cmd += ["--temperature", str(T)]
+        commit_before = _commit(iondiff)
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - t0
+        commit_after = _commit(iondiff)
     if not os.path.exists(os.path.join(run, "reference.json")):
         sys.path.insert(0, HERE)
         from reference import run_reference
@@ -103,6 +115,7 @@ def compare_run(run: str, iondiff: str, reuse: bool, tol: float = 0.5) -> dict:
     D = summ.get("D_tracer_cm2_s")
     return {
         "run_dir": run, "T": T, "out": out, "analyze_wall_s": wall,
+        "main_commit": commit_before if commit_before == commit_after else f"{commit_before}..{commit_after}",
         "n_sites_found": int(len(found)), "n_sites_ref": int(len(sites)), "n_tet_ref": n_t,
         "n_oct_ref": int(len(sites) - n_t), "tol_A": tol,
         "ref_sites_with_found_within_tol": int((d_ref < tol).sum()),

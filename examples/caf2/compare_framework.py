@@ -42,6 +42,16 @@ def _near(a: np.ndarray, b: np.ndarray, L: np.ndarray) -> np.ndarray:
     return cKDTree(_wrap(b, L), boxsize=L).query(_wrap(a, L))[0]
 
 
+def _commit(iondiff: str) -> str | None:
+    """Short commit of the checkout whose ``.venv`` holds ``iondiff`` (None when not a git checkout)."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(iondiff))))
+    try:
+        return subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def _is_open(v: str) -> bool:
     return v.strip().lower() in ("true", "1", "yes")
 
@@ -52,13 +62,15 @@ def compare_run(out_dir: str, T: int, tag: str, iondiff: str, reuse: bool, tol: 
     rdir = os.path.join(out_dir, f"T{T}")
     out = os.path.join(rdir, "analysis" if tag == "c" else f"analysis_{tag}")
     ref_json = os.path.join(rdir, "reference.json" if tag == "c" else f"reference_{tag}.json")
-    wall = None
+    wall, commit_before, commit_after = None, None, None
     if not (reuse and os.path.exists(os.path.join(out, "summary.json"))):
         cmd = [iondiff, "analyze", dump, "--topology", data, "--mobile", "type 2", "--md-timestep-ps", str(MD_DT),
                "--temperature", str(T), "--out", out, "--overwrite", "--no-progress"]
+        commit_before = _commit(iondiff)
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - t0
+        commit_after = _commit(iondiff)
     if not os.path.exists(ref_json):
         sys.path.insert(0, HERE)
         from reference_framework import run_reference
@@ -99,6 +111,7 @@ def compare_run(out_dir: str, T: int, tag: str, iondiff: str, reuse: bool, tol: 
     D = summ.get("D_tracer_cm2_s")
     return {
         "run": f"T{T}_{tag}", "T": T, "dump": dump, "out": out, "analyze_wall_s": wall,
+        "main_commit": commit_before if commit_before == commit_after else f"{commit_before}..{commit_after}",
         "n_sites_found": int(len(found)), "n_sites_ref": int(len(tet)), "tol_A": tol,
         "ref_sites_with_found_within_tol": int((d_tet < tol).sum()),
         "ref_sites_with_found_within_tol_share": float((d_tet < tol).mean()),
