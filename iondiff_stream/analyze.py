@@ -22,6 +22,7 @@ from .correlations import CorrelationParameters, CorrelationResult, concerted_gr
 from .model.framework import FrameworkFrames
 from .hops import (HopParameters, HopResults, IonSubset, JumpCorrelation, ResidenceTimes, combine_hop_results,
                    find_hops, jump_correlation, parameters_dict, residence_times)
+from .buffer import writer_alive
 from .io import TrajectoryData, collect_positions, load_universe, select_mobile
 from .transport import DiffusionFit, TransportResult, analyse_transport, default_charge
 from .units import A2_PER_PS_TO_CM2_PER_S
@@ -684,8 +685,6 @@ def _is_dump(trajectories: Any) -> bool:
 
 def _store_being_written(store: str) -> bool:
     """True (with a warning) when a writer holds the store's lock: the run is not finished."""
-    from .live import writer_alive
-
     if not writer_alive(store):
         return False
     logger.warning("%s is still being written (its writer holds the lock): analysing the frames committed so far; "

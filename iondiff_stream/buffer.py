@@ -73,7 +73,7 @@ from .errors import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FrameStoreWriter", "FrameStoreReader", "Commit", "universe_from_store", "store_info", "FORMAT"]
+__all__ = ["FrameStoreWriter", "FrameStoreReader", "Commit", "universe_from_store", "store_info", "writer_alive", "FORMAT"]
 
 FORMAT = "iondiff_stream.framestore"
 VERSION = 2
@@ -1059,3 +1059,25 @@ def universe_from_store(path: str, **kwargs: Any) -> Any:
     from .io.store_reader import StoreReader  # noqa: F401  (registers the format)
 
     return mda.Universe(path, format="IONDIFFZARR", topology_format="IONDIFFZARR", **kwargs)
+
+
+def writer_alive(path: str) -> bool:
+    """True while a writer holds the store's lock (a LAMMPS run still writing it).
+
+    Parameters
+    ----------
+    path : str
+        The frame store.
+    """
+    import fcntl
+
+    lock = os.path.join(os.fspath(path), LOCK_NAME)
+    if not os.path.exists(lock):
+        return False
+    with open(lock, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    return False

@@ -27,35 +27,13 @@ from typing import Any
 import numpy as np
 
 from .analyze import hops_of, read_run
-from .buffer import LOCK_NAME, FrameStoreReader
+from .buffer import FrameStoreReader, writer_alive
 from .hops import HopParameters, HopResults, residence_frames
 from .model.rule import HopRule
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["LiveHops", "writer_alive"]
-
-
-def writer_alive(path: str) -> bool:
-    """True while a writer holds the store's lock (a LAMMPS run still writing it).
-
-    Parameters
-    ----------
-    path : str
-        The frame store.
-    """
-    import fcntl
-
-    lock = os.path.join(os.fspath(path), LOCK_NAME)
-    if not os.path.exists(lock):
-        return False
-    with open(lock, "a+") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-    return False
 
 
 class LiveHops:
