@@ -73,7 +73,7 @@ from .errors import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FrameStoreWriter", "FrameStoreReader", "Commit", "universe_from_store", "store_info", "writer_alive", "FORMAT"]
+__all__ = ["FrameStoreWriter", "FrameStoreReader", "Commit", "store_info", "writer_alive", "FORMAT"]
 
 FORMAT = "iondiff_stream.framestore"
 VERSION = 2
@@ -1045,20 +1045,6 @@ def _runs(idx: np.ndarray) -> list[tuple[int, int]]:
     starts = np.concatenate([[0], cut])
     ends = np.concatenate([cut, [len(idx)]]) - 1
     return [(int(idx[s]), int(idx[e])) for s, e in zip(starts, ends)]
-
-
-def universe_from_store(path: str, **kwargs: Any) -> Any:
-    """An MDAnalysis Universe over the committed frames of a store.
-
-    The atoms are the stored ions (names = species, ids = LAMMPS tags) plus one
-    pseudo-atom named ``FWC`` at the framework centre, so that the analyses'
-    framework-drift removal works exactly as on a full trajectory.
-    """
-    import MDAnalysis as mda
-
-    from .io.store_reader import StoreReader  # noqa: F401  (registers the format)
-
-    return mda.Universe(path, format="IONDIFFZARR", topology_format="IONDIFFZARR", **kwargs)
 
 
 def writer_alive(path: str) -> bool:

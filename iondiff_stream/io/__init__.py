@@ -266,7 +266,7 @@ def load_universe(
                 + ", ".join(f"{p} ({k or 'unknown'})" for p, k in kinds.items())
             )
     if fmt == "IONDIFFZARR":
-        from ..buffer import universe_from_store
+        from .store_reader import universe_from_store
 
         if len(paths) != 1:
             raise TrajectoryFormatError("a Zarr store is one run: give one store")

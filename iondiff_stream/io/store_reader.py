@@ -25,7 +25,7 @@ from MDAnalysis.topology.base import TopologyReaderBase
 
 from ..buffer import FrameStoreReader, _choose_segment
 
-__all__ = ["StoreReader", "StoreParser"]
+__all__ = ["StoreReader", "StoreParser", "universe_from_store"]
 
 _NAMES = ("positions", "framework_centre", "step", "time_ps", "box", "wall_s")
 
@@ -209,3 +209,15 @@ class StoreReader(base.ReaderBase):
         t0 = self._store.read(j0, j0 + 1, names=("time_ps",))["time_ps"][0]
         t1 = self._store.read(j1, j1 + 1, names=("time_ps",))["time_ps"][0]
         return float(t1 + self._toff[1] - t0 - self._toff[0])
+
+
+def universe_from_store(path: str, **kwargs: Any) -> Any:
+    """An MDAnalysis Universe over the committed frames of a store.
+
+    The atoms are the stored ions (names = species, ids = LAMMPS tags) and the framework atoms when the
+    store holds their positions (written by the hook by default), else one pseudo-atom named ``FWC`` at the
+    framework centre; either way the analyses' framework-drift removal works as on a full trajectory.
+    """
+    import MDAnalysis as mda
+
+    return mda.Universe(path, format="IONDIFFZARR", topology_format="IONDIFFZARR", **kwargs)
