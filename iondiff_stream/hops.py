@@ -934,7 +934,8 @@ def _find_hops_sites(
     else:
         model, info = choose_site_model(model, read, T, None if params.site.candidates == "density" else framework,
                                         species or [], box, r_core, m_res, params.site.min_site_frames,
-                                        params.site.core_cap, force_framework=params.site.candidates == "framework")
+                                        params.site.framework_core_cap,
+                                        force_framework=params.site.candidates == "framework")
     if model.moving:
         res = _framework_hops(positions, layout, framework, model, r_core, sigma, times_ps, params, atom_indices,
                               atom_ids, m_res)
