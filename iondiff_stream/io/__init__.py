@@ -196,6 +196,17 @@ def _decompress_to_temp(path: str) -> tuple[str, BaseException | None]:
                 dst.write(data)
         except (EOFError, OSError, ValueError) as exc:  # gzip/bz2/zlib: stream ends before its end marker
             cut = exc
+    if cut is not None:  # the reader drops the piece it was decompressing: all that precedes the cut, again
+        import bz2
+        import zlib
+
+        dec: Any = bz2.BZ2Decompressor() if path.endswith(".bz2") else zlib.decompressobj(16 + zlib.MAX_WBITS)
+        with open(path, "rb") as src, open(plain, "wb") as dst:
+            try:
+                while (data := src.read(1 << 20)) and not dec.eof:
+                    dst.write(dec.decompress(data))
+            except (OSError, ValueError, EOFError, zlib.error):
+                pass  # corrupt rather than cut: keep what came before
     return plain, cut
 
 
