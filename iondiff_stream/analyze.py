@@ -520,7 +520,7 @@ def analyze_run(
     params: HopParameters | None = None,
     reference: str | None = None,
     n_jobs: int = 1,
-    progress: bool = False,
+    progress: Any = False,
     start: int | None = None,
     stop: int | None = None,
     step: int | None = None,
@@ -563,8 +563,9 @@ def analyze_run(
         the first frame.
     n_jobs : int
         Dask worker processes (a ``LocalCluster``) for the per-ion work; 1 runs in-process.
-    progress : bool
-        One progress bar (rich, with ETA) over the whole run on stderr.
+    progress : bool or callable
+        One progress bar (rich, with ETA) over the whole run on stderr; a callable
+        ``progress(stage_name, fraction_done)`` is called instead of drawing a bar.
     temperature_K, charge : float, optional
         For conductivities (charge defaults from the element).
     correlation_params : CorrelationParameters, optional
@@ -614,15 +615,20 @@ def analyze_run(
     if store is not None:
         reader_kwargs.setdefault("segment", segment)
         store_alive = _store_being_written(store)
-    u, ag = open_run(trajectories, mobile, topology=topology, segment=segment, reader_kwargs=reader_kwargs)
-    budget = memory_budget if isinstance(memory_budget, MemoryBudget) or memory_budget is None \
-        else MemoryBudget(parse_bytes(memory_budget))
-    n_read = len(range(*slice(start, stop, step).indices(u.trajectory.n_frames)))
-    weights = run_weights(n_read, len(ag), len(u.atoms) - len(ag) if remove_drift else 0)
-    if out_dir is None:
-        weights.pop("write")
-    store_path = os.path.join(out_dir, "positions.zarr") if out_dir is not None else None
-    with RunProgress(weights, enabled=progress):
+    # the bar is shown while the files are opened: a compressed dump or XDATCAR is decompressed then (its
+    # bytes advance "read"); until the frame count is known, that scan is guessed at a quarter of the run
+    bar = RunProgress({"read": 1.0, "frames": 3.0}, enabled=bool(progress) and not callable(progress),
+                      listener=progress if callable(progress) else None)
+    with bar:
+        u, ag = open_run(trajectories, mobile, topology=topology, segment=segment, reader_kwargs=reader_kwargs)
+        budget = memory_budget if isinstance(memory_budget, MemoryBudget) or memory_budget is None \
+            else MemoryBudget(parse_bytes(memory_budget))
+        n_read = len(range(*slice(start, stop, step).indices(u.trajectory.n_frames)))
+        weights = run_weights(n_read, len(ag), len(u.atoms) - len(ag) if remove_drift else 0)
+        if out_dir is None:
+            weights.pop("write")
+        store_path = os.path.join(out_dir, "positions.zarr") if out_dir is not None else None
+        bar.reweight(weights)
         data = collect_positions(
             u,
             ag,

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["RunProgress", "Stage", "stage", "track", "current", "run_weights", "stderr_console", "log_handler"]
+__all__ = ["RunProgress", "Stage", "stage", "track", "open_counted", "CountingReader", "current", "run_weights", "stderr_console", "log_handler"]
 
 _CURRENT: ContextVar[RunProgress | None] = ContextVar("iondiff_progress", default=None)
 
@@ -110,13 +110,24 @@ class RunProgress:
         Draw the bar on stderr; when False the object only tracks fractions.
     description : str
         Text before the stage name.
+    listener : callable, optional
+        ``listener(stage_name, fraction_done)`` after every advance of the bar (a notebook widget, a
+        test, a log line); called whether or not the bar is drawn.
+
+    Notes
+    -----
+    The weights may be provisional: a run whose frame count is known only once its files are opened
+    (a compressed dump is decompressed first) starts with guessed weights and calls :meth:`reweight`
+    once the real ones are known; the part of the bar already done stays done.
     """
 
-    def __init__(self, weights: dict[str, float], enabled: bool = True, description: str = "analyze") -> None:
-        total = sum(weights.values()) or 1.0
-        self.weights = {k: 1000.0 * v / total for k, v in weights.items()}
+    def __init__(self, weights: dict[str, float], enabled: bool = True, description: str = "analyze",
+                 listener: Any = None) -> None:
+        self.weights = self._scaled(weights, 1000.0)
         self.enabled = enabled
         self.description = description
+        self.listener = listener
+        self.stage_name = ""
         self.completed = 0.0
         self._progress: Any = None
         self._task: Any = None
@@ -145,7 +156,25 @@ class RunProgress:
             self._progress.stop()
             self._progress = None
 
+    @staticmethod
+    def _scaled(weights: dict[str, float], units: float) -> dict[str, float]:
+        total = sum(weights.values()) or 1.0
+        return {k: units * v / total for k, v in weights.items()}
+
+    def reweight(self, weights: dict[str, float]) -> None:
+        """Spread what is left of the bar over ``weights`` (stage → relative cost of the rest of the run).
+
+        Stages created before keep their old weight; stages created after use the new ones.
+        """
+        self.weights = self._scaled(weights, max(1000.0 - self.completed, 0.0))
+
+    @property
+    def fraction(self) -> float:
+        """Part of the run done, 0 to 1."""
+        return self.completed / 1000.0
+
     def _describe(self, name: str) -> None:
+        self.stage_name = name
         if self._progress is not None:
             self._progress.update(self._task, description=f"{self.description}: {name}")
 
@@ -153,6 +182,81 @@ class RunProgress:
         self.completed = min(1000.0, self.completed + units)
         if self._progress is not None:
             self._progress.update(self._task, completed=self.completed)
+        if self.listener is not None and units > 0:
+            self.listener(self.stage_name, self.fraction)
+
+
+class CountingReader:
+    """A binary file object that advances a :class:`Stage` by the bytes read from it.
+
+    Wrap the *compressed* file under a decompressor (``gzip.GzipFile(fileobj=CountingReader(raw, st))``)
+    and the stage moves with the bytes of the file consumed, the one size known before decompressing.
+    """
+
+    def __init__(self, raw: Any, stage: Stage) -> None:
+        self._raw = raw
+        self._stage = stage
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        if data:
+            self._stage.advance(len(data))
+        return data
+
+    def readinto(self, b: Any) -> int:
+        n = self._raw.readinto(b)
+        if n:
+            self._stage.advance(n)
+        return n
+
+    def __getattr__(self, name: str) -> Any:  # seek, tell, close, readable, ... of the raw file
+        return getattr(self._raw, name)
+
+
+def open_counted(path: str, stage_name: str = "read") -> Any:
+    """A binary reader of ``path``, decompressed when it ends in ``.gz``/``.bz2``, that advances
+    the active run's stage ``stage_name`` by the bytes of the file (compressed bytes) consumed.
+
+    Outside a :class:`RunProgress` it is an ordinary reader (the stage is a no-op).
+    """
+    import os
+
+    raw = open(path, "rb")  # noqa: SIM115 - closed with the returned object
+    counted = CountingReader(raw, stage(stage_name, os.path.getsize(path) or 1))
+    if path.endswith(".gz"):
+        import gzip
+
+        return _Closing(gzip.GzipFile(fileobj=counted, mode="rb"), raw)
+    if path.endswith(".bz2"):
+        import bz2
+
+        return _Closing(bz2.BZ2File(counted, mode="rb"), raw)
+    return _Closing(counted, raw)
+
+
+class _Closing:
+    """A file object that also closes the raw file under it."""
+
+    def __init__(self, f: Any, raw: Any) -> None:
+        self._f, self._raw = f, raw
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+    def __iter__(self) -> Any:
+        return iter(self._f)
+
+    def close(self) -> None:
+        try:
+            self._f.close()
+        finally:
+            self._raw.close()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def track(items: Iterable[T], description: str, enabled: bool = False, stage_name: str | None = None) -> Iterator[T]:

