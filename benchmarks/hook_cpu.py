@@ -55,7 +55,7 @@ def _children_cpu() -> float:
 
 
 def one(steps: int, every: int | None, store: str | None, worker: str = "thread",
-        chunk_frames: int | None = None) -> tuple[float, float, int, float]:
+        chunk_frames: int | None = None, store_framework: bool = True) -> tuple[float, float, int, float]:
     """CPU seconds (process + children) and wall seconds of attach + ``run steps`` + close; frames stored;
     CPU seconds of the attach alone (store creation: one-off per run, whatever its length)."""
     from lammps_hooks import attach, load_lammps
@@ -66,7 +66,8 @@ def one(steps: int, every: int | None, store: str | None, worker: str = "thread"
     c0, k0, w0 = time.process_time(), _children_cpu(), time.perf_counter()
     hook = None
     if every is not None and store is not None:
-        hook = attach(lmp, mobile="F", every=every, store=store, chunk_frames=chunk_frames, worker=worker)
+        hook = attach(lmp, mobile="F", every=every, store=store, chunk_frames=chunk_frames, worker=worker,
+                      store_framework=store_framework)
     c_attach = time.process_time() - c0
     lmp.command(f"run {steps}")
     frames = 0
@@ -107,7 +108,7 @@ def in_process(a: argparse.Namespace) -> None:
             runs = {}
             for kind in (("plain", "hooked") if p % 2 == 0 else ("hooked", "plain")):
                 runs[kind] = one(a.steps, every if kind == "hooked" else None, store if kind == "hooked" else None,
-                                 a.worker, a.chunk_frames)
+                                 a.worker, a.chunk_frames, not a.no_framework)
             (cp, wp, _, _), (ch, wh, n, ca) = runs["plain"], runs["hooked"]
             assert n == a.steps // every + 1, n
             plain_cpu.append(cp)
@@ -215,6 +216,7 @@ def main() -> None:
     ap.add_argument("--worker", default="inline", choices=["inline", "thread", "process"],
                     help="the sink's worker (default: inline, the hook's default)")
     ap.add_argument("--chunk-frames", type=int, default=None, help="default: the hook's (100, or 1000 steps' worth)")
+    ap.add_argument("--no-framework", action="store_true", help="store the mobile ions only (no framework positions)")
     ap.add_argument("--mpi", action="store_true", help="mpirun -np 2 hooked vs plain (wall), instead of in-process")
     ap.add_argument("--mpi-steps", type=int, default=8000)
     a = ap.parse_args()

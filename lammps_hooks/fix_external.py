@@ -326,6 +326,7 @@ def attach(
     worker: str = "inline",
     mode: str = "a",
     overwrite: bool = False,
+    store_framework: bool = True,
 ) -> Hook:
     """Add ``fix ID all external pf/callback EVERY EVERY`` and stream every EVERY-th step into ``store``.
 
@@ -350,6 +351,8 @@ def attach(
     mode, overwrite
         ``mode="a"`` appends to an existing store (a new segment, or a restart's continuation);
         ``mode="w"`` refuses a store that holds frames unless ``overwrite``.
+    store_framework : bool
+        Also store the framework atoms' positions (the analysis attaches sites to them).
 
     Returns
     -------
@@ -378,7 +381,7 @@ def attach(
             sink = FrameSink(store, ids, types, mobile, type_elements, units=units, capacity=capacity,
                              chunk_frames=chunk_frames, flush_seconds=flush_seconds,
                              metadata={"every": every, "lammps_version": int(lmp.version()), "natoms": natoms},
-                             worker=worker, mode=mode, overwrite=overwrite)
+                             worker=worker, mode=mode, overwrite=overwrite, store_framework=store_framework)
         except BaseException as exc:  # noqa: BLE001 - re-raised below (after telling the other ranks)
             err = exc
     if comm is not None and comm.Get_size() > 1:
