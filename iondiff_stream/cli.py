@@ -353,10 +353,20 @@ def listen(
     """Receive frames from LAMMPS over IMDv3 and store them (`monitor` shows the live hops)."""
     from lammps_hooks.imd_listener import listen as _listen
 
+    from .progress import RunProgress, stage
+
     _setup_logging(False)
     _check_store_flags(append, overwrite, capacity)
-    res = _listen(address, str(topology), mobile, str(store), max_frames=max_frames, units=units, capacity=capacity,
-                  mode="a" if append else "w", overwrite=overwrite)
+    with RunProgress({"frames": 1.0}, enabled=sys.stderr.isatty(), description="listen") as bar:
+        got = stage("frames", max_frames or 1)
+
+        def on_frame(n: int) -> None:  # frames received so far (the total is known only with --max-frames)
+            bar.status(f"{n} frames received")
+            if max_frames:
+                got.advance()
+
+        res = _listen(address, str(topology), mobile, str(store), max_frames=max_frames, units=units,
+                      capacity=capacity, mode="a" if append else "w", overwrite=overwrite, on_frame=on_frame)
     typer.echo(json.dumps(res, indent=2))
 
 
@@ -476,10 +486,13 @@ def report(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
 ) -> None:
     """Write PNG figures and report.html summarising an analysed run."""
+    from .progress import RunProgress
     from .report import make_report
 
     _setup_logging(verbose)
-    for p in make_report(str(out), ion, series=[str(d) for d in series or []]):
+    with RunProgress({"figures": 1.0}, enabled=sys.stderr.isatty(), description="report"):
+        written = make_report(str(out), ion, series=[str(d) for d in series or []])
+    for p in written:
         typer.echo(p)
 
 

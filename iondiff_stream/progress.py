@@ -173,6 +173,10 @@ class RunProgress:
         """Part of the run done, 0 to 1."""
         return self.completed / 1000.0
 
+    def status(self, text: str) -> None:
+        """Show ``text`` after the description (e.g. a count whose total is not known in advance)."""
+        self._describe(text)
+
     def _describe(self, name: str) -> None:
         self.stage_name = name
         if self._progress is not None:

@@ -13,6 +13,7 @@ import numpy as np
 
 from .display import fmt
 from .errors import AnalysisError, SelectionError
+from .progress import stage
 
 logger = logging.getLogger(__name__)
 
@@ -479,10 +480,13 @@ def make_report(out_dir: str, ion: int | None = None, series: Sequence[str] | No
     written: list[str] = []
     notes: dict[str, str] = {}
 
+    figures = stage("figures", 6)  # the report's progress (when a RunProgress is active, e.g. the CLI's)
+
     def save(fig: Any, name: str) -> None:
         p = os.path.join(out_dir, name)
         fig.savefig(p, dpi=110)
         written.append(p)
+        figures.advance()
 
     closed = ~hops["open"] if len(hops["ion"]) else np.zeros(0, bool)
     if ion is None:

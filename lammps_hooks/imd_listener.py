@@ -41,6 +41,7 @@ def listen(
     units: str = "metal",
     mode: str = "a",
     overwrite: bool = False,
+    on_frame: Any = None,
 ) -> dict[str, Any]:
     """Connect to an IMDv3 server at ``HOST:PORT`` and store frames until the simulation ends.
 
@@ -51,7 +52,8 @@ def listen(
     :class:`iondiff_stream.stream.FrameSink` (``"w"`` refuses a store that holds frames).
 
     Ctrl-C closes the store (every frame received so far, the last segment marked interrupted) and
-    re-raises ``KeyboardInterrupt``.
+    re-raises ``KeyboardInterrupt``. ``on_frame(n)``, if given, is called with the frames received so far
+    after each frame (the command line's progress).
 
     Returns
     -------
@@ -91,6 +93,8 @@ def listen(
             # MDAnalysis hands over LAMMPS's numbers unchanged (its IMD units are Å and ps)
             sink.push(step, float(ts.time), np.array(u.atoms.positions, dtype=np.float64)[order], h)
             n += 1
+            if on_frame is not None:
+                on_frame(n)
             if max_frames is not None and n >= max_frames:
                 break
     except KeyboardInterrupt:  # Ctrl-C: the store is closed with its last segment marked interrupted

@@ -67,13 +67,14 @@ def test_listen_stores_the_frames_lammps_sends(tmp_path):
                          stderr=subprocess.PIPE, text=True)
     try:
         _wait_listening(port, p)  # the fix opens its port at setup
-        res = listen(f"127.0.0.1:{port}", data, "F", store, timeout=60)
+        counts = []  # the command line's progress: frames received so far, after each frame
+        res = listen(f"127.0.0.1:{port}", data, "F", store, timeout=60, on_frame=counts.append)
         p.wait(60)
     finally:
         if p.poll() is None:
             p.kill()
     assert p.returncode == 0, p.stderr.read()[-2000:]
-    assert res["frames"] == 40
+    assert res["frames"] == 40 and counts == list(range(1, 41))
     r = FrameStoreReader(store)
     d = r.read()
     np.testing.assert_array_equal(d["step"], np.arange(10, 401, 10))

@@ -217,3 +217,17 @@ def test_report_of_an_aimd_run(tmp_path):
     _assert_readable(page)
     s = json.load(open(os.path.join(out, "summary.json")))
     assert s["n_hops"] > 0 and "hop_timeline.png" in page
+
+
+def test_report_shows_progress(analysed):
+    """`iondiff-stream report` draws its progress with the one progress system: a figure at a time."""
+    from iondiff_stream.progress import RunProgress
+
+    seen = []
+    with RunProgress({"figures": 1.0}, enabled=False, description="report",
+                     listener=lambda name, frac: seen.append((name, frac))):
+        files = make_report(analysed[1])
+    figures = [f for f in files if f.endswith(".png")]
+    assert len(seen) == len(figures) >= 3
+    fr = [f for _, f in seen]
+    assert fr == sorted(fr) and 0 < fr[0] < fr[-1] <= 1.0
