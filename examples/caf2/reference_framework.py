@@ -39,6 +39,11 @@ import os
 
 import numpy as np
 from scipy.spatial import cKDTree
+import sys as _sys
+
+_sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from framework_reference import (committed_visits as _visits, minimg as _minimg, msd_fft,  # noqa: E402,F401
+                                 plain_msd_diffusion, read_dump, wrap as _wrap)
 
 log = logging.getLogger(__name__)
 
@@ -48,84 +53,6 @@ FCC_FRAC = np.array([(0, 0, 0), (0, .5, .5), (.5, 0, .5), (.5, .5, 0)])
 TET_FRAC = np.array([(x, y, z) for x in (.25, .75) for y in (.25, .75) for z in (.25, .75)])
 #: the 4 octahedral holes of the cubic cell (body centre, edge centres)
 OCT_FRAC = np.array([(.5, .5, .5), (.5, 0, 0), (0, .5, 0), (0, 0, .5)])
-
-
-def read_dump(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Read a LAMMPS text dump ``id type xu yu zu`` (fixed atom count, orthogonal box), rows sorted by id.
-
-    Returns
-    -------
-    steps (n_frames,), ids (n_atoms,), types (n_atoms,), box lengths (3,), xyz (n_frames, n_atoms, 3)
-    """
-    with open(path) as fh:
-        lines = fh.read().splitlines()
-    n = int(lines[3])
-    per = 9 + n
-    nf = len(lines) // per
-    if nf * per != len(lines):
-        log.warning("%s: %d trailing lines ignored (incomplete last frame)", path, len(lines) - nf * per)
-    cols = lines[8].split()[2:]
-    idx = [cols.index(c) for c in ("id", "type", "xu", "yu", "zu")]
-    steps = np.array([int(lines[f * per + 1]) for f in range(nf)])
-    box = np.array([[float(v) for v in lines[5 + k].split()[:2]] for k in range(3)])
-    body = [ln for f in range(nf) for ln in lines[f * per + 9:(f + 1) * per]]
-    arr = np.array(" ".join(body).split(), dtype=float).reshape(nf, n, len(cols))[:, :, idx]
-    for f in range(nf):
-        if f == 0 or not np.array_equal(arr[f, :, 0], arr[0, :, 0]):
-            arr[f] = arr[f, np.argsort(arr[f, :, 0], kind="stable")]
-    return steps, arr[0, :, 0].astype(int), arr[0, :, 1].astype(int), box[:, 1] - box[:, 0], arr[:, :, 2:5]
-
-
-def _minimg(d: np.ndarray, L: np.ndarray) -> np.ndarray:
-    return d - L * np.round(d / L)
-
-
-def _wrap(x: np.ndarray, L: np.ndarray) -> np.ndarray:
-    y = x - L * np.floor(x / L)
-    return np.where(y >= L, 0.0, y)
-
-
-def msd_fft(x: np.ndarray) -> np.ndarray:
-    """MSD over all time origins for every lag (FFT), A^2; ``x`` (n_frames, n_ions, 3) unwrapped."""
-    nf = x.shape[0]
-    sq = (x ** 2).sum(-1)
-    s_sq = 2.0 * sq.sum(0)
-    s1 = np.empty(nf)
-    s1[0] = s_sq.sum() / nf
-    cum_lo = np.cumsum(sq, 0)
-    cum_hi = np.cumsum(sq[::-1], 0)
-    for m in range(1, nf):
-        s1[m] = (s_sq - cum_lo[m - 1] - cum_hi[m - 1]).sum() / (nf - m)
-    f = np.fft.rfft(x, n=2 * nf, axis=0)
-    ac = np.fft.irfft(f * f.conj(), axis=0)[:nf].sum(-1).sum(-1)
-    return (s1 - 2.0 * ac / (nf - np.arange(nf))) / x.shape[1]
-
-
-def plain_msd_diffusion(x: np.ndarray, dt_ps: float, lo: float = 0.1, hi: float = 0.5) -> tuple[float, np.ndarray]:
-    """D* (cm^2/s) from a least-squares line MSD = 6 D t + c over lags ``lo``-``hi`` of the run."""
-    msd = msd_fft(x)
-    nf = len(msd)
-    lags = np.arange(nf)
-    sel = (lags >= int(np.ceil(lo * (nf - 1)))) & (lags <= int(np.floor(hi * (nf - 1))))
-    slope = np.polyfit(lags[sel] * dt_ps, msd[sel], 1)[0]
-    return float(slope / 6.0 * 1e-4), msd
-
-
-def _visits(seq: np.ndarray, min_frames: float) -> list[list[int]]:
-    """Kept visits [site, start, end) of one ion: runs >= min_frames, neighbours at the same site merged."""
-    nf = len(seq)
-    change = np.flatnonzero(seq[1:] != seq[:-1]) + 1
-    starts = np.r_[0, change]
-    ends = np.r_[change, nf]
-    keep = (ends - starts) >= min_frames
-    merged: list[list[int]] = []
-    for s0, e0 in zip(starts[keep], ends[keep]):
-        v = int(seq[s0])
-        if merged and merged[-1][0] == v:
-            merged[-1][2] = int(e0)
-        else:
-            merged.append([v, int(s0), int(e0)])
-    return merged
 
 
 def reference_hops(positions: np.ndarray, types: np.ndarray, box: np.ndarray, dt_ps: float,
