@@ -34,3 +34,17 @@ def _no_lammps_log_litter():
     yield
     if not existed and os.path.exists("log.lammps"):
         os.remove("log.lammps")
+
+
+def example_module(folder: str, name: str):
+    """``examples/FOLDER/NAME.py`` loaded as a module (its folder on the path for its own imports)."""
+    import importlib.util
+    import sys
+
+    d = Path(__file__).resolve().parents[1] / "examples" / folder
+    if str(d) not in sys.path:
+        sys.path.insert(0, str(d))
+    spec = importlib.util.spec_from_file_location(f"{folder}_{name}", d / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

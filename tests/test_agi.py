@@ -5,13 +5,12 @@ Slow (LAMMPS run of a few seconds). No assertion on the hop detector (it is bein
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import example_module
 
 pytestmark = pytest.mark.slow
 
@@ -19,12 +18,7 @@ AGI = Path(__file__).resolve().parents[1] / "examples" / "agi"
 
 
 def _module(name: str):
-    if str(AGI) not in sys.path:
-        sys.path.insert(0, str(AGI))
-    spec = importlib.util.spec_from_file_location(f"agi_{name}", AGI / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return example_module("agi", name)
 
 
 def test_reference_on_synthetic_tetrahedral_hops():

@@ -5,12 +5,11 @@ Marked slow with the other example checks. No assertion on the package's hop det
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import example_module
 
 pytestmark = pytest.mark.slow
 
@@ -18,12 +17,7 @@ CAF2 = Path(__file__).resolve().parents[1] / "examples" / "caf2"
 
 
 def _module(name: str):
-    if str(CAF2) not in sys.path:
-        sys.path.insert(0, str(CAF2))
-    spec = importlib.util.spec_from_file_location(f"caf2_{name}", CAF2 / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return example_module("caf2", name)
 
 
 def test_framework_reference_on_synthetic_fluorite():
@@ -54,14 +48,9 @@ def test_framework_reference_on_synthetic_fluorite():
     assert r["msd_Ca_max_A2"] < 0.1
 
 
-AGI_FCC = Path(__file__).resolve().parents[1] / "examples" / "agi_fcc"
-
-
 def test_fcc_iodide_reference_on_synthetic_hops():
     """Ag parked on the holes of an ideal fcc iodide: a tet -> oct -> tet path gives two hops of a sqrt(3)/4."""
-    spec = importlib.util.spec_from_file_location("agi_fcc_reference", AGI_FCC / "reference.py")
-    ref = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ref)
+    ref = example_module("agi_fcc", "reference")
     n, a = 2, 6.5
     L = np.full(3, n * a)
     cells = np.stack(np.meshgrid(*[np.arange(n)] * 3, indexing="ij"), -1).reshape(-1, 3)

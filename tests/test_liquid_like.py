@@ -9,7 +9,6 @@ detector; the framework's sites with every other one removed) and pass on the ri
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -21,17 +20,13 @@ from iondiff_stream.analyze import hops_of, read_run
 from iondiff_stream.hops import HopParameters, find_hops
 from iondiff_stream.model.framework import FrameworkFrames
 from iondiff_stream.model.sites import SiteModel, SiteParameters
+from conftest import example_module
 
 AGI = Path(__file__).resolve().parents[1] / "examples" / "agi"
 
 
 def _module(name: str):
-    if str(AGI) not in sys.path:
-        sys.path.insert(0, str(AGI))
-    spec = importlib.util.spec_from_file_location(f"agi_{name}", AGI / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return example_module("agi", name)
 
 
 @pytest.fixture(scope="module")
