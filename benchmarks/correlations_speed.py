@@ -18,9 +18,9 @@ import warnings
 
 import numpy as np
 
-from iondiff_stream.correlations import concerted_groups, event_signals
-from iondiff_stream.synthetic import make_events
-from iondiff_stream.transport import van_hove
+from iondiff_stream.analysis.correlations import concerted_groups, event_signals
+from iondiff_stream.synthetic.runs import make_events
+from iondiff_stream.analysis.transport import van_hove
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.path.join(HERE, "..", "..", "shared", "data", "Na3PS4_cubic_800K_pmg_diffusion")

@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 
 from iondiff_stream.io import collect_positions, load_universe
-from iondiff_stream.transport import analyse_transport
+from iondiff_stream.analysis.transport import analyse_transport
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BASE = os.path.join(HERE, "..", "..", "shared", "data", "argyrodite_Li6PS5Cl_morgan2021", "data", "Li6PS5Cl")
@@ -32,7 +32,7 @@ def ours(files: list[str], start_ps: float | None = None) -> dict:
     g = tr.tracer_gls
     out = {"D": g.D_cm2_s, "ci95": list(g.ci95_cm2_s), "start_ps": g.start_ps, "pooled_starts_ps": g.starts_pooled_ps.tolist()}
     if start_ps is not None:
-        from iondiff_stream.transport import fit_diffusion_gls, squared_displacement_variance
+        from iondiff_stream.analysis.transport import fit_diffusion_gls, squared_displacement_variance
 
         sel = np.unique(np.rint(np.linspace(1, len(tr.lag_ps) - 1, 1000)).astype(int))
         v = squared_displacement_variance(d.ion_major(), sel)

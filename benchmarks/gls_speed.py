@@ -1,7 +1,7 @@
 """The GLS diffusion fit: one eigendecomposition per start vs the three-step repair + pinvh it replaces.
 
 On a random walk with vibrations (``--ions`` ions, ``--frames`` frames, 400 lags as ``analyse_transport``
-uses), times :func:`iondiff_stream.transport.fit_diffusion_gls` (all starts) and the same fit with the
+uses), times :func:`iondiff_stream.analysis.transport.fit_diffusion_gls` (all starts) and the same fit with the
 previous ``_gls_line`` (eigenvalue clipping, nearest correlation matrix by a second eigendecomposition,
 ``scipy.linalg.pinvh``: three per start), both with one BLAS thread, and prints the process CPU times, the
 ratio and the largest relative difference of D and of its standard deviation over the starts tried::
@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-import iondiff_stream.transport as tr
+import iondiff_stream.analysis.transport as tr
 
 
 def three_step_line(t: np.ndarray, y: np.ndarray, var_s: np.ndarray, n_obs: np.ndarray):

@@ -42,8 +42,8 @@ def naive_centres(x: np.ndarray, k_max: int = 10, thr: float = 0.7, seed: int = 
 
 
 def part1(n_frames: int, n_ions_naive: int | None) -> None:
-    from iondiff_stream.hops import HopParameters, HopTable, _finish, detect_hops, find_hops
-    from iondiff_stream.synthetic import make_run, match_hops
+    from iondiff_stream.analysis.hops import HopParameters, HopTable, _finish, detect_hops, find_hops
+    from iondiff_stream.synthetic.runs import make_run, match_hops
 
     run = make_run(n_frames=n_frames, sigma_A=0.2, seed=1)
     n = run.n_ions if n_ions_naive is None else min(n_ions_naive, run.n_ions)
@@ -96,7 +96,7 @@ def _child(mode: str, dcd: str, top: str, jobs: int) -> None:
             pass
         out = {"seconds": time.perf_counter() - t0}
     else:
-        from iondiff_stream.analyze import analyze_run
+        from iondiff_stream.pipeline.run import analyze_run
 
         run = analyze_run([dcd], "Li", topology=top, n_jobs=jobs)
         out = {"seconds": time.perf_counter() - t0, "n_hops": run.summary["n_hops"],
@@ -108,7 +108,7 @@ def _child(mode: str, dcd: str, top: str, jobs: int) -> None:
 def part2(n_ions: int, n_frames: int, jobs: int) -> None:
     import MDAnalysis as mda
 
-    from iondiff_stream.synthetic import make_run
+    from iondiff_stream.synthetic.runs import make_run
 
     tmp = tempfile.mkdtemp()
     # tile a 3000-frame synthetic run in time to make a long trajectory cheaply: each tile continues

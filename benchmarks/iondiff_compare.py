@@ -1,7 +1,7 @@
 """End to end, side by side: ``iondiff-stream analyze`` vs IonDiff (López, Rurali & Cazorla) on one run.
 
 A 4,000-frame, 64-atom trajectory with known hops (32 mobile Li on a 64-site lattice + 32 framework S,
-:func:`iondiff_stream.synthetic_long.write_lattice_walk`) is written as a VASP XDATCAR + INCAR (IonDiff
+:func:`iondiff_stream.synthetic.long.write_lattice_walk`) is written as a VASP XDATCAR + INCAR (IonDiff
 reads only that), and both tools run on the same file as whole processes, timed from launch to exit:
 
 * ours: ``iondiff-stream analyze XDATCAR --mobile Li --timestep-ps DT --out DIR`` (and ``--mobile Li,S``,
@@ -79,7 +79,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=3)
     a = ap.parse_args()
 
-    from iondiff_stream.synthetic_long import truth_of, write_lattice_walk
+    from iondiff_stream.synthetic.long import truth_of, write_lattice_walk
 
     os.makedirs(a.work, exist_ok=True)
     walk = write_lattice_walk(a.work, a.frames, n_cells=4, n_mobile=32, n_framework_cells=4, n_framework=32,

@@ -1,7 +1,7 @@
 """A long run end to end: ``iondiff-stream analyze --jobs 2`` on 10^5-10^6 frames, time and peak memory.
 
 Writes (once) a lattice walk with known hops (100 mobile Li + 27 framework S, DCD;
-:func:`iondiff_stream.synthetic_long.write_lattice_walk`), runs the command as a whole process and samples
+:func:`iondiff_stream.synthetic.long.write_lattice_walk`), runs the command as a whole process and samples
 the resident memory of its whole process tree (the CLI, the Dask scheduler and workers) every 0.2 s.
 Prints wall and CPU time, the peak of the summed RSS and of the largest process, and the hop count
 against the truth::
@@ -78,7 +78,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     a = ap.parse_args()
 
-    from iondiff_stream.synthetic_long import truth_of, write_lattice_walk
+    from iondiff_stream.synthetic.long import truth_of, write_lattice_walk
 
     walk_dir = os.path.join(a.work, f"walk_{a.frames}")
     meta = os.path.join(walk_dir, "walk.json")

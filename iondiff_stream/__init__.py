@@ -5,7 +5,7 @@ Live: :mod:`lammps_hooks` streams a running LAMMPS into a :class:`FrameStoreWrit
 :class:`OnlineCentres` keeps every ion's vibrational centres current. Units: Å and ps.
 
 The public names are imported lazily (PEP 562): ``import iondiff_stream`` is cheap, so that the
-command line starts fast; ``iondiff_stream.analyze_run`` imports :mod:`iondiff_stream.analyze` on
+command line starts fast; ``iondiff_stream.analyze_run`` imports :mod:`iondiff_stream.pipeline.run` on
 first use.
 """
 
@@ -18,36 +18,36 @@ __version__ = "0.1.0"
 
 # public name -> submodule that defines it
 _LAZY = {
-    "analyze_run": "analyze",
-    "FrameStoreReader": "buffer",
-    "FrameStoreWriter": "buffer",
-    "CorrelationParameters": "correlations",
-    "concerted_groups": "correlations",
-    "IonDiffStreamError": "errors",
-    "HopParameters": "hops",
-    "HopResults": "hops",
-    "HopTable": "hops",
-    "find_hops": "hops",
+    "analyze_run": "pipeline.run",
+    "FrameStoreReader": "io.store",
+    "FrameStoreWriter": "io.store",
+    "CorrelationParameters": "analysis.correlations",
+    "concerted_groups": "analysis.correlations",
+    "IonDiffStreamError": "core.errors",
+    "HopParameters": "analysis.hops",
+    "HopResults": "analysis.hops",
+    "HopTable": "analysis.hops",
+    "find_hops": "analysis.hops",
     "collect_positions": "io",
     "load_universe": "io",
     "select_mobile": "io",
     "PositionStore": "io.positions_store",
-    "OnlineCentres": "online",
-    "analyse_transport": "transport",
+    "OnlineCentres": "live.online",
+    "analyse_transport": "analysis.transport",
 }
 
 __all__ = [*_LAZY, "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from .analyze import analyze_run
-    from .buffer import FrameStoreReader, FrameStoreWriter
-    from .correlations import CorrelationParameters, concerted_groups
-    from .errors import IonDiffStreamError
-    from .hops import HopParameters, HopResults, HopTable, find_hops
-    from .io import collect_positions, load_universe, select_mobile
-    from .io.positions_store import PositionStore
-    from .online import OnlineCentres
-    from .transport import analyse_transport
+    from iondiff_stream.pipeline.run import analyze_run
+    from iondiff_stream.io.store import FrameStoreReader, FrameStoreWriter
+    from iondiff_stream.analysis.correlations import CorrelationParameters, concerted_groups
+    from iondiff_stream.core.errors import IonDiffStreamError
+    from iondiff_stream.analysis.hops import HopParameters, HopResults, HopTable, find_hops
+    from iondiff_stream.io import collect_positions, load_universe, select_mobile
+    from iondiff_stream.io.positions_store import PositionStore
+    from iondiff_stream.live.online import OnlineCentres
+    from iondiff_stream.analysis.transport import analyse_transport
 
 
 def __getattr__(name: str) -> Any:

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .errors import IonDiffStreamError
+from iondiff_stream.core.errors import IonDiffStreamError
 
 #: True when :func:`main` runs as the program (console script, ``python -m``), not called in-process
 _PROGRAM = False
@@ -24,7 +24,7 @@ _VERBOSE_HELP = "Log what each step does (INFO messages on stderr)."
 
 def _print_version(value: bool) -> None:
     if value:
-        from . import __version__
+        from iondiff_stream import __version__
 
         typer.echo(f"iondiff-stream {__version__}")
         raise typer.Exit()
@@ -71,7 +71,7 @@ def _check_analyze_options(*, out: Path, overwrite: bool, temperature: Optional[
     """
     import math
 
-    from .io.positions_store import MemoryBudget, parse_bytes
+    from iondiff_stream.io.positions_store import MemoryBudget, parse_bytes
 
     if method not in ("sites", "silhouette"):
         raise typer.BadParameter(f"must be 'sites' or 'silhouette', got {method!r}", param_hint="'--method'")
@@ -123,7 +123,7 @@ def _setup_logging(verbose: bool) -> None:
     """Log to stderr: through rich's handler on a terminal (printed above a live progress bar), else plain lines."""
     level = logging.INFO if verbose else logging.WARNING
     if sys.stderr.isatty():
-        from .progress import log_handler
+        from iondiff_stream.core.progress import log_handler
 
         logging.basicConfig(level=level, handlers=[log_handler()])
     else:
@@ -204,10 +204,10 @@ def analyze(
         # start-up when numpy and scipy load their OpenBLAS (~0.1 s) and, on busy cores, waits between threads
         # (10-30x slower eigh measured on 2 shared cores). Inherited by Dask workers (--jobs), as Dask advises.
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    from .analyze import analyze_run
-    from .correlations import CorrelationParameters
-    from .hops import HopParameters
-    from .results import prepare_output_dir
+    from iondiff_stream.pipeline.run import analyze_run
+    from iondiff_stream.analysis.correlations import CorrelationParameters
+    from iondiff_stream.analysis.hops import HopParameters
+    from iondiff_stream.pipeline.files import prepare_output_dir
 
     if _PROGRAM:
         import gc
@@ -257,7 +257,7 @@ def analyze(
         typer.echo(_format_segments(s["dump_segments"], s["segment_analysed"], 0, what="dump"))
     typer.echo(f"results in {out}/ (hops.csv, summary.json, results.zarr)")
     if with_report:
-        from .report import make_report
+        from iondiff_stream.outputs.report import make_report
 
         make_report(str(out))
         typer.echo(f"report: {out}/report.html")
@@ -353,7 +353,7 @@ def listen(
     """Receive frames from LAMMPS over IMDv3 and store them (`monitor` shows the live hops)."""
     from lammps_hooks.imd_listener import listen as _listen
 
-    from .progress import RunProgress, stage
+    from iondiff_stream.core.progress import RunProgress, stage
 
     _setup_logging(False)
     _check_store_flags(append, overwrite, capacity)
@@ -386,7 +386,7 @@ def monitor(
     ] = None,
 ) -> None:
     """Live view of a running simulation: frames, segments, speed, MSD and D, ions in transit, hops."""
-    from .monitor import status, watch
+    from iondiff_stream.monitor import status, watch
 
     _setup_logging(False)
     if verify and not once:
@@ -414,7 +414,7 @@ def _live_page(html_page: Optional[Path], serve: Optional[int], interval: float)
     """The page of ``monitor --html/--serve`` (None without either option)."""
     if html_page is None and serve is None:
         return None
-    from .live_page import MonitorPage
+    from iondiff_stream.live_page import MonitorPage
 
     return MonitorPage(None if html_page is None else str(html_page), refresh_s=max(1.0, interval),
                        announce=lambda msg: typer.echo(msg, err=True))
@@ -462,7 +462,7 @@ def sites(
                          "counted as unmatched, Å (default: half the median hole spacing).")] = None,
 ) -> None:
     """Tetrahedral sites: occupation per site type, residence times, concerted A->B + B->C modes."""
-    from .sites import analyse_sites
+    from iondiff_stream.analysis.sites import analyse_sites
 
     _setup_logging(False)
     labels = _pairs(label, "--label")
@@ -486,8 +486,8 @@ def report(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
 ) -> None:
     """Write PNG figures and report.html summarising an analysed run."""
-    from .progress import RunProgress
-    from .report import make_report
+    from iondiff_stream.core.progress import RunProgress
+    from iondiff_stream.outputs.report import make_report
 
     _setup_logging(verbose)
     with RunProgress({"figures": 1.0}, enabled=sys.stderr.isatty(), description="report"):
@@ -509,7 +509,7 @@ def arrhenius(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
 ) -> None:
     """Activation energies and prefactors across runs from D*, D_sigma, the hop frequency nu and f*nu (no fit of sigma)."""
-    from .report import arrhenius_across_runs
+    from iondiff_stream.outputs.report import arrhenius_across_runs
 
     _setup_logging(verbose)
     given = [t for v in (temperature or []) + (temperatures or []) for t in v.split(",") if t.strip()]
@@ -534,7 +534,7 @@ def database(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
 ) -> None:
     """Descriptor database of many runs on Dask: per-run analysis (cached), descriptors, Spearman, PCA, classes."""
-    from .database import build_database
+    from iondiff_stream.database import build_database
 
     _setup_logging(verbose)
     import distributed  # noqa: F401  (its import configures its loggers: quiet them afterwards)
@@ -611,7 +611,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     """
     global _PROGRAM
     _PROGRAM = argv is None
-    from .quiet import quiet_third_party
+    from iondiff_stream.core.quiet import quiet_third_party
 
     quiet_third_party()
     args, debug = _split_debug(list(sys.argv[1:] if argv is None else argv))

@@ -65,7 +65,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import AnalysisError, IonDiffStreamError
+from iondiff_stream.core.errors import AnalysisError, IonDiffStreamError
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ def analyse_entry(entry: RunEntry | dict[str, Any], db: str) -> dict[str, Any]:
     dict
         ``{"name", "status": "done"|"failed"|"skipped", "error"?, "seconds"}``.
     """
-    from .descriptors import compute_descriptors
+    from iondiff_stream.pipeline.run import compute_descriptors
 
     e = entry if isinstance(entry, RunEntry) else RunEntry(**entry)
     runs = os.path.join(db, "runs")

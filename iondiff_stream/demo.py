@@ -34,9 +34,9 @@ KEYS = ["n_frames", "n_mobile", "timestep_ps", "n_hops", "n_diffusive_ions", "me
 
 def run_demo(out: str, steps: int = 20000, temperature: float = 1500.0) -> dict:
     """Run the live demo; returns the offline summary."""
-    from .analyze import analyze_run
-    from .monitor import status
-    from .report import make_report
+    from iondiff_stream.pipeline.run import analyze_run
+    from iondiff_stream.monitor import status
+    from iondiff_stream.outputs.report import make_report
 
     if not CAF2.exists():
         raise FileNotFoundError(f"{CAF2} not found: run the demo from a checkout of the repository")
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="demo_out")
     ap.add_argument("--quick", action="store_true", help="4 ps instead of 40 ps")
     args = ap.parse_args(argv)
-    from .quiet import quiet_third_party
+    from iondiff_stream.core.quiet import quiet_third_party
 
     quiet_third_party()  # the demo's own warnings (and LAMMPS errors) still show
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .display import fmt
+from iondiff_stream.core.display import fmt
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def _svg_chart(points: Sequence[tuple[float, float]], title: str, xlabel: str, u
 
 
 def _verdict(value: Any) -> str:
-    from .report import _verdict as verdict
+    from iondiff_stream.outputs.report import _verdict as verdict
 
     return verdict(value)
 
@@ -463,7 +463,7 @@ class LiveView:
 
     def refresh(self) -> dict[str, Any]:
         """Read a new status (kept in :attr:`last` and the history) and return it."""
-        from .monitor import status
+        from iondiff_stream.monitor import status
 
         try:
             st = status(self.store)

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from .buffer import FrameStoreReader
-from .errors import StoreCorruptError, StoreOverwrittenError
-from .live import LiveHops
+from iondiff_stream.io.store import FrameStoreReader
+from iondiff_stream.core.errors import StoreCorruptError, StoreOverwrittenError
+from iondiff_stream.live.hops import LiveHops
 
 __all__ = ["status", "watch"]
 
@@ -21,7 +21,7 @@ def status(path: str, recent: int = 200, verify: bool = False, live: LiveHops | 
 
     Reads the steps and times of every available frame and the first and last chunk of positions
     (all chunks with ``verify``), so a damaged chunk among those raises
-    :class:`~iondiff_stream.errors.StoreCorruptError`. A ring that overwrites frames while they are
+    :class:`~iondiff_stream.core.errors.StoreCorruptError`. A ring that overwrites frames while they are
     read is read again.
 
     Parameters
@@ -44,7 +44,7 @@ def status(path: str, recent: int = 200, verify: bool = False, live: LiveHops | 
         wall-clock stamps of the last ``recent`` frames), ``msd_A2`` and ``D_running_cm2_s``
         per species (first available frame to the last, framework drift removed),
         ``hops``, ``ions_in_transit``, ``hop_rate_per_ion_per_ps``, ``n_sites``, ``site_model``,
-        ``site_check``, ``live_frames``, ``live_final`` (see :class:`iondiff_stream.live.LiveHops`),
+        ``site_check``, ``live_frames``, ``live_final`` (see :class:`iondiff_stream.live.hops.LiveHops`),
         ``skipped_duplicate_frames``, ``step_gaps``, ``segments`` (one per LAMMPS run),
         ``ring_dropped_frames``, ``unclean_writer_exits``.
     """

@@ -7,7 +7,7 @@
 * :mod:`lammps_hooks.imd_listener` — receive frames from ``fix imd ... version 3`` of any LAMMPS binary.
 
 The hook stays thin: slice ``[:nlocal]``, copy ids, positions and image flags (gathered to rank 0 under
-MPI), hand plain arrays to :class:`iondiff_stream.stream.FrameSink`, which matches atoms by id (any ids),
+MPI), hand plain arrays to :class:`iondiff_stream.io.sink.FrameSink`, which matches atoms by id (any ids),
 unwraps and stores them; every ``run`` becomes a segment of the store.
 """
 

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from iondiff_stream.errors import IonDiffStreamError
-from iondiff_stream.stream import FrameSink, box_from_lammps, chunk_frames_for, elements_from_masses
+from iondiff_stream.core.errors import IonDiffStreamError
+from iondiff_stream.io.sink import FrameSink, box_from_lammps, chunk_frames_for, elements_from_masses
 
 logger = logging.getLogger(__name__)
 
@@ -340,14 +340,14 @@ def attach(
         Steps between stored frames.
     store : str
     capacity, chunk_frames, flush_seconds
-        See :class:`iondiff_stream.stream.FrameSink`; ``chunk_frames`` None: 100, or enough frames for
-        1000 steps (:func:`iondiff_stream.stream.chunk_frames_for`).
+        See :class:`iondiff_stream.io.sink.FrameSink`; ``chunk_frames`` None: 100, or enough frames for
+        1000 steps (:func:`iondiff_stream.io.sink.chunk_frames_for`).
     comm : mpi4py communicator, optional
         The communicator LAMMPS runs on (several ranks: frames are gathered to rank 0 with it, ~200
         steps' worth at a time, so every rank must call :meth:`Hook.close`; without it LAMMPS's own
         gather is used, every frame).
     worker : {"inline", "thread", "process"}
-        Where the storing work (matching ids, unwrapping, compressing and writing chunks) runs (:class:`iondiff_stream.stream.FrameSink`).
+        Where the storing work (matching ids, unwrapping, compressing and writing chunks) runs (:class:`iondiff_stream.io.sink.FrameSink`).
     mode, overwrite
         ``mode="a"`` appends to an existing store (a new segment, or a restart's continuation);
         ``mode="w"`` refuses a store that holds frames unless ``overwrite``.

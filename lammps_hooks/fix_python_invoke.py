@@ -140,7 +140,7 @@ class CLammps:
 
     def box(self) -> np.ndarray:
         """Lattice vectors (rows), shape (3, 3), LAMMPS length unit."""
-        from iondiff_stream.stream import box_from_lammps
+        from iondiff_stream.io.sink import box_from_lammps
 
         lo, hi = (ctypes.c_double * 3)(), (ctypes.c_double * 3)()
         xy, yz, xz = ctypes.c_double(), ctypes.c_double(), ctypes.c_double()
@@ -279,7 +279,7 @@ def _refusal(lmp: CLammps) -> str | None:
         return (f"iondiff_stream hook: IONDIFF_MODE must be new, append or overwrite, got {mode!r} "
                 f"(store {store})")
     if mode == "new" and os.path.exists(os.path.join(store, "zarr.json")):
-        from iondiff_stream.buffer import Commit
+        from iondiff_stream.io.store import Commit
 
         try:
             held = Commit.read(store).n_frames
@@ -295,7 +295,7 @@ def _refusal(lmp: CLammps) -> str | None:
 
 def _store(lmp: CLammps, ids: np.ndarray, x: np.ndarray, img: np.ndarray, types: np.ndarray | None) -> None:
     """Rank 0: open the store at the first frame, then push every frame."""
-    from iondiff_stream.stream import FrameSink, elements_from_masses
+    from iondiff_stream.io.sink import FrameSink, elements_from_masses
 
     step = lmp.global_bigint("ntimestep")
     first = step - int(lmp.thermo("elapsed"))

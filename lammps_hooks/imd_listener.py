@@ -10,7 +10,7 @@ Listener side::
 
 The topology (a LAMMPS data file of the same system) gives atom ids and types; IMD frames carry
 positions (Å), the box, the step and the time. Frames go through the same
-:class:`iondiff_stream.stream.FrameSink` as the ``fix external`` hook. Only loopback or the user's own
+:class:`iondiff_stream.io.sink.FrameSink` as the ``fix external`` hook. Only loopback or the user's own
 hosts should be given as HOST.
 """
 
@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from iondiff_stream.errors import IonDiffStreamError
-from iondiff_stream.stream import FrameSink
+from iondiff_stream.core.errors import IonDiffStreamError
+from iondiff_stream.io.sink import FrameSink
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def listen(
     values, converted to Å and ps like the hook's. IMD frames say nothing about ``run`` commands:
     a timestep reset (``reset_timestep``) starts a new segment of the store, consecutive runs
     without a reset form one segment. ``mode``/``overwrite`` as in
-    :class:`iondiff_stream.stream.FrameSink` (``"w"`` refuses a store that holds frames).
+    :class:`iondiff_stream.io.sink.FrameSink` (``"w"`` refuses a store that holds frames).
 
     Ctrl-C closes the store (every frame received so far, the last segment marked interrupted) and
     re-raises ``KeyboardInterrupt``. ``on_frame(n)``, if given, is called with the frames received so far
@@ -64,7 +64,7 @@ def listen(
     from MDAnalysis.lib.mdamath import triclinic_vectors
 
     from iondiff_stream.io import _data_atom_style
-    from iondiff_stream.stream import elements_from_masses
+    from iondiff_stream.io.sink import elements_from_masses
 
     if ":" not in address:
         raise IonDiffStreamError(f"address must be HOST:PORT, got {address!r}")

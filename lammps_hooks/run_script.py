@@ -24,7 +24,7 @@ import signal
 import time
 from typing import Any
 
-from iondiff_stream.errors import IonDiffStreamError, TrajectoryFileNotFoundError
+from iondiff_stream.core.errors import IonDiffStreamError, TrajectoryFileNotFoundError
 
 from .fix_external import attach, load_lammps
 
@@ -91,8 +91,8 @@ def run_script(
     if capacity is not None and capacity < 1:
         raise IonDiffStreamError(f"--capacity must be a positive number of frames, got {capacity}")
     if mode == "w" and not overwrite and os.path.exists(os.path.join(store, "zarr.json")):
-        from iondiff_stream.buffer import Commit
-        from iondiff_stream.errors import StoreError
+        from iondiff_stream.io.store import Commit
+        from iondiff_stream.core.errors import StoreError
 
         held = Commit.read(store).n_frames
         if held:  # refuse before LAMMPS starts (the writer checks again, under its lock)

@@ -10,11 +10,11 @@ import time
 import numpy as np
 import pytest
 
-from iondiff_stream.buffer import FrameStoreReader, FrameStoreWriter
-from iondiff_stream.errors import StoreError, StoreMismatchError
-from iondiff_stream.online import OnlineCentres
-from iondiff_stream.synthetic import make_run, match_hops
-from iondiff_stream.hops import HopTable
+from iondiff_stream.io.store import FrameStoreReader, FrameStoreWriter
+from iondiff_stream.core.errors import StoreError, StoreMismatchError
+from iondiff_stream.live.online import OnlineCentres
+from iondiff_stream.synthetic.runs import make_run, match_hops
+from iondiff_stream.analysis.hops import HopTable
 
 
 def _frames(n_frames=300, n_ions=5, seed=0):
@@ -91,7 +91,7 @@ def test_refuses_mismatched_appends_and_bad_paths(tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys, time, numpy as np
-    from iondiff_stream.buffer import FrameStoreWriter
+    from iondiff_stream.io.store import FrameStoreWriter
     path, n, sleep = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
     w = FrameStoreWriter(path, np.arange(1, 4), ["F"] * 3, chunk_frames=20, flush_seconds=None)
     for t in range(n):
@@ -142,7 +142,7 @@ def test_online_sites_match_minibatch_kmeans_and_offline():
     offline site model to within 0.05 Å."""
     from sklearn.cluster import MiniBatchKMeans
 
-    from iondiff_stream.hops import find_hops
+    from iondiff_stream.analysis.hops import find_hops
 
     run = make_run(n_frames=3000, n_cells=4, n_vacancies=8, sigma_A=0.15, hop_prob=2e-3, n_chains=0, seed=5)
     X = run.positions.transpose(1, 0, 2)
@@ -180,7 +180,7 @@ def test_online_live_hops_equal_the_offline_rule():
     assert m["f1"] >= 0.95
     assert est.hops_.sum() == len(est.hop_log_)
     # the one hop rule: the offline method given the live sites counts the same hops from the same frames
-    from iondiff_stream.hops import find_hops
+    from iondiff_stream.analysis.hops import find_hops
 
     off = find_hops(run.positions, run.times_ps, box=run.box, sites=est.sites_)
     on = est.events().sorted()
@@ -244,7 +244,7 @@ def test_append_is_a_new_segment_restart_continues(tmp_path):
 
 
 def test_one_writer_lock_and_stale_lock(tmp_path):
-    from iondiff_stream.errors import StoreLockedError
+    from iondiff_stream.core.errors import StoreLockedError
 
     p = str(tmp_path / "l.zarr")
     w = FrameStoreWriter(p, np.arange(1, 6), ["Li"] * 5)
@@ -254,7 +254,7 @@ def test_one_writer_lock_and_stale_lock(tmp_path):
     w.close()
     FrameStoreWriter(p, np.arange(1, 6), ["Li"] * 5, mode="a").close()  # released on close
     # a writer killed with SIGKILL: its lock dies with it, the next writer reports it
-    code = ("import sys, os, numpy as np; from iondiff_stream.buffer import FrameStoreWriter; "
+    code = ("import sys, os, numpy as np; from iondiff_stream.io.store import FrameStoreWriter; "
             "w = FrameStoreWriter(sys.argv[1], np.arange(1, 6), ['Li'] * 5, mode='a'); "
             "print('open', flush=True); sys.stdin.read()")
     k = subprocess.Popen([sys.executable, "-c", code, p], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -275,7 +275,7 @@ def test_capacity_must_be_positive(tmp_path):
 
 
 def test_corrupt_chunk_is_named(tmp_path):
-    from iondiff_stream.errors import StoreCorruptError
+    from iondiff_stream.core.errors import StoreCorruptError
 
     p = tmp_path / "z.zarr"
     _write(p, _frames(50), chunk_frames=20).close()
@@ -296,7 +296,7 @@ def test_corrupt_chunk_is_named(tmp_path):
 
 RING_WRITER = textwrap.dedent("""
     import sys, time, numpy as np
-    from iondiff_stream.buffer import FrameStoreWriter
+    from iondiff_stream.io.store import FrameStoreWriter
     import os
     path, stop, max_seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
     w = FrameStoreWriter(path, np.arange(1, 9), ["F"] * 8, capacity=60, chunk_frames=10, flush_frames=3,
@@ -316,7 +316,7 @@ def _poll_ring(tmp_path, min_written, min_good, max_seconds=600.0):
     """A reader polls a 60-frame ring written every step until it has made ``min_good`` consistent reads and
     the writer is past step ``min_written`` (the ring wrapped many times), then stops the writer; returns
     (consistent reads, retries, frames written). No assumption on speed: a busy machine only takes longer."""
-    from iondiff_stream.errors import StoreOverwrittenError
+    from iondiff_stream.core.errors import StoreOverwrittenError
 
     path = str(tmp_path / "ring.zarr")
     stop = str(tmp_path / "stop")
@@ -367,7 +367,7 @@ def test_ring_reader_never_sees_a_torn_frame_one_minute(tmp_path):
 
 def test_online_finalize_before_any_frame_is_a_no_op():
     """A hook closed before it stored a frame (e.g. the run failed at once) must close cleanly."""
-    from iondiff_stream.online import OnlineCentres
+    from iondiff_stream.live.online import OnlineCentres
 
     est = OnlineCentres()
     assert est.finalize() is est
@@ -381,7 +381,7 @@ def test_sink_has_no_process_wide_side_effects(tmp_path, worker):
 
     from threadpoolctl import threadpool_info
 
-    from iondiff_stream.stream import FrameSink
+    from iondiff_stream.io.sink import FrameSink
 
     def blas_threads():
         return sorted(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
@@ -409,7 +409,7 @@ def test_sink_has_no_process_wide_side_effects(tmp_path, worker):
 def test_sink_matches_ids_unwraps_and_converts_in_batches(tmp_path):
     """Frames in LAMMPS's local order (ids shuffled, order changing mid-batch), packed image flags, a triclinic
     box, real units: stored sorted by id, unwrapped, in Å and ps, the framework centre their unwrapped mean."""
-    from iondiff_stream.stream import FrameSink, unpack_images
+    from iondiff_stream.io.sink import FrameSink, unpack_images
 
     rng = np.random.default_rng(3)
     ids = np.array([3, 9, 4, 12, 7, 1])
@@ -448,7 +448,7 @@ def test_direct_chunk_writes_are_zarr_chunks(tmp_path):
     chunk and a store appended to in the middle of a chunk; a store of another layout is written by Zarr."""
     import zarr
 
-    from iondiff_stream.buffer import _ChunkFiles
+    from iondiff_stream.io.store import _ChunkFiles
 
     X = _frames(130)
     _write(tmp_path / "r.zarr", X[:57], capacity=40, chunk_frames=16, flush_frames=5).close()
@@ -470,7 +470,7 @@ def test_direct_chunk_writes_are_zarr_chunks(tmp_path):
 
 
 def test_append_many_stores_the_frames_before_a_bad_one(tmp_path):
-    from iondiff_stream.errors import TrajectoryFormatError
+    from iondiff_stream.core.errors import TrajectoryFormatError
 
     X = _frames(10)
     X[6, 2, 1] = np.nan
@@ -483,7 +483,7 @@ def test_append_many_stores_the_frames_before_a_bad_one(tmp_path):
 
 def test_missing_chunk_file_is_named_as_damage(tmp_path):
     """A deleted chunk file reads as NaN in zarr: named as store damage (file and frames), not as bad coordinates."""
-    from iondiff_stream.errors import StoreCorruptError
+    from iondiff_stream.core.errors import StoreCorruptError
 
     p = tmp_path / "z.zarr"
     _write(p, _frames(50), chunk_frames=20).close()

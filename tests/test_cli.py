@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import zarr
 
-from iondiff_stream.synthetic import make_run, match_hops
-from iondiff_stream.hops import HopTable
+from iondiff_stream.synthetic.runs import make_run, match_hops
+from iondiff_stream.analysis.hops import HopTable
 
 REQUIRED = ["atom_index", "start_frame", "end_frame", "start_time_ps", "end_time_ps", "duration_ps", "length_A",
             "from_x_A", "from_y_A", "from_z_A", "to_x_A", "to_y_A", "to_z_A", "open", "back_hop"]

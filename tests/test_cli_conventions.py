@@ -16,8 +16,9 @@ import pytest
 import typer
 
 import iondiff_stream
-from iondiff_stream import cli, progress
-from iondiff_stream.quiet import THIRD_PARTY_MESSAGES, quiet_third_party
+from iondiff_stream import cli
+from iondiff_stream.core import progress
+from iondiff_stream.core.quiet import THIRD_PARTY_MESSAGES, quiet_third_party
 
 ROOT = Path(__file__).resolve().parents[1]
 THIRD_PARTY = re.compile(r"netCDF4|pkg_resources|setuptools|distutils|zarr|Zarr|MDAnalysis|FutureWarning|UserWarning")
@@ -103,7 +104,7 @@ def test_arrhenius_temperature_names(args, expected, monkeypatch, capsys, tmp_pa
         seen["temps"] = temps
         return {"runs": runs}
 
-    monkeypatch.setattr("iondiff_stream.report.arrhenius_across_runs", fake)
+    monkeypatch.setattr("iondiff_stream.outputs.report.arrhenius_across_runs", fake)
     code, _, err = run_main(["arrhenius", str(tmp_path), str(tmp_path), *args], capsys)
     assert code == 0, err
     assert seen["temps"] == expected
@@ -132,14 +133,14 @@ def test_quiet_third_party_is_narrow():
 
 def test_library_import_keeps_warnings():
     """Importing the package installs no filter: a library user sees every warning."""
-    code = ("import warnings, iondiff_stream, iondiff_stream.analyze; "
+    code = ("import warnings, iondiff_stream, iondiff_stream.pipeline.run; "
             "print(any('pkg_resources' in str(f[1]) for f in warnings.filters))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
 
 
 def test_analyze_and_report_print_no_third_party_warning(tmp_path):
-    from iondiff_stream.synthetic import make_run
+    from iondiff_stream.synthetic.runs import make_run
 
     make_run(n_frames=600, framework=True, seed=3).write_lammps(str(tmp_path / "run.dump"), str(tmp_path / "run.data"))
     r = subprocess.run([sys.executable, "-m", "iondiff_stream.cli", "analyze", str(tmp_path / "run.dump"),

@@ -7,12 +7,12 @@ import shutil
 import numpy as np
 import pytest
 
-from iondiff_stream.analyze import analyze_run
+from iondiff_stream.pipeline.run import analyze_run
 from iondiff_stream.io import collect_positions, load_universe
 from iondiff_stream.io import lammps_dump
 from iondiff_stream.io.readers import read_xdatcar
-from iondiff_stream.progress import RunProgress
-from iondiff_stream.synthetic import make_run
+from iondiff_stream.core.progress import RunProgress
+from iondiff_stream.synthetic.runs import make_run
 
 
 def _gzip(src, dst):
@@ -90,7 +90,7 @@ def test_xdatcar_gz_progress(tmp_path):
 def test_reweight_keeps_what_is_done():
     seen = []
     with RunProgress({"read": 1.0, "frames": 3.0}, enabled=False, listener=lambda n, f: seen.append((n, f))) as bar:
-        from iondiff_stream.progress import stage
+        from iondiff_stream.core.progress import stage
 
         stage("read", 10).advance(10)
         assert bar.fraction == pytest.approx(0.25)

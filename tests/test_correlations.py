@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from iondiff_stream.correlations import CorrelationParameters, concerted_groups, event_signals
-from iondiff_stream.hops import HopParameters, find_hops
-from iondiff_stream.synthetic import make_events, make_run, match_hops
+from iondiff_stream.analysis.correlations import CorrelationParameters, concerted_groups, event_signals
+from iondiff_stream.analysis.hops import HopParameters, find_hops
+from iondiff_stream.synthetic.runs import make_events, make_run, match_hops
 
 
 def test_signal_is_box_smoothed_by_own_duration():

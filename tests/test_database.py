@@ -292,7 +292,7 @@ def test_changed_manifest_row_is_analysed_again(tmp_path):
     from distributed import Client, LocalCluster
 
     from iondiff_stream.database import build_database
-    from iondiff_stream.synthetic import make_run
+    from iondiff_stream.synthetic.runs import make_run
 
     run = make_run(n_frames=300, n_cells=3, n_vacancies=3, hop_prob=5e-3, n_chains=0, framework=True, seed=5)
     run.write_lammps(str(tmp_path / "s.dump"), str(tmp_path / "s.data"))

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from iondiff_stream.descriptors import (
+from iondiff_stream.analysis.descriptors import (
     AMU_A2_PS2_TO_EV,
     THZ_TO_MEV,
     harmonic_thermal_properties,
@@ -18,7 +18,7 @@ from iondiff_stream.descriptors import (
     vdos_from_positions,
     vdos_from_velocities,
 )
-from iondiff_stream.units import KB_EV_PER_K
+from iondiff_stream.core.units import KB_EV_PER_K
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -92,10 +92,10 @@ def test_positions_only_vdos_matches_velocities_below_nyquist():
 
 def test_nyquist_cut_is_reported(caplog):
     x, v, m = _oscillators([2.0, 11.0], 5, 300.0, 0.005, 8000)
-    with caplog.at_level(logging.WARNING, logger="iondiff_stream.descriptors"):
+    with caplog.at_level(logging.WARNING, logger="iondiff_stream.analysis.descriptors"):
         vdos_from_positions(x, 0.005, m)  # Nyquist 100 THz: fine
     assert not caplog.records
-    with caplog.at_level(logging.WARNING, logger="iondiff_stream.descriptors"):
+    with caplog.at_level(logging.WARNING, logger="iondiff_stream.analysis.descriptors"):
         d = vdos_from_positions(x[:, ::9], 0.045, m)  # Nyquist 11.1 THz: the 11 THz mode sits at the limit
     assert d.weight_near_nyquist > 0.3
     assert any("Nyquist" in r.getMessage() for r in caplog.records)
@@ -151,7 +151,7 @@ def caf2_runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def caf2_descriptors(caf2_runs):
-    from iondiff_stream.analyze import analyze_run
+    from iondiff_stream.pipeline.run import analyze_run
 
     d, _ = caf2_runs
     out = {}
@@ -240,7 +240,7 @@ def test_extxyz_velocities_are_read(tmp_path):
 
 def test_green_kubo_diffusion_of_langevin_velocities():
     """Ornstein–Uhlenbeck velocities: VACF σ² e^{-γt} per component, so D = σ²/γ exactly."""
-    from iondiff_stream.descriptors import green_kubo_diffusion
+    from iondiff_stream.analysis.descriptors import green_kubo_diffusion
 
     rng = np.random.default_rng(7)
     dt, gamma, sigma = 0.01, 8.0, 3.0  # ps, 1/ps, Å/ps
@@ -260,7 +260,7 @@ def test_lindemann_ratio_uses_run_averaged_neighbour_distances():
     near-instantaneous neighbour distances (biased low, which made the ratio several % too high)."""
     from scipy.ndimage import uniform_filter1d
 
-    from iondiff_stream.descriptors import AllAtomTrajectory, vibrational_descriptors
+    from iondiff_stream.analysis.descriptors import AllAtomTrajectory, vibrational_descriptors
 
     rng = np.random.default_rng(4)
     a, n_cell, n_frames, dt = 2.4, 4, 600, 0.01

@@ -18,10 +18,11 @@ import numpy as np
 import pytest
 
 from conftest import shared
-from iondiff_stream.errors import StoreError, TimestepError, TrajectoryFormatError
+from iondiff_stream.core.errors import StoreError, TimestepError, TrajectoryFormatError
 from iondiff_stream.io import collect_positions, load_universe
-from iondiff_stream.results import OWNED_OUTPUTS, _mark_collective, prepare_output_dir, resolved_from_zero
-from iondiff_stream.synthetic import make_run
+from iondiff_stream.analysis.transport import _mark_collective, resolved_from_zero
+from iondiff_stream.pipeline.files import OWNED_OUTPUTS, prepare_output_dir
+from iondiff_stream.synthetic.runs import make_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAF2 = os.path.join(ROOT, "examples", "caf2", "in.caf2")
@@ -132,7 +133,7 @@ def test_unresolved_collective_reported_as_null_with_interval():
 
 def test_collective_diffusion_physics():
     """Ions vibrating in place: D_sigma not resolved. Free random walkers: resolved and ~ D*."""
-    from iondiff_stream.transport import analyse_transport
+    from iondiff_stream.analysis.transport import analyse_transport
 
     rng = np.random.default_rng(0)
     sites = rng.uniform(0, 20, (32, 1, 3))
@@ -184,7 +185,7 @@ def test_out_dir_refused_then_only_own_outputs_cleared(tmp_path):
 @pytest.fixture(scope="module")
 def synth_files(tmp_path_factory):
     """A small LAMMPS dump + data file and broken versions of it, a store, a corrupt store, an analysis."""
-    from iondiff_stream.buffer import FrameStoreWriter
+    from iondiff_stream.io.store import FrameStoreWriter
 
     d = tmp_path_factory.mktemp("bad")
     run = make_run(n_frames=120, n_cells=3, n_vacancies=3, framework=True, seed=3)

@@ -6,10 +6,10 @@ import MDAnalysis as mda
 import numpy as np
 import pytest
 
-from iondiff_stream.errors import TrajectoryFormatError
+from iondiff_stream.core.errors import TrajectoryFormatError
 from iondiff_stream.io import collect_positions, load_universe
 from iondiff_stream.io.lammps_dump import DumpBlockReader, FastDumpReader
-from iondiff_stream.synthetic import make_run
+from iondiff_stream.synthetic.runs import make_run
 
 
 @pytest.fixture(scope="module")

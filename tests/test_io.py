@@ -9,7 +9,7 @@ import pytest
 from MDAnalysis.lib.mdamath import triclinic_vectors
 
 from conftest import shared
-from iondiff_stream.errors import (
+from iondiff_stream.core.errors import (
     InvalidCoordinatesError,
     SelectionError,
     TimestepError,
@@ -17,7 +17,7 @@ from iondiff_stream.errors import (
     TrajectoryFormatError,
 )
 from iondiff_stream.io import collect_positions, load_universe, select_mobile
-from iondiff_stream.synthetic import make_run
+from iondiff_stream.synthetic.runs import make_run
 
 
 def test_xdatcar_gz_matches_ase(argyrodite_50p):

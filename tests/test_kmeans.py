@@ -5,7 +5,7 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 
-from iondiff_stream.kmeans import compress, kmeans_weighted, sampled_silhouette
+from iondiff_stream.model.kmeans import compress, kmeans_weighted, sampled_silhouette
 
 
 def blobs(n_per, centres, sigma, seed=0):

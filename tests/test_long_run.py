@@ -36,7 +36,7 @@ def _tree_rss(pid):
 
 @pytest.fixture(scope="module")
 def long_run(tmp_path_factory):
-    from iondiff_stream.synthetic_long import truth_of, write_lattice_walk
+    from iondiff_stream.synthetic.long import truth_of, write_lattice_walk
 
     d = tmp_path_factory.mktemp("long")
     walk = write_lattice_walk(str(d), 100_000, hop_prob=1.5e-3, seed=11)

@@ -53,7 +53,7 @@ def test_monitor_reports_growing_frames_and_hops(tmp_path):
 
 def test_hooked_run_live_count_equals_offline(tmp_path):
     """A hooked CaF2 run to its end: the monitor's count of the store is the offline analysis', hop for hop."""
-    from iondiff_stream.analyze import analyze_run
+    from iondiff_stream.pipeline.run import analyze_run
 
     store = str(tmp_path / "done.zarr")
     r = subprocess.run(

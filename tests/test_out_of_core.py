@@ -10,11 +10,11 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from iondiff_stream.hops import HopParameters, find_hops
+from iondiff_stream.analysis.hops import HopParameters, find_hops
 from iondiff_stream.io import collect_positions
 from iondiff_stream.io.positions_store import IonMajorView, MemoryBudget, parse_bytes, plan_chunks
-from iondiff_stream.synthetic import make_run
-from iondiff_stream.transport import analyse_transport, msd_fft, msd_ion_blocks
+from iondiff_stream.synthetic.runs import make_run
+from iondiff_stream.analysis.transport import analyse_transport, msd_fft, msd_ion_blocks
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_plan_and_budget_parsing():
 
 
 def test_analyze_run_out_of_core_matches_in_memory(synth, tmp_path):
-    from iondiff_stream.analyze import analyze_run
+    from iondiff_stream.pipeline.run import analyze_run
 
     dump, data = str(tmp_path / "run.dump"), str(tmp_path / "run.data")
     synth.write_lammps(dump, data)
@@ -174,7 +174,7 @@ def test_ion_blocks_on_a_real_dask_cluster(both, synth, tmp_path):
 
 def test_hook_store_is_rechunked_per_ion_block(tmp_path):
     """A store written by the hook (per-frame chunks) becomes an ion-block store in one pass, same positions."""
-    from iondiff_stream.buffer import FrameStoreWriter
+    from iondiff_stream.io.store import FrameStoreWriter
     from iondiff_stream.io import load_universe
 
     rng = np.random.default_rng(3)

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from iondiff_stream.elements import elements_from_masses
-from iondiff_stream.errors import InvalidCoordinatesError
-from iondiff_stream.pbc import cell_heights, cell_matrix, minimum_image, wrap
+from iondiff_stream.core.elements import elements_from_masses
+from iondiff_stream.core.errors import InvalidCoordinatesError
+from iondiff_stream.core.pbc import cell_heights, cell_matrix, minimum_image, wrap
 
 
 @pytest.mark.parametrize("box", [[10.0, 12.0, 14.0, 90, 90, 90], [14.08, 14.18, 14.10, 90, 92.95, 90],

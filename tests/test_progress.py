@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from iondiff_stream.hops import HopParameters, find_hops
+from iondiff_stream.analysis.hops import HopParameters, find_hops
 from iondiff_stream.io import collect_positions
-from iondiff_stream.progress import RunProgress, current, stage, track
-from iondiff_stream.synthetic import make_run
+from iondiff_stream.core.progress import RunProgress, current, stage, track
+from iondiff_stream.synthetic.runs import make_run
 
 
 def test_stages_advance_one_bar():

@@ -10,11 +10,11 @@ import subprocess
 import numpy as np
 import pytest
 
-from iondiff_stream.analyze import analyze_run
-from iondiff_stream.report import arrhenius_across_runs, make_report, trust_checks
-from iondiff_stream.synthetic import make_run
-from iondiff_stream.transport import arrhenius_fit
-from iondiff_stream.units import KB_EV_PER_K
+from iondiff_stream.pipeline.run import analyze_run
+from iondiff_stream.outputs.report import arrhenius_across_runs, make_report, trust_checks
+from iondiff_stream.synthetic.runs import make_run
+from iondiff_stream.analysis.transport import arrhenius_fit
+from iondiff_stream.core.units import KB_EV_PER_K
 
 
 def test_arrhenius_fit_analytic():
@@ -176,7 +176,7 @@ def test_trust_checks_read_site_and_model_deviation_keys():
 
 
 def test_hop_timeline_legend_and_empty_note():
-    from iondiff_stream import plots
+    from iondiff_stream.outputs import plots
 
     fig = plots.hop_timeline(np.array([0, 1, 2]), np.array([1.0, 1.1, 5.0]), np.array([1.2, 1.3, 5.1]), 4, 10.0,
                              np.array([0, 0, 1]))
@@ -221,7 +221,7 @@ def test_report_of_an_aimd_run(tmp_path):
 
 def test_report_shows_progress(analysed):
     """`iondiff-stream report` draws its progress with the one progress system: a figure at a time."""
-    from iondiff_stream.progress import RunProgress
+    from iondiff_stream.core.progress import RunProgress
 
     seen = []
     with RunProgress({"figures": 1.0}, enabled=False, description="report",

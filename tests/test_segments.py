@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from iondiff_stream.analyze import analyze_run, read_run
-from iondiff_stream.buffer import FrameStoreWriter
-from iondiff_stream.errors import IonDiffStreamError
-from iondiff_stream.synthetic import make_run
+from iondiff_stream.pipeline.run import analyze_run, read_run
+from iondiff_stream.io.store import FrameStoreWriter
+from iondiff_stream.core.errors import IonDiffStreamError
+from iondiff_stream.synthetic.runs import make_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REALISTIC = os.path.join(ROOT, "examples", "caf2", "in.caf2_realistic")
@@ -139,7 +139,7 @@ def test_dump_segments_joined_without_the_repeated_frame(reset_run, tmp_path):
     np.testing.assert_allclose(np.diff(data.times_ps), EVERY * DT)
     raw = _raw_frames(d)
     # the repeat: the same configuration up to the text's rounding and atoms wrapped back into the box
-    from iondiff_stream.pbc import minimum_image
+    from iondiff_stream.core.pbc import minimum_image
 
     box = data.box
     assert np.abs(minimum_image(raw[N_EQ] - raw[N_EQ - 1], box)).max() < 1e-3

@@ -16,8 +16,8 @@ from MDAnalysis.lib.mdamath import triclinic_vectors
 
 from conftest import shared
 from iondiff_stream.io import collect_positions, load_universe
-from iondiff_stream.errors import AnalysisError
-from iondiff_stream.sites import (align_reference, assign_polyhedra, concerted_modes, delaunay_tetrahedra,
+from iondiff_stream.core.errors import AnalysisError
+from iondiff_stream.analysis.sites import (align_reference, assign_polyhedra, concerted_modes, delaunay_tetrahedra,
                                   find_sites, match_reference_sites, site_statistics)
 
 REF = {

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import shared
 from iondiff_stream.io import collect_positions, load_universe
-from iondiff_stream.transport import collective_msd, fit_diffusion, msd_fft, nernst_einstein_mS_cm, tracer_msd
+from iondiff_stream.analysis.transport import collective_msd, fit_diffusion, msd_fft, nernst_einstein_mS_cm, tracer_msd
 
 
 def _pmg(json_path):
@@ -87,7 +87,7 @@ def test_lgps_d_sigma_haven_match_pymatgen_reference():
     D 1.16083658794e-06 (places=7), σ 74.165372613735684 (places=4), Haven 0.31854161048867402,
     chg_conductivity 232.8278799754324. Tolerance 1e-4 relative: the stored reference came from an older
     pymatgen build; the current one reproduces them to 1e-9 (SOURCE.txt), we to float32 input precision."""
-    from iondiff_stream.transport import analyse_transport
+    from iondiff_stream.analysis.transport import analyse_transport
 
     data = collect_positions(load_universe(shared("LGPS_600K_pmg_diffusion", "derived_LGPS_600K_unwrapped.extxyz")),
                              "Li", remove_drift=True)
@@ -105,7 +105,7 @@ def test_na3ps4_van_hove_matches_pymatgen_reference():
     gsrt[0,0] = 3.98942280401, gdrt[10,0] = 9.68574868168 (pymatgen test_van_hove.py)."""
     from MDAnalysis.lib.mdamath import triclinic_vectors
 
-    from iondiff_stream.transport import van_hove
+    from iondiff_stream.analysis.transport import van_hove
 
     data = collect_positions(
         load_universe(shared("Na3PS4_cubic_800K_pmg_diffusion", "derived_cNa3PS4_800K_unwrapped.extxyz")), "Na")
@@ -131,7 +131,7 @@ def _walk(seed, n=40, T=600, s2=0.02, vib=0.0):
 
 
 def test_gls_interval_covers_the_true_d_of_random_walks():
-    from iondiff_stream.transport import fit_diffusion_gls, msd_fft, squared_displacement_variance
+    from iondiff_stream.analysis.transport import fit_diffusion_gls, msd_fft, squared_displacement_variance
 
     dt, s2 = 0.01, 0.02
     D_true = s2 / (2 * dt) * 1e-4  # cm2/s
@@ -154,8 +154,8 @@ def test_gls_interval_covers_the_true_d_of_random_walks():
 
 
 def test_gls_fixed_start_and_errors():
-    from iondiff_stream.errors import AnalysisError
-    from iondiff_stream.transport import fit_diffusion_gls, msd_fft, squared_displacement_variance
+    from iondiff_stream.core.errors import AnalysisError
+    from iondiff_stream.analysis.transport import fit_diffusion_gls, msd_fft, squared_displacement_variance
 
     x = _walk(0)
     lags = np.arange(1, 300)
@@ -174,7 +174,7 @@ def test_gls_fixed_start_and_errors():
 
 
 def test_squared_displacement_variance_direct():
-    from iondiff_stream.transport import squared_displacement_variance
+    from iondiff_stream.analysis.transport import squared_displacement_variance
 
     x = _walk(3, n=5, T=50)
     for m in (1, 7, 30):
@@ -198,7 +198,7 @@ def test_d_interval_against_kinisi_on_its_example_data(argyrodite_50p_run1):
     from kinisi.analyze import DiffusionAnalyzer
     from pymatgen.io.vasp import Xdatcar
 
-    from iondiff_stream.transport import analyse_transport, fit_diffusion_gls, squared_displacement_variance
+    from iondiff_stream.analysis.transport import analyse_transport, fit_diffusion_gls, squared_displacement_variance
 
     f, d = argyrodite_50p_run1
     tr = analyse_transport(d.ion_major(), 0.1, d.volume_A3, 500.0, 1)
@@ -220,7 +220,7 @@ def test_d_interval_against_kinisi_on_its_example_data(argyrodite_50p_run1):
     # same start, same data: the GLS posterior is kinisi's
     sel = np.arange(1, d.n_frames)
     v = squared_displacement_variance(d.ion_major(), sel)
-    from iondiff_stream.transport import msd_fft
+    from iondiff_stream.analysis.transport import msd_fft
 
     msd = msd_fft(d.ion_major()).sum(2).mean(0)[sel]
     one = fit_diffusion_gls(sel * 0.1, msd, v, d.n_mobile, d.n_frames, 0.1, start_ps=g.start_ps)
@@ -230,7 +230,7 @@ def test_d_interval_against_kinisi_on_its_example_data(argyrodite_50p_run1):
 
 def test_strided_lag_grid_bounds_memory_and_keeps_D():
     """Long runs keep the MSDs on an even lag grid: the GLS and pymatgen fits are unchanged, "half" (a line through fewer lags) within 0.5 %."""
-    from iondiff_stream.transport import analyse_transport
+    from iondiff_stream.analysis.transport import analyse_transport
 
     rng = np.random.default_rng(3)
     pos = np.cumsum(rng.normal(0, 0.1, (12, 4000, 3)), axis=1)
@@ -257,9 +257,9 @@ def _vibrating(n_frames, dt, D=0.0, seed=0, n=64):
 
 
 def _marked_summary(x, dt, charge=1.0):
-    from iondiff_stream.analyze import msd_growth_ratio
-    from iondiff_stream.results import mark_transport
-    from iondiff_stream.transport import analyse_transport
+    from iondiff_stream.pipeline.run import msd_growth_ratio
+    from iondiff_stream.analysis.transport import mark_transport
+    from iondiff_stream.analysis.transport import analyse_transport
 
     tr = analyse_transport(x, dt, 8000.0, 300.0, charge, n_bootstrap=20)
     s = tr.summary()

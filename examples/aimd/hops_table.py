@@ -32,8 +32,8 @@ def files_of(data: str, rel: str) -> tuple[list[str], dict]:
 
 
 def main() -> None:
-    from iondiff_stream.analyze import analyze_run
-    from iondiff_stream.hops import HopParameters
+    from iondiff_stream.pipeline.run import analyze_run
+    from iondiff_stream.analysis.hops import HopParameters
 
     ap = argparse.ArgumentParser()
     here = os.path.dirname(os.path.abspath(__file__))

@@ -29,12 +29,12 @@ def f_sublattice(box: np.ndarray) -> np.ndarray:
 
 
 def check_temperature(d: str, T: int, silhouette: bool = True) -> dict:
-    from iondiff_stream.analyze import analyze_run
-    from iondiff_stream.hops import HopParameters, committed_site_changes, find_hops
-    from iondiff_stream.live import LiveHops
-    from iondiff_stream.online import OnlineCentres
-    from iondiff_stream.buffer import FrameStoreReader
-    from iondiff_stream.synthetic import same_hops
+    from iondiff_stream.pipeline.run import analyze_run
+    from iondiff_stream.analysis.hops import HopParameters, committed_site_changes, find_hops
+    from iondiff_stream.live.hops import LiveHops
+    from iondiff_stream.live.online import OnlineCentres
+    from iondiff_stream.io.store import FrameStoreReader
+    from iondiff_stream.synthetic.runs import same_hops
 
     out: dict = {"T": T}
     st = analyze_run(f"{d}/T{T}_c.zarr", "F")
@@ -90,7 +90,7 @@ def check_temperature(d: str, T: int, silhouette: bool = True) -> dict:
 
 
 def arrhenius(rows: list[dict]) -> dict:
-    from iondiff_stream.transport import arrhenius_fit
+    from iondiff_stream.analysis.transport import arrhenius_fit
 
     T = np.array([r["T"] for r in rows], float)
     n = np.array([r["hops"] for r in rows], float)

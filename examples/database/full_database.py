@@ -79,7 +79,7 @@ def start_cluster(workdir: str, n_workers: int = 2) -> tuple[str, list[subproces
 def physics_checks(db: str, rows: list[dict[str, str]]) -> None:
     import numpy as np
 
-    from iondiff_stream.descriptors import read_all_atoms, vdos_from_positions, vdos_from_velocities
+    from iondiff_stream.analysis.descriptors import read_all_atoms, vdos_from_positions, vdos_from_velocities
 
     with open(os.path.join(db, "descriptors.csv"), newline="") as fh:
         desc = {r["name"]: r for r in csv.DictReader(fh)}

@@ -37,8 +37,8 @@ def row(name: str, s: dict) -> str:
 
 
 def main() -> None:
-    from iondiff_stream.analyze import analyze_run
-    from iondiff_stream.correlations import CorrelationParameters
+    from iondiff_stream.pipeline.run import analyze_run
+    from iondiff_stream.analysis.correlations import CorrelationParameters
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--caf2", default=None)

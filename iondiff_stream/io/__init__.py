@@ -29,9 +29,9 @@ import MDAnalysis as mda
 import numpy as np
 from MDAnalysis.analysis.base import AnalysisBase
 
-from ..elements import ELEMENTS, elements_from_masses
-from ..pbc import cell_matrix, minimum_image
-from ..errors import (
+from iondiff_stream.core.elements import ELEMENTS, elements_from_masses
+from iondiff_stream.core.pbc import cell_matrix, minimum_image
+from iondiff_stream.core.errors import (
     IonDiffStreamError,
     InvalidCoordinatesError,
     SelectionError,
@@ -39,10 +39,10 @@ from ..errors import (
     TrajectoryFileNotFoundError,
     TrajectoryFormatError,
 )
-from . import lammps_dump  # noqa: F401  (registers the fast LAMMPS dump reader IONDIFFDUMP)
-from . import readers  # noqa: F401  (registers XDATCAR / EXTXYZ with MDAnalysis)
-from . import validate
-from .readers import read_xdatcar
+from iondiff_stream.io import lammps_dump  # noqa: F401  (registers the fast LAMMPS dump reader IONDIFFDUMP)
+from iondiff_stream.io import readers  # noqa: F401  (registers XDATCAR / EXTXYZ with MDAnalysis)
+from iondiff_stream.io import validate
+from iondiff_stream.io.readers import read_xdatcar
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def _decompress_to_temp(path: str) -> tuple[str, BaseException | None]:
     import shutil
     import tempfile
 
-    from ..progress import open_counted
+    from iondiff_stream.core.progress import open_counted
 
     tmpdir = tempfile.mkdtemp(prefix="iondiff-plain-")
     atexit.register(shutil.rmtree, tmpdir, True)
@@ -284,7 +284,7 @@ def load_universe(
         Force MDAnalysis formats; guessed from the names otherwise.
     length_scale : float
         Factor to Å for LAMMPS unit styles other than metal/real (see
-        :func:`iondiff_stream.units.lammps_factors`). Stored on the Universe as
+        :func:`iondiff_stream.core.units.lammps_factors`). Stored on the Universe as
         ``u.iondiff_length_scale`` and applied by :class:`UnwrappedPositions`.
     **kwargs
         Passed to the reader (e.g. ``dt``, ``allow_truncated``).
@@ -312,7 +312,7 @@ def load_universe(
                 + ", ".join(f"{p} ({k or 'unknown'})" for p, k in kinds.items())
             )
     if fmt == "IONDIFFZARR":
-        from .store_reader import universe_from_store
+        from iondiff_stream.io.store_reader import universe_from_store
 
         if len(paths) != 1:
             raise TrajectoryFormatError("a Zarr store is one run: give one store")
@@ -372,7 +372,7 @@ def load_universe(
 
 
 #: ``format`` attribute of the results.zarr an analysis writes
-RESULTS_FORMAT = "iondiff_stream.results"
+RESULTS_FORMAT = "iondiff_stream.results"  # a data format name (kept when the module moved)
 
 
 def check_frame_store(path: str) -> None:
@@ -393,7 +393,7 @@ def check_frame_store(path: str) -> None:
     """
     import json
 
-    from ..buffer import FORMAT
+    from iondiff_stream.io.store import FORMAT
 
     if not os.path.exists(path):
         raise TrajectoryFileNotFoundError(f"file not found: {path}")
@@ -508,7 +508,7 @@ def select_mobile(u: mda.Universe, spec: str) -> mda.AtomGroup:
 
 def _case_hint(words: list[str]) -> str:
     """``"; element symbols are case-sensitive: did you mean 'Li'?"`` for words that are elements in another case."""
-    from ..elements import ELEMENTS
+    from iondiff_stream.core.elements import ELEMENTS
 
     fixed = [w[:1].upper() + w[1:].lower() for w in words]
     if words and fixed != words and all(f in ELEMENTS for f in fixed):
@@ -583,7 +583,7 @@ class TrajectoryData:
         """Positions as ``(n_mobile, n_frames, 3)``: a transposed view in memory, else an :class:`IonMajorView`."""
         if isinstance(self.positions, np.ndarray):
             return self.positions.transpose(1, 0, 2)
-        from .positions_store import IonMajorView, ion_block_of
+        from iondiff_stream.io.positions_store import IonMajorView, ion_block_of
 
         return IonMajorView(self.positions, ion_block=ion_block_of(self.positions))
 
@@ -715,7 +715,7 @@ class UnwrappedPositions(AnalysisBase):
         return self
 
     def _prepare(self) -> None:
-        from .positions_store import MemoryBudget, PositionStore, plan_chunks
+        from iondiff_stream.io.positions_store import MemoryBudget, PositionStore, plan_chunks
 
         u = self.mobile.universe
         if len(self.mobile) == 0:
@@ -941,7 +941,7 @@ class UnwrappedPositions(AnalysisBase):
     @staticmethod
     def _min_image(raw: np.ndarray, box: np.ndarray) -> np.ndarray:
         """Frame-to-frame displacements (n, 3) with whole lattice translations removed
-        (:func:`iondiff_stream.pbc.minimum_image`)."""
+        (:func:`iondiff_stream.core.pbc.minimum_image`)."""
         return minimum_image(raw, box)
 
     def _conclude(self) -> None:
@@ -1088,9 +1088,9 @@ def collect_positions(
     TrajectoryData
         ``positions`` of shape (n_frames, n_mobile, 3).
     """
-    from ..progress import RunProgress, current, stage
+    from iondiff_stream.core.progress import RunProgress, current, stage
 
-    from .segments import select_frames
+    from iondiff_stream.io.segments import select_frames
 
     ag = select_mobile(u, mobile) if isinstance(mobile, str) else mobile
     sel = select_frames(u, segment=segment, start=start, stop=stop, step=step, start_ps=start_ps, stop_ps=stop_ps,

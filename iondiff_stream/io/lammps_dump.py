@@ -29,7 +29,7 @@ from MDAnalysis.coordinates import base
 from MDAnalysis.lib import distances, mdamath
 from MDAnalysis.lib.util import anyopen
 
-from ..errors import TrajectoryFormatError
+from iondiff_stream.core.errors import TrajectoryFormatError
 
 logger = logging.getLogger(__name__)
 

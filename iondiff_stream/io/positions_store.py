@@ -173,7 +173,7 @@ class PositionStore:
 class IonMajorView:
     """Read-only ``(n_ions, n_frames, 3)`` view of a ``(n_frames, n_ions, 3)`` array-like, read per ion block.
 
-    For functions written for ion-major arrays (:func:`iondiff_stream.transport.msd_fft`
+    For functions written for ion-major arrays (:func:`iondiff_stream.analysis.transport.msd_fft`
     reads ``pos[s:e]``; ``pos.sum(0)`` and time windows ``pos[:, a:b]`` are
     supported too) on an out-of-core :class:`PositionStore` array. Values are float64.
     """

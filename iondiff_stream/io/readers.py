@@ -37,9 +37,9 @@ from MDAnalysis.core.topologyattrs import (
 )
 from MDAnalysis.lib.mdamath import triclinic_box, triclinic_vectors
 from MDAnalysis.topology.base import TopologyReaderBase
-from ..elements import element_masses
+from iondiff_stream.core.elements import element_masses
 
-from ..errors import TrajectoryFileNotFoundError, TrajectoryFormatError
+from iondiff_stream.core.errors import TrajectoryFileNotFoundError, TrajectoryFormatError
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def _read_text(path: str | os.PathLike[str], n_lines: int | None = None) -> Any:
     opener = gzip.open if path.endswith(".gz") else open
     try:
         if n_lines is None:  # the whole file: the run's read stage advances with the (compressed) bytes consumed
-            from ..progress import open_counted
+            from iondiff_stream.core.progress import open_counted
 
             with open_counted(path, "read") as fb:
                 text = b"".join(iter(lambda: fb.read(1 << 20), b"")).decode()

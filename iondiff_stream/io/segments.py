@@ -3,7 +3,7 @@
 **Segments of a dump.** A LAMMPS script with its ``dump`` before the first ``run``, then an equilibration,
 ``reset_timestep 0`` and the production, leaves one dump whose step goes back to 0 (and whose frame at the
 reset usually repeats the previous frame's configuration: the dump writes the setup step of the new run).
-As in a frame store (:mod:`iondiff_stream.buffer`), such a dump holds *segments*: a segment starts at every
+As in a frame store (:mod:`iondiff_stream.io.store`), such a dump holds *segments*: a segment starts at every
 frame whose step is smaller than the step of the frame before. One file or several files of one run (read
 as one chain) are split alike. The analysis takes
 
@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import IonDiffStreamError, TimestepError, TrajectoryFormatError
+from iondiff_stream.core.errors import IonDiffStreamError, TimestepError, TrajectoryFormatError
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def dump_steps(traj: Any) -> np.ndarray | None:
     """
     from MDAnalysis.coordinates.LAMMPS import DumpReader
 
-    from .lammps_dump import FastDumpReader
+    from iondiff_stream.io.lammps_dump import FastDumpReader
 
     out = []
     for r in getattr(traj, "readers", [traj]):
@@ -209,7 +209,7 @@ def _same_configuration(traj: Any, i: int, j: int) -> bool:
     Positions are compared modulo the box (the new run's setup wraps atoms that had left it) within the
     rounding of the dump's text, :data:`SAME_CONFIGURATION_A`.
     """
-    from ..pbc import minimum_image
+    from iondiff_stream.core.pbc import minimum_image
 
     ts = traj[i]
     a, box = ts.positions.astype(np.float64), ts.dimensions
@@ -291,7 +291,7 @@ def _times_before_reading(traj: Any, frames: np.ndarray, clock: np.ndarray, step
                             " does not have: give the MD timestep (--md-timestep-ps, md_timestep_ps) or the time "
                             "between stored frames (--timestep-ps, timestep_ps)")
     else:
-        from . import _times_from_file
+        from iondiff_stream.io import _times_from_file
 
         kind = type(traj).__name__
         if not (_times_from_file(traj) or kind in ("DCDReader", "XTCReader", "TRRReader", "H5MDReader", "MemoryReader")):

@@ -3,7 +3,7 @@
 Frames are read lazily, a Zarr chunk at a time. The committed frame count is
 taken when the reader opens; open a new Universe to see frames written later.
 
-A store holds one segment per LAMMPS ``run`` (see :mod:`iondiff_stream.buffer`); the reader
+A store holds one segment per LAMMPS ``run`` (see :mod:`iondiff_stream.io.store`); the reader
 shows one segment, the last by default (``segment=N`` or ``segment="all"`` as a reader
 keyword, ``--segment`` on the command line). ``"all"`` joins the segments into one time axis:
 a segment whose clock was reset continues from the previous one's end, and its first frame is
@@ -20,10 +20,10 @@ import numpy as np
 from MDAnalysis.coordinates import base
 from MDAnalysis.core.topology import Topology
 from MDAnalysis.core.topologyattrs import Atomids, Atomnames, Atomtypes, Elements, Masses, Resids, Resnums, Segids
-from ..elements import element_masses
+from iondiff_stream.core.elements import element_masses
 from MDAnalysis.topology.base import TopologyReaderBase
 
-from ..buffer import FrameStoreReader, _choose_segment
+from iondiff_stream.io.store import FrameStoreReader, _choose_segment
 
 __all__ = ["StoreReader", "StoreParser", "universe_from_store"]
 

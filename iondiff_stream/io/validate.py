@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import TimestepError, TrajectoryFormatError
+from iondiff_stream.core.errors import TimestepError, TrajectoryFormatError
 
 logger = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@
 Units: Å and frames (the analyses convert frames to ps).
 """
 
-from .checks import SiteChecks, sample_checks
-from .framework import FrameworkFrames, choose_site_model, framework_site_model
-from .rule import HopEvents, HopRule, visits
-from .sites import SiteDensity, SiteModel, SiteParameters, anchor_atoms, framework_holes
+from iondiff_stream.model.checks import SiteChecks, sample_checks
+from iondiff_stream.model.framework import FrameworkFrames, choose_site_model, framework_site_model
+from iondiff_stream.model.rule import HopEvents, HopRule, visits
+from iondiff_stream.model.sites import SiteDensity, SiteModel, SiteParameters, anchor_atoms, framework_holes
 
 __all__ = ["SiteModel", "SiteDensity", "SiteParameters", "anchor_atoms", "framework_holes", "FrameworkFrames",
            "framework_site_model", "choose_site_model", "HopRule", "HopEvents", "visits", "SiteChecks",

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .rule import HopRule
+from iondiff_stream.model.rule import HopRule
 
 __all__ = ["SiteChecks", "sample_checks", "resting_windows", "LIMITS"]
 

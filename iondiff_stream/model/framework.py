@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from .checks import sample_checks
-from .rule import visits
-from .sites import SiteModel, anchor_atoms, framework_holes
+from iondiff_stream.model.checks import sample_checks
+from iondiff_stream.model.rule import visits
+from iondiff_stream.model.sites import SiteModel, anchor_atoms, framework_holes
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Sites shared by all mobile ions, learnt from where the ions spend their time (no lattice needed).
 
-The site model of the default hop method (:mod:`iondiff_stream.hops`) and of the live estimator
-(:mod:`iondiff_stream.online`):
+The site model of the default hop method (:mod:`iondiff_stream.analysis.hops`) and of the live estimator
+(:mod:`iondiff_stream.live.online`):
 
 1. **Pooled short-time averages.** Every mobile ion's unwrapped positions are averaged over a short
    running window (``average_ps``, ~0.2 ps: vibrations average out, residences of a few tenths of a
@@ -30,8 +30,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from ..errors import AnalysisError
-from ..pbc import cell_matrix, minimum_image, wrap
+from iondiff_stream.core.errors import AnalysisError
+from iondiff_stream.core.pbc import cell_matrix, minimum_image, wrap
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """How result objects look in a terminal and a notebook: one-screen summaries and pandas tables.
 
-The result classes (:class:`~iondiff_stream.hops.HopTable`, :class:`~iondiff_stream.hops.HopResults`,
-:class:`~iondiff_stream.transport.TransportResult`, :class:`~iondiff_stream.analyze.RunAnalysis`) call
+The result classes (:class:`~iondiff_stream.analysis.hops.HopTable`, :class:`~iondiff_stream.analysis.hops.HopResults`,
+:class:`~iondiff_stream.analysis.transport.TransportResult`, :class:`~iondiff_stream.pipeline.RunAnalysis`) call
 these helpers from their ``__repr__``, ``_repr_html_`` and ``to_pandas``; numbers are shown with at most
 4 significant digits, missing values as "not resolved" or "—", never as ``None``.
 """
@@ -109,7 +109,7 @@ def hop_table_frame(columns: dict[str, Any], names: Sequence[str] | None = None)
 
 
 def hop_table_rows(table: Any) -> list[Row]:
-    """Summary rows of a :class:`~iondiff_stream.hops.HopTable`."""
+    """Summary rows of a :class:`~iondiff_stream.analysis.hops.HopTable`."""
     c = table.columns
     n = len(table)
     rows: list[Row] = [("hops", f"{n} ({int(c['open'].sum())} open, {int(c['back_hop'].sum())} back-hops)")]
@@ -123,7 +123,7 @@ def hop_table_rows(table: Any) -> list[Row]:
 
 
 def hop_results_rows(res: Any) -> list[Row]:
-    """Summary rows of a :class:`~iondiff_stream.hops.HopResults`."""
+    """Summary rows of a :class:`~iondiff_stream.analysis.hops.HopResults`."""
     t = res.times_ps
     span = float(t[-1] - t[0]) if len(t) > 1 else 0.0
     closed = res.hops.closed()
@@ -186,7 +186,7 @@ def correlation_rows(summary: dict[str, Any]) -> list[Row]:
 
 
 def run_rows(run: Any) -> list[Row]:
-    """Summary rows of a :class:`~iondiff_stream.analyze.RunAnalysis` (from its ``summary``)."""
+    """Summary rows of a :class:`~iondiff_stream.pipeline.RunAnalysis` (from its ``summary``)."""
     s = run.summary
     species = ",".join(s.get("mobile_species") or []) or str(s.get("mobile", "mobile ions"))
     rows: list[Row] = [

@@ -1,10 +1,10 @@
 """The offline analysis of one run, orchestrated in one place: read → hops → residences → transport →
 correlations → summary → files.
 
-Every step returns a documented result object (:class:`~iondiff_stream.hops.HopResults`,
-:class:`~iondiff_stream.hops.ResidenceTimes`, :class:`~iondiff_stream.transport.TransportResult`,
-:class:`~iondiff_stream.correlations.CorrelationResult`); :class:`RunAnalysis` holds them and the flat
-``summary`` dict of ``summary.json``; :mod:`iondiff_stream.results` only writes and reads the files.
+Every step returns a documented result object (:class:`~iondiff_stream.analysis.hops.HopResults`,
+:class:`~iondiff_stream.analysis.hops.ResidenceTimes`, :class:`~iondiff_stream.analysis.transport.TransportResult`,
+:class:`~iondiff_stream.analysis.correlations.CorrelationResult`); :class:`RunAnalysis` holds them and the flat
+``summary`` dict of ``summary.json``; :mod:`iondiff_stream.pipeline.files` only writes and reads the files.
 """
 
 from __future__ import annotations
@@ -18,18 +18,20 @@ from typing import Any
 
 import numpy as np
 
-from .correlations import CorrelationParameters, CorrelationResult, concerted_groups
-from .model.framework import FrameworkFrames
-from .hops import (HopParameters, HopResults, IonSubset, JumpCorrelation, ResidenceTimes, combine_hop_results,
+from iondiff_stream.analysis.correlations import CorrelationParameters, CorrelationResult, concerted_groups
+from iondiff_stream.model.framework import FrameworkFrames
+from iondiff_stream.analysis.hops import (HopParameters, HopResults, IonSubset, JumpCorrelation, ResidenceTimes, combine_hop_results,
                    find_hops, jump_correlation, parameters_dict, residence_times)
-from .buffer import writer_alive
-from .io import TrajectoryData, collect_positions, load_universe, select_mobile
-from .transport import DiffusionFit, TransportResult, analyse_transport, default_charge
-from .units import A2_PER_PS_TO_CM2_PER_S
+from iondiff_stream.io.store import writer_alive
+from iondiff_stream.io import TrajectoryData, collect_positions, load_universe, select_mobile
+from iondiff_stream.analysis.transport import DiffusionFit, TransportResult, analyse_transport, default_charge
+from iondiff_stream.analysis.descriptors import RunDescriptors, run_descriptors
+from iondiff_stream.core.units import A2_PER_PS_TO_CM2_PER_S, lammps_factors
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["analyze_run", "analyse_positions", "hops_of", "open_run", "read_run", "RunAnalysis", "msd_growth_ratio", "reference_sites_distance", "summarise"]
+__all__ = ["analyze_run", "analyse_positions", "hops_of", "open_run", "read_run", "RunAnalysis", "msd_growth_ratio", "reference_sites_distance", "summarise",
+           "compute_descriptors"]
 
 #: D_hops / D_MSD outside this range: the hops do not carry the measured transport
 HOP_MSD_RANGE = (0.5, 3.0)
@@ -98,19 +100,19 @@ class RunAnalysis:
     _FOOTER = ".summary (dict of summary.json), .hops (HopResults; .hops.hops: the HopTable), .transport"
 
     def __repr__(self) -> str:
-        from .display import run_rows, summary_text
+        from iondiff_stream.core.display import run_rows, summary_text
 
         return summary_text("RunAnalysis", run_rows(self), self._FOOTER)
 
     def _repr_html_(self) -> str:
-        from .display import run_rows, summary_html
+        from iondiff_stream.core.display import run_rows, summary_html
 
         return summary_html("RunAnalysis", run_rows(self), self._FOOTER)
 
 
 def reference_sites_distance(points: np.ndarray, sites: np.ndarray, box: np.ndarray) -> np.ndarray:
     """Minimum-image distance from each point (n, 3) to the nearest reference site (m, 3), Å, shape (n,)."""
-    from .model.sites import SiteModel
+    from iondiff_stream.model.sites import SiteModel
 
     if len(points) == 0:
         return np.zeros(0)
@@ -190,7 +192,7 @@ def _charge_of(data: TrajectoryData, temperature_K: float | None, charge: float 
 
 def transport_of(data: TrajectoryData, temperature_K: float | None = None, charge: float | None = None,
                  max_lag_fraction: float = 0.5) -> TransportResult | None:
-    """Transport (:func:`~iondiff_stream.transport.analyse_transport`) of the mobile ions; None below 8 frames."""
+    """Transport (:func:`~iondiff_stream.analysis.transport.analyse_transport`) of the mobile ions; None below 8 frames."""
     if data.n_frames < 8:
         return None
     return analyse_transport(data.ion_major(), data.timestep_ps, data.volume_A3, temperature_K,
@@ -362,11 +364,11 @@ def _summary(run: RunAnalysis, temperature_K: float | None, charge: float | None
     if tr is not None:
         s.update({k: (_finite(v) if isinstance(v, float) else v) for k, v in tr.summary().items()})
         s["D_tracer_stderr_cm2_s"] = tr.tracer.stderr_cm2_s
-        from .results import mark_transport
+        from iondiff_stream.analysis.transport import mark_transport
 
         mark_transport(s, tr.lag_ps, tr.msd_A2)  # numbers the run cannot support: null, status and reason
     else:
-        from .results import mark_transport
+        from iondiff_stream.analysis.transport import mark_transport
 
         s["D_tracer_cm2_s"] = None
         mark_transport(s)
@@ -393,7 +395,7 @@ def analyse_positions(
     ``data.positions`` is (n_frames, n_mobile, 3), read per ion block; ``n_jobs > 1`` or
     ``scheduler`` (a Dask address or client) run one Dask task per ion block.
     """
-    from .progress import stage
+    from iondiff_stream.core.progress import stage
 
     params = params or HopParameters()
     transport = None
@@ -483,7 +485,7 @@ def open_run(trajectories: Any, mobile: str, *, topology: str | None = None, seg
     if _store_path(trajectories) is not None:
         reader_kwargs.setdefault("segment", segment)
     elif segment is not None and not _is_dump(trajectories):
-        from .errors import IonDiffStreamError
+        from iondiff_stream.core.errors import IonDiffStreamError
 
         raise IonDiffStreamError("--segment applies to frame stores (*.zarr) and LAMMPS dumps only")
     u = load_universe(trajectories, topology, **reader_kwargs)
@@ -598,15 +600,15 @@ def analyze_run(
     -------
     RunAnalysis
     """
-    from .results import write_outputs
+    from iondiff_stream.pipeline.files import write_outputs
 
-    from .io.positions_store import MemoryBudget, parse_bytes
-    from .progress import RunProgress, run_weights, stage
+    from iondiff_stream.io.positions_store import MemoryBudget, parse_bytes
+    from iondiff_stream.core.progress import RunProgress, run_weights, stage
 
     params = params or HopParameters()
     if n_jobs < 0:
         n_jobs = os.cpu_count() or 1
-    from .io.segments import check_time_window
+    from iondiff_stream.io.segments import check_time_window
 
     check_time_window(start_ps, stop_ps)
     store = _store_path(trajectories)
@@ -673,7 +675,7 @@ def analyze_run(
 
 def _store_path(trajectories: Any) -> str | None:
     """The path when the input is one frame store, else None."""
-    from .io import guess_format
+    from iondiff_stream.io import guess_format
 
     paths = [trajectories] if isinstance(trajectories, (str, os.PathLike)) else list(trajectories)
     if len(paths) == 1 and guess_format(os.fspath(paths[0])) == "IONDIFFZARR":
@@ -683,7 +685,7 @@ def _store_path(trajectories: Any) -> str | None:
 
 def _is_dump(trajectories: Any) -> bool:
     """True when the input is LAMMPS text dump(s)."""
-    from .io import guess_format
+    from iondiff_stream.io import guess_format
 
     paths = [trajectories] if isinstance(trajectories, (str, os.PathLike)) else list(trajectories)
     return bool(paths) and guess_format(os.fspath(paths[0])) == "LAMMPSDUMP"
@@ -701,7 +703,7 @@ def _store_being_written(store: str) -> bool:
 def _add_store_info(run: Any, store: str, segment: Any, complete: bool = True) -> None:
     """Segments of the store, the one analysed, the frames a ring dropped and whether its writer had
     finished, into the summary."""
-    from .buffer import store_info
+    from iondiff_stream.io.store import store_info
 
     info = store_info(store, segment)
     info["store_complete"] = bool(complete)
@@ -716,10 +718,10 @@ def _add_store_info(run: Any, store: str, segment: Any, complete: bool = True) -
 
 def _reference_sites(path: str, species: set[str], box: np.ndarray) -> np.ndarray:
     """Sites of ``species`` in a structure file, in the run's (canonical) cell orientation."""
-    from .io.readers import read_structure
+    from iondiff_stream.io.readers import read_structure
     from MDAnalysis.lib.mdamath import triclinic_vectors
 
-    from .errors import SelectionError, TrajectoryFileNotFoundError
+    from iondiff_stream.core.errors import SelectionError, TrajectoryFileNotFoundError
 
     if not os.path.exists(path):
         raise TrajectoryFileNotFoundError(f"reference structure not found: {path}")
@@ -729,3 +731,39 @@ def _reference_sites(path: str, species: set[str], box: np.ndarray) -> np.ndarra
         raise SelectionError(f"reference structure {path} has no sites of {sorted(species)}")
     frac = atoms.get_scaled_positions(wrap=True)[mask]
     return frac @ triclinic_vectors(box).astype(np.float64)
+
+
+def compute_descriptors(
+    trajectories: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    mobile: str,
+    *,
+    topology: str | None = None,
+    temperature_K: float | None = None,
+    timestep_ps: float | None = None,
+    md_timestep_ps: float | None = None,
+    out_dir: str | None = None,
+    lammps_units: str = "metal",
+    source: str = "auto",
+    **analyze_kwargs: Any,
+) -> RunDescriptors:
+    """Analyse a run (:func:`iondiff_stream.analyze_run`) and compute its descriptors.
+
+    Parameters
+    ----------
+    trajectories, mobile, topology, temperature_K, timestep_ps, md_timestep_ps, out_dir
+        As in ``analyze_run`` (``out_dir`` receives its outputs).
+    lammps_units, source
+        See :func:`run_descriptors`.
+    **analyze_kwargs
+        More keyword arguments of ``analyze_run``.
+    """
+
+    reader_kwargs = dict(analyze_kwargs.pop("reader_kwargs", None) or {})
+    if lammps_units != "metal":
+        reader_kwargs.setdefault("length_scale", lammps_factors(lammps_units)[0])
+    run = analyze_run(trajectories, mobile, topology=topology, out_dir=out_dir, timestep_ps=timestep_ps,
+                      md_timestep_ps=md_timestep_ps, temperature_K=temperature_K,
+                      reader_kwargs=reader_kwargs or None, **analyze_kwargs)
+    return run_descriptors(run, trajectories, topology, temperature_K=temperature_K, timestep_ps=timestep_ps,
+                           md_timestep_ps=md_timestep_ps, lammps_units=lammps_units, source=source,
+                           reader_kwargs=reader_kwargs or None)

@@ -95,9 +95,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import AnalysisError, TrajectoryFormatError
-from .pbc import minimum_image
-from .units import A2_PER_PS_TO_CM2_PER_S, KB_EV_PER_K
+from iondiff_stream.core.errors import AnalysisError, TrajectoryFormatError
+from iondiff_stream.core.pbc import minimum_image
+from iondiff_stream.core.units import A2_PER_PS_TO_CM2_PER_S, KB_EV_PER_K
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,6 @@ __all__ = [
     "hop_descriptors",
     "RunDescriptors",
     "run_descriptors",
-    "compute_descriptors",
     "GROUP_SUFFIXES",
 ]
 
@@ -589,9 +588,9 @@ def read_all_atoms(
     TimestepError
         Frame times unknown or not evenly spaced.
     """
-    from .errors import InvalidCoordinatesError, TimestepError
-    from .io import guess_format, load_universe
-    from .units import lammps_factors
+    from iondiff_stream.core.errors import InvalidCoordinatesError, TimestepError
+    from iondiff_stream.io import guess_format, load_universe
+    from iondiff_stream.core.units import lammps_factors
 
     paths = [os.fspath(trajectories)] if isinstance(trajectories, (str, os.PathLike)) else [os.fspath(t) for t in trajectories]
     kw = dict(reader_kwargs or {})
@@ -686,7 +685,7 @@ def read_all_atoms(
 def _species_of(ag: Any) -> np.ndarray:
     """Element symbols (from elements, names or masses as :mod:`iondiff_stream.io` guesses them), else types."""
     try:
-        from .io import _elements_of
+        from iondiff_stream.io import _elements_of
 
         el = _elements_of(ag)
     except ImportError:  # pragma: no cover - private helper renamed
@@ -1032,41 +1031,3 @@ def run_descriptors(
     values.update(vib)
     hist = list(run.summary.get("group_size_hist") or [])
     return RunDescriptors(values, spectra, [int(h) for h in hist])
-
-
-def compute_descriptors(
-    trajectories: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-    mobile: str,
-    *,
-    topology: str | None = None,
-    temperature_K: float | None = None,
-    timestep_ps: float | None = None,
-    md_timestep_ps: float | None = None,
-    out_dir: str | None = None,
-    lammps_units: str = "metal",
-    source: str = "auto",
-    **analyze_kwargs: Any,
-) -> RunDescriptors:
-    """Analyse a run (:func:`iondiff_stream.analyze_run`) and compute its descriptors.
-
-    Parameters
-    ----------
-    trajectories, mobile, topology, temperature_K, timestep_ps, md_timestep_ps, out_dir
-        As in ``analyze_run`` (``out_dir`` receives its outputs).
-    lammps_units, source
-        See :func:`run_descriptors`.
-    **analyze_kwargs
-        More keyword arguments of ``analyze_run``.
-    """
-    from .analyze import analyze_run
-    from .units import lammps_factors
-
-    reader_kwargs = dict(analyze_kwargs.pop("reader_kwargs", None) or {})
-    if lammps_units != "metal":
-        reader_kwargs.setdefault("length_scale", lammps_factors(lammps_units)[0])
-    run = analyze_run(trajectories, mobile, topology=topology, out_dir=out_dir, timestep_ps=timestep_ps,
-                      md_timestep_ps=md_timestep_ps, temperature_K=temperature_K,
-                      reader_kwargs=reader_kwargs or None, **analyze_kwargs)
-    return run_descriptors(run, trajectories, topology, temperature_K=temperature_K, timestep_ps=timestep_ps,
-                           md_timestep_ps=md_timestep_ps, lammps_units=lammps_units, source=source,
-                           reader_kwargs=reader_kwargs or None)

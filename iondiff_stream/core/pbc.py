@@ -24,7 +24,7 @@ def cell_matrix(box: np.ndarray) -> np.ndarray:
 
     b = np.asarray(box, dtype=np.float64)
     if b.shape != (6,) or not np.all(np.isfinite(b)) or np.any(b[:3] <= 0):
-        from .errors import InvalidCoordinatesError
+        from iondiff_stream.core.errors import InvalidCoordinatesError
 
         raise InvalidCoordinatesError(f"invalid periodic box {b.tolist()}: need [a, b, c, alpha, beta, gamma] with a, b, c > 0")
     return np.asarray(triclinic_vectors(b), dtype=np.float64)

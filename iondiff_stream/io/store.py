@@ -38,15 +38,15 @@ and counts them (``n_skipped_duplicates``).
 Ring stores: before a flush overwrites slots, the commit record first retracts the frames
 living there (``first_frame`` moves forward), so a reader that re-checks the commit after
 reading (as :meth:`FrameStoreReader.read` does) never returns a torn frame: it gets
-:class:`~iondiff_stream.errors.StoreOverwrittenError` and can retry.
+:class:`~iondiff_stream.core.errors.StoreOverwrittenError` and can retry.
 
 One writer: :class:`FrameStoreWriter` holds an exclusive lock on ``.writer.lock`` until it is
 closed (or its process dies); a second writer gets
-:class:`~iondiff_stream.errors.StoreLockedError`. A lock file left by a killed writer is
+:class:`~iondiff_stream.core.errors.StoreLockedError`. A lock file left by a killed writer is
 detected (it is not empty) and reported.
 
 Checksums: every chunk carries a CRC32C checksum (zarr's ``crc32c`` codec); a damaged chunk
-is reported as :class:`~iondiff_stream.errors.StoreCorruptError`.
+is reported as :class:`~iondiff_stream.core.errors.StoreCorruptError`.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import (
+from iondiff_stream.core.errors import (
     StoreCorruptError,
     StoreError,
     StoreLockedError,

@@ -1,12 +1,12 @@
 """Hops of a frame store followed live, in the process that watches it — never in the simulation's.
 
-The LAMMPS hook only copies frames into the store (:mod:`iondiff_stream.stream`); whoever watches the
+The LAMMPS hook only copies frames into the store (:mod:`iondiff_stream.io.sink`); whoever watches the
 store (``iondiff-stream monitor``, a notebook) runs :class:`LiveHops` on it. It uses the one site model
 and the one hop rule of the offline analysis:
 
 * **Refits.** Once ``warmup`` frames are stored, and again each time the stored frames have doubled, the
   sites and vibration amplitudes are learnt from all frames so far and every frame is counted again —
-  exactly the offline analysis (:func:`iondiff_stream.analyze.read_run` + :func:`iondiff_stream.analyze.hops_of`)
+  exactly the offline analysis (:func:`iondiff_stream.pipeline.read_run` + :func:`iondiff_stream.pipeline.hops_of`)
   of the frames so far.
 * **Between refits** the new frames are assigned to the current sites (which follow the framework when
   the model is attached to it) and fed to the same :class:`~iondiff_stream.model.rule.HopRule`, whose
@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from .analyze import hops_of, read_run
-from .buffer import FrameStoreReader, writer_alive
-from .hops import HopParameters, HopResults, residence_frames
-from .model.rule import HopRule
+from iondiff_stream.pipeline.run import hops_of, read_run
+from iondiff_stream.io.store import FrameStoreReader, writer_alive
+from iondiff_stream.analysis.hops import HopParameters, HopResults, residence_frames
+from iondiff_stream.model.rule import HopRule
 
 logger = logging.getLogger(__name__)
 

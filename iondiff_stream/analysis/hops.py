@@ -32,7 +32,7 @@ Two methods (``HopParameters(method=...)``, CLI ``--method``):
     For every mobile ion independently: k-means of its unwrapped positions for
     K = 2..``k_max``; K is the one with the largest average silhouette and K = 1
     when that is below ``silhouette_threshold`` (0.7, as in the paper), estimated
-    from a cluster-stratified sample (:func:`iondiff_stream.kmeans.sampled_silhouette`)
+    from a cluster-stratified sample (:func:`iondiff_stream.model.kmeans.sampled_silhouette`)
     on positions binned on a ``grid_A`` grid; an optional single-cloud pre-screen.
     σ from the distances to the nearest centre; frames within ``r_vib`` of a
     centre vibrate there; hops between vibrating periods at different centres,
@@ -55,11 +55,11 @@ import numpy as np
 from scipy.ndimage import uniform_filter1d
 from scipy.special import chdtri  # chi2(3).ppf(q) = chdtri(3, 1 - q); scipy.stats costs ~1 s to import
 
-from .errors import AnalysisError, InvalidCoordinatesError
-from .kmeans import compress, kmeans_weighted, sampled_silhouette
-from .model.framework import FrameworkFrames, choose_site_model, given_sites_check
-from .model.rule import HopEvents, HopRule
-from .model.sites import SiteDensity, SiteModel, SiteParameters, short_time_average
+from iondiff_stream.core.errors import AnalysisError, InvalidCoordinatesError
+from iondiff_stream.model.kmeans import compress, kmeans_weighted, sampled_silhouette
+from iondiff_stream.model.framework import FrameworkFrames, choose_site_model, given_sites_check
+from iondiff_stream.model.rule import HopEvents, HopRule
+from iondiff_stream.model.sites import SiteDensity, SiteModel, SiteParameters, short_time_average
 
 logger = logging.getLogger(__name__)
 
@@ -304,7 +304,7 @@ class HopTable:
                         row.append(str(int(v)))
                 wr.writerow(row)
 
-    # -- pandas and notebook interop (formatting in iondiff_stream.display) --
+    # -- pandas and notebook interop (formatting in iondiff_stream.core.display) --
     def to_pandas(self, columns: Sequence[str] | None = None) -> Any:
         """The hops as a :class:`pandas.DataFrame`, one row per hop, units in the column names.
 
@@ -313,17 +313,17 @@ class HopTable:
         columns : sequence of str, optional
             Columns to keep, in this order (default: all of :data:`HOP_COLUMNS`).
         """
-        from .display import hop_table_frame
+        from iondiff_stream.core.display import hop_table_frame
 
         return hop_table_frame(self.columns, columns)
 
     def __repr__(self) -> str:
-        from .display import hop_table_rows, summary_text
+        from iondiff_stream.core.display import hop_table_rows, summary_text
 
         return summary_text("HopTable", hop_table_rows(self), "table.to_pandas() for a DataFrame")
 
     def _repr_html_(self) -> str:
-        from .display import hop_table_rows, summary_html
+        from iondiff_stream.core.display import hop_table_rows, summary_html
 
         return summary_html("HopTable", hop_table_rows(self), "table.to_pandas() for a DataFrame")
 
@@ -410,12 +410,12 @@ class HopResults:
         return out
 
     def __repr__(self) -> str:
-        from .display import hop_results_rows, summary_text
+        from iondiff_stream.core.display import hop_results_rows, summary_text
 
         return summary_text("HopResults", hop_results_rows(self), ".hops: the HopTable; .states, .sites, .sigma_A")
 
     def _repr_html_(self) -> str:
-        from .display import hop_results_rows, summary_html
+        from iondiff_stream.core.display import hop_results_rows, summary_html
 
         return summary_html("HopResults", hop_results_rows(self), ".hops: the HopTable; .states, .sites, .sigma_A")
 
@@ -875,7 +875,7 @@ def learn_sites(
     sigma_A : ndarray, shape (n_mobile,)
         Vibration amplitude per axis, Å.
     """
-    from .progress import track
+    from iondiff_stream.core.progress import track
 
     params = params or HopParameters()
     n, T = _shape(positions, layout)
@@ -916,7 +916,7 @@ def _find_hops_sites(
     box: np.ndarray | None, layout: str, n_jobs: int, progress: bool, sites: SiteModel | None = None,
     client: Any = None, framework: FrameworkFrames | None = None, species: Any = None,
 ) -> HopResults:
-    from .progress import track
+    from iondiff_stream.core.progress import track
 
     n, T = _shape(positions, layout)
     model, sigma = learn_sites(positions, times_ps, box, params, layout, progress)
@@ -949,7 +949,7 @@ def _find_hops_sites(
     blocks = [(i0, min(n, i0 + bs)) for i0 in range(0, n, bs)]
     args = (layout, model, r_core, times_ps, atom_indices, atom_ids, params.min_dwell_frames, m_res)
     if client is not None or n_jobs > 1:
-        from .parallel import map_ion_blocks
+        from iondiff_stream.analysis.parallel import map_ion_blocks
 
         done = map_ion_blocks(_sites_block_task, positions, blocks, args, client=client, n_workers=n_jobs,
                               stage_name="hops", progress=progress, layout=layout)
@@ -1126,12 +1126,12 @@ def _find_hops_silhouette(
     blocks = [list(range(s, min(n, s + 16))) for s in range(0, n, 16)]
     ions: list[IonCentres] = []
     if n_jobs == 1 and client is None:
-        from .progress import track
+        from iondiff_stream.core.progress import track
 
         for blk in track(blocks, "hops", enabled=progress):
             ions.extend(_fit_block(positions, blk, params, warm_centres, layout))
     else:
-        from .parallel import map_ion_blocks
+        from iondiff_stream.analysis.parallel import map_ion_blocks
 
         out = map_ion_blocks(_fit_block_task, positions, [(b[0], b[-1] + 1) for b in blocks],
                              (params, warm_centres, layout), client=client, n_workers=n_jobs, stage_name="hops",
@@ -1460,7 +1460,7 @@ class HopAnalysis:
     def run(self, start: int | None = None, stop: int | None = None, step: int | None = None, verbose: bool = False) -> HopAnalysis:
         from MDAnalysis.analysis.base import Results
 
-        from .io import collect_positions
+        from iondiff_stream.io import collect_positions
 
         data = collect_positions(
             self.mobile.universe,

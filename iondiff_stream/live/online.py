@@ -2,11 +2,11 @@
 
 :class:`OnlineCentres` is a scikit-learn-style streaming estimator (``partial_fit(frames) -> self``,
 fitted state in trailing-underscore attributes) for positions handed over in memory (a notebook, a
-custom driver). A frame store is followed by :class:`iondiff_stream.live.LiveHops`, which refits from
+custom driver). A frame store is followed by :class:`iondiff_stream.live.hops.LiveHops`, which refits from
 the stored frames instead; both count hops with the one rule, :class:`~iondiff_stream.model.rule.HopRule`.
 
 * **Warm-up** (first ``warmup`` frames): sites and vibration amplitudes are learnt from these frames by the
-  offline procedure (:func:`iondiff_stream.hops.learn_sites`), then the frames are counted.
+  offline procedure (:func:`iondiff_stream.analysis.hops.learn_sites`), then the frames are counted.
 * **Mini-batch k-means** of the sites: every in-core frame moves its site by ``(x - c) / n`` (minimum image;
   ``n`` capped at ``max_count`` so the sites follow a slowly changing structure).
 * **Re-learning** (:meth:`OnlineCentres.finalize`, every ``relearn`` frames and at the end of a run): the
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import chdtri
 
-from .hops import HopParameters, learn_sites, residence_frames
-from .model.rule import HopEvents, HopRule
-from .model.sites import SiteDensity, SiteModel, short_time_average
+from iondiff_stream.analysis.hops import HopParameters, learn_sites, residence_frames
+from iondiff_stream.model.rule import HopEvents, HopRule
+from iondiff_stream.model.sites import SiteDensity, SiteModel, short_time_average
 
 __all__ = ["OnlineCentres", "LiveHop"]
 

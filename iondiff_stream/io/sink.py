@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from .buffer import FrameStoreWriter
-from .errors import SelectionError, StoreError, StoreMismatchError
-from .units import lammps_factors
+from iondiff_stream.io.store import FrameStoreWriter
+from iondiff_stream.core.errors import SelectionError, StoreError, StoreMismatchError
+from iondiff_stream.core.units import lammps_factors
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ __all__ = ["FrameSink", "chunk_frames_for", "box_from_lammps", "unwrap_with_imag
 
 def __getattr__(name: str) -> Any:
     if name == "elements_from_masses":  # public here too; imported on use (it loads MDAnalysis's mass table)
-        from .elements import elements_from_masses
+        from iondiff_stream.core.elements import elements_from_masses
 
         return elements_from_masses
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -106,7 +106,7 @@ class FrameSink:
 
     The stored ions are the selected atoms present when the sink is created; atoms created
     later are not stored (reported once), and a stored ion that disappears stops the sink
-    with :class:`~iondiff_stream.errors.StoreMismatchError` naming its ids.
+    with :class:`~iondiff_stream.core.errors.StoreMismatchError` naming its ids.
 
     A context manager: leaving the ``with`` block closes the sink (every frame pushed is written, a
     worker thread or process stopped), also when the block raised. Nothing process-wide is changed (no
@@ -127,7 +127,7 @@ class FrameSink:
         Element of every atom type (default: guessed from masses by the hook).
     units : str
         LAMMPS unit style of the frames pushed.
-    capacity, chunk_frames, flush_seconds : see :class:`~iondiff_stream.buffer.FrameStoreWriter`
+    capacity, chunk_frames, flush_seconds : see :class:`~iondiff_stream.io.store.FrameStoreWriter`
     metadata : dict, optional
         Run metadata kept in the store.
     worker : {"inline", "thread", "process"}
@@ -232,7 +232,7 @@ class FrameSink:
             self._thread.start()
 
     def _start_process(self, kwargs: dict[str, Any]) -> None:
-        """Start ``python -m iondiff_stream.stream`` connected by a socket pair.
+        """Start ``python -m iondiff_stream.io.sink`` connected by a socket pair.
 
         A plain subprocess (not multiprocessing): it works from any user script
         (no ``if __name__ == "__main__"`` guard needed) and never forks a
@@ -249,7 +249,7 @@ class FrameSink:
         # nothing in the worker needs BLAS threads; none may spin on the simulation's cores
         env.update({k: "1" for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")})
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "iondiff_stream.stream", str(child.fileno())], pass_fds=(child.fileno(),), env=env
+            [sys.executable, "-m", "iondiff_stream.io.sink", str(child.fileno())], pass_fds=(child.fileno(),), env=env
         )
         child.close()
         self._conn = Connection(parent.detach())

@@ -51,7 +51,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import erf
 
-from .errors import AnalysisError
+from iondiff_stream.core.errors import AnalysisError
 
 logger = logging.getLogger(__name__)
 
@@ -188,12 +188,12 @@ class CorrelationResult:
         }
 
     def __repr__(self) -> str:
-        from .display import correlation_rows, summary_text
+        from iondiff_stream.core.display import correlation_rows, summary_text
 
         return summary_text("CorrelationResult", correlation_rows(self.summary()), ".summary() for every number")
 
     def _repr_html_(self) -> str:
-        from .display import correlation_rows, summary_html
+        from iondiff_stream.core.display import correlation_rows, summary_html
 
         return summary_html("CorrelationResult", correlation_rows(self.summary()), ".summary() for every number")
 
@@ -382,7 +382,7 @@ def _cliques(n: int, rows: np.ndarray, cols: np.ndarray, weights: np.ndarray) ->
 
 
 def _min_image(d: np.ndarray, box: np.ndarray | None) -> np.ndarray:
-    from .pbc import minimum_image
+    from iondiff_stream.core.pbc import minimum_image
 
     return minimum_image(d, box)
 

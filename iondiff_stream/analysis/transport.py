@@ -31,14 +31,16 @@ Definitions (Å, ps inside; results also in cm²/s and mS/cm):
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from scipy.fft import irfft, next_fast_len, rfft
 
-from .errors import AnalysisError
-from .units import A2_PER_PS_TO_CM2_PER_S, E_CHARGE_C, KB_J_PER_K
+from iondiff_stream.core.errors import AnalysisError
+from iondiff_stream.core.units import A2_PER_PS_TO_CM2_PER_S, E_CHARGE_C, KB_J_PER_K
 
 __all__ = [
     "msd_fft",
@@ -828,12 +830,12 @@ class TransportResult:
         }
 
     def __repr__(self) -> str:
-        from .display import summary_text, transport_rows
+        from iondiff_stream.core.display import summary_text, transport_rows
 
         return summary_text("TransportResult", transport_rows(self.summary()), ".summary() for every number")
 
     def _repr_html_(self) -> str:
-        from .display import summary_html, transport_rows
+        from iondiff_stream.core.display import summary_html, transport_rows
 
         return summary_html("TransportResult", transport_rows(self.summary()), ".summary() for every number")
 
@@ -1001,7 +1003,7 @@ def arrhenius_fit(temperatures_K: np.ndarray, values: np.ndarray, errors: np.nda
         ``Ea_eV, Ea_err_eV, prefactor, prefactor_err`` (prefactor in the units of
         ``values``), ``n_points``.
     """
-    from .units import KB_EV_PER_K
+    from iondiff_stream.core.units import KB_EV_PER_K
 
     T = np.asarray(temperatures_K, float)
     y = np.asarray(values, float)
@@ -1031,3 +1033,173 @@ def arrhenius_fit(temperatures_K: np.ndarray, values: np.ndarray, errors: np.nda
         "prefactor_err": float(np.exp(lny0) * np.sqrt(cov[0, 0])),
         "n_points": int(ok.sum()),
     }
+
+
+def resolved_from_zero(
+    value: float | None,
+    std: float | None = None,
+    ci95: Any = None,
+    dof: int | None = None,
+) -> tuple[bool, list[float] | None]:
+    """Is a quantity that must be positive (a diffusion coefficient, a conductivity) resolved from zero?
+
+    Parameters
+    ----------
+    value : float or None
+    std : float, optional
+        Standard error of ``value``; the 95 % interval is ``value ± t std``
+        (Student t with ``dof`` degrees of freedom, normal when ``dof`` is None).
+    ci95 : (float, float), optional
+        A 95 % interval computed elsewhere (e.g. the GLS fit's). With ``std`` as
+        well, both intervals must stay above zero, and the one reaching lower is
+        reported (a model-based interval can exclude zero for ions that do not
+        diffuse at all; the block standard error does not).
+    dof : int, optional
+
+    Returns
+    -------
+    resolved : bool
+        False when the value is missing, not finite, <= 0, or its 95 % interval
+        reaches zero.
+    interval : [low, high] or None
+        The 95 % interval (same units as ``value``) when one is known.
+    """
+    if value is None or not math.isfinite(value):
+        return False, None
+    intervals: list[list[float]] = []
+    if ci95 is not None and len(ci95) == 2 and all(c is not None and math.isfinite(c) for c in ci95):
+        intervals.append([float(ci95[0]), float(ci95[1])])
+    if std is not None and math.isfinite(std) and std >= 0:
+        from scipy.special import ndtri, stdtrit  # quantiles without importing scipy.stats (0.5 s)
+
+        z = float(stdtrit(dof, 0.975)) if dof else float(ndtri(0.975))
+        intervals.append([float(value) - z * float(std), float(value) + z * float(std)])
+    # resolved only if every estimate of the uncertainty keeps the interval above 0; report the deciding one
+    interval = min(intervals, key=lambda iv: iv[0]) if intervals else None
+    resolved = value > 0 and (interval is None or interval[0] > 0)
+    return bool(resolved), interval
+
+
+#: summary keys that are D* or computed from it (null together when D* has no meaning)
+TRACER_KEYS = ("D_tracer_cm2_s", "D_tracer_std_cm2_s", "D_tracer_stderr_cm2_s", "D_tracer_ci95_cm2_s",
+               "D_tracer_posterior_std_cm2_s", "D_tracer_by_start", "D_x_cm2_s", "D_y_cm2_s", "D_z_cm2_s",
+               "D_xy_cm2_s", "anisotropy_Dz_over_Dxy", "nu0_dilute_limit_per_ps", "nu_over_nu0", "hop_msd_fraction",
+               "hop_msd_fraction_ci95", "hop_msd_fraction_correlated")
+#: the conductivity from D* and its uncertainties
+SIGMA_NE_KEYS = ("sigma_NE_mS_cm", "sigma_NE_std_mS_cm", "sigma_NE_ci95_mS_cm")
+#: D_sigma and what is computed from it
+COLLECTIVE_KEYS = ("D_sigma_cm2_s", "D_sigma_std_cm2_s", "D_sigma_ci95_cm2_s")
+SIGMA_COLLECTIVE_KEYS = ("sigma_collective_mS_cm", "sigma_collective_ci95_mS_cm")
+#: the quantities that carry a ``<name>_status`` and ``<name>_reason`` in the summary
+TRANSPORT_QUANTITIES = ("D_tracer", "D_sigma", "haven_ratio", "sigma_NE", "sigma_collective")
+
+
+def _set_status(summary: dict[str, Any], name: str, status: str, reason: str | None) -> None:
+    summary[f"{name}_status"] = status
+    summary[f"{name}_reason"] = reason
+
+
+def _null(summary: dict[str, Any], keys: Sequence[str]) -> None:
+    for k in keys:
+        if k in summary:
+            summary[k] = None
+
+
+def mark_transport(summary: dict[str, Any], lag_ps: Any = None, msd_A2: Any = None, n_blocks: int = 5) -> None:
+    """Replace every transport number the data cannot support by None, with a status and a reason.
+
+    In place, on the flat summary of one run. Each of D*, D_σ, the Haven ratio and the two conductivities
+    gets ``<name>_status`` (``"resolved"`` when the number is given) and ``<name>_reason`` (None when
+    resolved, else one sentence):
+
+    * D* and everything computed from it: null when the run is too short to leave the ballistic and
+      vibrational part of the MSD, when the MSD does not grow beyond the vibrations, or when it saturates
+      (``long_range_diffusion: false``) — :func:`iondiff_stream.analysis.transport.diffusive_regime_status`;
+    * D_σ: null in the same cases, and when it (or its 95 % interval) does not exceed zero
+      (:func:`resolved_from_zero`); one interval, ``D_sigma_ci95_cm2_s``, the one that decided;
+    * the Haven ratio: null unless D* and D_σ are both resolved;
+    * conductivities: null with their D, or with a zero charge, or without a temperature.
+
+    Parameters
+    ----------
+    summary : dict
+        Keys of ``summary.json`` (``D_tracer_cm2_s``, ``total_time_ps``, ``msd_growth_ratio``, ...).
+    lag_ps, msd_A2 : ndarray, optional
+        Lags (ps) and tracer MSD (Å²) of the run; without them the length of the run is not checked.
+    n_blocks : int
+        Time blocks of the D_σ standard error (its Student-t degrees of freedom + 1).
+    """
+    status, reason = "resolved", None
+    growth = summary.get("msd_growth_ratio")
+    if summary.get("D_tracer_cm2_s") is None:
+        status, reason = "not computed", "no transport: too few frames"
+    elif lag_ps is not None and msd_A2 is not None and len(lag_ps) > 1:
+        status, reason = diffusive_regime_status(lag_ps, msd_A2, float(summary.get("total_time_ps") or 0.0), growth)
+    elif summary.get("long_range_diffusion") is False:
+        status, reason = "no long-range diffusion", "no long-range diffusion: the MSD saturates"
+    if status == "too short":
+        # the growth ratio was measured inside the ballistic/vibrational part: it says nothing either way
+        summary["msd_growth_ratio"] = None
+        summary["long_range_diffusion"] = None
+    if status != "resolved" and summary.get("D_tracer_cm2_s") is not None:
+        logger.warning("D*, D_sigma, conductivities and Haven ratio reported as null: %s", reason)
+        if isinstance(summary.get("warnings"), list):
+            summary["warnings"].append(f"transport not reported: {reason}")
+        if "hop_msd_check" in summary and not str(summary["hop_msd_check"]).startswith("not applicable"):
+            summary["hop_msd_check"] = f"not applicable: {status}"
+    _set_status(summary, "D_tracer", status, reason)
+    if status != "resolved":
+        _null(summary, TRACER_KEYS + SIGMA_NE_KEYS + COLLECTIVE_KEYS + SIGMA_COLLECTIVE_KEYS + ("haven_ratio",))
+        for name in TRANSPORT_QUANTITIES[1:]:
+            _set_status(summary, name, status, reason)
+        return
+    _mark_collective(summary, n_blocks)
+    d_sigma_ok = summary.get("D_sigma_status") == "resolved"
+    if d_sigma_ok:
+        _set_status(summary, "haven_ratio", "resolved", None)
+    else:
+        _set_status(summary, "haven_ratio", "not resolved", "D_sigma is not resolved from zero")
+    charge, temp = summary.get("charge_e"), summary.get("temperature_K")
+    for name, keys, ok in (("sigma_NE", SIGMA_NE_KEYS, True), ("sigma_collective", SIGMA_COLLECTIVE_KEYS, d_sigma_ok)):
+        if charge is not None and charge == 0:
+            _null(summary, keys)
+            _set_status(summary, name, "zero charge", "ionic charge 0 (--charge 0): a neutral species carries no current")
+        elif temp is None or charge is None:
+            _null(summary, keys)
+            _set_status(summary, name, "not computed", "needs the temperature (--temperature) and the ionic charge")
+        elif not ok:
+            _set_status(summary, name, "not resolved", "D_sigma is not resolved from zero")
+        else:
+            _set_status(summary, name, "resolved", None)
+
+
+def _mark_collective(summary: dict[str, Any], n_blocks: int = 5) -> None:
+    """Replace an unresolved D_sigma (and what is computed from it) by None, its status and interval.
+
+    D_sigma comes from the centre-of-mass MSD of the mobile ions (one sample of
+    the run); its standard error is over ``n_blocks`` time blocks. The one 95 %
+    interval kept (``D_sigma_ci95_cm2_s``) is the one that decided (the lower one
+    of the GLS posterior and the block standard error).
+    """
+    D = summary.get("D_sigma_cm2_s")
+    ok, interval = resolved_from_zero(D, summary.get("D_sigma_std_cm2_s"), summary.get("D_sigma_ci95_cm2_s"),
+                                      dof=n_blocks - 1)
+    summary["D_sigma_status"] = "resolved" if ok else "not resolved"
+    summary["D_sigma_reason"] = None if ok else "D_sigma or its 95 % interval does not exceed zero"
+    summary["D_sigma_ci95_cm2_s"] = interval
+    s_co = summary.get("sigma_collective_mS_cm")
+    per_D = s_co / D if (s_co is not None and D is not None and D != 0) else None  # conductivity is linear in D
+    if interval is not None and per_D is not None:  # the same interval in conductivity units
+        summary["sigma_collective_ci95_mS_cm"] = [interval[0] * per_D, interval[1] * per_D]
+    if ok:
+        return
+    if D is not None:
+        logger.warning("collective diffusion not resolved: D_sigma = %.3g cm2/s, 95%% interval %s; reported as null",
+                       D, "unknown" if interval is None else f"[{interval[0]:.3g}, {interval[1]:.3g}]")
+    summary["D_sigma_cm2_s"] = None
+    if "haven_ratio" in summary:
+        summary["haven_ratio"] = None
+        summary["haven_ratio_status"] = "not resolved"
+    if s_co is not None:
+        summary["sigma_collective_mS_cm"] = None
+        summary["sigma_collective_status"] = "not resolved"

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 from MDAnalysis.lib.mdamath import triclinic_vectors
 
-from .errors import AnalysisError
-from .pbc import minimum_image, wrap
+from iondiff_stream.core.errors import AnalysisError
+from iondiff_stream.core.pbc import minimum_image, wrap
 
 logger = logging.getLogger(__name__)
 
@@ -542,7 +542,7 @@ def analyse_sites(
     Parameters
     ----------
     trajectories, topology, timestep_ps, md_timestep_ps
-        As for :func:`iondiff_stream.analyze.analyze_run`.
+        As for :func:`iondiff_stream.pipeline.analyze_run`.
     mobile : str
         Mobile ions (e.g. ``"Li"``).
     framework : str
@@ -571,7 +571,7 @@ def analyse_sites(
         ``concerted`` (see :func:`concerted_modes`), and with a reference ``reference_match``
         (:meth:`SiteMatch.summary`: tolerance, unmatched fraction, distances).
     """
-    from .io import collect_positions, load_universe
+    from iondiff_stream.io import collect_positions, load_universe
 
     u = load_universe(trajectories, topology)
     mob = collect_positions(u, mobile, timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps, remove_drift=False)
@@ -580,7 +580,7 @@ def analyse_sites(
     types = np.full(len(vert), default_label, dtype=object)
     match = None
     if reference is not None:
-        from .io.readers import read_structure
+        from iondiff_stream.io.readers import read_structure
 
         if anchor is None:
             raise AnalysisError("aligning a reference structure needs an anchor species (e.g. 'P')")
@@ -589,7 +589,7 @@ def analyse_sites(
         reps = np.maximum(1, np.rint(np.diag(_h(mob.box)) / np.linalg.norm(cell, axis=1)).astype(int))
         ref = ref.repeat(tuple(int(r) for r in reps))
         u.trajectory[0]
-        from .io import _elements_of
+        from iondiff_stream.io import _elements_of
 
         al = align_reference(ref.get_scaled_positions() @ _h(mob.box), np.array(ref.get_chemical_symbols()),
                              u.atoms.positions.astype(float), _elements_of(u.atoms), mob.box, anchor,

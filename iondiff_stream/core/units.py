@@ -5,7 +5,7 @@ LAMMPS unit styles are converted on input with :func:`lammps_factors`.
 
 from __future__ import annotations
 
-from .errors import IonDiffStreamError
+from iondiff_stream.core.errors import IonDiffStreamError
 
 __all__ = [
     "LENGTH_UNIT",

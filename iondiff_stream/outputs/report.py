@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from .display import fmt
-from .errors import AnalysisError, SelectionError
-from .progress import stage
+from iondiff_stream.core.display import fmt
+from iondiff_stream.core.errors import AnalysisError, SelectionError
+from iondiff_stream.core.progress import stage
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ __all__ = ["make_report", "render_report", "trust_checks", "summary_sections", "
 
 
 def _load(out_dir: str) -> tuple[dict[str, Any], Any]:
-    from .results import read_outputs
+    from iondiff_stream.pipeline.files import read_outputs
 
     return read_outputs(out_dir)
 
@@ -470,7 +470,7 @@ def make_report(out_dir: str, ion: int | None = None, series: Sequence[str] | No
     """
     import scipy.sparse as sp
 
-    from . import plots
+    from iondiff_stream.outputs import plots
 
     summary, g = _load(out_dir)
     hops = {k: g["hops"][k][:] for k in g["hops"].array_keys()}
@@ -494,7 +494,7 @@ def make_report(out_dir: str, ion: int | None = None, series: Sequence[str] | No
     elif not 0 <= ion < n_ions:
         raise SelectionError(f"ion (--ion) {ion} is not a mobile-ion index of {out_dir}: use 0..{n_ions - 1}")
     if "positions_A" in g:
-        from .results import ion_centres
+        from iondiff_stream.pipeline.files import ion_centres
 
         centres, ion_states = ion_centres(g, ion)
         k = len(centres)
@@ -589,7 +589,7 @@ def arrhenius_across_runs(
     plot_path : str, optional
         Write the Arrhenius plot there (PNG).
     """
-    from .transport import arrhenius_fit
+    from iondiff_stream.analysis.transport import arrhenius_fit
 
     if len(out_dirs) < 2:
         raise AnalysisError(f"an Arrhenius fit needs runs at 2 or more temperatures, got {len(out_dirs)} run(s)")
@@ -617,7 +617,7 @@ def arrhenius_across_runs(
             out[name] = None
             logger.warning("no Arrhenius fit for %s: %s", name, exc)
     if plot_path:
-        from . import plots  # Figure objects, no pyplot: no backend is set for the process
+        from iondiff_stream.outputs import plots  # Figure objects, no pyplot: no backend is set for the process
 
         fits = {k: v for k, v in out.items() if k in values and v}
         fig = plots.arrhenius(T, {k: values[k] for k in ("D_tracer", "D_sigma")}, fits)

@@ -110,7 +110,7 @@ def map_ion_blocks(
     """
     from distributed import as_completed
 
-    from .progress import RunProgress, current, stage
+    from iondiff_stream.core.progress import RunProgress, current, stage
 
     own_bar = RunProgress({stage_name: 1.0}, description=stage_name) if (progress and current() is None) else None
     with dask_client(client, n_workers) as c:

@@ -1,0 +1,1 @@
+"""Analyses on positions and a site model: hops, transport, correlations, sites, descriptors."""

@@ -1,0 +1,1 @@
+"""Base utilities shared by every layer: errors, units, elements, periodic cells, progress, quiet."""

@@ -1,0 +1,1 @@
+"""Outputs of an analysis: results files, report, plots, terminal/notebook display."""

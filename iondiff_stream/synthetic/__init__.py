@@ -1,0 +1,1 @@
+"""Synthetic trajectories with known hops (ground truth for tests, demo and benchmarks)."""
