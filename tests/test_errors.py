@@ -138,7 +138,7 @@ def test_collective_diffusion_physics():
     rng = np.random.default_rng(0)
     sites = rng.uniform(0, 20, (32, 1, 3))
     vib = sites + rng.normal(0, 0.2, (32, 1000, 3))
-    s = analyse_transport(vib, 0.05, 8000.0, 300.0, 1.0, gls_points=50, n_bootstrap=20).summary()  # default GLS fit
+    s = analyse_transport(vib, 0.05, 8000.0, 300.0, 1.0, gls_points=50, n_bootstrap=20).fits  # default GLS fit (the fitted numbers, before the data-support rules)
     _mark_collective(s)
     lo, hi = s["D_sigma_ci95_cm2_s"]
     assert s["D_sigma_status"] == "not resolved" and lo <= 0 <= hi and s["D_sigma_cm2_s"] is None
@@ -147,7 +147,7 @@ def test_collective_diffusion_physics():
     # one run's centre-of-mass MSD is noisy: short lags (2 % of 20000 frames) resolve it
     walk = np.cumsum(rng.normal(0, 0.3, (32, 20000, 3)), axis=1)
     s = analyse_transport(walk, 0.05, 8000.0, 300.0, 1.0, window="half", max_lag_fraction=0.02,
-                          n_bootstrap=20).summary()
+                          n_bootstrap=20).fits
     _mark_collective(s)
     assert s["D_sigma_status"] == "resolved" and s["D_sigma_ci95_cm2_s"][0] > 0
     assert s["D_sigma_cm2_s"] == pytest.approx(9e-5, rel=0.25) and s["D_tracer_cm2_s"] == pytest.approx(9e-5, rel=0.1)

@@ -396,7 +396,7 @@ def test_bad_inputs():
 
 
 def test_msd_growth_ratio_analytic():
-    from iondiff_stream.pipeline.run import msd_growth_ratio
+    from iondiff_stream.analysis.transport import msd_growth_ratio
 
     t = np.linspace(0, 100, 1001)
     assert msd_growth_ratio(t, 6 * 0.01 * t, 100.0) == pytest.approx(2.0, abs=0.03)

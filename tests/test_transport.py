@@ -95,8 +95,11 @@ def test_lgps_d_sigma_haven_match_pymatgen_reference():
     assert tr.tracer.D_cm2_s == pytest.approx(1.1612930641107077e-06, rel=1e-4)
     assert abs(tr.tracer.D_cm2_s - 1.16083658794e-06) < 5e-8  # the published assertion (places=7)
     assert tr.sigma_NE_mS_cm == pytest.approx(74.165372613735684, rel=1e-4)
-    assert tr.haven_ratio == pytest.approx(0.31854161048867402, rel=1e-4)
-    assert tr.sigma_collective_mS_cm == pytest.approx(232.8278799754324, rel=1e-4)
+    # 20 Li over 40 ps do not resolve D_σ (its block error is too large), so the reported Haven ratio and σ_σ
+    # are null; the fitted numbers compared with pymatgen stay in ``fits``.
+    assert tr.status["D_sigma"] != "resolved" and tr.haven_ratio is None
+    assert tr.fits["haven_ratio"] == pytest.approx(0.31854161048867402, rel=1e-4)
+    assert tr.fits["sigma_collective_mS_cm"] == pytest.approx(232.8278799754324, rel=1e-4)
     assert tr.D_tracer_std_cm2_s > 0 and tr.D_sigma_std_cm2_s > 0
 
 
@@ -203,7 +206,7 @@ def test_d_interval_against_kinisi_on_its_example_data(argyrodite_50p_run1):
     f, d = argyrodite_50p_run1
     tr = analyse_transport(d.ion_major(), 0.1, d.volume_A3, 500.0, 1)
     g = tr.tracer_gls
-    s = tr.summary()
+    s = dict(tr.fits)
     assert s["D_tracer_ci95_cm2_s"] == list(g.ci95_cm2_s)
     assert s["D_sigma_ci95_cm2_s"][0] < tr.collective.D_cm2_s < s["D_sigma_ci95_cm2_s"][1]
     assert s["sigma_NE_ci95_mS_cm"][0] < s["sigma_NE_mS_cm"] < s["sigma_NE_ci95_mS_cm"][1]
@@ -257,12 +260,12 @@ def _vibrating(n_frames, dt, D=0.0, seed=0, n=64):
 
 
 def _marked_summary(x, dt, charge=1.0):
-    from iondiff_stream.pipeline.run import msd_growth_ratio
+    from iondiff_stream.analysis.transport import msd_growth_ratio
     from iondiff_stream.analysis.transport import mark_transport
     from iondiff_stream.analysis.transport import analyse_transport
 
     tr = analyse_transport(x, dt, 8000.0, 300.0, charge, n_bootstrap=20)
-    s = tr.summary()
+    s = dict(tr.fits)
     total = (x.shape[1] - 1) * dt
     g = msd_growth_ratio(tr.lag_ps, tr.msd_A2, total)
     s.update(total_time_ps=total, msd_growth_ratio=g, long_range_diffusion=None if g is None else g >= 1.5,

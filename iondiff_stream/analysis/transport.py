@@ -69,6 +69,10 @@ logger = logging.getLogger(__name__)
 _CHARGES = {"Li": 1, "Na": 1, "K": 1, "Ag": 1, "Cu": 1, "H": 1, "F": -1, "Cl": -1, "O": -2, "Mg": 2, "Zn": 2}
 
 
+def _finite(v: Any) -> float | None:
+    return None if v is None or not math.isfinite(float(v)) else float(v)
+
+
 def default_charge(element: str) -> int:
     """Formal charge of common mobile ions (Li, Na, K, Ag, Cu, H: +1; F, Cl: -1; O: -2; Mg, Zn: +2)."""
     try:
@@ -574,8 +578,48 @@ def ballistic_end_ps(lag_ps: np.ndarray, msd_A2: np.ndarray, slope: float = BALL
     return float(t[below[0]]) if len(below) else None
 
 
+#: MSD growth beyond the vibrations from t_run / 4 to t_run / 2 (:func:`msd_growth_ratio`) below this: the MSD
+#: saturates, no long-range diffusion in the run (linear diffusion gives 2; a cage plateau gives ~1; below 1.5 the
+#: MSD is closer to a plateau than to diffusion)
+MSD_GROWTH_MIN = 1.5
+
+
+def msd_growth_ratio(lag_ps: np.ndarray, msd_A2: np.ndarray, total_ps: float, vibration_ps: float = 0.5) -> float | None:
+    """How the MSD grows beyond the vibrations: ``(MSD(t/2) - MSD(τ)) / (MSD(t/4) - MSD(τ))``.
+
+    About 2 when the ions diffuse, about 1 when the MSD saturates (a cage plateau). ``τ`` =
+    ``min(vibration_ps, t_run / 20)``: the vibrational plateau is subtracted, so a short run whose
+    MSD is mostly vibration is not mistaken for a confined one.
+
+    Parameters
+    ----------
+    lag_ps : ndarray, shape (L,)
+        Lags of the MSD, ps.
+    msd_A2 : ndarray, shape (L,)
+        Tracer MSD, Å².
+    total_ps : float
+        Length of the run, ps.
+    vibration_ps : float
+        Lag by which the vibrational MSD has levelled off, ps.
+
+    Returns
+    -------
+    float or None
+        None when the run is too short, the MSD does not reach ``t_run / 2``, or it has not
+        grown beyond the vibrations by ``t_run / 4`` (by less than 10 % of the vibrational MSD).
+    """
+    lag = np.asarray(lag_ps, float)
+    msd = np.asarray(msd_A2, float)
+    if total_ps <= 0 or len(lag) < 8 or lag[-1] < 0.45 * total_ps:  # the MSD must reach t_run / 2
+        return None
+    m0 = float(np.interp(min(vibration_ps, total_ps / 20), lag, msd))
+    m4 = float(np.interp(total_ps / 4, lag, msd)) - m0
+    m2 = float(np.interp(total_ps / 2, lag, msd)) - m0
+    return m2 / m4 if m4 > 0.1 * max(m0, 0.0) and m4 > 0 else None  # growth must stand out of the vibrations
+
+
 def diffusive_regime_status(lag_ps: np.ndarray, msd_A2: np.ndarray, total_ps: float,
-                            growth_ratio: float | None, growth_min: float = 1.5) -> tuple[str, str | None]:
+                            growth_ratio: float | None, growth_min: float = MSD_GROWTH_MIN) -> tuple[str, str | None]:
     """Can this run's MSD give a diffusion coefficient at all? (status, reason).
 
     Parameters
@@ -762,10 +806,26 @@ class TransportResult:
         D* of each resample over D* of all ions by the same (unweighted line) fit.
     D_sigma_std_cm2_s : float
         Standard error of D_σ over ``n_blocks`` time blocks.
-    haven_ratio : float
-        D* / D_σ.
+    haven_ratio : float or None
+        D* / D_σ; None unless both are resolved (see ``status``).
     sigma_NE_mS_cm, sigma_collective_mS_cm : float or None
-        Nernst–Einstein conductivity from D* and from D_σ (need T and charge).
+        Nernst–Einstein conductivity from D* and from D_σ, mS/cm (need T and charge); None when the run
+        does not support them (see ``status``).
+
+    After :meth:`assess` (which :func:`analyse_transport` calls), the numbers the run cannot support are
+    None on this object and in :meth:`to_dict` alike:
+
+    D_tracer_cm2_s, D_sigma_cm2_s : float or None
+        The reported D* and D_σ, cm²/s (the fits themselves stay in ``tracer`` and ``collective``).
+    msd_growth_ratio : float or None
+        MSD growth beyond the vibrations from t/4 to t/2 (:func:`msd_growth_ratio`; ~2 diffusion, ~1 plateau).
+    long_range_diffusion : bool or None
+    status, reason : dict
+        Per quantity (``D_tracer``, ``D_sigma``, ``haven_ratio``, ``sigma_NE``, ``sigma_collective``):
+        ``"resolved"`` or why not, and one sentence (None when resolved).
+    fits : dict
+        Every fitted number before those rules (units in the keys), for diagnostics.
+    warnings : list of str
     """
 
     lag_ps: np.ndarray
@@ -787,9 +847,59 @@ class TransportResult:
     sigma_collective_ci95_mS_cm: tuple[float, float] | None = None
     bootstrap_ions: np.ndarray | None = field(default=None, repr=False)
     bootstrap_D_tracer_relative: np.ndarray | None = field(default=None, repr=False)
+    D_tracer_cm2_s: float | None = None
+    D_sigma_cm2_s: float | None = None
+    msd_growth_ratio: float | None = None
+    long_range_diffusion: bool | None = None
+    status: dict[str, str] = field(default_factory=dict)
+    reason: dict[str, str | None] = field(default_factory=dict)
+    fits: dict[str, Any] = field(default_factory=dict, repr=False)
+    warnings: list[str] = field(default_factory=list)
+    _reported: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    def summary(self) -> dict[str, float | None]:
-        """Scalar results with units in the names."""
+    def assess(self, total_time_ps: float, temperature_K: float | None = None, charge: float | None = None,
+               n_blocks: int = 5) -> TransportResult:
+        """Decide which numbers the run supports (:func:`mark_transport`); null the others here. Returns self.
+
+        Parameters
+        ----------
+        total_time_ps : float
+            Length of the run, ps.
+        temperature_K, charge : float, optional
+            Conductivities need both.
+        n_blocks : int
+            Time blocks of the D_σ standard error.
+        """
+        self.fits = {k: (_finite(v) if isinstance(v, float) else v) for k, v in self._fit_numbers().items()}
+        self.fits["D_tracer_stderr_cm2_s"] = _finite(self.tracer.stderr_cm2_s)
+        growth = msd_growth_ratio(self.lag_ps, self.msd_A2, total_time_ps)
+        s: dict[str, Any] = dict(self.fits)
+        s.update(total_time_ps=total_time_ps, temperature_K=temperature_K, charge_e=charge, warnings=[],
+                 msd_growth_ratio=_finite(growth),
+                 long_range_diffusion=None if growth is None else bool(growth >= MSD_GROWTH_MIN))
+        mark_transport(s, self.lag_ps, self.msd_A2, n_blocks)
+        self.warnings = s.pop("warnings")
+        for k in ("total_time_ps", "temperature_K", "charge_e"):
+            s.pop(k)
+        self._reported = s
+        self.status = {q: s[f"{q}_status"] for q in TRANSPORT_QUANTITIES}
+        self.reason = {q: s[f"{q}_reason"] for q in TRANSPORT_QUANTITIES}
+        self.D_tracer_cm2_s, self.D_sigma_cm2_s = s["D_tracer_cm2_s"], s["D_sigma_cm2_s"]
+        self.haven_ratio = s["haven_ratio"]
+        self.sigma_NE_mS_cm, self.sigma_collective_mS_cm = s["sigma_NE_mS_cm"], s["sigma_collective_mS_cm"]
+        self.msd_growth_ratio, self.long_range_diffusion = s["msd_growth_ratio"], s["long_range_diffusion"]
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """The reported transport numbers (units in the names) with ``<quantity>_status`` and ``_reason``:
+        the keys of ``summary.json``. Unsupported numbers are None (:meth:`assess`)."""
+        if not self._reported:
+            raise AnalysisError("TransportResult.to_dict() before assess(): which numbers the run supports "
+                                "is not decided yet")
+        return dict(self._reported)
+
+    def _fit_numbers(self) -> dict[str, Any]:
+        """Every fitted number, before the rules of what the run supports."""
         out = self._summary_point()
         if self.tracer_gls is not None:
             g, c = self.tracer_gls, self.collective_gls
@@ -832,12 +942,12 @@ class TransportResult:
     def __repr__(self) -> str:
         from iondiff_stream.core.display import summary_text, transport_rows
 
-        return summary_text("TransportResult", transport_rows(self.summary()), ".summary() for every number")
+        return summary_text("TransportResult", transport_rows(self.to_dict()), ".to_dict() for every number")
 
     def _repr_html_(self) -> str:
         from iondiff_stream.core.display import summary_html, transport_rows
 
-        return summary_html("TransportResult", transport_rows(self.summary()), ".summary() for every number")
+        return summary_html("TransportResult", transport_rows(self.to_dict()), ".to_dict() for every number")
 
 
 def analyse_transport(
@@ -980,9 +1090,10 @@ def analyse_transport(
     if g_tr is not None and temperature_K is not None and charged:
         ci_ne = tuple(nernst_einstein_mS_cm(d, n, volume_A3, temperature_K, charge) for d in g_tr.ci95_cm2_s)
         ci_co = tuple(nernst_einstein_mS_cm(d, n, volume_A3, temperature_K, charge) for d in g_co.ci95_cm2_s)
-    return TransportResult(lag_ps, msd, axes, mscd, tr, co, d_axes, d_std, ds_std, hr, s_ne, s_co, s_ne_std,
-                           g_tr, g_co, ci_ne, ci_co, np.array(picks, dtype=np.int64).reshape(len(picks), n),
-                           np.array(boots, dtype=np.float64) / d_all if d_all > 0 else None)
+    result = TransportResult(lag_ps, msd, axes, mscd, tr, co, d_axes, d_std, ds_std, hr, s_ne, s_co, s_ne_std,
+                             g_tr, g_co, ci_ne, ci_co, np.array(picks, dtype=np.int64).reshape(len(picks), n),
+                             np.array(boots, dtype=np.float64) / d_all if d_all > 0 else None)
+    return result.assess((T - 1) * frame_dt_ps, temperature_K, charge, n_blocks)
 
 
 def arrhenius_fit(temperatures_K: np.ndarray, values: np.ndarray, errors: np.ndarray | None = None) -> dict[str, float]:

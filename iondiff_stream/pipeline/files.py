@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from iondiff_stream.io import RESULTS_FORMAT
+from iondiff_stream.pipeline.result import RunAnalysis
 from iondiff_stream.core.errors import StoreError, TrajectoryFileNotFoundError, TrajectoryFormatError
 
-if TYPE_CHECKING:
-    from iondiff_stream.pipeline.run import RunAnalysis
 
 logger = logging.getLogger(__name__)
 
@@ -104,11 +101,12 @@ def write_outputs(run: RunAnalysis, out_dir: str, extra: dict[str, Any] | None =
         units = "angstrom" if name.endswith("_A") else "ps" if name.endswith("_ps") else None
         arr(name, values, units, group="hops")
     groups["msd"] = {}
-    arr("lag_ps", run.msd_lag_ps, "ps", group="msd")
-    arr("msd_A2", run.msd_A2, "angstrom^2", group="msd")
-    arr("msd_axes_A2", run.msd_axes_A2, "angstrom^2", group="msd")
-    if run.transport is not None:
-        arr("mscd_A2", run.transport.mscd_A2, "angstrom^2", group="msd")
+    tr = run.transport
+    arr("lag_ps", tr.lag_ps if tr is not None else np.zeros(0), "ps", group="msd")
+    arr("msd_A2", tr.msd_A2 if tr is not None else np.zeros(0), "angstrom^2", group="msd")
+    arr("msd_axes_A2", tr.msd_axes_A2 if tr is not None else np.zeros((0, 3)), "angstrom^2", group="msd")
+    if tr is not None:
+        arr("mscd_A2", tr.mscd_A2, "angstrom^2", group="msd")
         groups["msd"]["description"] = "tracer MSD (msd_A2, per axis msd_axes_A2) and collective MSD / N (mscd_A2)"
     if run.correlations is not None:
         c = run.correlations
