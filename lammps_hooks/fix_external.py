@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from iondiff_stream.core.errors import IonDiffStreamError
-from iondiff_stream.io.sink import FrameSink, box_from_lammps, chunk_frames_for, elements_from_masses
+from iondiff_stream.core.elements import elements_from_masses
+from iondiff_stream.io.sink import FrameSink, box_from_lammps, chunk_frames_for
 
 logger = logging.getLogger(__name__)
 

@@ -295,7 +295,8 @@ def _refusal(lmp: CLammps) -> str | None:
 
 def _store(lmp: CLammps, ids: np.ndarray, x: np.ndarray, img: np.ndarray, types: np.ndarray | None) -> None:
     """Rank 0: open the store at the first frame, then push every frame."""
-    from iondiff_stream.io.sink import FrameSink, elements_from_masses
+    from iondiff_stream.core.elements import elements_from_masses
+    from iondiff_stream.io.sink import FrameSink
 
     step = lmp.global_bigint("ntimestep")
     first = step - int(lmp.thermo("elapsed"))

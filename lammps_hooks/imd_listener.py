@@ -63,8 +63,8 @@ def listen(
     import MDAnalysis as mda
     from MDAnalysis.lib.mdamath import triclinic_vectors
 
-    from iondiff_stream.io import _data_atom_style
-    from iondiff_stream.io.sink import elements_from_masses
+    from iondiff_stream.core.elements import elements_from_masses
+    from iondiff_stream.io.universe import data_atom_style
 
     if ":" not in address:
         raise IonDiffStreamError(f"address must be HOST:PORT, got {address!r}")
@@ -72,7 +72,7 @@ def listen(
         import imdclient  # noqa: F401
     except ImportError as exc:
         raise IonDiffStreamError("listening needs the 'imdclient' package (pip install imdclient)") from exc
-    style = _data_atom_style(topology)
+    style = data_atom_style(topology)
     top = mda.Universe(topology, topology_format="DATA", **({"atom_style": style} if style else {}))
     ids = np.asarray(top.atoms.ids, dtype=np.int64)
     order = np.argsort(ids)

@@ -95,9 +95,10 @@ from typing import Any
 
 import numpy as np
 
-from iondiff_stream.core.errors import AnalysisError, TrajectoryFormatError
-from iondiff_stream.core.pbc import minimum_image
+from iondiff_stream.core.errors import AnalysisError, TimestepError, TrajectoryFormatError
 from iondiff_stream.core.units import A2_PER_PS_TO_CM2_PER_S, KB_EV_PER_K
+from iondiff_stream.io import collect_positions, elements_of, load_universe
+from iondiff_stream.io.formats import velocity_reading
 
 logger = logging.getLogger(__name__)
 
@@ -522,27 +523,6 @@ class AllAtomTrajectory:
         return float(self.times_ps[1] - self.times_ps[0])
 
 
-def _extxyz_velocities(paths: Sequence[str]) -> np.ndarray | None:
-    """Velocities (n_frames, n_atoms, 3), Å/ps, of extended XYZ files with momenta or ``vel`` (Å/fs); else None."""
-    import ase.io
-    import ase.units
-
-    out = []
-    for p in paths:
-        first = ase.io.read(p, index=0, format="extxyz")
-        if "momenta" not in first.arrays and "vel" not in first.arrays:
-            return None
-        frames = ase.io.read(p, index=":", format="extxyz")
-        for a in frames:
-            if "momenta" in a.arrays:
-                out.append(a.get_velocities() * 1000.0 * ase.units.fs)  # Å/(ASE time) -> Å/ps
-            elif "vel" in a.arrays:
-                out.append(np.asarray(a.arrays["vel"], float) * 1000.0)  # Å/fs -> Å/ps
-            else:
-                return None
-    return np.stack(out) if out else None
-
-
 def read_all_atoms(
     trajectories: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     topology: str | None = None,
@@ -556,9 +536,10 @@ def read_all_atoms(
 ) -> AllAtomTrajectory:
     """Read every atom of a run: unwrapped positions and, when the files have them, velocities.
 
-    Positions are unwrapped by minimum-image frame-to-frame differences (no
-    drift removal); LAMMPS dumps are read with MDAnalysis's reader, which
-    gives the ``vx vy vz`` columns.
+    The frames are read by the analysis' own path (:func:`iondiff_stream.io.collect_positions`: the same
+    unwrapping, frame checks and time rules) with every atom selected and no drift removal; velocities come
+    with it where the formats table says the file has them (:func:`iondiff_stream.io.formats.velocity_reading`:
+    LAMMPS dumps through MDAnalysis's reader, which gives ``vx vy vz``; extended XYZ / ASE ``momenta``).
 
     Parameters
     ----------
@@ -588,79 +569,36 @@ def read_all_atoms(
     TimestepError
         Frame times unknown or not evenly spaced.
     """
-    from iondiff_stream.core.errors import InvalidCoordinatesError, TimestepError
-    from iondiff_stream.io import guess_format, load_universe
-    from iondiff_stream.core.units import lammps_factors
-
     paths = [os.fspath(trajectories)] if isinstance(trajectories, (str, os.PathLike)) else [os.fspath(t) for t in trajectories]
     kw = dict(reader_kwargs or {})
-    fmt = guess_format(paths[0])
-    vel_scale = 1.0
-    if fmt == "LAMMPSDUMP":
-        kw.setdefault("format", "LAMMPSDUMP")  # MDAnalysis's reader: it reads vx vy vz
-        length, time = lammps_factors(lammps_units)
-        vel_scale = length / time
+    vel_format, vel_scale = velocity_reading(paths[0], lammps_units)  # the formats table
+    if vel_format is not None:
+        kw.setdefault("format", vel_format)  # e.g. MDAnalysis's LAMMPS dump reader: it reads vx vy vz
     u = load_universe(paths, topology, **kw)
     ag = u.atoms
-    scale = float(getattr(u, "iondiff_length_scale", 1.0))
-    fallback_box = getattr(u, "iondiff_box_fallback", None)
-    n_frames = u.trajectory.n_frames if stop is None else min(int(stop), u.trajectory.n_frames)
     n = len(ag)
-    has_v = bool(getattr(u.trajectory.ts, "has_velocities", False))
-    pos = np.empty((n, n_frames, 3))
-    vel = np.empty((n, n_frames, 3)) if has_v else None
-    steps = np.full(n_frames, -1, dtype=np.int64)
-    file_times = np.empty(n_frames)
-    box0 = None
-    prev = None
-    for i, ts in enumerate(u.trajectory[:n_frames]):
-        dims = ts.dimensions if ts.dimensions is not None else fallback_box
-        if dims is None or not np.all(np.isfinite(dims)) or np.any(np.asarray(dims)[:3] <= 0):
-            raise InvalidCoordinatesError(f"{paths[0]} frame {i}: no valid periodic box; give a topology with the box")
-        box = np.asarray(dims, dtype=np.float64).copy()
-        box[:3] *= scale
-        x = ag.positions.astype(np.float64) * scale
-        if not np.all(np.isfinite(x)):
-            raise InvalidCoordinatesError(f"{paths[0]} frame {i}: NaN/inf coordinates")
-        if prev is None:
-            pos[:, i] = x
-            box0 = box
-        else:
-            pos[:, i] = pos[:, i - 1] + minimum_image(x - prev, box)
-        prev = x
-        if vel is not None:
-            vel[:, i] = ts.velocities * vel_scale
-        step = ts.data.get("step") if hasattr(ts, "data") else None
-        if step is not None:
-            steps[i] = int(step)
-        file_times[i] = ts.time
-    if times_ps is not None:
-        t = np.asarray(times_ps, float)[:n_frames]
+    given = None if times_ps is None else np.asarray(times_ps, float)
+    if given is not None:  # the caller's clock (the analysis'): any positive spacing reads the frames
+        timestep_ps, md_timestep_ps = (float(given[1] - given[0]) if len(given) > 1 else 1.0), None
+    data = collect_positions(u, ag, remove_drift=False, timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps,
+                             stop=stop, out_of_core=False, velocities=True, velocity_scale=vel_scale,
+                             force_timestep=given is not None)
+    n_frames = data.n_frames
+    if given is not None:
+        t = given[:n_frames]
         if len(t) != n_frames:
             raise TimestepError(f"{len(t)} frame times given for {n_frames} frames")
-    elif md_timestep_ps is not None and np.all(steps >= 0):
-        t = steps * float(md_timestep_ps)
-    elif timestep_ps is not None:
-        t = np.arange(n_frames) * float(timestep_ps)
-    elif all(getattr(r, "dt_from_file", None) is not None or getattr(r, "iondiff_times_from_file", False)
-             for r in getattr(u.trajectory, "readers", [u.trajectory])):
-        t = file_times
     else:
-        raise TimestepError("the time between frames is not in this file: pass timestep_ps (time between stored "
-                            "frames) or, for LAMMPS dumps, md_timestep_ps (the MD timestep)")
+        t = data.times_ps
     t = t - t[0]
     if n_frames > 1:
         dtt = np.diff(t)
         if np.any(dtt <= 0) or not np.allclose(dtt, dtt[0], rtol=1e-4, atol=1e-9):
             raise TimestepError(f"{paths[0]}: frames are not evenly spaced in time (dt {dtt.min():.6g}..{dtt.max():.6g} "
                                 "ps): the VDOS needs a uniform time grid")
-    if vel is None and fmt == "EXTXYZ":
-        v = _extxyz_velocities(paths)
-        if v is not None:
-            v = v[:n_frames]
-            if v.shape[:2] != (n_frames, n):
-                raise TrajectoryFormatError(f"velocities of {paths[0]} have shape {v.shape[:2]}, expected {(n_frames, n)}")
-            vel = np.ascontiguousarray(v.transpose(1, 0, 2))
+    pos = np.ascontiguousarray(data.positions.transpose(1, 0, 2))
+    vel = None if data.velocities is None else np.ascontiguousarray(data.velocities.transpose(1, 0, 2))
+    box0 = data.box
     if vel is not None and not np.all(np.isfinite(vel)):
         raise TrajectoryFormatError(f"{', '.join(paths)}: NaN/inf velocities")
     species = _species_of(ag)
@@ -684,12 +622,7 @@ def read_all_atoms(
 
 def _species_of(ag: Any) -> np.ndarray:
     """Element symbols (from elements, names or masses as :mod:`iondiff_stream.io` guesses them), else types."""
-    try:
-        from iondiff_stream.io import _elements_of
-
-        el = _elements_of(ag)
-    except ImportError:  # pragma: no cover - private helper renamed
-        el = None
+    el = elements_of(ag)
     if el is not None and not np.any(el == ""):
         return np.array([str(e) for e in el], dtype=object)
     return np.array([str(t) for t in ag.types], dtype=object)

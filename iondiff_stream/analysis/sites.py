@@ -571,7 +571,7 @@ def analyse_sites(
         ``concerted`` (see :func:`concerted_modes`), and with a reference ``reference_match``
         (:meth:`SiteMatch.summary`: tolerance, unmatched fraction, distances).
     """
-    from iondiff_stream.io import collect_positions, load_universe
+    from iondiff_stream.io import collect_positions, elements_of, load_universe
 
     u = load_universe(trajectories, topology)
     mob = collect_positions(u, mobile, timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps, remove_drift=False)
@@ -589,10 +589,8 @@ def analyse_sites(
         reps = np.maximum(1, np.rint(np.diag(_h(mob.box)) / np.linalg.norm(cell, axis=1)).astype(int))
         ref = ref.repeat(tuple(int(r) for r in reps))
         u.trajectory[0]
-        from iondiff_stream.io import _elements_of
-
         al = align_reference(ref.get_scaled_positions() @ _h(mob.box), np.array(ref.get_chemical_symbols()),
-                             u.atoms.positions.astype(float), _elements_of(u.atoms), mob.box, anchor,
+                             u.atoms.positions.astype(float), elements_of(u.atoms), mob.box, anchor,
                              tol_A=align_tol_A)
         names = np.array(ref.get_chemical_symbols())
         lab = np.array([(labels or {}).get(s, "") for s in names], dtype=object)

@@ -1,12 +1,12 @@
-"""MDAnalysis readers and topology parsers for VASP XDATCAR and extended XYZ.
+"""MDAnalysis readers and topology parsers for VASP XDATCAR, extended XYZ and ASE trajectories.
 
-Importing this module registers the formats ``XDATCAR`` and ``EXTXYZ`` with
+Importing this module registers the formats ``XDATCAR``, ``EXTXYZ`` and ``ASETRAJ`` with
 MDAnalysis (through the reader/parser metaclasses), so that::
 
     mda.Universe("XDATCAR.gz", format="XDATCAR", topology_format="XDATCAR")
     mda.Universe("run.extxyz")
 
-work like any other trajectory. Both readers load the whole file into memory on
+work like any other trajectory (each is a row of :mod:`iondiff_stream.io.formats`). The readers load the whole file into memory on
 opening (they subclass :class:`MDAnalysis.coordinates.memory.MemoryReader`):
 AIMD trajectories are small (10^3-10^5 frames of a few hundred atoms).
 
@@ -43,8 +43,8 @@ from iondiff_stream.core.errors import TrajectoryFileNotFoundError, TrajectoryFo
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["XDATCARReader", "XDATCARParser", "ExtXYZReader", "ExtXYZParser", "read_xdatcar", "read_structure",
-           "parse_fixed_columns"]
+__all__ = ["XDATCARReader", "XDATCARParser", "ExtXYZReader", "ExtXYZParser", "ASETrajReader", "ASETrajParser",
+           "read_xdatcar", "read_structure", "parse_fixed_columns"]
 
 
 def _read_text(path: str | os.PathLike[str], n_lines: int | None = None) -> Any:
@@ -355,6 +355,7 @@ class _FileMemoryReader(MemoryReader):
             dimensions=self.dimensions_array.copy(),
             dt=self.ts.dt,
             filename=self.filename,
+            velocities=None if self.velocity_array is None else self.velocity_array.copy(),
         )
         new[self.ts.frame]
         return new
@@ -413,15 +414,20 @@ def _element_topology(species: np.ndarray) -> Topology:
     return Topology(n, 1, 1, attrs=attrs)
 
 
-def _read_extxyz(path: str) -> tuple[list[str], np.ndarray, np.ndarray, float | None]:
+def _read_ase(path: str, fmt: str, what: str) -> tuple[list[str], np.ndarray, np.ndarray, float | None,
+                                                       np.ndarray | None]:
+    """Frames of a file ASE reads: species, fractional positions (n_frames, n_atoms, 3), lattices
+    (n_frames, 3, 3), Å, the time between frames from ``info`` (ps, or None) and velocities (Å/ps, Cartesian
+    in the file's orientation, or None when the file has none)."""
     import ase.io
+    import ase.units
 
     if not os.path.exists(path):
         raise TrajectoryFileNotFoundError(f"trajectory file not found: {path}")
     try:
-        frames = ase.io.read(path, index=":", format="extxyz")
-    except Exception as exc:  # ase raises many kinds
-        raise TrajectoryFormatError(f"{path}: cannot parse as extended XYZ: {exc}") from exc
+        frames = ase.io.read(path, index=":", format=fmt)
+    except Exception as exc:  # noqa: BLE001 - ase raises many kinds
+        raise TrajectoryFormatError(f"{path}: cannot parse as {what}: {exc}") from exc
     if not frames:
         raise TrajectoryFormatError(f"{path}: no frames")
     species = frames[0].get_chemical_symbols()
@@ -430,7 +436,7 @@ def _read_extxyz(path: str) -> tuple[list[str], np.ndarray, np.ndarray, float | 
         if len(f) != n:
             raise TrajectoryFormatError(f"{path}: frame {i} has {len(f)} atoms, frame 0 has {n}")
         if f.cell.rank != 3:
-            raise TrajectoryFormatError(f"{path}: frame {i} has no 3D cell (Lattice=... missing)")
+            raise TrajectoryFormatError(f"{path}: frame {i} has no 3D cell")
     lattices = np.stack([np.asarray(f.cell[:]) for f in frames])
     frac = np.stack([np.linalg.solve(lat.T, f.positions.T).T for f, lat in zip(frames, lattices)])
     dt: float | None = None
@@ -442,26 +448,72 @@ def _read_extxyz(path: str) -> tuple[list[str], np.ndarray, np.ndarray, float | 
                 raise TrajectoryFormatError(f"{path}: times in info[{key!r}] are not evenly spaced")
             dt = float(steps[0])
             break
-    return species, frac, lattices, dt
+    vel: np.ndarray | None = None
+    if all("momenta" in f.arrays for f in frames):
+        vel = np.stack([f.get_velocities() * 1000.0 * ase.units.fs for f in frames])  # Å/(ASE time) -> Å/ps
+    elif all("vel" in f.arrays for f in frames):
+        vel = np.stack([np.asarray(f.arrays["vel"], float) * 1000.0 for f in frames])  # Å/fs -> Å/ps
+    return species, frac, lattices, dt, vel
 
 
-class ExtXYZReader(_FileMemoryReader):
-    """MDAnalysis reader for extended XYZ (cell from ``Lattice=``; ``format="EXTXYZ"``).
+class _ASEReader(_FileMemoryReader):
+    """A trajectory ASE reads, held in memory: positions in MDAnalysis's cell orientation, times from
+    ``time_fs``/``time_ps`` in ``info`` when every frame has them, velocities (Å/ps) when the file has them."""
 
-    Times come from ``time_fs``/``time_ps`` in the comment line when present.
-    """
-
-    format = ["EXTXYZ"]
+    _ase_format = ""
+    _what = ""
 
     def __init__(self, filename: Any, dt: float | None = None, **kwargs: Any) -> None:
-        species, frac, lattices, file_dt = _read_extxyz(os.fspath(filename))
+        species, frac, lattices, file_dt, vel = _read_ase(os.fspath(filename), self._ase_format, self._what)
         dims, mats = _fixed_or_first_dims(lattices)
         coords = np.einsum("fai,fij->faj", frac, mats).astype(np.float32)
+        if vel is not None:  # the same rotation as the positions: v_frac = v inv(L), v' = v_frac M
+            vel = np.einsum("faj,fjk->fak", vel, np.linalg.solve(lattices, mats)).astype(np.float32)
         self.dt_from_file = file_dt
         use_dt = file_dt if dt is None else dt
         super().__init__(
-            coords, order="fac", dimensions=dims, dt=1.0 if use_dt is None else use_dt, filename=os.fspath(filename)
+            coords, order="fac", dimensions=dims, dt=1.0 if use_dt is None else use_dt, filename=os.fspath(filename),
+            velocities=vel,
         )
+
+
+class ExtXYZReader(_ASEReader):
+    """MDAnalysis reader for extended XYZ (cell from ``Lattice=``; ``format="EXTXYZ"``).
+
+    Times come from ``time_fs``/``time_ps`` in the comment line when present; velocities from ``momenta``
+    or ``vel`` (Å/fs) columns.
+    """
+
+    format = ["EXTXYZ"]
+    _ase_format = "extxyz"
+    _what = "extended XYZ"
+
+
+class ASETrajReader(_ASEReader):
+    """MDAnalysis reader for ASE trajectory files (``*.traj``, ``format="ASETRAJ"``); times from
+    ``time_fs``/``time_ps`` in each frame's ``info`` when present, velocities from the momenta."""
+
+    format = ["ASETRAJ"]
+    _ase_format = "traj"
+    _what = "an ASE trajectory"
+
+
+class ASETrajParser(TopologyReaderBase):
+    """Topology (elements) from the first frame of an ASE trajectory."""
+
+    format = ["ASETRAJ"]
+
+    def parse(self, **kwargs: Any) -> Topology:  # noqa: D102
+        import ase.io
+
+        path = os.fspath(self.filename)
+        if not os.path.exists(path):
+            raise TrajectoryFileNotFoundError(f"topology file not found: {path}")
+        try:
+            first = ase.io.read(path, index=0, format="traj")
+        except Exception as exc:  # noqa: BLE001 - ase raises many kinds
+            raise TrajectoryFormatError(f"{path}: cannot parse as an ASE trajectory: {exc}") from exc
+        return _element_topology(np.array(first.get_chemical_symbols(), dtype=object))
 
 
 class ExtXYZParser(TopologyReaderBase):

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from iondiff_stream.core.errors import IonDiffStreamError, TimestepError, TrajectoryFormatError
+from iondiff_stream.io.formats import times_in_file
 
 logger = logging.getLogger(__name__)
 
@@ -291,10 +292,7 @@ def _times_before_reading(traj: Any, frames: np.ndarray, clock: np.ndarray, step
                             " does not have: give the MD timestep (--md-timestep-ps, md_timestep_ps) or the time "
                             "between stored frames (--timestep-ps, timestep_ps)")
     else:
-        from iondiff_stream.io import _times_from_file
-
-        kind = type(traj).__name__
-        if not (_times_from_file(traj) or kind in ("DCDReader", "XTCReader", "TRRReader", "H5MDReader", "MemoryReader")):
+        if not (times_in_file(traj) or type(traj).__name__ == "MemoryReader"):
             raise TimestepError(f"--start-ps/--stop-ps need the frame times, which "
                                 f"{getattr(traj, 'filename', None) or 'this file'} does not have: give the time "
                                 "between stored frames (--timestep-ps, timestep_ps)")

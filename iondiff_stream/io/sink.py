@@ -31,16 +31,9 @@ logger = logging.getLogger(__name__)
 #: steps a store chunk covers at least when the hook picks the chunk size (:func:`chunk_frames_for`)
 CHUNK_STEPS = 1000
 
-__all__ = ["FrameSink", "chunk_frames_for", "box_from_lammps", "unwrap_with_images", "unpack_images", "elements_from_masses",
+__all__ = ["FrameSink", "chunk_frames_for", "box_from_lammps", "unwrap_with_images", "unpack_images",
            "box_lengths_angles"]
 
-
-def __getattr__(name: str) -> Any:
-    if name == "elements_from_masses":  # public here too; imported on use (it loads MDAnalysis's mass table)
-        from iondiff_stream.core.elements import elements_from_masses
-
-        return elements_from_masses
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def chunk_frames_for(every: int, capacity: int | None = None) -> int:

@@ -13,101 +13,32 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from iondiff_stream.analysis.correlations import CorrelationParameters, CorrelationResult, concerted_groups
+from iondiff_stream.analysis.correlations import CorrelationParameters, concerted_groups
 from iondiff_stream.model.framework import FrameworkFrames
 from iondiff_stream.analysis.hops import (HopParameters, HopResults, IonSubset, JumpCorrelation, ResidenceTimes, combine_hop_results,
                    find_hops, jump_correlation, parameters_dict, residence_times)
 from iondiff_stream.io.store import writer_alive
-from iondiff_stream.io import TrajectoryData, collect_positions, load_universe, select_mobile
-from iondiff_stream.analysis.transport import DiffusionFit, TransportResult, analyse_transport, default_charge
+from iondiff_stream.io import TrajectoryData, collect_positions, guess_format, load_universe, select_mobile
+from iondiff_stream.analysis.transport import TransportResult, analyse_transport, default_charge
+from iondiff_stream.pipeline.result import HopStatistics, RunAnalysis, RunFacts
 from iondiff_stream.analysis.descriptors import RunDescriptors, run_descriptors
 from iondiff_stream.core.units import A2_PER_PS_TO_CM2_PER_S, lammps_factors
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["analyze_run", "analyse_positions", "hops_of", "open_run", "read_run", "RunAnalysis", "msd_growth_ratio", "reference_sites_distance", "summarise",
+__all__ = ["analyze_run", "analyse_positions", "hops_of", "open_run", "read_run", "RunAnalysis", "reference_sites_distance", "summarise",
            "compute_descriptors"]
 
 #: D_hops / D_MSD outside this range: the hops do not carry the measured transport
 HOP_MSD_RANGE = (0.5, 3.0)
-#: MSD growth beyond the vibrations from t_run / 4 to t_run / 2 (:func:`msd_growth_ratio`) below this: the MSD
-#: saturates, no long-range diffusion in the run (linear diffusion gives 2; a cage plateau gives ~1; below 1.5 the
-#: MSD is closer to a plateau than to diffusion)
-MSD_GROWTH_MIN = 1.5
 #: fewest consecutive hop pairs (same ion) for the correlation factor f to be reported
 MIN_JUMP_PAIRS = 20
 #: positions (float64 bytes) up to which the transport runs in a thread beside the hops (their working sets add up)
 THREADED_TRANSPORT_MAX_BYTES = 64 * 2**20
-
-
-@dataclass
-class RunAnalysis:
-    """Everything the offline analysis computed for one run.
-
-    Attributes
-    ----------
-    data : TrajectoryData
-        Unwrapped positions (T, n_mobile, 3) Å (in memory or a Zarr store), times ps, cell, ids.
-    hops : HopResults
-        Sites/centres, core states and the hop table.
-    residences : ResidenceTimes
-        Complete residences (with the ``metastable`` flag).
-    transport : TransportResult or None
-        MSD, D*, D_σ, Haven ratio, conductivities (None below 8 frames).
-    correlations : CorrelationResult or None
-        Concerted groups of hops.
-    jumps : JumpCorrelation or None
-        Correlation between consecutive hops of each ion and the correlation factor f
-        (``f · D_hops`` is the transport the hops carry once back-hops are accounted for).
-    summary : dict
-        The scalars of ``summary.json`` (units in the key names).
-    """
-
-    data: TrajectoryData
-    hops: HopResults
-    residences: ResidenceTimes
-    transport: TransportResult | None = None
-    correlations: CorrelationResult | None = None
-    jumps: JumpCorrelation | None = None
-    summary: dict[str, Any] = field(default_factory=dict)
-
-    # short-hands kept for callers of the first API
-    @property
-    def diffusion(self) -> DiffusionFit | None:
-        return None if self.transport is None else self.transport.tracer
-
-    @property
-    def msd_lag_ps(self) -> np.ndarray:
-        return np.zeros(0) if self.transport is None else self.transport.lag_ps
-
-    @property
-    def msd_A2(self) -> np.ndarray:
-        return np.zeros(0) if self.transport is None else self.transport.msd_A2
-
-    @property
-    def msd_axes_A2(self) -> np.ndarray:
-        return np.zeros((0, 3)) if self.transport is None else self.transport.msd_axes_A2
-
-    @property
-    def metastable(self) -> np.ndarray:
-        return self.residences.metastable
-
-    _FOOTER = ".summary (dict of summary.json), .hops (HopResults; .hops.hops: the HopTable), .transport"
-
-    def __repr__(self) -> str:
-        from iondiff_stream.core.display import run_rows, summary_text
-
-        return summary_text("RunAnalysis", run_rows(self), self._FOOTER)
-
-    def _repr_html_(self) -> str:
-        from iondiff_stream.core.display import run_rows, summary_html
-
-        return summary_html("RunAnalysis", run_rows(self), self._FOOTER)
 
 
 def reference_sites_distance(points: np.ndarray, sites: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -177,9 +108,17 @@ def summarise(
         tr = transport_of(data, temperature_K, charge, max_lag_fraction)
     else:
         tr = transport.result() if hasattr(transport, "result") else transport
-    run = RunAnalysis(data, hops, res, tr, corr, jump_correlation(hops.hops))
-    run.summary = _summary(run, temperature_K, charge, metastable_distance_A)
-    return run
+    jumps = jump_correlation(hops.hops)
+    warnings = list(hops.warnings)
+    stats = _statistics((data, hops, res, tr, jumps), metastable_distance_A, warnings)
+    if tr is not None:
+        warnings += tr.warnings
+    facts = RunFacts(n_frames=T, n_mobile=data.n_mobile, mobile_species=sorted({str(x) for x in data.species}),
+                     timestep_ps=_finite(data.timestep_ps), total_time_ps=total_ps, temperature_K=temperature_K,
+                     charge_e=charge, drift_removed=data.framework_drift is not None,
+                     volume_A3=_finite(data.volume_A3), parameters=parameters_dict(hops.parameters),
+                     warnings=warnings)
+    return RunAnalysis(data, hops, res, tr, corr, jumps, stats, facts)
 
 
 def _charge_of(data: TrajectoryData, temperature_K: float | None, charge: float | None) -> float | None:
@@ -240,67 +179,36 @@ def hop_msd_fraction_interval(frac: float | None, closed: Any, n_mobile: int, tr
     return float(lo), float(hi)
 
 
-def msd_growth_ratio(lag_ps: np.ndarray, msd_A2: np.ndarray, total_ps: float, vibration_ps: float = 0.5) -> float | None:
-    """How the MSD grows beyond the vibrations: ``(MSD(t/2) - MSD(τ)) / (MSD(t/4) - MSD(τ))``.
-
-    About 2 when the ions diffuse, about 1 when the MSD saturates (a cage plateau). ``τ`` =
-    ``min(vibration_ps, t_run / 20)``: the vibrational plateau is subtracted, so a short run whose
-    MSD is mostly vibration is not mistaken for a confined one.
-
-    Parameters
-    ----------
-    lag_ps : ndarray, shape (L,)
-        Lags of the MSD, ps.
-    msd_A2 : ndarray, shape (L,)
-        Tracer MSD, Å².
-    total_ps : float
-        Length of the run, ps.
-    vibration_ps : float
-        Lag by which the vibrational MSD has levelled off, ps.
-
-    Returns
-    -------
-    float or None
-        None when the run is too short, the MSD does not reach ``t_run / 2``, or it has not
-        grown beyond the vibrations by ``t_run / 4`` (by less than 10 % of the vibrational MSD).
-    """
-    lag = np.asarray(lag_ps, float)
-    msd = np.asarray(msd_A2, float)
-    if total_ps <= 0 or len(lag) < 8 or lag[-1] < 0.45 * total_ps:  # the MSD must reach t_run / 2
-        return None
-    m0 = float(np.interp(min(vibration_ps, total_ps / 20), lag, msd))
-    m4 = float(np.interp(total_ps / 4, lag, msd)) - m0
-    m2 = float(np.interp(total_ps / 2, lag, msd)) - m0
-    return m2 / m4 if m4 > 0.1 * max(m0, 0.0) and m4 > 0 else None  # growth must stand out of the vibrations
-
-
-def _summary(run: RunAnalysis, temperature_K: float | None, charge: float | None,
-             metastable_distance_A: float) -> dict[str, Any]:
-    data, hops, res, tr = run.data, run.hops, run.residences, run.transport
+def _statistics(run_parts: tuple[TrajectoryData, HopResults, ResidenceTimes, TransportResult | None,
+                                 JumpCorrelation | None], metastable_distance_A: float,
+                warnings: list[str]) -> HopStatistics:
+    """The hop table's numbers, with D* as the transport reports it (None when not resolved)."""
+    data, hops, res, tr, jc = run_parts
     T = data.n_frames
     total_ps = float(data.times_ps[-1] - data.times_ps[0]) if T > 1 else 0.0
     tab = hops.hops
     closed = tab.closed()
     nu = (len(closed) / (data.n_mobile * total_ps)) if total_ps > 0 else None
     a_mean = float(closed["length_A"].mean()) if len(closed) else None
-    nu0 = 6.0 * tr.tracer.D_A2_ps / a_mean**2 if (tr is not None and a_mean) else None  # dilute limit D = a² ν0 / 6
+    d_star = tr.D_tracer_cm2_s if tr is not None else None  # reported: None when the run does not support it
+    d_msd = d_star / A2_PER_PS_TO_CM2_PER_S if d_star is not None else None
+    nu0 = 6.0 * d_msd / a_mean**2 if (d_msd is not None and a_mean) else None  # dilute limit D = a² ν0 / 6
     sil = np.array([ion.silhouette for ion in hops.ions]) if hops.ions else np.zeros(0)
     d_hops = hops.d_hops_A2_ps()
-    d_msd = tr.tracer.D_A2_ps if tr is not None else float("nan")
-    frac = d_hops / d_msd if (tr is not None and d_msd > 0 and math.isfinite(d_hops)) else None
+    frac = d_hops / d_msd if (d_msd is not None and d_msd > 0 and math.isfinite(d_hops)) else None
     frac_ci = hop_msd_fraction_interval(frac, closed, data.n_mobile, tr)
-    warnings = list(hops.warnings)
-    jc = run.jumps
     # f needs a sample of consecutive hop pairs: with a handful it is noise (e.g. one ion's hop and return)
     f_corr = jc.factor if (jc is not None and jc.n_pairs >= MIN_JUMP_PAIRS and math.isfinite(jc.factor)) else None
-    growth = msd_growth_ratio(tr.lag_ps, tr.msd_A2, total_ps) if tr is not None else None
-    confined = growth is not None and growth < MSD_GROWTH_MIN
+    confined = tr is not None and tr.long_range_diffusion is False
     if confined:
+        growth = tr.msd_growth_ratio
         warnings.append(f"no long-range diffusion in this run: the MSD saturates (its growth beyond the "
                         f"vibrations from t/4 to t/2 is x{growth:.2f}, about 2 for diffusion): D* fits a plateau, not a diffusion coefficient, and D_hops/D_MSD "
                         "does not apply (the hops are confined motion, e.g. within cages)")
         logger.warning(warnings[-1])
         check = "not applicable: no long-range diffusion"
+    elif tr is not None and tr.status.get("D_tracer") != "resolved":
+        check = f"not applicable: {tr.status['D_tracer']}"
     elif frac is None:
         check = "not available"
     else:
@@ -314,67 +222,38 @@ def _summary(run: RunAnalysis, temperature_K: float | None, charge: float | None
                         f"(expected {HOP_MSD_RANGE[0]}-{HOP_MSD_RANGE[1]}): {why}")
         logger.warning(warnings[-1])
     meta = res.metastable
-    s: dict[str, Any] = {
-        "n_frames": T,
-        "n_mobile": data.n_mobile,
-        "mobile_species": sorted({str(x) for x in data.species}),
-        "timestep_ps": _finite(data.timestep_ps),
-        "total_time_ps": total_ps,
-        "temperature_K": temperature_K,
-        "charge_e": charge,
-        "method": hops.parameters.method,
-        "n_sites": hops.n_sites,
-        "site_model": hops.extra.get("site_model"),
-        "n_hops": int(len(closed)),
-        "n_open_hops": int(tab["open"].sum()),
-        "n_back_hops": int(closed["back_hop"].sum()),
-        "n_diffusive_ions": int(len(np.unique(closed["ion"]))),
-        "k_distribution": {str(k): int(v) for k, v in zip(*np.unique(hops.k, return_counts=True))},
-        "mean_silhouette": _finite(float(np.nanmean(sil))) if np.any(np.isfinite(sil)) else None,
-        "median_sigma_A": _finite(float(np.median(hops.sigma_A))) if len(hops.sigma_A) else None,
-        "mean_hop_length_A": _finite(a_mean),
-        "max_hop_length_A": _finite(float(closed["length_A"].max())) if len(closed) else None,
-        "mean_hop_duration_ps": _finite(float(closed["duration_ps"].mean())) if len(closed) else None,
-        "hop_frequency_per_ps": nu,
-        "nu0_dilute_limit_per_ps": nu0,
-        "nu_over_nu0": (nu / nu0) if (nu is not None and nu0) else None,
-        "D_hops_cm2_s": _finite(d_hops * A2_PER_PS_TO_CM2_PER_S),
-        "hop_msd_fraction": _finite(frac),
-        "hop_msd_fraction_ci95": list(frac_ci) if frac_ci is not None else None,
-        "hop_msd_check": check,
-        "hop_correlation_factor": _finite(f_corr),
-        "hop_correlation_factor_std": _finite(jc.factor_std) if f_corr is not None else None,
-        "n_hop_pairs": int(jc.n_pairs) if jc is not None else 0,
-        "hop_frequency_effective_per_ps": _finite(nu * f_corr) if (nu is not None and f_corr is not None) else None,
-        "D_hops_correlated_cm2_s": (_finite(d_hops * f_corr * A2_PER_PS_TO_CM2_PER_S)
-                                    if f_corr is not None else None),
-        "hop_msd_fraction_correlated": _finite(frac * f_corr) if (frac is not None and f_corr is not None) else None,
-        "msd_growth_ratio": _finite(growth),
-        "long_range_diffusion": (not confined) if growth is not None else None,
-        "mean_residence_time_ps": _finite(float(res.duration_ps[meta].mean())) if meta.any() else None,
-        "n_metastable_residences": int(meta.sum()),
-        "mean_residence_time_all_ps": _finite(float(res.duration_ps.mean())) if len(res) else None,
-        "metastable_distance_A": metastable_distance_A,
-        "drift_removed": data.framework_drift is not None,
-        "volume_A3": _finite(data.volume_A3),
-        "warnings": warnings,
-        "parameters": parameters_dict(hops.parameters),
-    }
-    s.update(hops.extra.get("site_check") or {"site_check": "not applicable"})
-    if tr is not None:
-        s.update({k: (_finite(v) if isinstance(v, float) else v) for k, v in tr.summary().items()})
-        s["D_tracer_stderr_cm2_s"] = tr.tracer.stderr_cm2_s
-        from iondiff_stream.analysis.transport import mark_transport
-
-        mark_transport(s, tr.lag_ps, tr.msd_A2)  # numbers the run cannot support: null, status and reason
-    else:
-        from iondiff_stream.analysis.transport import mark_transport
-
-        s["D_tracer_cm2_s"] = None
-        mark_transport(s)
-    if run.correlations is not None:
-        s.update(run.correlations.summary())
-    return s
+    return HopStatistics(
+        method=hops.parameters.method,
+        n_sites=hops.n_sites,
+        site_model=hops.extra.get("site_model"),
+        n_hops=int(len(closed)),
+        n_open_hops=int(tab["open"].sum()),
+        n_back_hops=int(closed["back_hop"].sum()),
+        n_diffusive_ions=int(len(np.unique(closed["ion"]))),
+        k_distribution={str(k): int(v) for k, v in zip(*np.unique(hops.k, return_counts=True))},
+        mean_silhouette=_finite(float(np.nanmean(sil))) if np.any(np.isfinite(sil)) else None,
+        median_sigma_A=_finite(float(np.median(hops.sigma_A))) if len(hops.sigma_A) else None,
+        mean_hop_length_A=_finite(a_mean),
+        max_hop_length_A=_finite(float(closed["length_A"].max())) if len(closed) else None,
+        mean_hop_duration_ps=_finite(float(closed["duration_ps"].mean())) if len(closed) else None,
+        hop_frequency_per_ps=nu,
+        nu0_dilute_limit_per_ps=nu0,
+        nu_over_nu0=(nu / nu0) if (nu is not None and nu0) else None,
+        D_hops_cm2_s=_finite(d_hops * A2_PER_PS_TO_CM2_PER_S),
+        hop_msd_fraction=_finite(frac),
+        hop_msd_fraction_ci95=list(frac_ci) if frac_ci is not None else None,
+        hop_msd_check=check,
+        hop_correlation_factor=_finite(f_corr),
+        hop_correlation_factor_std=_finite(jc.factor_std) if f_corr is not None else None,
+        n_hop_pairs=int(jc.n_pairs) if jc is not None else 0,
+        hop_frequency_effective_per_ps=_finite(nu * f_corr) if (nu is not None and f_corr is not None) else None,
+        D_hops_correlated_cm2_s=_finite(d_hops * f_corr * A2_PER_PS_TO_CM2_PER_S) if f_corr is not None else None,
+        hop_msd_fraction_correlated=_finite(frac * f_corr) if (frac is not None and f_corr is not None) else None,
+        mean_residence_time_ps=_finite(float(res.duration_ps[meta].mean())) if meta.any() else None,
+        n_metastable_residences=int(meta.sum()),
+        mean_residence_time_all_ps=_finite(float(res.duration_ps.mean())) if len(res) else None,
+        metastable_distance_A=metastable_distance_A,
+    )
 
 
 def analyse_positions(
@@ -660,14 +539,14 @@ def analyze_run(
         run = analyse_positions(data, params, reference_sites=sites, n_jobs=n_jobs,
                                 temperature_K=temperature_K, charge=charge, correlation_params=correlation_params,
                                 scheduler=scheduler)
-        run.summary.update(data.meta.get("selection", {}))
+        run.facts.extra.update(data.meta.get("selection", {}))
         if store is not None:
             _add_store_info(run, store, reader_kwargs.get("segment"), complete=not store_alive)
         if out_dir is not None:
             st = stage("write", 1)
             files = [os.fspath(trajectories)] if isinstance(trajectories, (str, os.PathLike)) \
                 else [os.fspath(t) for t in trajectories]
-            run.summary.update({"inputs": files, "mobile": mobile, "topology": topology})
+            run.facts.extra.update({"inputs": files, "mobile": mobile, "topology": topology})
             write_outputs(run, out_dir)
             st.finish()
     return run
@@ -675,8 +554,6 @@ def analyze_run(
 
 def _store_path(trajectories: Any) -> str | None:
     """The path when the input is one frame store, else None."""
-    from iondiff_stream.io import guess_format
-
     paths = [trajectories] if isinstance(trajectories, (str, os.PathLike)) else list(trajectories)
     if len(paths) == 1 and guess_format(os.fspath(paths[0])) == "IONDIFFZARR":
         return os.fspath(paths[0])
@@ -685,8 +562,6 @@ def _store_path(trajectories: Any) -> str | None:
 
 def _is_dump(trajectories: Any) -> bool:
     """True when the input is LAMMPS text dump(s)."""
-    from iondiff_stream.io import guess_format
-
     paths = [trajectories] if isinstance(trajectories, (str, os.PathLike)) else list(trajectories)
     return bool(paths) and guess_format(os.fspath(paths[0])) == "LAMMPSDUMP"
 
@@ -707,7 +582,7 @@ def _add_store_info(run: Any, store: str, segment: Any, complete: bool = True) -
 
     info = store_info(store, segment)
     info["store_complete"] = bool(complete)
-    run.summary.update(info)
+    run.facts.extra.update(info)
     if len(info["store_segments"]) > 1:
         logger.warning("%s holds %d segments (one per LAMMPS run); analysed: segment %s (choose with --segment N|all)",
                        store, len(info["store_segments"]), info["segment_analysed"])
