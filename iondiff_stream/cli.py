@@ -544,6 +544,7 @@ def database(
         raise typer.BadParameter("give either --scheduler or --jobs, not both")
     res = build_database(str(manifest), str(out), scheduler=scheduler, n_jobs=jobs, figures=not no_figures)
     typer.echo(json.dumps({"finished": len(res.done), "skipped_already_finished": len(res.skipped),
+                           "analysed_again": res.redone,
                            "failed": res.failures, "outputs": res.outputs}, indent=2))
     if res.failures:
         typer.echo(f"{len(res.failures)} run(s) failed (listed in {out}/failures.json); re-run to retry them", err=True)

@@ -19,13 +19,18 @@ Layout of ``DB``::
     DB/runs/NAME.failed.json error of the last failed attempt (removed when the run succeeds)
     DB/runs/.work/           attempts in progress (a finished attempt is renamed to runs/NAME at once)
 
-A finished run whose manifest row changed since (files, topology, mobile, temperature, time steps, units)
-is analysed again.
+Cache: a finished run is reused only when its cache key (``descriptors.json`` → ``cache_key``, see
+:func:`cache_key`) equals today's: the package version, the inputs of its manifest row (files, topology, mobile,
+temperature, time steps, units; not the labels) and the analysis parameters (hop rule, correlations,
+descriptor options). Otherwise it is analysed again and reported (``DatabaseResult.redone``, ``redone.json``,
+a warning naming what changed): a new release with a new descriptor reaches every run cached before it.
+
     DB/descriptors.csv       one row per finished run
     DB/spearman.csv, DB/spearman_p.csv   Spearman ρ and two-sided p-values (scipy.stats.spearmanr)
     DB/pca.json              PCA of the standardised descriptors (scikit-learn)
     DB/classes.csv, DB/kmeans.json       k-means classes, K chosen by the silhouette
     DB/failures.json         runs that failed, with their errors
+    DB/redone.json           runs analysed again in this build because their cache key changed, and why
     DB/*.png, DB/index.html  figures and the page that shows them
 
 Each run is one Dask task that writes into a fresh folder under ``runs/.work`` and
@@ -65,7 +70,8 @@ from typing import Any
 
 import numpy as np
 
-from iondiff_stream.core.errors import AnalysisError, IonDiffStreamError
+from iondiff_stream.core.dask import dask_client
+from iondiff_stream.core.errors import IonDiffStreamError
 
 logger = logging.getLogger(__name__)
 
@@ -230,12 +236,82 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def analyse_entry(entry: RunEntry | dict[str, Any], db: str) -> dict[str, Any]:
+def analysis_parameters() -> dict[str, Any]:
+    """The analysis parameters a database run is computed with (defaults of the hop rule, the correlations
+    and the descriptors), as JSON values: part of the cache key."""
+    import inspect
+
+    from iondiff_stream.analysis.correlations import CorrelationParameters
+    from iondiff_stream.analysis.descriptors import run_descriptors
+    from iondiff_stream.analysis.hops import HopParameters
+
+    desc = {k: p.default for k, p in inspect.signature(run_descriptors).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+    return json.loads(json.dumps({"hops": asdict(HopParameters()), "correlations": asdict(CorrelationParameters()),
+                                  "descriptors": desc}, default=_json_default))
+
+
+def cache_key(entry: RunEntry) -> dict[str, Any]:
+    """What a finished run must have been analysed with to be reused.
+
+    Returns
+    -------
+    dict
+        ``package_version``, ``inputs`` (the manifest fields that change the analysis) and ``parameters``
+        (:func:`analysis_parameters`).
+    """
+    from iondiff_stream import __version__
+
+    row = json.loads(json.dumps(_clean(asdict(entry))))
+    return {"package_version": __version__, "inputs": {k: row.get(k) for k in _ANALYSIS_FIELDS},
+            "parameters": analysis_parameters()}
+
+
+def _changes(old: Any, new: Any, path: str = "") -> list[str]:
+    """Dotted names of the values that differ between two JSON trees."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [c for k in sorted(set(old) | set(new)) for c in _changes(old.get(k), new.get(k), f"{path}{k}.")]
+    return [] if old == new else [path.rstrip(".")]
+
+
+def stale_reason(out: str, entry: RunEntry, key: dict[str, Any] | None = None) -> str | None:
+    """Why the finished run ``entry`` of database ``out`` must be analysed again, or None to reuse it.
+
+    Parameters
+    ----------
+    out : str
+        Database folder.
+    entry : RunEntry
+    key : dict, optional
+        Today's :func:`cache_key` (computed when not given).
+    """
+    key = cache_key(entry) if key is None else key
+    try:
+        with open(os.path.join(out, "runs", entry.name, "descriptors.json")) as fh:
+            old = json.load(fh).get("cache_key")
+    except (OSError, ValueError, AttributeError):
+        return "its descriptors.json cannot be read"
+    if not isinstance(old, dict):
+        return "it was analysed before cache keys were recorded"
+    why = []
+    if old.get("package_version") != key["package_version"]:
+        why.append(f"package version {old.get('package_version')} -> {key['package_version']}")
+    inputs = _changes(old.get("inputs"), key["inputs"])
+    if inputs:
+        why.append("manifest row changed: " + ", ".join(inputs))
+    params = _changes(old.get("parameters"), key["parameters"])
+    if params:
+        why.append("analysis parameters changed: " + ", ".join(params))
+    return "; ".join(why) or None
+
+
+def analyse_entry(entry: RunEntry | dict[str, Any], db: str, key: dict[str, Any] | None = None) -> dict[str, Any]:
     """Analyse one run into ``db/runs/NAME`` (the Dask task; also usable alone).
 
     Writes into ``db/runs/.work/NAME-XXXX`` and renames that folder to
     ``db/runs/NAME`` after its ``DONE`` marker. An error is written to
-    ``db/runs/NAME.failed.json`` and returned, never raised.
+    ``db/runs/NAME.failed.json`` and returned, never raised. ``key`` (default :func:`cache_key` of the entry)
+    is recorded in ``descriptors.json``.
 
     Returns
     -------
@@ -245,6 +321,7 @@ def analyse_entry(entry: RunEntry | dict[str, Any], db: str) -> dict[str, Any]:
     from iondiff_stream.pipeline.run import compute_descriptors
 
     e = entry if isinstance(entry, RunEntry) else RunEntry(**entry)
+    key = cache_key(e) if key is None else key
     runs = os.path.join(db, "runs")
     final = os.path.join(runs, e.name)
     failed = final + ".failed.json"
@@ -260,7 +337,8 @@ def analyse_entry(entry: RunEntry | dict[str, Any], db: str) -> dict[str, Any]:
         )
         values = {"name": e.name, "material": e.material, "family": e.family, **desc.values}
         _write_json(os.path.join(work, "descriptors.json"),
-                    _clean({"values": values, "group_size_hist": desc.group_size_hist, "entry": asdict(e)}))
+                    _clean({"values": values, "group_size_hist": desc.group_size_hist, "entry": asdict(e),
+                            "cache_key": key}))
         desc.save_vdos(os.path.join(work, "vdos.npz"))
         seconds = time.perf_counter() - t0
         _write_json(os.path.join(work, DONE), {"finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -299,6 +377,8 @@ class DatabaseResult:
         Runs found finished and not redone.
     failures : dict
         Run name -> error message.
+    redone : dict
+        Run name -> why its cached analysis was not reused (its cache key changed, :func:`stale_reason`).
     outputs : dict
         Output name -> path.
     """
@@ -306,6 +386,7 @@ class DatabaseResult:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
+    redone: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
 
 
@@ -343,10 +424,13 @@ def build_database(
     os.makedirs(os.path.join(out, "runs", ".work"), exist_ok=True)
     result = DatabaseResult()
     todo = []
+    keys = {e.name: cache_key(e) for e in entries}
     for e in entries:
         st = run_status(out, e.name)
-        if st == "done" and _stale(out, e):
-            logger.warning("run %s: its manifest row changed since it was analysed: analysing it again", e.name)
+        why = stale_reason(out, e, keys[e.name]) if st == "done" else None
+        if why is not None:
+            logger.warning("run %s: analysing it again (%s)", e.name, why)
+            result.redone[e.name] = why
             old = os.path.join(out, "runs", ".work", f"{e.name}-stale{uuid.uuid4().hex[:8]}")
             os.rename(os.path.join(out, "runs", e.name), old)
             shutil.rmtree(old, ignore_errors=True)
@@ -359,15 +443,17 @@ def build_database(
             todo.append(e)
     logger.info("%d runs: %d finished before, %d to analyse", len(entries), len(result.skipped), len(todo))
     if todo:
-        _run_on_dask(todo, out, result, scheduler=scheduler, client=client, n_jobs=n_jobs)
+        _run_on_dask(todo, out, result, keys, scheduler=scheduler, client=client, n_jobs=n_jobs)
     result.done = [e.name for e in entries if run_status(out, e.name) == "done"]
     _remove_orphans(out, entries)
     for e in entries:
         if e.name not in result.done and e.name not in result.failures:
             result.failures[e.name] = _failure_message(out, e.name) or "not finished"
     _write_json(os.path.join(out, "failures.json"), result.failures)
+    _write_json(os.path.join(out, "redone.json"), result.redone)
     result.outputs = write_statistics(out, [e for e in entries if e.name in result.done], figures=figures)
     result.outputs["failures"] = os.path.join(out, "failures.json")
+    result.outputs["redone"] = os.path.join(out, "redone.json")
     if figures:
         result.outputs["html"] = write_html(out, entries, result)
     return result
@@ -375,17 +461,6 @@ def build_database(
 
 #: manifest fields that change the analysis of a run (material and family are labels only)
 _ANALYSIS_FIELDS = ("files", "topology", "mobile", "temperature_K", "timestep_ps", "md_timestep_ps", "lammps_units")
-
-
-def _stale(out: str, e: RunEntry) -> bool:
-    """True when a finished run was analysed with other inputs than its manifest row now gives."""
-    try:
-        with open(os.path.join(out, "runs", e.name, "descriptors.json")) as fh:
-            old = json.load(fh).get("entry") or {}
-    except (OSError, ValueError):
-        return True
-    new = json.loads(json.dumps(_clean(asdict(e))))
-    return any(old.get(k) != new.get(k) for k in _ANALYSIS_FIELDS)
 
 
 def _remove_orphans(out: str, entries: Sequence[RunEntry]) -> None:
@@ -406,50 +481,38 @@ def _failure_message(out: str, name: str) -> str | None:
         return str(json.load(fh).get("error"))
 
 
-def _run_on_dask(todo: Sequence[RunEntry], out: str, result: DatabaseResult, *, scheduler: str | None,
-                 client: Any, n_jobs: int | None) -> None:
-    from distributed import Client, LocalCluster, as_completed
+def _run_on_dask(todo: Sequence[RunEntry], out: str, result: DatabaseResult, keys: dict[str, dict[str, Any]], *,
+                 scheduler: str | None, client: Any, n_jobs: int | None) -> None:
+    with dask_client(client if client is not None else scheduler, n_jobs or os.cpu_count() or 1) as client:
+        _submit_and_collect(client, todo, out, result, keys)
 
-    cluster = None
-    own = client is None
-    if own:
-        if scheduler:
-            try:
-                client = Client(scheduler, timeout="30s")
-            except (OSError, TimeoutError) as exc:
-                raise AnalysisError(f"cannot connect to the Dask scheduler at {scheduler}: {exc}") from exc
-        else:
-            cluster = LocalCluster(n_workers=n_jobs or os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                                   dashboard_address=None)
-            client = Client(cluster)
-    try:
-        db = os.path.abspath(out)
-        futures = {}
-        for e in todo:
-            fut = client.submit(analyse_entry, asdict(e), db, key=f"iondiff-run-{e.name}-{uuid.uuid4().hex[:8]}",
-                                pure=False)
-            futures[fut] = e.name
-        n = 0
-        for fut in as_completed(list(futures)):
-            name = futures[fut]
-            n += 1
-            try:
-                res = fut.result()
-            except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker: the run is reported, not fatal
-                msg = f"{type(exc).__name__}: {exc}"
-                logger.error("run %s lost on the cluster: %s", name, msg)
-                if run_status(db, name) != "done":
-                    _write_json(os.path.join(db, "runs", name + ".failed.json"), {"name": name, "error": msg})
-                result.failures[name] = msg
-                continue
-            if res["status"] == "failed":
-                result.failures[name] = res["error"]
-            logger.info("[%d/%d] %s: %s", n, len(futures), name, res["status"])
-    finally:
-        if own:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+
+def _submit_and_collect(client: Any, todo: Sequence[RunEntry], out: str, result: DatabaseResult,
+                        keys: dict[str, dict[str, Any]]) -> None:
+    from distributed import as_completed
+
+    db = os.path.abspath(out)
+    futures = {}
+    for e in todo:
+        fut = client.submit(analyse_entry, asdict(e), db, keys[e.name],
+                            key=f"iondiff-run-{e.name}-{uuid.uuid4().hex[:8]}", pure=False)
+        futures[fut] = e.name
+    n = 0
+    for fut in as_completed(list(futures)):
+        name = futures[fut]
+        n += 1
+        try:
+            res = fut.result()
+        except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker: the run is reported, not fatal
+            msg = f"{type(exc).__name__}: {exc}"
+            logger.error("run %s lost on the cluster: %s", name, msg)
+            if run_status(db, name) != "done":
+                _write_json(os.path.join(db, "runs", name + ".failed.json"), {"name": name, "error": msg})
+            result.failures[name] = msg
+            continue
+        if res["status"] == "failed":
+            result.failures[name] = res["error"]
+        logger.info("[%d/%d] %s: %s", n, len(futures), name, res["status"])
 
 
 # ---------------------------------------------------------------------------

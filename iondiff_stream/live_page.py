@@ -31,6 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from iondiff_stream.core.display import fmt
+from iondiff_stream.outputs.report import check_verdict
 
 logger = logging.getLogger(__name__)
 
@@ -115,12 +116,6 @@ def _svg_chart(points: Sequence[tuple[float, float]], title: str, xlabel: str, u
         f"<text x='4' y='{top + h / 2}' fill='#555'>{html.escape(u.strip())}</text></svg></div>")
 
 
-def _verdict(value: Any) -> str:
-    from iondiff_stream.outputs.report import _verdict as verdict
-
-    return verdict(value)
-
-
 def _checks(st: dict[str, Any]) -> list[tuple[str, str, str]]:
     """Self-checks of the live store and of the live hop estimator, as (name, verdict, reason)."""
     out: list[tuple[str, str, str]] = []
@@ -129,7 +124,7 @@ def _checks(st: dict[str, Any]) -> list[tuple[str, str, str]]:
     if sc is None:
         out.append(("Site model", "n/a", "not available yet"))
     else:
-        out.append(("Site model", _verdict(sc), "; ".join(map(str, reasons)) or str(sc)))
+        out.append(("Site model", check_verdict(sc), "; ".join(map(str, reasons)) or str(sc)))
     gaps, dup = st.get("step_gaps"), st.get("skipped_duplicate_frames")
     if gaps is None:
         out.append(("Frame steps", "n/a", "not available yet"))

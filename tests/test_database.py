@@ -343,3 +343,66 @@ def test_transport_values_without_meaning_are_skipped_and_named(tmp_path):
 
     page = open(write_html(str(tmp_path), entries, DatabaseResult())).read()
     assert "left out of Spearman and PCA" in page and "D_tracer_cm2_s null (too short)" in page
+
+
+def test_new_descriptor_reaches_cached_runs(tmp_path, monkeypatch):
+    """Cache key = package version + manifest inputs + analysis parameters: a release with a new descriptor
+    redoes the runs cached before it (reported, with why); a changed analysis parameter does too."""
+    from distributed import Client, LocalCluster
+
+    import iondiff_stream
+    import iondiff_stream.pipeline.run as pipeline_run
+    from iondiff_stream.database import build_database, cache_key, read_manifest, stale_reason
+    from iondiff_stream.synthetic.runs import make_run
+
+    run = make_run(n_frames=300, n_cells=3, n_vacancies=3, hop_prob=5e-3, n_chains=0, framework=True, seed=5)
+    run.write_lammps(str(tmp_path / "s.dump"), str(tmp_path / "s.data"))
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("name,files,topology,mobile,temperature_K,timestep_ps,material,md_timestep_ps\n"
+                        "syn,s.dump,s.data,Li,500,,A,0.005\n")
+    out = str(tmp_path / "db")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        r1 = build_database(str(manifest), out, client=client, figures=False)
+        assert r1.done == ["syn"] and not r1.redone
+        with open(os.path.join(out, "runs", "syn", "descriptors.json")) as fh:
+            stored = json.load(fh)
+        assert stored["cache_key"]["package_version"] == iondiff_stream.__version__
+        assert stored["cache_key"]["parameters"]["hops"]["method"] == "sites"
+        with open(os.path.join(out, "descriptors.csv"), newline="") as fh:
+            row1 = next(csv.DictReader(fh))
+        assert "new_descriptor_per_ps" not in row1
+
+        # the next release: a new version that computes one more descriptor
+        original = pipeline_run.run_descriptors
+
+        def with_new_descriptor(run, *args, **kwargs):
+            desc = original(run, *args, **kwargs)
+            desc.values["new_descriptor_per_ps"] = run.data.n_frames / float(run.data.times_ps[-1])
+            return desc
+
+        monkeypatch.setattr(pipeline_run, "run_descriptors", with_new_descriptor)
+        monkeypatch.setattr(iondiff_stream, "__version__", "99.0.0")
+        r2 = build_database(str(manifest), out, client=client, figures=False)
+        assert r2.skipped == [] and r2.done == ["syn"]
+        assert r2.redone == {"syn": f"package version {stored['cache_key']['package_version']} -> 99.0.0"}
+        with open(os.path.join(out, "redone.json")) as fh:
+            assert json.load(fh) == r2.redone
+        with open(os.path.join(out, "descriptors.csv"), newline="") as fh:
+            row2 = next(csv.DictReader(fh))
+        assert float(row2["new_descriptor_per_ps"]) == pytest.approx(300 / float(row1["total_time_ps"]), rel=1e-9)
+        assert float(row2["n_hops"]) == float(row1["n_hops"])  # same analysis otherwise
+
+        r3 = build_database(str(manifest), out, client=client, figures=False)  # nothing changed: reused
+        assert r3.skipped == ["syn"] and not r3.redone
+
+    # a stored key with another hop parameter is stale, and says which
+    entry = read_manifest(str(manifest))[0]
+    path = os.path.join(out, "runs", "syn", "descriptors.json")
+    with open(path) as fh:
+        d = json.load(fh)
+    assert stale_reason(out, entry) is None and d["cache_key"] == json.loads(json.dumps(cache_key(entry)))
+    d["cache_key"]["parameters"]["hops"]["min_residence_ps"] = 0.5
+    with open(path, "w") as fh:
+        json.dump(d, fh)
+    assert stale_reason(out, entry) == "analysis parameters changed: hops.min_residence_ps"

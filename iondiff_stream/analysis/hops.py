@@ -71,7 +71,6 @@ __all__ = [
     "fit_centres",
     "detect_hops",
     "find_hops",
-    "HopAnalysis",
     "HOP_COLUMNS",
     "learn_sites",
     "ResidenceTimes",
@@ -1411,75 +1410,6 @@ def committed_site_changes(
             v = s[st[(en - st) >= m]]
             out[i0 + j] = int(np.count_nonzero(v[1:] != v[:-1]))
     return out
-
-
-class HopAnalysis:
-    """MDAnalysis-style front end: read a Universe, run the method, keep ``results``.
-
-    Parameters
-    ----------
-    mobile : AtomGroup
-        The mobile ions.
-    params : HopParameters, optional
-    remove_drift : bool
-        Subtract framework drift before clustering.
-    timestep_ps, md_timestep_ps : float, optional
-        See :class:`iondiff_stream.io.UnwrappedPositions`.
-    n_jobs : int
-
-    Attributes
-    ----------
-    results.data : TrajectoryData
-        Unwrapped positions and times.
-    results.hops : HopResults
-        Centres, states and the hop table.
-
-    Notes
-    -----
-    The frame loop is :class:`iondiff_stream.io.UnwrappedPositions` (an
-    :class:`MDAnalysis.analysis.base.AnalysisBase`); the per-ion method then
-    needs every frame of an ion at once, so it runs in ``run`` after the loop.
-    """
-
-    def __init__(
-        self,
-        mobile: Any,
-        params: HopParameters | None = None,
-        remove_drift: bool = True,
-        timestep_ps: float | None = None,
-        md_timestep_ps: float | None = None,
-        n_jobs: int = 1,
-    ) -> None:
-        self.mobile = mobile
-        self.params = params
-        self.remove_drift = remove_drift
-        self.timestep_ps = timestep_ps
-        self.md_timestep_ps = md_timestep_ps
-        self.n_jobs = n_jobs
-
-    def run(self, start: int | None = None, stop: int | None = None, step: int | None = None, verbose: bool = False) -> HopAnalysis:
-        from MDAnalysis.analysis.base import Results
-
-        from iondiff_stream.io import collect_positions
-
-        data = collect_positions(
-            self.mobile.universe,
-            self.mobile,
-            remove_drift=self.remove_drift,
-            timestep_ps=self.timestep_ps,
-            md_timestep_ps=self.md_timestep_ps,
-            start=start,
-            stop=stop,
-            step=step,
-            verbose=verbose,
-        )
-        self.results = Results()
-        self.results.data = data
-        self.results.hops = find_hops(
-            data.positions, data.times_ps, self.params, data.atom_indices, n_jobs=self.n_jobs, progress=verbose,
-            atom_ids=data.atom_ids, box=data.box, layout="frame",
-        )
-        return self
 
 
 def parameters_dict(params: HopParameters) -> dict[str, Any]:

@@ -15,9 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from iondiff_stream.core.dask import dask_client
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["map_ion_blocks", "dask_client"]
+__all__ = ["map_ion_blocks"]
 
 
 class _Shifted:
@@ -34,45 +36,6 @@ class _Shifted:
             t, ions = key
             return self.block[t, ions.start - self.i0 : ions.stop - self.i0]
         return self.block[key.start - self.i0 : key.stop - self.i0]
-
-
-class dask_client:  # noqa: N801 - used as a context manager like a function
-    """Context manager giving a ``distributed.Client``.
-
-    Parameters
-    ----------
-    client : Client or str or None
-        An existing client (returned as is), a scheduler address
-        (``"tcp://127.0.0.1:8786"``; connected, closed on exit), or None for a
-        ``LocalCluster`` of ``n_workers`` single-threaded processes (no
-        dashboard; closed on exit).
-    n_workers : int
-    """
-
-    def __init__(self, client: Any = None, n_workers: int = 1) -> None:
-        self._given = client
-        self.n_workers = max(1, int(n_workers))
-        self._own: list[Any] = []
-
-    def __enter__(self) -> Any:
-        from distributed import Client, LocalCluster
-
-        if self._given is not None and not isinstance(self._given, str):
-            return self._given
-        if isinstance(self._given, str):
-            c = Client(self._given, timeout="30s")
-            self._own = [c]
-            return c
-        cluster = LocalCluster(n_workers=self.n_workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, scheduler_port=0, silence_logs=logging.WARNING)
-        c = Client(cluster)
-        self._own = [c, cluster]
-        return c
-
-    def __exit__(self, *exc: Any) -> None:
-        for obj in self._own:
-            obj.close()
-        self._own = []
 
 
 def map_ion_blocks(

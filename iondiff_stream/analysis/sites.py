@@ -34,7 +34,7 @@ from iondiff_stream.core.pbc import minimum_image, wrap
 logger = logging.getLogger(__name__)
 
 __all__ = ["find_sites", "align_reference", "assign_sites", "site_statistics", "site_jumps", "concerted_modes",
-           "polyhedral_vertices", "assign_polyhedra", "delaunay_tetrahedra", "label_sites", "analyse_sites",
+           "assign_polyhedra", "delaunay_tetrahedra", "analyse_sites",
            "SiteStatistics", "SiteMatch", "match_reference_sites"]
 
 
@@ -299,27 +299,6 @@ def concerted_modes(
     }
 
 
-def polyhedral_vertices(
-    site_positions: np.ndarray, anion_positions: np.ndarray, box: np.ndarray, n_vertices: int = 4
-) -> np.ndarray:
-    """The ``n_vertices`` anions nearest to each site (the polyhedron's corners).
-
-    Parameters
-    ----------
-    site_positions : ndarray, shape (s, 3)
-    anion_positions : ndarray, shape (m, 3)
-        Framework anions in the same frame, Å.
-
-    Returns
-    -------
-    ndarray, shape (s, n_vertices), int
-    """
-    from MDAnalysis.lib.distances import distance_array
-
-    d = distance_array(site_positions, anion_positions, box=np.asarray(box, np.float32))
-    return np.argsort(d, axis=1)[:, :n_vertices]
-
-
 def assign_polyhedra(
     positions: np.ndarray,
     anions: np.ndarray,
@@ -409,18 +388,6 @@ def delaunay_tetrahedra(anion_positions: np.ndarray, box: np.ndarray) -> tuple[n
     inside = np.all((f >= 0) & (f < 1), axis=1)
     vert = idx[simp[inside]]
     return vert, _wrap(cen[inside], box)
-
-
-def label_sites(
-    sites: np.ndarray, ref_positions: np.ndarray, ref_labels: np.ndarray, box: np.ndarray,
-    cutoff_A: float = 0.8, default: str = "unlabelled",
-) -> np.ndarray:
-    """Label each site by the nearest labelled reference site within ``cutoff_A`` (else ``default``)."""
-    from MDAnalysis.lib.distances import distance_array
-
-    d = distance_array(np.asarray(sites, float), np.asarray(ref_positions, float), box=np.asarray(box, np.float32))
-    near = d.argmin(1)
-    return np.where(d[np.arange(len(sites)), near] < cutoff_A, np.asarray(ref_labels)[near], default).astype(str)
 
 
 @dataclass

@@ -50,7 +50,6 @@ __all__ = [
     "DiffusionFit",
     "nernst_einstein_mS_cm",
     "default_charge",
-    "remove_drift",
     "van_hove",
     "pymatgen_window",
     "TransportResult",
@@ -684,19 +683,6 @@ def nernst_einstein_mS_cm(D_cm2_s: float, n_ions: int, volume_A3: float, tempera
     D_m2_s = D_cm2_s * 1e-4
     sigma_S_m = n_per_m3 * (charge * E_CHARGE_C) ** 2 * D_m2_s / (KB_J_PER_K * temperature_K)
     return float(sigma_S_m * 10.0)  # 1 S/m = 10 mS/cm
-
-
-def remove_drift(mobile: np.ndarray, framework: np.ndarray) -> np.ndarray:
-    """Subtract the mean framework displacement (pymatgen's convention, unweighted).
-
-    Parameters
-    ----------
-    mobile : ndarray, shape (n, T, 3)
-    framework : ndarray, shape (m, T, 3)
-        Unwrapped framework positions.
-    """
-    drift = (framework - framework[:, :1, :]).mean(0)
-    return mobile - drift[None, :, :]
 
 
 def van_hove(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["cell_matrix", "to_fractional", "wrap", "minimum_image", "cell_heights"]
+__all__ = ["cell_matrix", "wrap", "minimum_image", "cell_heights"]
 
 
 def cell_matrix(box: np.ndarray) -> np.ndarray:
@@ -35,11 +35,6 @@ def cell_heights(box: np.ndarray) -> np.ndarray:
     h = cell_matrix(box)
     vol = abs(float(np.linalg.det(h)))
     return np.array([vol / np.linalg.norm(np.cross(h[(i + 1) % 3], h[(i + 2) % 3])) for i in range(3)])
-
-
-def to_fractional(x: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Fractional coordinates of Cartesian positions ``x`` (..., 3), Å."""
-    return np.asarray(x, dtype=np.float64) @ np.linalg.inv(cell_matrix(box))
 
 
 def wrap(x: np.ndarray, box: np.ndarray) -> np.ndarray:

@@ -218,12 +218,6 @@ class IonMajorView:
         return out if dtype is None else out.astype(dtype)
 
 
-def ion_blocks(n_ions: int, block: int) -> list[tuple[int, int]]:
-    """``[(0, b), (b, 2b), ...]`` covering ``n_ions``."""
-    block = max(1, int(block))
-    return [(s, min(n_ions, s + block)) for s in range(0, n_ions, block)]
-
-
 def ion_block_of(positions: Any, default: int = 16) -> int:
     """The ion block of a chunked array (its chunk width in ions), else ``default``."""
     chunks = getattr(positions, "chunks", None)

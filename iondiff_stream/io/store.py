@@ -73,7 +73,7 @@ from iondiff_stream.core.errors import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FrameStoreWriter", "FrameStoreReader", "Commit", "store_info", "writer_alive", "FORMAT"]
+__all__ = ["FrameStoreWriter", "FrameStoreReader", "Commit", "store_info", "writer_alive", "choose_segment", "FORMAT"]
 
 FORMAT = "iondiff_stream.framestore"
 VERSION = 2
@@ -1004,7 +1004,7 @@ def store_info(path: str, segment: int | str | None = None) -> dict[str, Any]:
     """
     r = FrameStoreReader(path)
     segs = r.segments
-    chosen = _choose_segment(segs, segment, path)
+    chosen = choose_segment(segs, segment, path)
     return {
         "store_segments": [{k: s.get(k) for k in ("index", "first_step", "last_step", "first_time_ps", "last_time_ps",
                                                   "n_frames", "dropped_by_ring", "started_by", "restarts")}
@@ -1020,7 +1020,7 @@ def store_info(path: str, segment: int | str | None = None) -> dict[str, Any]:
 _CHUNKS_ALWAYS_WRITTEN = ("positions", "step", "time_ps", "box", "wall_s")
 
 
-def _choose_segment(segs: list[dict[str, Any]], segment: int | str | None, path: str) -> dict[str, Any] | None:
+def choose_segment(segs: list[dict[str, Any]], segment: int | str | None, path: str) -> dict[str, Any] | None:
     """The segment record asked for (None = all)."""
     if isinstance(segment, str):
         if segment.strip().lower() == "all":

@@ -23,7 +23,7 @@ from MDAnalysis.core.topologyattrs import Atomids, Atomnames, Atomtypes, Element
 from iondiff_stream.core.elements import element_masses
 from MDAnalysis.topology.base import TopologyReaderBase
 
-from iondiff_stream.io.store import FrameStoreReader, _choose_segment
+from iondiff_stream.io.store import FrameStoreReader, choose_segment
 
 __all__ = ["StoreReader", "StoreParser", "universe_from_store"]
 
@@ -101,7 +101,7 @@ class StoreReader(base.ReaderBase):
         if self._store.n_frames == 0:
             raise EOFError(f"{filename}: the store has no committed frames yet")
         self.segments = self._store.segments
-        chosen = _choose_segment(self.segments, segment, str(filename))
+        chosen = choose_segment(self.segments, segment, str(filename))
         self.segment = "all" if chosen is None else int(chosen["index"])
         if chosen is not None:
             self._idx = np.arange(chosen["start"], chosen["stop"])

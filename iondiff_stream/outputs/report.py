@@ -17,7 +17,7 @@ from iondiff_stream.core.progress import stage
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["make_report", "render_report", "trust_checks", "summary_sections", "arrhenius_across_runs", "CAPTIONS"]
+__all__ = ["make_report", "render_report", "trust_checks", "check_verdict", "summary_sections", "arrhenius_across_runs", "CAPTIONS"]
 
 
 def _load(out_dir: str) -> tuple[dict[str, Any], Any]:
@@ -46,7 +46,7 @@ CAPTIONS = {
 _BADGE = {"pass": "pass", "warn": "warn", "fail": "fail", "n/a": "not available"}
 
 
-def _verdict(value: Any) -> str:
+def check_verdict(value: Any) -> str:
     """A check's state from a summary value: ``pass``, ``warn``, ``fail`` or ``n/a``."""
     if value is None:
         return "n/a"
@@ -95,7 +95,7 @@ def trust_checks(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
     if check is None:
         out.append(("Hops vs MSD", "n/a", "not available"))
     else:
-        v = _verdict(check)
+        v = check_verdict(check)
         text = f"D_hops / D_MSD = {fmt(frac, digits=3)}" if frac is not None else ""
         if frac is not None and ci and len(ci) == 2 and None not in ci:
             text += f" (95 % interval {fmt(ci[0], digits=3)} – {fmt(ci[1], digits=3)})"
@@ -124,10 +124,10 @@ def trust_checks(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
                 val = fmt(100 * s[key], digits=3) + " % of ion-time" if key == "resting_outside_fraction" \
                     else fmt(s[key], digits=3)
                 parts.append(f"{label} {val}")
-        text = "; ".join(reasons) if reasons else ("sites and hops consistent" if _verdict(sc) == "pass" else str(sc))
+        text = "; ".join(reasons) if reasons else ("sites and hops consistent" if check_verdict(sc) == "pass" else str(sc))
         if parts:
             text += " (" + ", ".join(parts) + ")"
-        out.append(("Site model", _verdict(sc), text))
+        out.append(("Site model", check_verdict(sc), text))
 
     # frame spacing: fine enough to resolve a hop?
     spacing = [w for w in warnings if "frame spacing" in w.lower()]
@@ -168,7 +168,7 @@ def trust_checks(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
                  and not isinstance(v, (dict, list))]
         text = "; ".join(reasons) if isinstance(reasons, list) else (str(reasons) if reasons else "")
         text = ", ".join(x for x in (text, ", ".join(shown)) if x) or "recorded"
-        out.append(("Model deviation", _verdict(md.get(verdict_key)) if verdict_key else "n/a", text))
+        out.append(("Model deviation", check_verdict(md.get(verdict_key)) if verdict_key else "n/a", text))
     return out
 
 
