@@ -462,7 +462,7 @@ def sites(
                          "counted as unmatched, Å (default: half the median hole spacing).")] = None,
 ) -> None:
     """Tetrahedral sites: occupation per site type, residence times, concerted A->B + B->C modes."""
-    from iondiff_stream.analysis.sites import analyse_sites
+    from iondiff_stream.pipeline.run import analyse_sites
 
     _setup_logging(False)
     labels = _pairs(label, "--label")

@@ -486,14 +486,12 @@ def match_reference_sites(
 
 
 def analyse_sites(
-    trajectories: Any,
-    mobile: str,
-    framework: str,
+    mob: Any,
+    an: Any,
+    frame0_positions: np.ndarray,
+    frame0_elements: np.ndarray | None,
     *,
-    topology: str | None = None,
-    timestep_ps: float | None = None,
-    md_timestep_ps: float | None = None,
-    reference: str | None = None,
+    reference_atoms: Any = None,
     labels: dict[str, str] | None = None,
     default_label: str = "other",
     anchor: str | None = None,
@@ -506,16 +504,18 @@ def analyse_sites(
     Sites are the tetrahedral holes of the ``framework`` anions (periodic Delaunay of the first frame),
     each moving with its four anions; a mobile ion is at the site whose tetrahedron contains it.
 
+    The frames are read by the orchestrator (:func:`iondiff_stream.pipeline.analyse_sites` reads a run's
+    files once and calls this).
+
     Parameters
     ----------
-    trajectories, topology, timestep_ps, md_timestep_ps
-        As for :func:`iondiff_stream.pipeline.analyze_run`.
-    mobile : str
-        Mobile ions (e.g. ``"Li"``).
-    framework : str
-        Anions spanning the tetrahedra (e.g. ``"S,Cl"``).
-    reference : str, optional
-        Structure file (any format ASE reads) with labelled sites, aligned on ``anchor`` atoms.
+    mob, an : TrajectoryData
+        Unwrapped positions (no drift removal) of the mobile ions and of the framework anions.
+    frame0_positions : ndarray, shape (n_atoms, 3)
+        Positions of every atom in the first frame, Å (to align the reference).
+    frame0_elements : ndarray of str, shape (n_atoms,), or None
+    reference_atoms : ase.Atoms, optional
+        Structure with labelled sites, aligned on ``anchor`` atoms.
     labels : dict, optional
         Species of the reference → site-type label (e.g. ``{"Li": "T5", "Se": "T4"}``).
     default_label : str
@@ -538,26 +538,18 @@ def analyse_sites(
         ``concerted`` (see :func:`concerted_modes`), and with a reference ``reference_match``
         (:meth:`SiteMatch.summary`: tolerance, unmatched fraction, distances).
     """
-    from iondiff_stream.io import collect_positions, elements_of, load_universe
-
-    u = load_universe(trajectories, topology)
-    mob = collect_positions(u, mobile, timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps, remove_drift=False)
-    an = collect_positions(u, framework, timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps, remove_drift=False)
     vert, cen = delaunay_tetrahedra(an.positions[0], mob.box)
     types = np.full(len(vert), default_label, dtype=object)
     match = None
-    if reference is not None:
-        from iondiff_stream.io.readers import read_structure
-
+    if reference_atoms is not None:
         if anchor is None:
             raise AnalysisError("aligning a reference structure needs an anchor species (e.g. 'P')")
-        ref = read_structure(reference)
+        ref = reference_atoms
         cell = np.asarray(ref.cell[:])
         reps = np.maximum(1, np.rint(np.diag(_h(mob.box)) / np.linalg.norm(cell, axis=1)).astype(int))
         ref = ref.repeat(tuple(int(r) for r in reps))
-        u.trajectory[0]
         al = align_reference(ref.get_scaled_positions() @ _h(mob.box), np.array(ref.get_chemical_symbols()),
-                             u.atoms.positions.astype(float), elements_of(u.atoms), mob.box, anchor,
+                             np.asarray(frame0_positions, float), frame0_elements, mob.box, anchor,
                              tol_A=align_tol_A)
         names = np.array(ref.get_chemical_symbols())
         lab = np.array([(labels or {}).get(s, "") for s in names], dtype=object)

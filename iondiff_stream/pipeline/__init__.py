@@ -7,7 +7,7 @@ Below it: ``io`` (readers, frame store) → ``model`` (site model, hop rule) →
 ``outputs`` (report, plots), ``live`` and the interfaces (``cli``, ``monitor``, ``database``, ``lammps_hooks``).
 """
 
-from iondiff_stream.pipeline.run import (RunAnalysis, analyze_run, compute_descriptors, hops_of, open_run,
+from iondiff_stream.pipeline.run import (RunAnalysis, analyse_sites, analyze_run, compute_descriptors, hops_of, open_run,
                                          read_run)
 
-__all__ = ["RunAnalysis", "analyze_run", "compute_descriptors", "hops_of", "open_run", "read_run"]
+__all__ = ["RunAnalysis", "analyse_sites", "analyze_run", "compute_descriptors", "hops_of", "open_run", "read_run"]

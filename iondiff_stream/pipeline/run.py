@@ -26,6 +26,7 @@ from iondiff_stream.io import TrajectoryData, collect_positions, guess_format, l
 from iondiff_stream.analysis.transport import TransportResult, analyse_transport, default_charge
 from iondiff_stream.pipeline.result import HopStatistics, RunAnalysis, RunFacts
 from iondiff_stream.analysis.descriptors import RunDescriptors, run_descriptors
+from iondiff_stream.core.errors import AnalysisError
 from iondiff_stream.core.units import A2_PER_PS_TO_CM2_PER_S, lammps_factors
 
 logger = logging.getLogger(__name__)
@@ -642,3 +643,45 @@ def compute_descriptors(
     return run_descriptors(run, trajectories, topology, temperature_K=temperature_K, timestep_ps=timestep_ps,
                            md_timestep_ps=md_timestep_ps, lammps_units=lammps_units, source=source,
                            reader_kwargs=reader_kwargs or None)
+
+
+def analyse_sites(
+    trajectories: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    mobile: str,
+    framework: str,
+    *,
+    topology: str | None = None,
+    timestep_ps: float | None = None,
+    md_timestep_ps: float | None = None,
+    reference: str | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Tetrahedral-site analysis of a run's files: read once here, analysed by
+    :func:`iondiff_stream.analysis.sites.analyse_sites` (site fractions, residence per type, concerted modes).
+
+    Parameters
+    ----------
+    trajectories, topology, timestep_ps, md_timestep_ps
+        As for :func:`analyze_run`.
+    mobile : str
+        Mobile ions (e.g. ``"Li"``).
+    framework : str
+        Anions spanning the tetrahedra (e.g. ``"S,Cl"``).
+    reference : str, optional
+        Structure file (any format ASE reads) with labelled sites.
+    **kwargs
+        ``labels``, ``default_label``, ``anchor``, ``window_ps``, ``align_tol_A``, ``match_tol_A`` of the analysis.
+    """
+    from iondiff_stream.analysis import sites
+    from iondiff_stream.io import elements_of
+    from iondiff_stream.io.readers import read_structure
+
+    u = load_universe(trajectories, topology)
+    mob = collect_positions(u, mobile, timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps, remove_drift=False)
+    an = collect_positions(u, framework, timestep_ps=timestep_ps, md_timestep_ps=md_timestep_ps, remove_drift=False)
+    if reference is not None and kwargs.get("anchor") is None:
+        raise AnalysisError("aligning a reference structure needs an anchor species (e.g. 'P')")
+    ref = read_structure(reference) if reference is not None else None
+    u.trajectory[0]
+    return sites.analyse_sites(mob, an, u.atoms.positions.astype(float), elements_of(u.atoms), reference_atoms=ref,
+                               **kwargs)
