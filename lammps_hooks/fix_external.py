@@ -278,7 +278,7 @@ class Hook:
             raise IonDiffStreamError("the hook does not know its store: attach it with lammps_hooks.attach")
         self.devi_tail = ModelDeviationTail(path)
         self.devi_writer = ModelDeviationWriter(store, ion_ids=self.sink.ion_ids, mode=mode,
-                                                meta={"out_file": os.path.abspath(path), **(meta or {})})
+                                                meta={**(meta or {}), "out_file": os.path.abspath(path)})
 
     def _poll_model_deviation(self) -> None:
         """New lines of the model deviation file into the store (errors stop the hook like a store error)."""

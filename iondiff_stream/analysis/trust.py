@@ -102,8 +102,9 @@ def deviation_status(store: str, frame_steps: np.ndarray | None = None, trust_lo
     above = np.flatnonzero(f > hi)
     out["first_step_above_trust_hi"] = int(dev.step[above[0]]) if len(above) else None
     if cur > hi:
-        out["warning"] = (f"the run has left the trusted region: max force deviation {cur:.3g} eV/Å > {hi:g} at step "
-                          f"{int(dev.step[-1])}; forces and hops from here on are not reliable")
+        out["warning"] = (f"the run is outside the trusted region: max force deviation {cur:.3g} eV/Å > {hi:g} at step "
+                          f"{int(dev.step[-1])} (first above at step {int(dev.step[above[0]])}); forces and hops "
+                          "there are not reliable")
     elif len(above):
         out["warning"] = (f"the run was outside the trusted region in {len(above)} of {len(f)} deviation rows (first "
                           f"at step {int(dev.step[above[0]])}, max {float(np.max(f)):.3g} eV/Å > {hi:g})")

@@ -5,7 +5,7 @@ writes, every ``N`` steps, one line per step: the step, the maximum, minimum and
 virial deviation (``*_devi_v``, eV per atom) and of the force deviation (``*_devi_f``, eV/Å), in DeePMD-kit 3
 also of the atomic energy (``*_devi_e``, eV), each the standard deviation over the ensemble of models. With
 ``atomic`` the force deviation of every atom follows, in the order of the atom ids (column ``j`` is the atom
-with id ``j + 1``; the file has no names for these columns). The line of step ``s`` is written (and flushed)
+with id ``j + 1``; the header names the block once, ``atm_devi_f(N)``). The line of step ``s`` is written (and flushed)
 while the forces of step ``s`` are computed, so a ``fix external`` callback at step ``s`` finds it.
 
 Functions and classes
@@ -117,7 +117,8 @@ def _header_names(line: str) -> list[str]:
     names = line.lstrip("#").split()
     if not names or names[0] != "step":
         raise TrajectoryFormatError(f"not a model_devi.out header (expected '# step max_devi_v ...'): {line.strip()!r}")
-    return names[1:]
+    # DeePMD-kit 3 names the per-atom block once, "atm_devi_f(N)": those columns are not named ones
+    return [n for n in names[1:] if not n.startswith("atm_devi")]
 
 
 def parse_model_devi(lines: list[str], names: list[str] | None, source: str = "model_devi.out") -> ModelDeviation:
@@ -345,7 +346,7 @@ class ModelDeviationWriter:
     """
 
     def __init__(self, store: str, ion_ids: np.ndarray | None = None, mode: str = "w", flush_rows: int = 100,
-                 flush_seconds: float | None = 10.0, meta: dict[str, Any] | None = None) -> None:
+                 flush_seconds: float | None = 2.0, meta: dict[str, Any] | None = None) -> None:
         self.path = os.path.join(os.fspath(store), GROUP)
         self.ion_ids = None if ion_ids is None else np.asarray(ion_ids, dtype=np.int64)
         self.flush_rows = max(1, int(flush_rows))
