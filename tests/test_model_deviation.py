@@ -219,7 +219,7 @@ def test_hop_resolved_trust_per_atom():
     # hop-carried D: ion 1's hop (frames 5-7) touches an untrusted frame (5); ion 0's hop (2-3) is trusted
     conv = 1e-4 / (6 * 3)
     d_all, d_tr = (2.7**2 + 3.0**2) / 0.2 * conv, 2.7**2 / (0.2 * 0.5) * conv
-    assert s["D_hops_cm2_s"] == pytest.approx(d_all) and s["D_hops_trusted_cm2_s"] == pytest.approx(d_tr)
+    assert s["D_hops_all_cm2_s"] == pytest.approx(d_all) and s["D_hops_trusted_cm2_s"] == pytest.approx(d_tr)
     assert s["D_hops_trusted_change_percent"] == pytest.approx(100 * (d_tr - d_all) / d_all)
     assert "of 2 hops" in s["trust_note"]
 
@@ -254,3 +254,55 @@ def test_windowed_msd_of_a_straight_walk():
     half = windowed_msd_D(x, dt, [(0, 150), (250, 400)], lags)
     assert half["D_cm2_s"] == pytest.approx(d_true, rel=0.15)
     assert half["windows"][0] == (150 - 2 + 150 - 2) * 50
+
+
+def test_offline_analysis_joins_the_deviation_to_every_hop(tmp_path):
+    """analyze on a store holding deviation rows: hops.csv gains max_devi_f_eV_A (the hopping ion's own, over the
+    frames of its hop), the summary the untrusted share and the transport without the untrusted stretch."""
+    import csv
+
+    from iondiff_stream.io.model_deviation import ModelDeviation
+    from iondiff_stream.pipeline.run import analyze_run
+    from iondiff_stream.synthetic.runs import make_run
+
+    run = make_run(n_frames=600, sigma_A=0.15, hop_prob=1e-2, n_chains=0, seed=3)
+    X = run.positions.transpose(1, 0, 2)
+    nf, n = X.shape[:2]
+    ids = np.arange(1, n + 1)
+    store = str(tmp_path / "dev.zarr")
+    dt = float(run.times_ps[1] - run.times_ps[0])
+    with FrameStoreWriter(store, ids, ["Li"] * n, chunk_frames=50) as w:
+        for t in range(nf):
+            w.append(10 * t, t * dt, X[t], run.box)
+    # per-ion deviation: small and ion-specific, except in frames 300-349 where the model "leaves" its data
+    steps = 10 * np.arange(nf)
+    atom = 0.01 + 0.001 * np.arange(n)[None, :] + np.zeros((nf, 1))
+    atom[300:350] += 0.5
+    cols = {k: np.zeros(nf) for k in SIX}
+    cols["max_devi_f"] = atom.max(1)
+    wr = ModelDeviationWriter(store, ion_ids=ids, flush_rows=64)
+    wr.append(ModelDeviation(steps, cols, atom, ids))
+    wr.close()
+    out = str(tmp_path / "out")
+    res = analyze_run(store, "Li", out_dir=out, trust_hi=0.15)
+    s = res.summary
+    with open(os.path.join(out, "hops.csv")) as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == s["n_hops"] > 10
+    got = np.array([float(r["max_devi_f_eV_A"]) for r in rows])
+    want = np.array([atom[int(r["start_frame"]):int(r["end_frame"]) + 1, int(r["ion"])].max() for r in rows])
+    np.testing.assert_allclose(got, want, atol=1e-6)  # hops.csv keeps 6 decimals
+    closed = np.array([r["open"] == "false" for r in rows])
+    inside = np.array([int(r["start_frame"]) <= 349 and int(r["end_frame"]) >= 300 for r in rows])
+    assert s["hops_above_trust_hi"] == int((inside & closed).sum())
+    assert s["hops_above_trust_hi_fraction"] == pytest.approx((inside & closed).sum() / closed.sum())
+    assert s["frames_untrusted"] == 50 and s["n_trusted_stretches"] == 2
+    assert s["trusted_time_fraction"] == pytest.approx((299 + 249) / 599)
+    assert s["model_devi_frames"] == nf and s["model_devi_per_atom"] is True
+    assert s["D_msd_trusted_cm2_s"] > 0 and s["D_msd_trusted_change_percent"] is not None
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    assert summary["hops_above_trust_hi"] == s["hops_above_trust_hi"] and "trust_note" in summary
+    import zarr
+
+    g = zarr.open_group(os.path.join(out, "results.zarr"), mode="r")
+    assert g["hops/max_devi_f_eV_A"].attrs.get("units") == "eV/angstrom"

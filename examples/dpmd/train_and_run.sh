@@ -33,7 +33,7 @@ PLUGIN=$($PY -c "import deepmd, os, glob; print(glob.glob(os.path.join(os.path.d
 rm -f model_devi.out
 $PY -m iondiff_stream.cli run in.dpmd --mobile F --store dpmd.zarr --every $EVERY --overwrite --quiet \
   -var plugin "$PLUGIN" -var nsteps ${NSTEPS:-5000} -var T ${T:-1500} -var models "$MODELS" -var devi_every $EVERY \
-  > run.json &
+  > run.out &
 RUN=$!
 # the live view while LAMMPS runs (once the first frames are in)
 for _ in $(seq 600); do
@@ -43,6 +43,8 @@ for _ in $(seq 600); do
 done
 $PY -m iondiff_stream.cli monitor dpmd.zarr --once --json > monitor_live.json || true
 wait $RUN
+# the deepmd plugin prints its model summary to stdout past --quiet: keep the report (the last JSON object)
+$PY -c "import sys; t=open('run.out').read(); i=t.rfind('\n{\n'); open('run.json','w').write(t[i+1:] if i >= 0 else t)"
 cat run.json
 $PY -m iondiff_stream.cli monitor dpmd.zarr --once --json > monitor.json
 $PY -m iondiff_stream.cli analyze dpmd.zarr --mobile F --temperature ${T:-1500} --out dpmd_analysis --overwrite ${REPORT---report}

@@ -270,7 +270,7 @@ def hop_trust(hops: Any, fd: FrameDeviation, times_ps: np.ndarray, positions: An
         ``frames_above_trust_hi_fraction``, ``hops_with_devi``, ``hops_above_trust_lo``/``_hi`` and their
         ``_fraction`` (closed hops), ``hop_max_devi_f_median_eV_A``, ``hop_devi_f_mean_eV_A`` and
         ``rest_devi_f_mean_eV_A`` (the hopping ions' deviation in the frames of their hops and at rest; per atom
-        only), ``trusted_time_fraction``, ``n_trusted_stretches``, ``D_hops_cm2_s``/``D_hops_trusted_cm2_s``,
+        only), ``trusted_time_fraction``, ``n_trusted_stretches``, ``D_hops_all_cm2_s``/``D_hops_trusted_cm2_s``,
         ``D_msd_windowed_cm2_s``/``D_msd_trusted_cm2_s`` (same lags) and their ``_change_percent``, ``trust_note``.
     """
     lo, hi = _levels(trust_lo, trust_hi)
@@ -332,9 +332,9 @@ def hop_trust(hops: Any, fd: FrameDeviation, times_ps: np.ndarray, positions: An
     # hop-carried D: closed hops whose frames are all trusted, over the trusted time
     hop_ok = closed & np.array([trusted[int(a):int(b) + 1].all() for a, b in zip(s0, e0)], dtype=bool)
     conv = A2_PER_PS_TO_CM2_PER_S / (6.0 * max(n_mobile, 1))
-    s["D_hops_cm2_s"] = float((length[closed] ** 2).sum() / t_all * conv) if t_all > 0 else None
+    s["D_hops_all_cm2_s"] = float((length[closed] ** 2).sum() / t_all * conv) if t_all > 0 else None
     s["D_hops_trusted_cm2_s"] = float((length[hop_ok] ** 2).sum() / t_tr * conv) if t_tr > 0 else None
-    s["D_hops_trusted_change_percent"] = _change(s["D_hops_cm2_s"], s["D_hops_trusted_cm2_s"])
+    s["D_hops_trusted_change_percent"] = _change(s["D_hops_all_cm2_s"], s["D_hops_trusted_cm2_s"])
     if positions is not None and nf > 8:
         longest = max((b - a for a, b in stretches), default=0)
         k2 = max(2, min(nf // 4, longest // 2))
