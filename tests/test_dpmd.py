@@ -91,10 +91,10 @@ def test_dpmd_ensemble_with_model_deviation_live_and_offline(tmp_path):
     assert s["n_hops"] == mon["hops"]
     with open(d / "dpmd_analysis" / "hops.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == s["n_hops"]
     if rows:
         devi = np.array([float(x["max_devi_f_eV_A"]) for x in rows])
-        closed = np.array([x["open"] == "false" for x in rows])
+        closed = np.array([x["open"] == "false" for x in rows])  # hops.csv also lists the hops still open at the end
+        assert int(closed.sum()) == s["n_hops"]
         assert np.all(np.isfinite(devi)) and np.all(devi > 0)
         assert s["hops_with_devi"] == int(closed.sum())
         assert s["hops_above_trust_hi"] == int((devi[closed] > 0.15).sum())

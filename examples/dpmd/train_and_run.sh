@@ -37,7 +37,9 @@ $PY -m iondiff_stream.cli run in.dpmd --mobile F --store dpmd.zarr --every $EVER
 RUN=$!
 # the live view while LAMMPS runs (once the first frames are in)
 for _ in $(seq 600); do
-  [ -f dpmd.zarr/commit.json ] && [ -f dpmd.zarr/model_devi/commit.json ] && break
+  $PY -c "import json,sys; n=lambda p,k: json.load(open(p)).get(k, 0); \
+sys.exit(0 if n('dpmd.zarr/commit.json', 'n_frames') and n('dpmd.zarr/model_devi/commit.json', 'n_rows') else 1)" \
+    2>/dev/null && break
   kill -0 $RUN 2>/dev/null || break
   sleep 1
 done
