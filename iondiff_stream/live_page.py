@@ -42,7 +42,7 @@ __all__ = ["render", "render_body", "snapshot", "write_atomic", "LivePage", "Mon
 _SHOWN = {"store", "frames", "frames_total", "last_step", "n_ions", "segments", "simulated_time_ps", "speed_ns_per_day",
           "msd_A2", "D_running_cm2_s", "D_running_ci95_cm2_s", "hops", "ions_in_transit", "hop_rate_per_ion_per_ps",
           "centres_per_ion", "online_frames", "n_sites", "site_check", "site_check_reasons", "live_final", "waiting",
-          "skipped_duplicate_frames", "step_gaps", "ring_dropped_frames", "unclean_writer_exits"}
+          "skipped_duplicate_frames", "step_gaps", "ring_dropped_frames", "unclean_writer_exits", "model_deviation"}
 
 _CSS = """
 .idl{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;color:#222;max-width:1100px}
@@ -77,7 +77,8 @@ def snapshot(status: dict[str, Any], wall: float | None = None) -> dict[str, Any
     """
     return {"wall": time.time() if wall is None else float(wall), "frames": status.get("frames"),
             "simulated_time_ps": status.get("simulated_time_ps"), "hops": status.get("hops"),
-            "ions_in_transit": status.get("ions_in_transit"), "D": dict(status.get("D_running_cm2_s") or {})}
+            "ions_in_transit": status.get("ions_in_transit"), "D": dict(status.get("D_running_cm2_s") or {}),
+            "max_devi_f": (status.get("model_deviation") or {}).get("current_max_devi_f_eV_A")}
 
 
 def _esc(value: Any) -> str:
@@ -138,6 +139,13 @@ def _checks(st: dict[str, Any]) -> list[tuple[str, str, str]]:
                                            "store for the offline analysis"))
     elif dropped is not None:
         out.append(("Ring buffer", "pass", "every frame kept"))
+    md = st.get("model_deviation")
+    if md and md.get("rows"):
+        state = md.get("current_state")
+        verdict = "fail" if state == "untrusted" else "warn" if md.get("warning") or state == "candidate" else "pass"
+        out.append(("Model trust", verdict, md.get("warning") or
+                    f"max force deviation {fmt(md.get('current_max_devi_f_eV_A'), 'eV/Å', digits=3)} ({state}; trust "
+                    f"levels {fmt(md.get('trust_lo_eV_A'))} / {fmt(md.get('trust_hi_eV_A'))} eV/Å)"))
     if st.get("unclean_writer_exits"):
         out.append(("Writer", "warn", f"{fmt(st['unclean_writer_exits'])} unclean writer exits (a crash or a kill); "
                                       "the frames before each are kept"))
@@ -173,6 +181,16 @@ def _status_cards(st: dict[str, Any]) -> list[tuple[str, str, str]]:
         cards.append((f"running D ({species})", fmt(d, "cm²/s", digits=3) if d is not None else "not yet", note))
     n_sites = st.get("n_sites")
     cards.append(("sites found", fmt(n_sites) if n_sites is not None else "not yet", ""))
+    md = st.get("model_deviation")
+    if md and md.get("rows"):
+        cards.append(("model deviation now", fmt(md.get("current_max_devi_f_eV_A"), "eV/Å", digits=3),
+                      f"{md.get('current_state')} (max force deviation, step {_count(md.get('last_step'))})"))
+        cards.append(("model deviation max", fmt(md.get("max_max_devi_f_eV_A"), "eV/Å", digits=3),
+                      f"mean {fmt(md.get('mean_max_devi_f_eV_A'), digits=3)} eV/Å"))
+        above = md.get("frames_above_trust_hi")
+        cards.append((f"frames above {fmt(md.get('trust_hi_eV_A'))} eV/Å", _count(above) if above is not None else "—",
+                      f"of {_count(md.get('frames_with_devi'))}; above {fmt(md.get('trust_lo_eV_A'))}: "
+                      f"{_count(md.get('frames_above_trust_lo'))}"))
     if st.get("live_final") is not None:
         cards.append(("final", fmt(st["live_final"]), "the writer finished the run"))
     return cards
@@ -221,6 +239,9 @@ def render_body(status: dict[str, Any], history: Sequence[dict[str, Any]] = ()) 
     for species in (st.get("D_running_cm2_s") or {}):
         charts.append(_svg_chart(list(zip(xs, [(h.get("D") or {}).get(species) for h in hist])),
                                  f"running D ({species}), cm²/s", "simulated time (ps)"))
+    if any(h.get("max_devi_f") is not None for h in hist):
+        charts.append(_svg_chart(list(zip(xs, [h.get("max_devi_f") for h in hist])), "max force deviation, eV/Å",
+                                 "simulated time (ps)"))
     walls = [h.get("wall") for h in hist]
     w0 = walls[0] if walls and walls[0] is not None else 0.0
     charts.append(_svg_chart(list(zip([None if w is None else (w - w0) / 60.0 for w in walls],

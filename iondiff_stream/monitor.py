@@ -16,7 +16,7 @@ __all__ = ["status", "watch"]
 
 
 def status(path: str, recent: int = 200, verify: bool = False, live: LiveHops | None = None,
-           hops: bool = True) -> dict[str, Any]:
+           hops: bool = True, trust_lo: float | None = None, trust_hi: float | None = None) -> dict[str, Any]:
     """One status snapshot of a store (safe while the writer appends).
 
     Reads the steps and times of every available frame and the first and last chunk of positions
@@ -36,6 +36,8 @@ def status(path: str, recent: int = 200, verify: bool = False, live: LiveHops | 
         (the offline analysis of the frames stored so far).
     hops : bool
         Count hops at all (False: frames, speed and MSD only).
+    trust_lo, trust_hi : float, optional
+        Trust levels of the DeePMD model deviation, eV/Å (default DP-GEN's 0.05 and 0.15).
 
     Returns
     -------
@@ -46,20 +48,23 @@ def status(path: str, recent: int = 200, verify: bool = False, live: LiveHops | 
         ``hops``, ``ions_in_transit``, ``hop_rate_per_ion_per_ps``, ``n_sites``, ``site_model``,
         ``site_check``, ``live_frames``, ``live_final`` (see :class:`iondiff_stream.live.hops.LiveHops`),
         ``skipped_duplicate_frames``, ``step_gaps``, ``segments`` (one per LAMMPS run),
-        ``ring_dropped_frames``, ``unclean_writer_exits``.
+        ``ring_dropped_frames``, ``unclean_writer_exits``; ``model_deviation`` for a DeePMD run with model
+        deviation (:func:`iondiff_stream.analysis.trust.deviation_status`: current and largest force deviation,
+        frames above the trust levels, a ``warning`` when the run left the trusted region).
     """
     if live is None and hops:
         live = LiveHops(path)
     for attempt in range(5):
         try:
-            return _status(path, recent, verify, live)
+            return _status(path, recent, verify, live, (trust_lo, trust_hi))
         except StoreOverwrittenError:
             if attempt == 4:
                 raise
     raise AssertionError("unreachable")
 
 
-def _status(path: str, recent: int, verify: bool, live: LiveHops | None) -> dict[str, Any]:
+def _status(path: str, recent: int, verify: bool, live: LiveHops | None,
+            trust: tuple[float | None, float | None] = (None, None)) -> dict[str, Any]:
     r = FrameStoreReader(path)
     n = r.n_frames
     out: dict[str, Any] = {"store": path, "frames": n, "frames_total": r.commit.n_frames,
@@ -72,7 +77,7 @@ def _status(path: str, recent: int, verify: bool, live: LiveHops | None) -> dict
         out["unclean_writer_exits"] = len(r.commit.unclean_exits)
     if n == 0:
         return out
-    r.read(0, n, names=("step", "time_ps"))  # checksums of the small arrays
+    small = r.read(0, n, names=("step", "time_ps"))  # checksums of the small arrays
     if verify:
         r.verify()
     else:
@@ -106,11 +111,17 @@ def _status(path: str, recent: int, verify: bool, live: LiveHops | None) -> dict
             out["hop_rate_per_ion_per_ps"] = lv["hops"] / (len(r.ion_ids) * dt)
     out["skipped_duplicate_frames"] = r.commit.n_skipped_duplicates
     out["step_gaps"] = r.commit.n_step_gaps
+    from iondiff_stream.analysis.trust import deviation_status
+
+    devi = deviation_status(path, small["step"], *trust)
+    if devi is not None:
+        out["model_deviation"] = devi
     return out
 
 
 def watch(path: str, interval: float = 2.0, max_updates: int | None = None,
-          on_status: Callable[[dict[str, Any]], None] | None = None) -> None:
+          on_status: Callable[[dict[str, Any]], None] | None = None, trust_lo: float | None = None,
+          trust_hi: float | None = None) -> None:
     """Refresh a terminal table with :func:`status` every ``interval`` seconds (Ctrl-C to stop).
 
     ``on_status`` is called with every status shown (e.g. :class:`~iondiff_stream.live_page.LivePage`).
@@ -122,7 +133,7 @@ def watch(path: str, interval: float = 2.0, max_updates: int | None = None,
 
     def table() -> Table:
         try:
-            st = status(path, live=follower)
+            st = status(path, live=follower, trust_lo=trust_lo, trust_hi=trust_hi)
         except StoreCorruptError:
             raise
         except Exception as exc:  # noqa: BLE001 - keep watching through transient states

@@ -100,6 +100,11 @@ class Hook:
         self._run_first: int | None = None
         self._last_atimestep: int | None = None
         self._last_step: int | None = None
+        #: DeePMD model deviation followed beside the frames (:meth:`follow_model_deviation`)
+        self.devi_tail: Any = None
+        self.devi_writer: Any = None
+        self.devi_seconds = 0.0
+        self.sink_store: str | None = None
         self._img_type = lmp.extract_atom_datatype("image")  # looked up once: the callback stays cheap
         self._img_dtype = np.int64 if bits == 21 else np.int32
         self._tag_dtype = np.int64 if int(lmp.extract_setting("tagint")) == 8 else np.int32
@@ -216,6 +221,8 @@ class Hook:
             assert self.sink is not None
             self.sink.push(int(ntimestep), t, pos, h, images=img, image_bits=self.bits, ids=ids, new_run=new_run)
             self.n_calls += 1
+            if self.devi_tail is not None:
+                self._poll_model_deviation()
         except BaseException as exc:  # an exception must not unwind through LAMMPS's C stack
             if self.error is None:
                 logger.error("iondiff_stream hook failed at step %d: %s", ntimestep, exc)
@@ -244,6 +251,43 @@ class Hook:
             img = np.concatenate([p[k][6] for p in parts])
             self.sink.push(step, t, pos, h, images=img, image_bits=self.bits, ids=ids, new_run=new_run)
             self.n_calls += 1
+        if self.devi_tail is not None:
+            self._poll_model_deviation()
+
+    def follow_model_deviation(self, path: str, mode: str = "w", meta: dict[str, Any] | None = None) -> None:
+        """Also store the DeePMD model deviation that LAMMPS writes to ``path`` (rank 0), beside the frames.
+
+        The file (``pair_style deepmd m0.pb m1.pb ... out_file PATH out_freq N [atomic]``) is read at every
+        stored frame, its new lines go to ``STORE/model_devi/`` (:class:`iondiff_stream.io.model_deviation.
+        ModelDeviationWriter`; per atom for the stored ions with ``atomic``), keyed by the MD step like the frames.
+
+        Parameters
+        ----------
+        path : str
+            LAMMPS's model deviation file (it may not exist yet).
+        mode : {"w", "a"}
+            Replace the deviation rows already in the store, or append to them (``--append``).
+        meta : dict, optional
+            Kept in the deviation's commit record (``out_freq``, ``models``, ``atomic`` ...).
+        """
+        if self.sink is None:  # other ranks: rank 0 reads the file
+            return
+        from iondiff_stream.io.model_deviation import ModelDeviationTail, ModelDeviationWriter
+
+        store = self.sink_store
+        if store is None:
+            raise IonDiffStreamError("the hook does not know its store: attach it with lammps_hooks.attach")
+        self.devi_tail = ModelDeviationTail(path)
+        self.devi_writer = ModelDeviationWriter(store, ion_ids=self.sink.ion_ids, mode=mode,
+                                                meta={**(meta or {}), "out_file": os.path.abspath(path)})
+
+    def _poll_model_deviation(self) -> None:
+        """New lines of the model deviation file into the store (errors stop the hook like a store error)."""
+        import time as _time
+
+        t0 = _time.perf_counter()
+        self.devi_writer.append(self.devi_tail.poll())
+        self.devi_seconds += _time.perf_counter() - t0
 
     def enable_stop(self) -> None:
         """Let :meth:`request_stop` halt LAMMPS: an ``internal`` variable and a ``fix halt`` on it.
@@ -292,6 +336,15 @@ class Hook:
                 self.error = self.error or exc
         if self.sink is not None:
             report = self.sink.close(interrupted=interrupted)
+        if self.devi_writer is not None:
+            try:
+                self._poll_model_deviation()  # the lines written after the last stored frame
+                report.update(self.devi_writer.close())
+                report["model_devi_hook_s"] = self.devi_seconds
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                self.error = self.error or exc
+            self.devi_tail.close()
+            self.devi_writer = self.devi_tail = None
         if self.error is not None:
             err, self.error = self.error, None
             raise err
@@ -328,6 +381,8 @@ def attach(
     mode: str = "a",
     overwrite: bool = False,
     store_framework: bool = True,
+    model_devi: str | None = None,
+    model_devi_meta: dict[str, Any] | None = None,
 ) -> Hook:
     """Add ``fix ID all external pf/callback EVERY EVERY`` and stream every EVERY-th step into ``store``.
 
@@ -354,6 +409,9 @@ def attach(
         ``mode="w"`` refuses a store that holds frames unless ``overwrite``.
     store_framework : bool
         Also store the framework atoms' positions (the analysis attaches sites to them).
+    model_devi : str, optional
+        DeePMD's model deviation file (``pair_style deepmd m0.pb m1.pb ... out_file PATH``): followed and stored
+        beside the frames (:meth:`Hook.follow_model_deviation`); ``model_devi_meta`` goes with it.
 
     Returns
     -------
@@ -392,6 +450,9 @@ def attach(
     if err is not None:
         raise err
     hook = Hook(lmp, sink, fix_id, every, comm, bits, world_size=world)
+    hook.sink_store = store
+    if model_devi is not None:
+        hook.follow_model_deviation(model_devi, mode="a" if mode == "a" else "w", meta=model_devi_meta)
     # forces are applied only on the steps the callback runs, right after it zeroed them
     lmp.command(f"fix {fix_id} all external pf/callback {every} {every}")
     c_func = getattr(lmp, "FIX_EXTERNAL_CALLBACK_FUNC", None)

@@ -24,6 +24,8 @@ import signal
 import time
 from typing import Any
 
+import numpy as np
+
 from iondiff_stream.core.errors import IonDiffStreamError, TrajectoryFileNotFoundError
 
 from .fix_external import attach, load_lammps
@@ -67,6 +69,7 @@ def run_script(
     quiet: bool = False,
     mode: str = "w",
     overwrite: bool = False,
+    model_devi: str | None = "auto",
 ) -> dict[str, Any]:
     """Run ``script`` with the hook; returns a small report (steps, wall time, frames, segments).
 
@@ -85,6 +88,10 @@ def run_script(
     mode, overwrite
         ``"w"`` (default) refuses a store that already holds frames unless ``overwrite``;
         ``"a"`` appends this run as new segment(s) (or continues after a restart).
+    model_devi : str or None
+        DeePMD model deviation to store beside the frames: ``"auto"`` (default) follows the ``out_file`` of a
+        ``pair_style deepmd`` with two or more models before the first ``run``; a path follows that file;
+        None stores none.
     """
     if not os.path.exists(script):
         raise TrajectoryFileNotFoundError(f"LAMMPS input script not found: {script}")
@@ -110,8 +117,11 @@ def run_script(
         try:
             _lammps_commands(lmp, head, script)
             if stop.reason is None:
+                devi = _model_devi_of(lmp, head, every) if model_devi == "auto" else (
+                    {"out_file": model_devi} if model_devi else None)
                 hook = attach(lmp, mobile, every=every, store=store, capacity=capacity, chunk_frames=chunk_frames,
-                              comm=comm, mode=mode, overwrite=overwrite)
+                              comm=comm, mode=mode, overwrite=overwrite,
+                              model_devi=devi["out_file"] if devi else None, model_devi_meta=devi)
                 hook.enable_stop()
                 stop.hook = hook
                 t0 = time.perf_counter()
@@ -139,6 +149,31 @@ def run_script(
                            "interrupted)", reason, steps, report.get("frames", 0), store)
         lmp.close()
     return out
+
+
+def _model_devi_of(lmp: Any, head: str, every: int) -> dict[str, Any] | None:
+    """The model deviation the last ``pair_style deepmd`` of ``head`` writes (variables substituted), or None."""
+    from iondiff_stream.io.model_deviation import pair_style_model_devi
+
+    def value(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(2)
+        try:
+            v = lmp.extract_variable(name)
+        except Exception:  # noqa: BLE001 - an unknown variable: leave the text as it is
+            return m.group(0)
+        return m.group(0) if v is None else str(v)
+
+    found = None
+    for line in re.sub(r"&[ \t]*\n", " ", head).splitlines():
+        if line.split("#", 1)[0].split()[:1] == ["pair_style"]:
+            found = pair_style_model_devi(re.sub(r"\$\{(\w+)\}|\$(\w)", value, line))
+    if found is not None:
+        if found["out_freq"] % every and every % found["out_freq"]:
+            logger.warning("model deviation every %d steps, frames every %d: they meet every %d steps only",
+                           found["out_freq"], every, int(np.lcm(found["out_freq"], every)))
+        logger.info("following the model deviation in %s (every %d steps%s)", found["out_file"], found["out_freq"],
+                    ", per atom" if found["atomic"] else "")
+    return found
 
 
 class _StopOnSignals:

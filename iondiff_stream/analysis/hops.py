@@ -287,13 +287,14 @@ class HopTable:
         """Write one row per hop with a header (units in the column names)."""
         import csv
 
+        names = HOP_COLUMNS + [k for k in self.columns if k not in HOP_COLUMNS]  # joined later (e.g. max_devi_f_eV_A)
         with open(path, "w", newline="") as fh:
             wr = csv.writer(fh)
-            wr.writerow(HOP_COLUMNS)
+            wr.writerow(names)
             n = len(self)
             for i in range(n):
                 row = []
-                for name in HOP_COLUMNS:
+                for name in names:
                     v = self.columns[name][i]
                     if isinstance(v, (np.bool_, bool)):
                         row.append("true" if v else "false")

