@@ -243,6 +243,10 @@ class TrustResult:
     trusted_frames: np.ndarray
     summary: dict[str, Any] = field(default_factory=dict)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The keys this result adds to ``summary.json`` (units in the names)."""
+        return dict(self.summary)
+
 
 def hop_trust(hops: Any, fd: FrameDeviation, times_ps: np.ndarray, positions: Any = None, n_mobile: int | None = None,
               trust_lo: float | None = None, trust_hi: float | None = None) -> TrustResult:
@@ -379,7 +383,7 @@ def add_model_deviation(run: Any, store: str, trust_lo: float | None = None, tru
     ----------
     run : RunAnalysis
         ``run.data`` (steps, times, ids, positions), ``run.hops.hops`` (the HopTable, gains the column) and
-        ``run.summary`` (gains the keys of :func:`hop_trust` and ``model_devi_source``).
+        ``run.trust`` (set to the :class:`TrustResult`, whose keys, with ``model_devi_source``, join the summary).
     store : str
         The frame store analysed.
     trust_lo, trust_hi : float, optional
@@ -402,8 +406,8 @@ def add_model_deviation(run: Any, store: str, trust_lo: float | None = None, tru
     res = hop_trust(table, fd, data.times_ps, positions=data.positions, n_mobile=data.n_mobile,
                     trust_lo=trust_lo, trust_hi=trust_hi)
     table.columns[HOP_COLUMN] = res.hop_max_f
-    run.summary.update(res.summary)
-    run.summary["model_devi_source"] = dev.meta.get("out_file")
+    res.summary["model_devi_source"] = dev.meta.get("out_file")
+    run.trust = res
     if res.summary.get("hops_above_trust_hi"):
         logger.warning("%s", res.summary["trust_note"])
     return True

@@ -20,6 +20,7 @@ from typing import Any
 from iondiff_stream.analysis.correlations import CorrelationResult
 from iondiff_stream.analysis.hops import HopResults, JumpCorrelation, ResidenceTimes
 from iondiff_stream.analysis.transport import TRANSPORT_QUANTITIES, TransportResult
+from iondiff_stream.analysis.trust import TrustResult
 from iondiff_stream.core.display import run_rows, summary_html, summary_text
 from iondiff_stream.io import TrajectoryData
 
@@ -180,6 +181,8 @@ class RunAnalysis:
         Correlation between consecutive hops of each ion and the correlation factor f.
     statistics : HopStatistics
     facts : RunFacts
+    trust : TrustResult or None
+        Hop-resolved trust of a DeePMD run (its model deviation joined to the hops), when the store holds one.
     """
 
     data: TrajectoryData
@@ -190,6 +193,7 @@ class RunAnalysis:
     jumps: JumpCorrelation | None
     statistics: HopStatistics
     facts: RunFacts
+    trust: TrustResult | None = None
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -203,6 +207,8 @@ class RunAnalysis:
             out["transport"] = self.transport
         if self.correlations is not None:
             out["correlations"] = self.correlations
+        if self.trust is not None:
+            out["trust"] = self.trust
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -213,6 +219,8 @@ class RunAnalysis:
         s.update(self.transport.to_dict() if self.transport is not None else transport_not_computed())
         if self.correlations is not None:
             s.update(self.correlations.summary())
+        if self.trust is not None:
+            s.update(self.trust.to_dict())
         return s
 
     _FOOTER = ".summary (dict of summary.json), .hops (HopResults; .hops.hops: the HopTable), .transport"
