@@ -70,6 +70,7 @@ from typing import Any
 
 import numpy as np
 
+from iondiff_stream.core.jsonio import json_default
 from iondiff_stream.core.dask import dask_client
 from iondiff_stream.core.errors import IonDiffStreamError
 
@@ -210,20 +211,8 @@ def run_status(db: str, name: str) -> str:
 def _write_json(path: str, obj: Any) -> None:
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
     with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=2, default=_json_default)
+        json.dump(obj, fh, indent=2, default=json_default)
     os.replace(tmp, path)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating, float)):
-        return None if not np.isfinite(o) else float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.bool_):
-        return bool(o)
-    raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
 def _clean(v: Any) -> Any:
@@ -248,7 +237,7 @@ def analysis_parameters() -> dict[str, Any]:
     desc = {k: p.default for k, p in inspect.signature(run_descriptors).parameters.items()
             if p.default is not inspect.Parameter.empty}
     return json.loads(json.dumps({"hops": asdict(HopParameters()), "correlations": asdict(CorrelationParameters()),
-                                  "descriptors": desc}, default=_json_default))
+                                  "descriptors": desc}, default=json_default))
 
 
 def cache_key(entry: RunEntry) -> dict[str, Any]:

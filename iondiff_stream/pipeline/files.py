@@ -15,6 +15,7 @@ import numpy as np
 
 from iondiff_stream.io import RESULTS_FORMAT
 from iondiff_stream.pipeline.result import RunAnalysis
+from iondiff_stream.core.jsonio import json_default
 from iondiff_stream.core.errors import StoreError, TrajectoryFileNotFoundError, TrajectoryFormatError
 
 
@@ -45,7 +46,7 @@ def write_outputs(run: RunAnalysis, out_dir: str, extra: dict[str, Any] | None =
     run.hops.hops.to_csv(os.path.join(out_dir, "hops.csv"))
     tmp = os.path.join(out_dir, "summary.json.tmp")
     with open(tmp, "w") as fh:
-        json.dump(summary, fh, indent=2, default=_json_default)
+        json.dump(summary, fh, indent=2, default=json_default)
     os.replace(tmp, os.path.join(out_dir, "summary.json"))
 
     # results.zarr: every group and array with its attributes is planned first, then written concurrently
@@ -54,7 +55,7 @@ def write_outputs(run: RunAnalysis, out_dir: str, extra: dict[str, Any] | None =
     groups: dict[str, dict[str, Any]] = {}
     arrays: list[tuple[str, str, np.ndarray, dict[str, Any], dict[str, Any]]] = []
     root_attrs: dict[str, Any] = {"format": RESULTS_FORMAT, "length_unit": "angstrom", "time_unit": "ps",
-                                  "summary": json.loads(json.dumps(summary, default=_json_default))}
+                                  "summary": json.loads(json.dumps(summary, default=json_default))}
     h = run.hops
 
     def arr(name: str, values: np.ndarray, units: str | None, doc: str | None = None, group: str = "",
@@ -219,18 +220,6 @@ def ion_centres(g: Any, ion: int) -> tuple[np.ndarray, np.ndarray]:
         first = np.array([int(np.argmax(st == v)) for v in vis])
         sites = x[first] - minimum_image(x[first] - sites, np.asarray(g["box"][:], float))
     return sites, local
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return None if not np.isfinite(o) else float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.bool_):
-        return bool(o)
-    raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
 # --- sanity of summaries and ownership of output directories (issue 12) ---
