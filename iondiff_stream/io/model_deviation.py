@@ -472,7 +472,7 @@ def has_store_deviation(store: str) -> bool:
     return os.path.exists(os.path.join(os.fspath(store), GROUP, "commit.json"))
 
 
-def read_store_deviation(store: str, atomic: bool = True) -> ModelDeviation | None:
+def read_store_deviation(store: str, atomic: bool = True, atom_rows: slice | None = None) -> ModelDeviation | None:
     """The model deviation committed to a frame store (None when it has none).
 
     Parameters
@@ -480,6 +480,9 @@ def read_store_deviation(store: str, atomic: bool = True) -> ModelDeviation | No
     store : str
     atomic : bool
         Also read the per-atom deviation (the store's ions, in the store's ion order).
+    atom_rows : slice, optional
+        Read only these rows of the per-atom deviation (e.g. ``slice(-1, None)``: the newest, for a live view of a
+        long run); ``atom_devi_f`` then holds those rows only.
 
     Raises
     ------
@@ -499,7 +502,9 @@ def read_store_deviation(store: str, atomic: bool = True) -> ModelDeviation | No
         names = list(g.attrs["columns"])
         step = np.asarray(g["step"][:n], dtype=np.int64)
         devi = np.asarray(g["devi"][:n])
-        atom = np.asarray(g["atom_devi_f"][:n], dtype=np.float64) if atomic and "atom_devi_f" in g else None
+        rows = range(n)[atom_rows] if atom_rows is not None else range(n)
+        atom = (np.asarray(g["atom_devi_f"][rows.start:rows.stop], dtype=np.float64)
+                if atomic and "atom_devi_f" in g and rows.step == 1 else None)
         ids = g.attrs.get("atom_ids")
     except Exception as exc:  # noqa: BLE001 - zarr raises many kinds on damaged data
         raise StoreCorruptError(f"{path}: the model deviation could not be read ({exc}): store corrupt") from exc
