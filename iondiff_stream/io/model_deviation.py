@@ -346,7 +346,7 @@ class ModelDeviationWriter:
     """
 
     def __init__(self, store: str, ion_ids: np.ndarray | None = None, mode: str = "w", flush_rows: int = 100,
-                 flush_seconds: float | None = 2.0, meta: dict[str, Any] | None = None) -> None:
+                 flush_seconds: float | None = 5.0, meta: dict[str, Any] | None = None) -> None:
         self.path = os.path.join(os.fspath(store), GROUP)
         self.ion_ids = None if ion_ids is None else np.asarray(ion_ids, dtype=np.int64)
         self.flush_rows = max(1, int(flush_rows))
@@ -424,17 +424,16 @@ class ModelDeviationWriter:
         devi = np.column_stack([np.concatenate([b.columns[k] for b in bufs]) for k in bufs[0].columns])
         n0 = int(self.commit.get("n_rows", 0))
         n1 = n0 + len(step)
-        for name, vals in (("step", step), ("devi", devi)):
-            a = self._arrays[name]
-            a.resize((n1,) + tuple(a.shape[1:]))
-            a[n0:n1] = vals
+        vals = {"step": step, "devi": devi}
         if "atom_devi_f" in self._arrays:
-            at = np.concatenate([b.atom_devi_f if b.atom_devi_f is not None
-                                 else np.full((len(b), self._arrays["atom_devi_f"].shape[1]), np.nan, np.float32)
-                                 for b in bufs])
-            a = self._arrays["atom_devi_f"]
-            a.resize((n1, a.shape[1]))
-            a[n0:n1] = at
+            vals["atom_devi_f"] = np.concatenate([
+                b.atom_devi_f if b.atom_devi_f is not None
+                else np.full((len(b), self._arrays["atom_devi_f"].shape[1]), np.nan, np.float32) for b in bufs])
+        for name, v in vals.items():
+            a = self._arrays[name]
+            if a.shape[0] < n1:  # grow geometrically: few metadata rewrites; readers go by the commit's n_rows
+                a.resize((max(n1, 2 * a.shape[0], 8 * self.flush_rows),) + tuple(a.shape[1:]))
+            a[n0:n1] = v
         self.commit = {**self.commit, **self.meta, "n_rows": n1, "last_step": int(step[-1]),
                        "atomic": "atom_devi_f" in self._arrays}
         _write_commit(self.path, self.commit)
