@@ -16,6 +16,10 @@ local atoms to rank 0 (mpi4py ``gather`` when ``comm`` is given, else LAMMPS's o
 ``gather_atoms_concat``), which is the only writer. Every ``run`` command becomes a segment of the
 store (the callback sees a new run from LAMMPS's ``elapsed`` thermo keyword); frame times are
 LAMMPS's own simulation time (``atime``), correct across ``reset_timestep`` and timestep changes.
+
+DeePMD: with ``model_devi=PATH`` (``iondiff-stream run`` finds it in ``pair_style deepmd m0.pb m1.pb ...``) the
+callback also reads the new lines of the model deviation file at every stored frame and stores them beside the
+frames (:mod:`iondiff_stream.io.model_deviation`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import ctypes
 import logging
 import os
 import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -283,11 +288,9 @@ class Hook:
 
     def _poll_model_deviation(self) -> None:
         """New lines of the model deviation file into the store (errors stop the hook like a store error)."""
-        import time as _time
-
-        t0 = _time.perf_counter()
+        t0 = time.perf_counter()
         self.devi_writer.append(self.devi_tail.poll())
-        self.devi_seconds += _time.perf_counter() - t0
+        self.devi_seconds += time.perf_counter() - t0
 
     def enable_stop(self) -> None:
         """Let :meth:`request_stop` halt LAMMPS: an ``internal`` variable and a ``fix halt`` on it.

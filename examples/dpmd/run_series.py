@@ -118,13 +118,14 @@ def main() -> None:
     models = [os.path.abspath(m) for m in a.models.split(",")]
     out = os.path.abspath(a.out)
     res = {"models": models, "runs": []}
-    for t in (float(x) for x in a.temperatures.split(",")):
+    for t in (float(x) for x in a.temperatures.split(",") if x.strip()):
         res["runs"].append(one_temperature(models, t, a.steps, a.every, out))
         print(json.dumps(res["runs"][-1], indent=1), flush=True)
     if a.overhead_steps:
         res["overhead"] = overhead(models, 1500.0, a.overhead_steps, a.every, out)
         print(json.dumps(res["overhead"], indent=1), flush=True)
-    with open(os.path.join(out, "series.json"), "w") as fh:
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "series.json" if res["runs"] else "overhead.json"), "w") as fh:
         json.dump(res, fh, indent=1)
     print("| T (K) | frames | hops live / offline | untrusted hops (> hi) | hop / rest deviation (eV/Å) | "
           "max deviation (eV/Å) | frames > hi | D* (cm²/s) | D_MSD trusted change |")

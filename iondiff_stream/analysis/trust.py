@@ -81,7 +81,7 @@ def deviation_status(store: str, frame_steps: np.ndarray | None = None, trust_lo
         and ``warning`` when the run is, or has been, outside the trusted region.
     """
     lo, hi = _levels(trust_lo, trust_hi)
-    dev = read_store_deviation(store, atomic=True)
+    dev = read_store_deviation(store, atomic=True, atom_rows=slice(-1, None))  # per atom: the newest row only
     if dev is None:
         return None
     out: dict[str, Any] = {"rows": len(dev), "per_atom": dev.atomic, "trust_lo_eV_A": lo, "trust_hi_eV_A": hi}

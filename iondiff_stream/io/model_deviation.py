@@ -346,7 +346,7 @@ class ModelDeviationWriter:
     """
 
     def __init__(self, store: str, ion_ids: np.ndarray | None = None, mode: str = "w", flush_rows: int = 100,
-                 flush_seconds: float | None = 2.0, meta: dict[str, Any] | None = None) -> None:
+                 flush_seconds: float | None = 5.0, meta: dict[str, Any] | None = None) -> None:
         self.path = os.path.join(os.fspath(store), GROUP)
         self.ion_ids = None if ion_ids is None else np.asarray(ion_ids, dtype=np.int64)
         self.flush_rows = max(1, int(flush_rows))
@@ -424,17 +424,16 @@ class ModelDeviationWriter:
         devi = np.column_stack([np.concatenate([b.columns[k] for b in bufs]) for k in bufs[0].columns])
         n0 = int(self.commit.get("n_rows", 0))
         n1 = n0 + len(step)
-        for name, vals in (("step", step), ("devi", devi)):
-            a = self._arrays[name]
-            a.resize((n1,) + tuple(a.shape[1:]))
-            a[n0:n1] = vals
+        vals = {"step": step, "devi": devi}
         if "atom_devi_f" in self._arrays:
-            at = np.concatenate([b.atom_devi_f if b.atom_devi_f is not None
-                                 else np.full((len(b), self._arrays["atom_devi_f"].shape[1]), np.nan, np.float32)
-                                 for b in bufs])
-            a = self._arrays["atom_devi_f"]
-            a.resize((n1, a.shape[1]))
-            a[n0:n1] = at
+            vals["atom_devi_f"] = np.concatenate([
+                b.atom_devi_f if b.atom_devi_f is not None
+                else np.full((len(b), self._arrays["atom_devi_f"].shape[1]), np.nan, np.float32) for b in bufs])
+        for name, v in vals.items():
+            a = self._arrays[name]
+            if a.shape[0] < n1:  # grow geometrically: few metadata rewrites; readers go by the commit's n_rows
+                a.resize((max(n1, 2 * a.shape[0], 8 * self.flush_rows),) + tuple(a.shape[1:]))
+            a[n0:n1] = v
         self.commit = {**self.commit, **self.meta, "n_rows": n1, "last_step": int(step[-1]),
                        "atomic": "atom_devi_f" in self._arrays}
         _write_commit(self.path, self.commit)
@@ -472,7 +471,7 @@ def has_store_deviation(store: str) -> bool:
     return os.path.exists(os.path.join(os.fspath(store), GROUP, "commit.json"))
 
 
-def read_store_deviation(store: str, atomic: bool = True) -> ModelDeviation | None:
+def read_store_deviation(store: str, atomic: bool = True, atom_rows: slice | None = None) -> ModelDeviation | None:
     """The model deviation committed to a frame store (None when it has none).
 
     Parameters
@@ -480,6 +479,9 @@ def read_store_deviation(store: str, atomic: bool = True) -> ModelDeviation | No
     store : str
     atomic : bool
         Also read the per-atom deviation (the store's ions, in the store's ion order).
+    atom_rows : slice, optional
+        Read only these rows of the per-atom deviation (e.g. ``slice(-1, None)``: the newest, for a live view of a
+        long run); ``atom_devi_f`` then holds those rows only.
 
     Raises
     ------
@@ -499,7 +501,9 @@ def read_store_deviation(store: str, atomic: bool = True) -> ModelDeviation | No
         names = list(g.attrs["columns"])
         step = np.asarray(g["step"][:n], dtype=np.int64)
         devi = np.asarray(g["devi"][:n])
-        atom = np.asarray(g["atom_devi_f"][:n], dtype=np.float64) if atomic and "atom_devi_f" in g else None
+        rows = range(n)[atom_rows] if atom_rows is not None else range(n)
+        atom = (np.asarray(g["atom_devi_f"][rows.start:rows.stop], dtype=np.float64)
+                if atomic and "atom_devi_f" in g and rows.step == 1 else None)
         ids = g.attrs.get("atom_ids")
     except Exception as exc:  # noqa: BLE001 - zarr raises many kinds on damaged data
         raise StoreCorruptError(f"{path}: the model deviation could not be read ({exc}): store corrupt") from exc
