@@ -19,7 +19,7 @@ frame_deviation
     The deviation of every analysed frame (per ion with ``atomic``), matched by MD step.
 hop_trust
     Per-hop maximum deviation of the hopping ion, hops above the trust levels, hop vs rest, and the transport
-    (windowed MSD and hop-carried D) without the untrusted stretches.
+    (MSD and hop-carried D) without the untrusted stretches.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from iondiff_stream.io.model_deviation import (TRUST_HI_EV_A, TRUST_LO_EV_A, Mod
 logger = logging.getLogger(__name__)
 
 __all__ = ["deviation_status", "frame_deviation", "FrameDeviation", "hop_trust", "TrustResult", "trusted_stretches",
-           "windowed_msd_D", "HOP_COLUMN"]
+           "stitch_trusted", "windowed_msd_D", "HOP_COLUMN"]
 
 #: the column hops.csv gains: the largest force deviation of the hopping ion over the frames of the hop, eV/Å
 HOP_COLUMN = "max_devi_f_eV_A"
@@ -224,6 +224,34 @@ def windowed_msd_D(positions: Any, dt_ps: float, stretches: list[tuple[int, int]
     return {"D_cm2_s": D, "msd_A2": m, "windows": cnt}
 
 
+def stitch_trusted(positions: Any, trusted: np.ndarray) -> np.ndarray:
+    """Positions of the run with the untrusted stretches cut out: the displacements between consecutive trusted frames only.
+
+    Parameters
+    ----------
+    positions : array_like, shape (n_frames, n_ions, 3)
+        Unwrapped positions, Å.
+    trusted : ndarray of bool, shape (n_frames,)
+
+    Returns
+    -------
+    ndarray, shape (n_kept + 1, n_ions, 3)
+        Starting at the first frame's positions; ``n_kept`` = pairs of consecutive frames both trusted (the time
+        axis is the trusted time, one frame interval per pair). Empty when no pair is trusted.
+    """
+    t = np.asarray(trusted, dtype=bool)
+    keep = np.flatnonzero(t[:-1] & t[1:])
+    if not len(keep):
+        return np.zeros((0,) + tuple(positions.shape[1:]))
+    x = np.asarray(positions, dtype=np.float64)
+    steps = x[keep + 1] - x[keep]
+    out = np.empty((len(keep) + 1,) + x.shape[1:])
+    out[0] = x[0]
+    np.cumsum(steps, axis=0, out=out[1:])
+    out[1:] += x[0]
+    return out
+
+
 @dataclass
 class TrustResult:
     """Hop-resolved trust of one run.
@@ -256,7 +284,7 @@ def hop_trust(hops: Any, fd: FrameDeviation, times_ps: np.ndarray, positions: An
         From :func:`frame_deviation` for the same frames.
     times_ps : ndarray, shape (n_frames,)
     positions : array_like, shape (n_frames, n_mobile, 3), optional
-        Unwrapped positions, Å: the windowed MSD with and without the untrusted stretches.
+        Unwrapped positions, Å: the MSD with and without the untrusted stretches.
     n_mobile : int, optional
         Mobile ions (default ``positions.shape[1]`` or the largest ion index + 1).
     trust_lo, trust_hi : float, optional
@@ -271,7 +299,9 @@ def hop_trust(hops: Any, fd: FrameDeviation, times_ps: np.ndarray, positions: An
         ``_fraction`` (closed hops), ``hop_max_devi_f_median_eV_A``, ``hop_devi_f_mean_eV_A`` and
         ``rest_devi_f_mean_eV_A`` (the hopping ions' deviation in the frames of their hops and at rest; per atom
         only), ``trusted_time_fraction``, ``n_trusted_stretches``, ``D_hops_all_cm2_s``/``D_hops_trusted_cm2_s``,
-        ``D_msd_windowed_cm2_s``/``D_msd_trusted_cm2_s`` (same lags) and their ``_change_percent``, ``trust_note``.
+        ``D_msd_all_cm2_s``/``D_msd_trusted_cm2_s`` (the MSD slope of the whole run and of the run with its
+        untrusted stretches cut out, :func:`stitch_trusted`, over the same lags ``D_msd_lags_ps``) and their
+        ``_change_percent``, ``trust_note``.
     """
     lo, hi = _levels(trust_lo, trust_hi)
     nf = len(times_ps)
@@ -336,16 +366,19 @@ def hop_trust(hops: Any, fd: FrameDeviation, times_ps: np.ndarray, positions: An
     s["D_hops_trusted_cm2_s"] = float((length[hop_ok] ** 2).sum() / t_tr * conv) if t_tr > 0 else None
     s["D_hops_trusted_change_percent"] = _change(s["D_hops_all_cm2_s"], s["D_hops_trusted_cm2_s"])
     if positions is not None and nf > 8:
-        longest = max((b - a for a, b in stretches), default=0)
-        k2 = max(2, min(nf // 4, longest // 2))
+        # the run with its untrusted stretches cut out and the trusted ones joined (their displacements only)
+        stitched = stitch_trusted(positions, trusted)
+        n_tr = len(stitched)
+        k2 = max(2, min(nf, n_tr) // 4)  # the same lags for both: a like-for-like comparison
         k1 = max(1, k2 // 5)
-        lags = np.unique(np.linspace(k1, k2, num=min(12, k2 - k1 + 1)).astype(np.int64))
-        whole = windowed_msd_D(positions, dt, [(0, nf)], lags)
-        part = windowed_msd_D(positions, dt, stretches, lags)
-        s["D_msd_windowed_cm2_s"] = whole["D_cm2_s"]
-        s["D_msd_trusted_cm2_s"] = part["D_cm2_s"]
-        s["D_msd_trusted_change_percent"] = _change(whole["D_cm2_s"], part["D_cm2_s"])
-        s["D_msd_lags_ps"] = [float(lags[0] * dt), float(lags[-1] * dt)]
+        if n_tr > k2 + 1:
+            lags = np.unique(np.linspace(k1, k2, num=min(12, k2 - k1 + 1)).astype(np.int64))
+            whole = windowed_msd_D(positions, dt, [(0, nf)], lags)
+            part = windowed_msd_D(stitched, dt, [(0, n_tr)], lags)
+            s["D_msd_all_cm2_s"] = whole["D_cm2_s"]
+            s["D_msd_trusted_cm2_s"] = part["D_cm2_s"]
+            s["D_msd_trusted_change_percent"] = _change(whole["D_cm2_s"], part["D_cm2_s"])
+            s["D_msd_lags_ps"] = [float(lags[0] * dt), float(lags[-1] * dt)]
     s["trust_note"] = _note(s)
     return TrustResult(hop_max, trusted, s)
 
