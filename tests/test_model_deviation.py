@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 
 from iondiff_stream.analysis.hops import HopTable
-from iondiff_stream.analysis.trust import (deviation_status, frame_deviation, hop_trust, stitch_trusted, trusted_stretches,
-                                           windowed_msd_D)
+from iondiff_stream.analysis.trust import deviation_status, frame_deviation, hop_trust, trusted_stretches, windowed_msd_D
 from iondiff_stream.core.errors import TrajectoryFileNotFoundError, TrajectoryFormatError
 from iondiff_stream.io.model_deviation import (ModelDeviationTail, ModelDeviationWriter, pair_style_model_devi,
                                                read_model_devi, read_store_deviation, rows_for_steps)
@@ -240,16 +239,6 @@ def test_hop_trust_without_per_atom_uses_the_frame_maximum():
     assert fd2.has_row.sum() == 11
     res2 = hop_trust(_hops([]), fd2, np.arange(0, 101, 5) * 0.002, n_mobile=2, trust_hi=0.4)
     assert res2.trusted_frames[15] == (max(plain.max_devi_f[7], plain.max_devi_f[8]) <= 0.4)
-
-
-def test_stitched_trusted_run_keeps_only_trusted_displacements():
-    x = np.cumsum(np.ones((10, 2, 3)), axis=0)  # +1 Å per frame on every axis
-    x[5:] += 100.0  # a jump between frames 4 and 5, inside an untrusted stretch
-    trusted = np.array([1, 1, 1, 1, 0, 0, 1, 1, 1, 1], bool)
-    st = stitch_trusted(x, trusted)
-    assert st.shape == (1 + 3 + 3, 2, 3)  # pairs (0,1) (1,2) (2,3) and (6,7) (7,8) (8,9)
-    np.testing.assert_allclose(st[:, 0, 0], x[0, 0, 0] + np.arange(7))  # the jump is gone, every kept step is 1 Å
-    assert stitch_trusted(x, np.zeros(10, bool)).shape == (0, 2, 3)
 
 
 def test_windowed_msd_of_a_random_walk():

@@ -69,7 +69,7 @@ def one_temperature(models: list[str], temperature: float, steps: int, every: in
             "hop_max_devi_f_median_eV_A", "hop_devi_f_mean_eV_A", "rest_devi_f_mean_eV_A", "hop_to_rest_devi_ratio",
             "trusted_time_fraction", "n_trusted_stretches", "D_hops_all_cm2_s", "D_hops_trusted_cm2_s",
             "D_hops_trusted_change_percent", "D_msd_all_cm2_s", "D_msd_trusted_cm2_s",
-            "D_msd_trusted_change_percent", "D_msd_lags_ps", "trust_note", "warnings")
+            "D_msd_trusted_change_percent", "D_msd_lags_ps", "D_msd_trusted_reason", "trust_note", "warnings")
     return {"T_K": temperature, "steps": steps, "wall_s": rep["wall_s"], "frames": rep["frames"],
             "model_devi_rows": rep.get("model_devi_rows"), "model_devi_hook_s": rep.get("model_devi_hook_s"),
             "live_hops": mon.get("hops"), "live_final": mon.get("live_final"),

@@ -37,7 +37,7 @@ from iondiff_stream.io.model_deviation import (TRUST_HI_EV_A, TRUST_LO_EV_A, Mod
 logger = logging.getLogger(__name__)
 
 __all__ = ["deviation_status", "frame_deviation", "FrameDeviation", "hop_trust", "TrustResult", "trusted_stretches",
-           "stitch_trusted", "windowed_msd_D", "HOP_COLUMN"]
+           "windowed_msd_D", "HOP_COLUMN"]
 
 #: the column hops.csv gains: the largest force deviation of the hopping ion over the frames of the hop, eV/Å
 HOP_COLUMN = "max_devi_f_eV_A"
@@ -224,34 +224,6 @@ def windowed_msd_D(positions: Any, dt_ps: float, stretches: list[tuple[int, int]
     return {"D_cm2_s": D, "msd_A2": m, "windows": cnt}
 
 
-def stitch_trusted(positions: Any, trusted: np.ndarray) -> np.ndarray:
-    """Positions of the run with the untrusted stretches cut out: the displacements between consecutive trusted frames only.
-
-    Parameters
-    ----------
-    positions : array_like, shape (n_frames, n_ions, 3)
-        Unwrapped positions, Å.
-    trusted : ndarray of bool, shape (n_frames,)
-
-    Returns
-    -------
-    ndarray, shape (n_kept + 1, n_ions, 3)
-        Starting at the first frame's positions; ``n_kept`` = pairs of consecutive frames both trusted (the time
-        axis is the trusted time, one frame interval per pair). Empty when no pair is trusted.
-    """
-    t = np.asarray(trusted, dtype=bool)
-    keep = np.flatnonzero(t[:-1] & t[1:])
-    if not len(keep):
-        return np.zeros((0,) + tuple(positions.shape[1:]))
-    x = np.asarray(positions, dtype=np.float64)
-    steps = x[keep + 1] - x[keep]
-    out = np.empty((len(keep) + 1,) + x.shape[1:])
-    out[0] = x[0]
-    np.cumsum(steps, axis=0, out=out[1:])
-    out[1:] += x[0]
-    return out
-
-
 @dataclass
 class TrustResult:
     """Hop-resolved trust of one run.
@@ -273,7 +245,7 @@ class TrustResult:
 
 
 def hop_trust(hops: Any, fd: FrameDeviation, times_ps: np.ndarray, positions: Any = None, n_mobile: int | None = None,
-              trust_lo: float | None = None, trust_hi: float | None = None) -> TrustResult:
+              trust_lo: float | None = None, trust_hi: float | None = None, min_lag_ps: float = 0.5) -> TrustResult:
     """Join the model deviation to the hops; the transport without the untrusted stretches.
 
     Parameters
@@ -289,6 +261,8 @@ def hop_trust(hops: Any, fd: FrameDeviation, times_ps: np.ndarray, positions: An
         Mobile ions (default ``positions.shape[1]`` or the largest ion index + 1).
     trust_lo, trust_hi : float, optional
         eV/Å; default DP-GEN's 0.05 and 0.15.
+    min_lag_ps : float
+        Shortest lag of the MSD fits, ps (past the vibrations).
 
     Returns
     -------
@@ -299,9 +273,9 @@ def hop_trust(hops: Any, fd: FrameDeviation, times_ps: np.ndarray, positions: An
         ``_fraction`` (closed hops), ``hop_max_devi_f_median_eV_A``, ``hop_devi_f_mean_eV_A`` and
         ``rest_devi_f_mean_eV_A`` (the hopping ions' deviation in the frames of their hops and at rest; per atom
         only), ``trusted_time_fraction``, ``n_trusted_stretches``, ``D_hops_all_cm2_s``/``D_hops_trusted_cm2_s``,
-        ``D_msd_all_cm2_s``/``D_msd_trusted_cm2_s`` (the MSD slope of the whole run and of the run with its
-        untrusted stretches cut out, :func:`stitch_trusted`, over the same lags ``D_msd_lags_ps``) and their
-        ``_change_percent``, ``trust_note``.
+        ``D_msd_all_cm2_s``/``D_msd_trusted_cm2_s`` (the MSD slope of all windows of the run and of the windows
+        inside trusted stretches, over the same lags ``D_msd_lags_ps``; None with ``D_msd_trusted_reason`` when
+        the stretches are too short) and their ``_change_percent``, ``trust_note``.
     """
     lo, hi = _levels(trust_lo, trust_hi)
     nf = len(times_ps)
@@ -366,19 +340,25 @@ def hop_trust(hops: Any, fd: FrameDeviation, times_ps: np.ndarray, positions: An
     s["D_hops_trusted_cm2_s"] = float((length[hop_ok] ** 2).sum() / t_tr * conv) if t_tr > 0 else None
     s["D_hops_trusted_change_percent"] = _change(s["D_hops_all_cm2_s"], s["D_hops_trusted_cm2_s"])
     if positions is not None and nf > 8:
-        # the run with its untrusted stretches cut out and the trusted ones joined (their displacements only)
-        stitched = stitch_trusted(positions, trusted)
-        n_tr = len(stitched)
-        k2 = max(2, min(nf, n_tr) // 4)  # the same lags for both: a like-for-like comparison
-        k1 = max(1, k2 // 5)
-        if n_tr > k2 + 1:
+        # MSD windows lying wholly inside trusted stretches, against all windows of the run, over the same lags:
+        # from min_lag_ps (past the vibrations) to half the longest trusted stretch. Joining the stretches instead
+        # would add a vibrational jump at every cut, which at these diffusivities outweighs the diffusion.
+        longest = max((b - a for a, b in stretches), default=0)
+        k1 = max(1, int(round(min_lag_ps / dt)))
+        k2 = min(nf // 4, longest // 2)
+        if k2 >= max(k1 + 2, 2 * k1):  # lags over a factor of two at least
             lags = np.unique(np.linspace(k1, k2, num=min(12, k2 - k1 + 1)).astype(np.int64))
             whole = windowed_msd_D(positions, dt, [(0, nf)], lags)
-            part = windowed_msd_D(stitched, dt, [(0, n_tr)], lags)
+            part = windowed_msd_D(positions, dt, stretches, lags)
             s["D_msd_all_cm2_s"] = whole["D_cm2_s"]
             s["D_msd_trusted_cm2_s"] = part["D_cm2_s"]
             s["D_msd_trusted_change_percent"] = _change(whole["D_cm2_s"], part["D_cm2_s"])
             s["D_msd_lags_ps"] = [float(lags[0] * dt), float(lags[-1] * dt)]
+        else:
+            s["D_msd_trusted_cm2_s"] = None
+            s["D_msd_trusted_reason"] = (f"the trusted stretches are too short for the MSD: the longest is "
+                                         f"{max(longest - 1, 0) * dt:.3g} ps; the fit (lags {min_lag_ps:g} to "
+                                         f"{2 * min_lag_ps:g} ps at least) needs {4 * min_lag_ps:g} ps")
     s["trust_note"] = _note(s)
     return TrustResult(hop_max, trusted, s)
 
