@@ -241,7 +241,7 @@ def test_hop_trust_without_per_atom_uses_the_frame_maximum():
     assert res2.trusted_frames[15] == (max(plain.max_devi_f[7], plain.max_devi_f[8]) <= 0.4)
 
 
-def test_windowed_msd_of_a_straight_walk():
+def test_windowed_msd_of_a_random_walk():
     # a random walk of known D (per-axis step 0.3 Å per 0.1 ps: D = 0.3² / (2 × 0.1) Å²/ps), whole or in two stretches
     rng = np.random.default_rng(1)
     steps = rng.normal(scale=0.3, size=(400, 50, 3))

@@ -19,7 +19,7 @@ frame_deviation
     The deviation of every analysed frame (per ion with ``atomic``), matched by MD step.
 hop_trust
     Per-hop maximum deviation of the hopping ion, hops above the trust levels, hop vs rest, and the transport
-    (windowed MSD and hop-carried D) without the untrusted stretches.
+    (MSD and hop-carried D) without the untrusted stretches.
 """
 
 from __future__ import annotations
@@ -249,7 +249,7 @@ class TrustResult:
 
 
 def hop_trust(hops: Any, fd: FrameDeviation, times_ps: np.ndarray, positions: Any = None, n_mobile: int | None = None,
-              trust_lo: float | None = None, trust_hi: float | None = None) -> TrustResult:
+              trust_lo: float | None = None, trust_hi: float | None = None, min_lag_ps: float = 0.5) -> TrustResult:
     """Join the model deviation to the hops; the transport without the untrusted stretches.
 
     Parameters
@@ -260,11 +260,13 @@ def hop_trust(hops: Any, fd: FrameDeviation, times_ps: np.ndarray, positions: An
         From :func:`frame_deviation` for the same frames.
     times_ps : ndarray, shape (n_frames,)
     positions : array_like, shape (n_frames, n_mobile, 3), optional
-        Unwrapped positions, Å: the windowed MSD with and without the untrusted stretches.
+        Unwrapped positions, Å: the MSD with and without the untrusted stretches.
     n_mobile : int, optional
         Mobile ions (default ``positions.shape[1]`` or the largest ion index + 1).
     trust_lo, trust_hi : float, optional
         eV/Å; default DP-GEN's 0.05 and 0.15.
+    min_lag_ps : float
+        Shortest lag of the MSD fits, ps (past the vibrations).
 
     Returns
     -------
@@ -275,7 +277,9 @@ def hop_trust(hops: Any, fd: FrameDeviation, times_ps: np.ndarray, positions: An
         ``_fraction`` (closed hops), ``hop_max_devi_f_median_eV_A``, ``hop_devi_f_mean_eV_A`` and
         ``rest_devi_f_mean_eV_A`` (the hopping ions' deviation in the frames of their hops and at rest; per atom
         only), ``trusted_time_fraction``, ``n_trusted_stretches``, ``D_hops_all_cm2_s``/``D_hops_trusted_cm2_s``,
-        ``D_msd_windowed_cm2_s``/``D_msd_trusted_cm2_s`` (same lags) and their ``_change_percent``, ``trust_note``.
+        ``D_msd_all_cm2_s``/``D_msd_trusted_cm2_s`` (the MSD slope of all windows of the run and of the windows
+        inside trusted stretches, over the same lags ``D_msd_lags_ps``; None with ``D_msd_trusted_reason`` when
+        the stretches are too short) and their ``_change_percent``, ``trust_note``.
     """
     lo, hi = _levels(trust_lo, trust_hi)
     nf = len(times_ps)
@@ -340,16 +344,25 @@ def hop_trust(hops: Any, fd: FrameDeviation, times_ps: np.ndarray, positions: An
     s["D_hops_trusted_cm2_s"] = float((length[hop_ok] ** 2).sum() / t_tr * conv) if t_tr > 0 else None
     s["D_hops_trusted_change_percent"] = _change(s["D_hops_all_cm2_s"], s["D_hops_trusted_cm2_s"])
     if positions is not None and nf > 8:
+        # MSD windows lying wholly inside trusted stretches, against all windows of the run, over the same lags:
+        # from min_lag_ps (past the vibrations) to half the longest trusted stretch. Joining the stretches instead
+        # would add a vibrational jump at every cut, which at these diffusivities outweighs the diffusion.
         longest = max((b - a for a, b in stretches), default=0)
-        k2 = max(2, min(nf // 4, longest // 2))
-        k1 = max(1, k2 // 5)
-        lags = np.unique(np.linspace(k1, k2, num=min(12, k2 - k1 + 1)).astype(np.int64))
-        whole = windowed_msd_D(positions, dt, [(0, nf)], lags)
-        part = windowed_msd_D(positions, dt, stretches, lags)
-        s["D_msd_windowed_cm2_s"] = whole["D_cm2_s"]
-        s["D_msd_trusted_cm2_s"] = part["D_cm2_s"]
-        s["D_msd_trusted_change_percent"] = _change(whole["D_cm2_s"], part["D_cm2_s"])
-        s["D_msd_lags_ps"] = [float(lags[0] * dt), float(lags[-1] * dt)]
+        k1 = max(1, int(round(min_lag_ps / dt)))
+        k2 = min(nf // 4, longest // 2)
+        if k2 >= max(k1 + 2, 2 * k1):  # lags over a factor of two at least
+            lags = np.unique(np.linspace(k1, k2, num=min(12, k2 - k1 + 1)).astype(np.int64))
+            whole = windowed_msd_D(positions, dt, [(0, nf)], lags)
+            part = windowed_msd_D(positions, dt, stretches, lags)
+            s["D_msd_all_cm2_s"] = whole["D_cm2_s"]
+            s["D_msd_trusted_cm2_s"] = part["D_cm2_s"]
+            s["D_msd_trusted_change_percent"] = _change(whole["D_cm2_s"], part["D_cm2_s"])
+            s["D_msd_lags_ps"] = [float(lags[0] * dt), float(lags[-1] * dt)]
+        else:
+            s["D_msd_trusted_cm2_s"] = None
+            s["D_msd_trusted_reason"] = (f"the trusted stretches are too short for the MSD: the longest is "
+                                         f"{max(longest - 1, 0) * dt:.3g} ps; the fit (lags {min_lag_ps:g} to "
+                                         f"{2 * min_lag_ps:g} ps at least) needs {4 * min_lag_ps:g} ps")
     s["trust_note"] = _note(s)
     return TrustResult(hop_max, trusted, s)
 
