@@ -254,6 +254,13 @@ def test_windowed_msd_of_a_random_walk():
     half = windowed_msd_D(x, dt, [(0, 150), (250, 400)], lags)
     assert half["D_cm2_s"] == pytest.approx(d_true, rel=0.15)
     assert half["windows"][0] == (150 - 2 + 150 - 2) * 50
+    # against the direct sum over windows, with a stretch shorter than the longest lags
+    parts = [(0, 150), (250, 400), (160, 170)]
+    got = windowed_msd_D(x, dt, parts, lags)
+    for i, k in enumerate(lags):
+        d = [x[a + k:b] - x[a:b - k] for a, b in parts if b - a > k]
+        assert got["windows"][i] == sum(v.shape[0] * v.shape[1] for v in d)
+        assert got["msd_A2"][i] == pytest.approx(sum(float((v * v).sum()) for v in d) / got["windows"][i], rel=1e-10)
 
 
 def test_offline_analysis_joins_the_deviation_to_every_hop(tmp_path):
