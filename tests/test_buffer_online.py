@@ -495,3 +495,108 @@ def test_missing_chunk_file_is_named_as_damage(tmp_path):
         r.read(0, 50)
     with pytest.raises(StoreCorruptError, match="missing chunk"):
         r.verify()
+
+
+def _store_contents(path):
+    r = FrameStoreReader(str(path))
+    d = r.read(names=("positions", "framework_centre", "step", "time_ps", "box", "wall_s")
+               + (("framework",) if "framework" in r.group else ()))
+    c = r.commit
+    return d, [dict(s) for s in r.segments], (c.n_frames, c.first_frame, c.n_skipped_duplicates,
+                                             c.n_run_boundary_repeats, c.n_step_gaps)
+
+
+@pytest.mark.parametrize("capacity", [None, 45])
+def test_block_appends_equal_frame_by_frame(tmp_path, capacity):
+    """append_many's block path (runs of regular frames at once, split at chunk ends) writes the same store as
+    frame-by-frame appends: through chunk ends, a new run repeating its first step, a timestep reset, a gap
+    in the steps, a restart that repeats stored steps, and a ring that wraps."""
+    X = _frames(160)
+    steps = np.concatenate([np.arange(0, 700, 10), np.arange(690, 900, 10), np.arange(0, 100, 10),
+                            np.arange(130, 720, 10)])
+    new_run = np.zeros(160, bool)
+    new_run[70] = True  # `run` after `run`: its first frame repeats step 690
+    box = np.broadcast_to(np.array([10, 10, 10, 90, 90, 90.0]), (160, 6))
+    fw = X.mean(1) + 1.0
+    kw = dict(capacity=capacity, chunk_frames=16, flush_frames=None)
+
+    def one(path, blocks):
+        for session in (slice(0, 120), slice(110, 160)):  # the second session repeats 10 stored frames
+            w = FrameStoreWriter(str(path), np.arange(1, 6), ["Li"] * 5, mode="a", **kw)
+            k = session.start
+            while k < session.stop:
+                m = min(blocks(k), session.stop - k)
+                sl = slice(k, k + m)
+                if m == 1:
+                    w.append(int(steps[k]), steps[k] * 0.001, X[k], box[k], fw[k], new_run=bool(new_run[k]))
+                else:
+                    w.append_many(steps[sl], steps[sl] * 0.001, X[sl], box[sl], fw[sl], new_run[sl],
+                                  wall_s=np.zeros(m))
+                k += m
+            w.close()
+        return _store_contents(path)
+
+    rng = np.random.default_rng(5)
+    d1, s1, c1 = one(tmp_path / "frames.zarr", lambda k: 1)
+    d2, s2, c2 = one(tmp_path / "blocks.zarr", lambda k: int(rng.integers(2, 40)))
+    assert c1 == c2 and s1 == s2
+    assert c1[2] == 10 and c1[3] == 1 and c1[4] >= 1  # duplicates skipped, run repeat, the step gap
+    if capacity is None:  # (a ring keeps the segments of the frames it still holds)
+        assert [s["started_by"] for s in s1] == ["start", "new run", "timestep reset"]
+    for k in ("positions", "framework_centre", "step", "time_ps", "box"):
+        np.testing.assert_array_equal(d1[k], d2[k])
+
+
+def test_unwrap_block_equals_frame_by_frame():
+    """unwrap_block (shifts from the block's first frame, corrected where flags change) = x + n·h per frame."""
+    from iondiff_stream.io.sink import unpack_images, unwrap_block, unwrap_with_images
+
+    rng = np.random.default_rng(8)
+    m, r = 30, 40
+    x = rng.random((m, r, 3)) * 10
+    img = np.repeat(rng.integers(-4, 5, (1, r, 3)), m, axis=0)
+    for _ in range(12):  # some atoms cross the box mid-block
+        img[rng.integers(1, m):, rng.integers(r), rng.integers(3)] += rng.choice([-1, 1])
+    packed = ((img[..., 0] + 512) | ((img[..., 1] + 512) << 10) | ((img[..., 2] + 512) << 20)).astype(np.int32)
+    for h in (np.diag([10.0, 11.0, 12.0]), np.array([[10.0, 0, 0], [1.5, 11.0, 0], [0.5, -0.7, 12.0]])):
+        naive = np.stack([x[k] + img[k] @ h for k in range(m)])
+        np.testing.assert_allclose(unwrap_block(x, packed, h), naive, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(unwrap_block(x, img, h), naive, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(unwrap_with_images(x, unpack_images(packed), h), naive, rtol=0, atol=1e-12)
+    same = np.repeat(packed[:1], m, axis=0)  # no atom crosses: one shift per atom
+    np.testing.assert_allclose(unwrap_block(x, same, h), x + unpack_images(packed[0]) @ h, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("worker", ["inline", "thread", "process"])
+def test_sink_blocks_equal_frames(tmp_path, worker):
+    """Frames handed over in blocks (the hook's path: one atom order per block, reused arrays) are stored as
+    the same frames pushed one at a time, by every worker."""
+    from iondiff_stream.io.sink import FrameSink
+
+    rng = np.random.default_rng(4)
+    ids = np.array([3, 9, 4, 12, 7, 1])
+    types = np.array([2, 1, 2, 1, 2, 1])
+    h = np.array([[10.0, 0, 0], [1.5, 11.0, 0], [0.5, 0.7, 12.0]])
+    X = rng.random((40, 6, 3)) * 10
+    img = rng.integers(-2, 3, (40, 6, 3))
+    packed = ((img[..., 0] + 512) | ((img[..., 1] + 512) << 10) | ((img[..., 2] + 512) << 20)).astype(np.int32)
+    orders = [rng.permutation(6) for _ in range(4)]
+    kw = dict(units="real", worker=worker, batch_frames=6)
+    with FrameSink(str(tmp_path / "f.zarr"), ids, types, "type 2", {1: "O", 2: "Li"}, **kw) as sink:
+        for k in range(40):
+            o = orders[k // 10]
+            sink.push(10 * k, 10.0 * k, X[k][o], h, images=packed[k][o], ids=ids[o], new_run=k == 0)
+    buf_x, buf_i = np.empty((10, 6, 3)), np.empty((10, 6), np.int32)
+    with FrameSink(str(tmp_path / "b.zarr"), ids, types, "type 2", {1: "O", 2: "Li"}, **kw) as sink:
+        for b in range(4):
+            o = orders[b]
+            xs, ims = (buf_x, buf_i) if worker == "inline" else (np.empty((10, 6, 3)), np.empty((10, 6), np.int32))
+            xs[:] = X[10 * b:10 * b + 10][:, o]
+            ims[:] = packed[10 * b:10 * b + 10][:, o]
+            k = np.arange(10 * b, 10 * b + 10)
+            sink.push_block(10 * k, 10.0 * k, xs, h, images=ims, ids=ids[o], new_run=k == 0)
+    d1, s1, c1 = _store_contents(tmp_path / "f.zarr")
+    d2, s2, c2 = _store_contents(tmp_path / "b.zarr")
+    assert c1 == c2 and c1[0] == 40 and len(s1) == len(s2) == 1
+    for k in ("positions", "framework_centre", "framework", "step", "time_ps", "box"):
+        np.testing.assert_array_equal(d1[k], d2[k])

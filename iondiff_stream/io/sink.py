@@ -18,7 +18,7 @@ import os
 import queue
 import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -31,8 +31,8 @@ logger = logging.getLogger(__name__)
 #: steps a store chunk covers at least when the hook picks the chunk size (:func:`chunk_frames_for`)
 CHUNK_STEPS = 1000
 
-__all__ = ["FrameSink", "chunk_frames_for", "box_from_lammps", "unwrap_with_images", "unpack_images",
-           "box_lengths_angles"]
+__all__ = ["FrameSink", "chunk_frames_for", "box_from_lammps", "unwrap_with_images", "unwrap_block",
+           "unpack_images", "box_lengths_angles"]
 
 
 
@@ -82,6 +82,40 @@ def unwrap_with_images(x: np.ndarray, images: np.ndarray, h: np.ndarray) -> np.n
     return x + np.einsum("...i,ij->...j", images.astype(np.float64), h)
 
 
+def unwrap_block(x: np.ndarray, images: np.ndarray, h: np.ndarray, bits: int = 10) -> np.ndarray:
+    """Unwrapped positions of a block of frames: ``x + n·h`` with the image flags ``n`` of every frame.
+
+    Image flags change only when an atom crosses the box: the shift of every atom is computed once from
+    the block's first frame and corrected only for the atoms whose flags change within the block. Same
+    result as :func:`unwrap_with_images` frame by frame, in one pass over the positions.
+
+    Parameters
+    ----------
+    x : ndarray, shape (m, r, 3)
+        Wrapped positions.
+    images : ndarray, shape (m, r) (packed LAMMPS flags, ``bits`` per dimension) or (m, r, 3)
+    h : ndarray, shape (3, 3)
+        Lattice vectors (rows), unit of ``x``.
+    bits : int
+
+    Returns
+    -------
+    ndarray, shape (m, r, 3), float64
+    """
+    if len(x) == 0 or x.shape[1] == 0:
+        return np.array(x, dtype=np.float64)
+    first = images[0]
+    moved = (images != first).reshape(len(images), images.shape[1], -1).any(axis=(0, 2))
+    n0 = unpack_images(first, bits) if images.ndim == 2 else np.asarray(first, dtype=np.int64)
+    out = x + unwrap_with_images(np.zeros(n0.shape), n0, h)
+    if moved.any():
+        cols = np.flatnonzero(moved)
+        sub = images[:, cols]
+        n = unpack_images(sub, bits) if images.ndim == 2 else np.asarray(sub, dtype=np.int64)
+        out[:, cols] = unwrap_with_images(x[:, cols], n, h)
+    return out
+
+
 def box_lengths_angles(h: np.ndarray) -> np.ndarray:
     """``[a, b, c, alpha, beta, gamma]`` (lengths in the unit of ``h``, angles in degrees) of lattice vectors (rows)."""
     h = np.asarray(h, dtype=np.float64)
@@ -92,6 +126,20 @@ def box_lengths_angles(h: np.ndarray) -> np.ndarray:
         return float(np.degrees(np.arccos(min(1.0, max(-1.0, c)))))
 
     return np.array([*lengths, angle(1, 2), angle(0, 2), angle(0, 1)])
+
+
+class _Block(NamedTuple):
+    """Consecutive frames of one layout (atom order, box, image-flag form): what the sink processes at once."""
+
+    steps: np.ndarray  # (m,) int64
+    times: np.ndarray  # (m,) LAMMPS time unit
+    x: np.ndarray  # (m, r, 3) LAMMPS length unit, rows in the order of ``ids``
+    h: np.ndarray  # (3, 3) lattice vectors (rows)
+    images: np.ndarray | None  # (m, r) packed or (m, r, 3)
+    image_bits: int
+    ids: np.ndarray | None  # (r,) atom ids of the rows, None: all atoms sorted by id
+    new_run: np.ndarray  # (m,) bool
+    wall_s: np.ndarray  # (m,) Unix s
 
 
 class FrameSink:
@@ -303,6 +351,52 @@ class FrameSink:
         if len(self._batch) >= self.batch_frames or time.monotonic() - self._last_send > 1.0:
             self._send_batch()
 
+    def push_block(
+        self, steps: np.ndarray, times_native: np.ndarray, x: np.ndarray, h: np.ndarray,
+        images: np.ndarray | None = None, image_bits: int = 10, ids: np.ndarray | None = None,
+        new_run: np.ndarray | None = None, wall_s: np.ndarray | None = None,
+    ) -> None:
+        """Store consecutive frames that share one atom order and box, handed over at once.
+
+        What the LAMMPS hook uses: it copies each frame into a block and hands the block over, so
+        the work per frame is one vectorised pass over the block instead of Python calls per frame.
+        The arrays are processed (inline) or handed to the worker at once; an inline sink keeps no
+        reference to them after the call returns.
+
+        Parameters
+        ----------
+        steps : ndarray of int, shape (m,)
+        times_native : ndarray, shape (m,)
+            Simulation times, LAMMPS time unit.
+        x : ndarray, shape (m, r, 3)
+            Positions, LAMMPS length unit: unwrapped, or wrapped together with ``images``; rows follow ``ids``.
+        h : ndarray, shape (3, 3)
+            Lattice vectors (rows) of every frame of the block, LAMMPS length unit.
+        images : ndarray, shape (m, r) (packed) or (m, r, 3), optional
+        image_bits : int
+        ids : ndarray of int, shape (r,), optional
+            Atom ids of the rows (every frame of the block); without them all atoms sorted by id.
+        new_run : ndarray of bool, shape (m,), optional
+            Frames that start a new LAMMPS ``run``.
+        wall_s : ndarray, shape (m,), optional
+            When each frame was taken (Unix s; default now).
+        """
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+        m = len(steps)
+        if m == 0:
+            return
+        if x.shape[0] != m or (ids is None and x.shape[1:] != (len(self.ids), 3)):
+            raise StoreMismatchError(f"block of {x.shape} positions for {m} steps and {len(self.ids)} atoms")
+        block = _Block(np.asarray(steps, dtype=np.int64), np.asarray(times_native, dtype=np.float64), x,
+                       np.asarray(h, dtype=np.float64), images, int(image_bits), ids,
+                       np.zeros(m, bool) if new_run is None else np.asarray(new_run, dtype=bool),
+                       np.full(m, time.time()) if wall_s is None else np.asarray(wall_s, dtype=np.float64))
+        self._batch.append(block)
+        self.n_pushed += m
+        self._send_batch()
+
     def _send_batch(self) -> None:
         """Hand the frames collected so far to the worker in one message (or process them, inline)."""
         if not self._batch:
@@ -366,15 +460,20 @@ class FrameSink:
         self._rows, self._rows_ids = (rows_m, rows_f), ids.copy()
         return self._rows
 
-    def _process_batch(self, frames: list[tuple[Any, ...]]) -> None:
-        """Store frames, a run of frames with the same atom order, box and image-flag layout at a time."""
+    def _process_batch(self, frames: list[Any]) -> None:
+        """Store frames (per-frame tuples of :meth:`push` and blocks of :meth:`push_block`), a block of
+        frames with the same atom order, box and image-flag layout at a time."""
         i = 0
         while i < len(frames):
             f0 = frames[i]
+            if isinstance(f0, _Block):
+                self._process_block(f0)
+                i += 1
+                continue
             j = i + 1
-            while j < len(frames) and self._same_layout(f0, frames[j]):
+            while j < len(frames) and not isinstance(frames[j], _Block) and self._same_layout(f0, frames[j]):
                 j += 1
-            self._process_group(frames[i:j])
+            self._process_block(self._as_block(frames[i:j]))
             i = j
 
     @staticmethod
@@ -390,26 +489,37 @@ class FrameSink:
         return da is db or (da is not None and db is not None and da.shape == db.shape
                             and da.dtype == db.dtype and da.tobytes() == db.tobytes())
 
-    def _process_group(self, frames: list[tuple[Any, ...]]) -> None:
-        """Match ids, unwrap, convert units and hand frames of one layout to the writer, vectorised over frames."""
-        step0, _, _, h, images, bits, ids, _, _ = frames[0]
-        h = np.asarray(h, dtype=np.float64)
-        rm, rf = self._rows_of(ids, int(step0)) if ids is not None else self._default_rows
-        x = np.stack([f[2] for f in frames]) if len(frames) > 1 else np.asarray(frames[0][2])[None]
+    @staticmethod
+    def _as_block(frames: list[tuple[Any, ...]]) -> _Block:
+        """Per-frame tuples of one layout (:meth:`_same_layout`) as one block."""
+        _, _, _, h, images, bits, ids, _, _ = frames[0]
+        one = len(frames) == 1
+        x = np.asarray(frames[0][2])[None] if one else np.stack([f[2] for f in frames])
+        img = None if images is None else (np.asarray(images)[None] if one else np.stack([f[4] for f in frames]))
+        return _Block(np.array([f[0] for f in frames], dtype=np.int64), np.array([f[1] for f in frames], float), x,
+                      np.asarray(h, dtype=np.float64), img, bits, ids, np.array([f[7] for f in frames], bool),
+                      np.array([f[8] for f in frames], float))
+
+    def _process_block(self, b: _Block) -> None:
+        """Match ids, unwrap, convert units and hand a block of frames of one layout to the writer.
+
+        Vectorised over the frames; keeps no view of the block's arrays (the hook reuses them).
+        """
+        h, images, bits, ids = b.h, b.images, b.image_bits, b.ids
+        rm, rf = self._rows_of(ids, int(b.steps[0])) if ids is not None else self._default_rows
+        x = b.x
         xm, xf = x[:, rm], x[:, rf]
         if images is not None:
-            img = np.stack([f[4] for f in frames]) if len(frames) > 1 else np.asarray(images)[None]
-            im, imf = img[:, rm], img[:, rf]
-            if img.ndim == 2:  # packed flags
-                im, imf = unpack_images(im, bits), unpack_images(imf, bits)
-            pos = unwrap_with_images(xm, im, h)
+            pos = unwrap_block(xm, images[:, rm], h, bits)
             if self.store_framework and len(rf):
-                fwp = unwrap_with_images(xf, imf, h)
+                fwp = unwrap_block(xf, images[:, rf], h, bits)
                 fw = fwp.mean(1)
             else:
                 fwp = None
                 # the framework centre is linear in the flags: the mean of the unwrapped framework positions
-                fw = unwrap_with_images(xf.mean(1), imf.mean(1), h) if len(rf) else None
+                imf = images[:, rf]
+                fw = (unwrap_with_images(xf.mean(1), (unpack_images(imf, bits) if imf.ndim == 2 else imf).mean(1), h)
+                      if len(rf) else None)
         else:
             pos = np.array(xm, dtype=np.float64)
             fwp = np.array(xf, dtype=np.float64) if (self.store_framework and len(rf)) else None
@@ -423,10 +533,9 @@ class FrameSink:
         if fwp is not None and fwp.shape[1] != self.writer.n_framework:
             fwp = None  # framework atoms gone or created since the store began: no framework positions
         box = self._box(h)
-        m = len(frames)
-        self.writer.append_many([f[0] for f in frames], [float(f[1]) * self.time for f in frames], pos,
-                                np.broadcast_to(box, (m, 6)), fw, [f[7] for f in frames], [f[8] for f in frames],
-                                framework_positions=fwp)
+        m = len(b.steps)
+        self.writer.append_many(b.steps, b.times * self.time, pos, np.broadcast_to(box, (m, 6)), fw, b.new_run,
+                                b.wall_s, framework_positions=fwp)
 
     def _work(self) -> None:
         assert self._queue is not None
@@ -554,4 +663,6 @@ if __name__ == "__main__":  # the worker process of FrameSink(worker="process")
     import sys
     from multiprocessing.connection import Connection
 
-    _process_main(Connection(int(sys.argv[1])))
+    from iondiff_stream.io import sink as _package_module  # the package's classes (blocks are pickled by name)
+
+    _package_module._process_main(Connection(int(sys.argv[1])))

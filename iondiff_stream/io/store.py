@@ -215,10 +215,19 @@ class _WriterLock:
 ZSTD_LEVEL = -1
 
 
-def _codecs() -> dict[str, Any]:
-    """Zstd compression followed by a CRC32C checksum of every chunk."""
+#: Arrays of new stores written without compression (only the CRC32C checksum): unwrapped positions do not
+#: compress (zstd's fast mode leaves them at 100 %, level 1-3 at 95 % for 2-6 µs of CPU per frame of 200 ions,
+#: paid in the simulation's process).
+UNCOMPRESSED = ("positions", "framework")
+
+
+def _codecs(name: str = "") -> dict[str, Any]:
+    """Zstd compression followed by a CRC32C checksum of every chunk (the checksum alone for
+    :data:`UNCOMPRESSED` arrays)."""
     from zarr.codecs import Crc32cCodec, ZstdCodec
 
+    if name in UNCOMPRESSED:
+        return {"compressors": (Crc32cCodec(),)}
     return {"compressors": (ZstdCodec(level=ZSTD_LEVEL), Crc32cCodec())}
 
 
@@ -228,8 +237,8 @@ class _ChunkFiles:
     Zarr's own write path costs ~1.5 ms of CPU per write whatever its size (indexing, its codec pipeline,
     a hop to its event-loop thread): six arrays per flush made the store's writes the largest cost of the
     hook in the simulation's process. For the layout the writer creates (``bytes`` little-endian, ``zstd``
-    without its own checksum, ``crc32c``; chunk keys ``c/i/0/...``; regular chunks along the frame axis only)
-    a chunk is encoded here in ~20 µs (small arrays) or ~0.6 ms (positions of 200 ions x 100 frames) and
+    without its own checksum or no compressor (:data:`UNCOMPRESSED`), ``crc32c``; chunk keys ``c/i/0/...``;
+    regular chunks along the frame axis only) a chunk is encoded here in ~20 µs (small arrays) and
     written by write-then-rename, like Zarr's local store. The chunk being filled is kept in memory (and
     read back once when a session starts inside one), so every write is a whole chunk. Arrays of any
     other layout (a store written by another version) return None from :meth:`for_array` and are written
@@ -237,7 +246,7 @@ class _ChunkFiles:
     """
 
     def __init__(self, root: str, name: str, shape_tail: tuple[int, ...], chunk: int, dtype: np.dtype,
-                 fill: Any, level: int) -> None:
+                 fill: Any, level: int | None) -> None:
         from numcodecs.zstd import Zstd
 
         self.dir = os.path.join(root, name, "c")
@@ -245,7 +254,7 @@ class _ChunkFiles:
         self.chunk = chunk
         self.dtype = np.dtype(dtype).newbyteorder("<")
         self.fill = fill
-        self._zstd = Zstd(level=level)
+        self._zstd = Zstd(level=level) if level is not None else None  # None: no compression
         self._open: tuple[int, np.ndarray] | None = None  # (chunk index, its frames) of the chunk being filled
         self._dirs: set[str] = set()
 
@@ -255,18 +264,19 @@ class _ChunkFiles:
         try:
             m = array.metadata.to_dict()
             codecs = [dict(c) for c in m["codecs"]]
+            zstd = len(codecs) == 3 and codecs[1].get("name") == "zstd"
             ok = (m.get("zarr_format") == 3 and m["chunk_grid"]["name"] == "regular"
                   and tuple(m["chunk_grid"]["configuration"]["chunk_shape"])[1:] == tuple(array.shape[1:])
                   and m["chunk_key_encoding"] == {"name": "default", "configuration": {"separator": "/"}}
-                  and len(codecs) == 3 and codecs[0] == {"name": "bytes", "configuration": {"endian": "little"}}
-                  and codecs[1].get("name") == "zstd" and not codecs[1]["configuration"].get("checksum", False)
-                  and codecs[2].get("name") == "crc32c" and m["data_type"] in ("float64", "int64")
+                  and len(codecs) in (2, 3) and codecs[0] == {"name": "bytes", "configuration": {"endian": "little"}}
+                  and (len(codecs) == 2 or zstd and not codecs[1]["configuration"].get("checksum", False))
+                  and codecs[-1].get("name") == "crc32c" and m["data_type"] in ("float64", "float32", "int64")
                   and not m.get("storage_transformers"))
             if not ok:
                 return None
             chunk = int(m["chunk_grid"]["configuration"]["chunk_shape"][0])
             return cls(root, name, tuple(array.shape[1:]), chunk, np.dtype(m["data_type"]), array.fill_value,
-                       int(codecs[1]["configuration"].get("level", 0)))
+                       int(codecs[1]["configuration"].get("level", 0)) if zstd else None)
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
 
@@ -277,7 +287,8 @@ class _ChunkFiles:
         """The compressed chunk and its CRC32C (4 bytes, little-endian), to be written one after the other."""
         import google_crc32c
 
-        data = self._zstd.encode(np.ascontiguousarray(block, dtype=self.dtype))
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        data = self._zstd.encode(block) if self._zstd is not None else block.tobytes()  # crc32c wants bytes
         return data, int(google_crc32c.value(data)).to_bytes(4, "little")
 
     def _decode(self, raw: bytes) -> np.ndarray:
@@ -285,7 +296,7 @@ class _ChunkFiles:
 
         if len(raw) < 4 or int(google_crc32c.value(raw[:-4])).to_bytes(4, "little") != raw[-4:]:
             raise StoreCorruptError(f"{os.path.dirname(self.dir)}: a chunk failed its checksum: store corrupt")
-        out = np.frombuffer(self._zstd.decode(raw[:-4]), dtype=self.dtype)
+        out = np.frombuffer(self._zstd.decode(raw[:-4]) if self._zstd is not None else raw[:-4], dtype=self.dtype)
         return out.reshape((self.chunk,) + self.tail).copy()
 
     def _block(self, ci: int) -> np.ndarray:
@@ -478,7 +489,7 @@ class FrameStoreWriter:
                     shapes["framework"] = ((size, len(fw_ids), 3), "float32", (self.chunk, len(fw_ids), 3), "angstrom")
                 for name, (shape, dt, ch, u) in shapes.items():
                     a = self.group.create_array(name, shape=shape, dtype=dt, chunks=ch,
-                                                fill_value=np.nan if dt.startswith("float") else -1, **_codecs())
+                                                fill_value=np.nan if dt.startswith("float") else -1, **_codecs(name))
                     if u:
                         a.attrs["units"] = u
                 self.commit = Commit()
@@ -497,7 +508,11 @@ class FrameStoreWriter:
         self.n_framework = int(self.group["framework"].shape[1]) if "framework" in self.group else 0
         self._arrays = {k: self.group[k] for k in self._names}
         self._files = {k: _ChunkFiles.for_array(self.path, k, a) for k, a in self._arrays.items()}
-        self._buf: dict[str, list[Any]] = {k: [] for k in self._names}
+        # frames held in memory until written: the first ``_n_buf`` rows of one array per stored array, reused
+        # from flush to flush (no new memory per chunk; allocated at the first frame)
+        self._buf: dict[str, np.ndarray] = {}
+        self._n_buf = 0
+        self._buf_last_step: int | None = None
         self._last_flush = time.monotonic()
         self._step_interval: int | None = None
         self._closed = False
@@ -537,7 +552,7 @@ class FrameStoreWriter:
         return self.commit.segments
 
     def _start_segment(self, reason: str, step: int, time_ps: float) -> None:
-        g = self.commit.n_frames + len(self._buf["step"])
+        g = self.commit.n_frames + self._n_buf
         self.commit.segments.append({
             "index": len(self.commit.segments), "first_frame": g, "n_frames": 0, "first_step": int(step),
             "last_step": int(step), "first_time_ps": float(time_ps), "last_time_ps": float(time_ps),
@@ -641,16 +656,32 @@ class FrameStoreWriter:
         if pos.shape != (m, self.n_ions, 3):
             raise StoreMismatchError(f"frames have shape {pos.shape[1:]}, store expects ({self.n_ions}, 3)")
         bad = m
-        if not np.isfinite(pos).all():
+        if not np.isfinite(pos.sum()) and not np.isfinite(pos).all():  # a NaN/inf makes the sum non-finite
             bad = int(np.flatnonzero(~np.isfinite(pos).reshape(m, -1).all(1))[0])
         now = time.time()
         stored = 0
-        for k in range(bad):
+        steps_a = np.asarray(steps, dtype=np.int64)
+        new_a = np.zeros(m, bool) if new_run is None else np.asarray(new_run, dtype=bool)
+        k = 0
+        while k < bad:
+            n_run = self._regular_frames(steps_a[k:bad], new_a[k:bad])
+            if n_run:  # the common case, done for the whole run of frames at once
+                sl = slice(k, k + n_run)
+                self._append_block(
+                    steps_a[sl], np.asarray(times_ps[sl], dtype=np.float64), pos[sl],
+                    np.broadcast_to(np.asarray(boxes, dtype=np.float64)[sl], (n_run, 6)),
+                    None if framework_centres is None else np.asarray(framework_centres, dtype=np.float64)[sl],
+                    np.full(n_run, now) if wall_s is None else np.asarray(wall_s[sl], dtype=np.float64),
+                    None if framework_positions is None else framework_positions[sl])
+                stored += n_run
+                k += n_run
+                continue
             stored += self._append_checked(
                 int(steps[k]), float(times_ps[k]), pos[k], boxes[k],
                 None if framework_centres is None else framework_centres[k],
-                bool(new_run[k]) if new_run is not None else False, now if wall_s is None else float(wall_s[k]),
+                bool(new_a[k]), now if wall_s is None else float(wall_s[k]),
                 None if framework_positions is None else framework_positions[k])
+            k += 1
         if bad < m:
             raise TrajectoryFormatError(f"step {int(steps[bad])}: NaN/inf positions; frame refused")
         return stored
@@ -658,7 +689,7 @@ class FrameStoreWriter:
     def _append_checked(self, step: int, time_ps: float, pos: np.ndarray, box: np.ndarray,
                         framework_centre: np.ndarray | None, new_run: bool, wall: float,
                         framework_positions: np.ndarray | None = None) -> bool:
-        last = self._buf["step"][-1] if self._buf["step"] else self.commit.last_step
+        last = self._buf_last_step if self._n_buf else self.commit.last_step
         segs = self.commit.segments
         if not self._session_started:
             self._session_started = True
@@ -714,26 +745,74 @@ class FrameStoreWriter:
             seg["first_step"], seg["first_time_ps"] = step, float(time_ps)
         seg["n_frames"] += 1
         seg["last_step"], seg["last_time_ps"] = step, float(time_ps)
-        self._buf["positions"].append(pos)
-        self._buf["framework_centre"].append(_NO_CENTRE if framework_centre is None else framework_centre)
-        self._buf["step"].append(step)
-        self._buf["time_ps"].append(time_ps)
-        self._buf["box"].append(box)
-        self._buf["wall_s"].append(wall)
+        self._hold(np.array([step], np.int64), np.array([time_ps], np.float64), pos[None],
+                   np.asarray(box, np.float64)[None], None if framework_centre is None else framework_centre[None],
+                   np.array([wall]), None if framework_positions is None else framework_positions[None])
+        return True
+
+    def _regular_frames(self, steps: np.ndarray, new_run: np.ndarray) -> int:
+        """How many of the frames ``steps`` (from the first) continue the current segment regularly.
+
+        Regular: the session and its segment have started, no restart or run boundary is pending, no frame
+        starts a run, and every step follows the one before by the segment's step interval: the frames that
+        :meth:`_append_checked` would only add, so :meth:`_append_block` adds them at once.
+        """
+        segs = self.commit.segments
+        if (not self._session_started or self._dedupe or self._pending_reason is not None or not segs
+                or segs[-1]["n_frames"] == 0 or self._step_interval is None or not len(steps)):
+            return 0
+        last = self._buf_last_step if self._n_buf else self.commit.last_step
+        ok = ~new_run
+        ok[0] &= int(steps[0]) - int(last) == self._step_interval
+        ok[1:] &= np.diff(steps) == self._step_interval
+        return len(ok) if ok.all() else int(np.argmin(ok))
+
+    def _append_block(self, steps: np.ndarray, times_ps: np.ndarray, pos: np.ndarray, boxes: np.ndarray,
+                      framework_centres: np.ndarray | None, wall: np.ndarray,
+                      framework_positions: np.ndarray | None) -> None:
+        """Add regular frames (:meth:`_regular_frames`) to the current segment, a chunk's worth at a time."""
+        seg = self.commit.segments[-1]
+        m, i = len(steps), 0
+        while i < m:
+            room = self.chunk - (self.commit.n_frames + self._n_buf) % self.chunk
+            j = min(m, i + max(1, min(room, self.flush_frames - self._n_buf)))
+            seg["n_frames"] += j - i
+            seg["last_step"], seg["last_time_ps"] = int(steps[j - 1]), float(times_ps[j - 1])
+            self._hold(steps[i:j], times_ps[i:j], pos[i:j], boxes[i:j],
+                       None if framework_centres is None else framework_centres[i:j], wall[i:j],
+                       None if framework_positions is None else framework_positions[i:j])
+            i = j
+
+    def _hold(self, steps: np.ndarray, times_ps: np.ndarray, pos: np.ndarray, boxes: np.ndarray,
+              framework_centres: np.ndarray | None, wall: np.ndarray, framework_positions: np.ndarray | None) -> None:
+        """Keep a block of frames in memory; flush at a chunk's end, after ``flush_frames`` or ``flush_seconds``."""
+        m = len(steps)
+        n0, n1 = self._n_buf, self._n_buf + m
+        buf = self._buf
+        if not buf or len(buf["step"]) < n1:
+            rows = max(n1, self.flush_frames, 1)
+            new = {k: np.empty((rows,) + tuple(a.shape[1:]), dtype=a.dtype) for k, a in self._arrays.items()}
+            for k, a in buf.items():
+                new[k][:n0] = a[:n0]
+            self._buf = buf = new
+        buf["positions"][n0:n1] = pos
+        buf["framework_centre"][n0:n1] = _NO_CENTRE if framework_centres is None else framework_centres
+        buf["step"][n0:n1] = steps
+        buf["time_ps"][n0:n1] = times_ps
+        buf["box"][n0:n1] = boxes
+        buf["wall_s"][n0:n1] = wall
         if self.n_framework:
-            self._buf["framework"].append(np.full((self.n_framework, 3), np.nan, np.float32)
-                                          if framework_positions is None else framework_positions)
-        pending = len(self._buf["step"])
-        start = self.commit.n_frames
-        if (start + pending) % self.chunk == 0 or pending >= self.flush_frames or (
+            buf["framework"][n0:n1] = np.nan if framework_positions is None else framework_positions
+        self._n_buf = n1
+        self._buf_last_step = int(steps[-1])
+        if (self.commit.n_frames + self._n_buf) % self.chunk == 0 or self._n_buf >= self.flush_frames or (
             self.flush_seconds is not None and time.monotonic() - self._last_flush > self.flush_seconds
         ):
             self.flush()
-        return True
 
     def flush(self) -> None:
         """Write the frames held in memory and commit them."""
-        pending = len(self._buf["step"])
+        pending = self._n_buf
         if pending:
             start = self.commit.n_frames
             end = start + pending
@@ -756,15 +835,14 @@ class FrameStoreWriter:
                     self.commit.first_frame = min(oldest_kept, committed_n)
                     self.commit.write(self.path, sync=False)
             self._write_slots(start, end)
-            for k in self._names:
-                self._buf[k].clear()
+            self._n_buf = 0
             self.commit.n_frames = end
             self.commit.first_frame = max(0, end - self.capacity) if self.capacity else 0
         self.commit.write(self.path, sync=self._closing)
         self._last_flush = time.monotonic()
 
     def _write_slots(self, start: int, end: int) -> None:
-        data = {k: np.asarray(v) for k, v in self._buf.items()}
+        data = {k: v[: self._n_buf] for k, v in self._buf.items()}
         self.commit.last_step = int(data["step"][-1])
         cap = self.capacity
         if cap is not None and end - start > cap:  # more pending frames than the ring holds: keep the newest
