@@ -347,12 +347,24 @@ class Hook:
         if self.comm.Get_rank() != 0 or not pending:
             return
         assert self.sink is not None
-        for k, (step, t, h, new_run, _, _, _) in enumerate(pending):
-            ids = np.concatenate([p[k][4] for p in parts])
-            pos = np.concatenate([p[k][5] for p in parts])
-            img = np.concatenate([p[k][6] for p in parts])
-            self.sink.push(step, t, pos, h, images=img, image_bits=self.bits, ids=ids, new_run=new_run)
-            self.n_calls += 1
+        # the rows of a frame are the ranks' local atoms one after the other; frames whose rows hold the same ids
+        # (no atom changed rank or place since the last re-neighbouring) and box go to the sink as one block
+        n, now = len(pending), time.time()
+        keys = [b"".join(p[k][4].tobytes() for p in parts) for k in range(n)]
+        i = 0
+        while i < n:
+            h = pending[i][2]
+            j = i + 1
+            while j < n and keys[j] == keys[i] and pending[j][2] is h and not pending[j][3]:
+                j += 1
+            g = range(i, j)
+            x = np.concatenate([np.stack([p[k][5] for k in g]) for p in parts], axis=1)
+            img = np.concatenate([np.stack([p[k][6] for k in g]) for p in parts], axis=1)
+            self.sink.push_block(np.array([pending[k][0] for k in g]), np.array([pending[k][1] for k in g]), x, h,
+                                 images=img, image_bits=self.bits, ids=np.concatenate([p[i][4] for p in parts]),
+                                 new_run=np.array([pending[k][3] for k in g]), wall_s=np.full(j - i, now))
+            self.n_calls += j - i
+            i = j
         if self.devi_tail is not None:
             self._poll_model_deviation()
 

@@ -182,10 +182,23 @@ def step_segments(steps: np.ndarray) -> list[dict[str, Any]]:
             for k, (a, b) in enumerate(bounds) if b > a]
 
 
-def _parse_segment(segment: int | str | None, segs: list[dict[str, Any]], where: str) -> int | None:
-    """Index of the segment asked for (None = all)."""
-    if segment is None:
-        return segs[-1]["index"]
+def choose_segment(segs: list[dict[str, Any]], segment: int | str | None, where: str) -> dict[str, Any] | None:
+    """The segment record asked for by ``--segment`` (the one parser of the option, for files and stores).
+
+    Parameters
+    ----------
+    segs : list of dict
+        Segment records with an ``index`` (a ring store may no longer hold the first ones).
+    segment : int, str or None
+        A segment index, ``"all"`` or None (the last segment).
+    where : str
+        The file or store, named in the error.
+
+    Returns
+    -------
+    dict or None
+        The record; None for ``"all"``.
+    """
     if isinstance(segment, str):
         if segment.strip().lower() == "all":
             return None
@@ -193,10 +206,13 @@ def _parse_segment(segment: int | str | None, segs: list[dict[str, Any]], where:
             segment = int(segment)
         except ValueError:
             raise IonDiffStreamError(f"--segment must be a segment number or 'all', got {segment!r}") from None
-    if not 0 <= int(segment) < len(segs):
-        raise IonDiffStreamError(f"{where} has no segment {segment} (segments: "
-                                 f"{', '.join(str(s['index']) for s in segs)}, or 'all')")
-    return int(segment)
+    if segment is None:
+        return segs[-1]
+    for s in segs:
+        if s["index"] == int(segment):
+            return s
+    raise IonDiffStreamError(f"{where} has no segment {segment} (segments: "
+                             f"{', '.join(str(s['index']) for s in segs)}, or 'all')")
 
 
 #: largest displacement (Å) of any atom between two frames that are one configuration written twice: the
@@ -349,7 +365,8 @@ def select_frames(
     n = traj.n_frames
     segs = _merge_replays(traj, steps, step_segments(steps)) if steps is not None else [
         {"index": 0, "start": 0, "stop": n, "n_frames": n, "first_step": None, "last_step": None, "started_by": "start"}]
-    chosen = None if store else _parse_segment(segment, segs, where)
+    rec = None if store else choose_segment(segs, segment, where)
+    chosen = None if rec is None else rec["index"]
     window = start_ps is not None or stop_ps is not None
     if len(segs) == 1 and not window:
         return None  # the frames as they are: u.trajectory[start:stop:step]

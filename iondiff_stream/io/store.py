@@ -70,10 +70,11 @@ from iondiff_stream.core.errors import (
     TrajectoryFileNotFoundError,
     TrajectoryFormatError,
 )
+from iondiff_stream.io.segments import choose_segment
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FrameStoreWriter", "FrameStoreReader", "Commit", "store_info", "writer_alive", "choose_segment", "FORMAT"]
+__all__ = ["FrameStoreWriter", "FrameStoreReader", "Commit", "store_info", "writer_alive", "FORMAT"]
 
 FORMAT = "iondiff_stream.framestore"
 VERSION = 2
@@ -1082,6 +1083,8 @@ def store_info(path: str, segment: int | str | None = None) -> dict[str, Any]:
     """
     r = FrameStoreReader(path)
     segs = r.segments
+    if not segs:
+        raise StoreError(f"{path}: the store has no frames")
     chosen = choose_segment(segs, segment, path)
     return {
         "store_segments": [{k: s.get(k) for k in ("index", "first_step", "last_step", "first_time_ps", "last_time_ps",
@@ -1096,26 +1099,6 @@ def store_info(path: str, segment: int | str | None = None) -> dict[str, Any]:
 
 #: arrays whose committed chunks always exist as files (framework_centre is NaN, its fill value, without a framework)
 _CHUNKS_ALWAYS_WRITTEN = ("positions", "step", "time_ps", "box", "wall_s")
-
-
-def choose_segment(segs: list[dict[str, Any]], segment: int | str | None, path: str) -> dict[str, Any] | None:
-    """The segment record asked for (None = all)."""
-    if isinstance(segment, str):
-        if segment.strip().lower() == "all":
-            return None
-        try:
-            segment = int(segment)
-        except ValueError:
-            raise StoreError(f"--segment must be a segment number or 'all', got {segment!r}") from None
-    if not segs:
-        raise StoreError(f"{path}: the store has no frames")
-    if segment is None:
-        return segs[-1]
-    for s in segs:
-        if s["index"] == segment:
-            return s
-    have = ", ".join(str(s["index"]) for s in segs)
-    raise StoreError(f"{path} has no segment {segment} (segments held: {have}, or 'all')")
 
 
 def _runs(idx: np.ndarray) -> list[tuple[int, int]]:

@@ -23,7 +23,8 @@ from MDAnalysis.core.topologyattrs import Atomids, Atomnames, Atomtypes, Element
 from iondiff_stream.core.elements import element_masses
 from MDAnalysis.topology.base import TopologyReaderBase
 
-from iondiff_stream.io.store import FrameStoreReader, choose_segment
+from iondiff_stream.io.segments import choose_segment
+from iondiff_stream.io.store import FrameStoreReader
 
 __all__ = ["StoreReader", "StoreParser", "universe_from_store"]
 
