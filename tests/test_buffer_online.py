@@ -563,6 +563,9 @@ def test_unwrap_block_equals_frame_by_frame():
         np.testing.assert_allclose(unwrap_block(x, packed, h), naive, rtol=0, atol=1e-12)
         np.testing.assert_allclose(unwrap_block(x, img, h), naive, rtol=0, atol=1e-12)
         np.testing.assert_allclose(unwrap_with_images(x, unpack_images(packed), h), naive, rtol=0, atol=1e-12)
+    y = x.copy()
+    assert unwrap_block(y, packed, h, in_place=True) is y
+    np.testing.assert_allclose(y, naive, rtol=0, atol=1e-12)
     same = np.repeat(packed[:1], m, axis=0)  # no atom crosses: one shift per atom
     np.testing.assert_allclose(unwrap_block(x, same, h), x + unpack_images(packed[0]) @ h, rtol=0, atol=1e-12)
 

@@ -82,7 +82,8 @@ def unwrap_with_images(x: np.ndarray, images: np.ndarray, h: np.ndarray) -> np.n
     return x + np.einsum("...i,ij->...j", images.astype(np.float64), h)
 
 
-def unwrap_block(x: np.ndarray, images: np.ndarray, h: np.ndarray, bits: int = 10) -> np.ndarray:
+def unwrap_block(x: np.ndarray, images: np.ndarray, h: np.ndarray, bits: int = 10, *,
+                 in_place: bool = False) -> np.ndarray:
     """Unwrapped positions of a block of frames: ``x + n·h`` with the image flags ``n`` of every frame.
 
     Image flags change only when an atom crosses the box: the shift of every atom is computed once from
@@ -97,22 +98,26 @@ def unwrap_block(x: np.ndarray, images: np.ndarray, h: np.ndarray, bits: int = 1
     h : ndarray, shape (3, 3)
         Lattice vectors (rows), unit of ``x``.
     bits : int
+    in_place : bool
+        Unwrap ``x`` itself (a float64 array the caller owns) instead of a copy.
 
     Returns
     -------
     ndarray, shape (m, r, 3), float64
     """
     if len(x) == 0 or x.shape[1] == 0:
-        return np.array(x, dtype=np.float64)
+        return x if in_place else np.array(x, dtype=np.float64)
     first = images[0]
     moved = (images != first).reshape(len(images), images.shape[1], -1).any(axis=(0, 2))
+    cols = np.flatnonzero(moved)
+    wrapped = x[:, cols]  # the atoms that cross the box in the block, as they were
     n0 = unpack_images(first, bits) if images.ndim == 2 else np.asarray(first, dtype=np.int64)
-    out = x + unwrap_with_images(np.zeros(n0.shape), n0, h)
-    if moved.any():
-        cols = np.flatnonzero(moved)
+    shift = unwrap_with_images(np.zeros(n0.shape), n0, h)
+    out = np.add(x, shift, out=x) if in_place else x + shift
+    if len(cols):
         sub = images[:, cols]
         n = unpack_images(sub, bits) if images.ndim == 2 else np.asarray(sub, dtype=np.int64)
-        out[:, cols] = unwrap_with_images(x[:, cols], n, h)
+        out[:, cols] = unwrap_with_images(wrapped, n, h)
     return out
 
 
@@ -507,12 +512,12 @@ class FrameSink:
         """
         h, images, bits, ids = b.h, b.images, b.image_bits, b.ids
         rm, rf = self._rows_of(ids, int(b.steps[0])) if ids is not None else self._default_rows
-        x = b.x
+        x = b.x if b.x.dtype == np.float64 else b.x.astype(np.float64)
         xm, xf = x[:, rm], x[:, rf]
         if images is not None:
-            pos = unwrap_block(xm, images[:, rm], h, bits)
+            pos = unwrap_block(xm, images[:, rm], h, bits, in_place=True)  # xm, xf: copies (fancy indexing)
             if self.store_framework and len(rf):
-                fwp = unwrap_block(xf, images[:, rf], h, bits)
+                fwp = unwrap_block(xf, images[:, rf], h, bits, in_place=True)
                 fw = fwp.mean(1)
             else:
                 fwp = None
