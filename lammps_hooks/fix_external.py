@@ -222,6 +222,7 @@ class Hook:
         st = self._staging
         if st is not None and st.n and (new_run or st.nlocal != nlocal or ids_bytes != st.ids_bytes or h is not st.h):
             self._push_staged()
+            st = self._staging  # None when a thread keeps the block just handed over
         if st is None or st.nlocal != nlocal:
             st = self._staging = _Staging(self.stage_frames, nlocal, self._img_dtype)
         k = st.n

@@ -181,15 +181,17 @@ def _assert_store_equals_dump(fr, dump, mobile):
         np.testing.assert_allclose(pos[i], f.positions, atol=2e-5)
 
 
-def test_every_step_equals_lammps_dump(tmp_path):
+@pytest.mark.parametrize("worker", ["inline", "thread"])
+def test_every_step_equals_lammps_dump(tmp_path, worker):
     """Frames copied every step into blocks (the hook's serial path) equal LAMMPS's own dump: through atom
-    sorts inside a block (other ids in the rows), a second ``run`` and a box that changes every step."""
+    sorts inside a block (other ids in the rows), a second ``run`` and a box that changes every step; with
+    the sink inline (blocks reused) and in a thread (every block its own arrays)."""
     lmp = _setup()
     lmp.command("atom_modify sort 7 1.0")  # LAMMPS reorders its atoms every 7 steps
     lmp.command(f"write_data {tmp_path}/d.dump.data")
     lmp.command(f"dump dd all custom 1 {tmp_path}/d.dump id type xu yu zu")
     lmp.command("dump_modify dd sort id format float %.10f")
-    hook = attach(lmp, mobile="F", every=1, store=str(tmp_path / "s.zarr"))
+    hook = attach(lmp, mobile="F", every=1, store=str(tmp_path / "s.zarr"), worker=worker)
     lmp.command("run 130")
     lmp.command("run 40")
     lmp.command("unfix nvt")
