@@ -58,7 +58,7 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def one(steps: int, every: int | None, store: str | None, worker: str = "auto",
+def one(steps: int, every: int | None, store: str | None, worker: str = "inline",
         chunk_frames: int | None = None, store_framework: bool = True) -> tuple[float, float, int, float]:
     """CPU seconds (process + children) and wall seconds of attach + ``run steps`` + close; frames stored;
     CPU seconds of the attach alone (store creation: one-off per run, whatever its length)."""
@@ -223,8 +223,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8000)
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--every", type=int, nargs="+", default=[10, 1])
-    ap.add_argument("--worker", default="auto", choices=["auto", "inline", "thread", "process"],
-                    help="the sink's worker (default: the hook's, auto: a thread in a serial run, inline under MPI)")
+    ap.add_argument("--worker", default="inline", choices=["inline", "thread", "process"],
+                    help="the sink's worker (default: inline, the hook's default)")
     ap.add_argument("--chunk-frames", type=int, default=None, help="default: the hook's (100, or 1000 steps' worth)")
     ap.add_argument("--no-framework", action="store_true", help="store the mobile ions only (no framework positions)")
     ap.add_argument("--mpi", action="store_true", help="mpirun -np 2 hooked vs plain (wall), instead of in-process")

@@ -494,7 +494,7 @@ def attach(
     fix_id: str = "iondiff",
     type_elements: dict[int, str] | None = None,
     comm: Any = None,
-    worker: str = "auto",
+    worker: str = "inline",
     mode: str = "a",
     overwrite: bool = False,
     store_framework: bool = True,
@@ -519,13 +519,12 @@ def attach(
         The communicator LAMMPS runs on (several ranks: frames are gathered to rank 0 with it, ~200
         steps' worth at a time, so every rank must call :meth:`Hook.close`; without it LAMMPS's own
         gather is used, every frame).
-    worker : {"auto", "inline", "thread", "process"}
+    worker : {"inline", "thread", "process"}
         Where the storing work (matching ids, unwrapping, checksums, writing chunks) runs
-        (:class:`iondiff_stream.io.sink.FrameSink`). ``"auto"``: a thread beside a serial LAMMPS, inline (in
-        the callback, on rank 0) under MPI. Measured with ``benchmarks/hook_cpu.py`` (docs/performance.md):
-        serial, a frame every step, the thread costs +2 % process CPU against +8 % inline (done on
-        LAMMPS's own core, the work slows LAMMPS's next steps as much again as it costs itself); with
-        every core running a rank (``mpirun -np 2`` on 2 cores) a third runnable thread makes the ranks wait.
+        (:class:`iondiff_stream.io.sink.FrameSink`). Default inline (in the callback, on rank 0): with every
+        core running a rank a third runnable thread makes the ranks wait; beside a serial LAMMPS a thread
+        measured the same as inline within the run-to-run spread (``benchmarks/hook_cpu.py --worker``,
+        docs/performance.md).
     mode, overwrite
         ``mode="a"`` appends to an existing store (a new segment, or a restart's continuation);
         ``mode="w"`` refuses a store that holds frames unless ``overwrite``.
@@ -555,8 +554,6 @@ def attach(
     bits = 21 if int(lmp.extract_setting("imageint")) == 8 else 10
     world = int(lmp.extract_setting("world_size"))
     rank = int(lmp.extract_setting("world_rank"))
-    if worker == "auto":
-        worker = "thread" if world == 1 else "inline"
     sink = None
     err: BaseException | None = None
     if rank == 0:

@@ -177,14 +177,14 @@ class FrameSink:
     metadata : dict, optional
         Run metadata kept in the store.
     worker : {"inline", "thread", "process"}
-        Where the work (matching ids, unwrapping, unit conversion, compressing and writing chunks)
-        is done, a batch of frames at a time. ``"inline"`` (default): in the caller (the simulation's
-        callback), the cheapest in CPU: measured with ``benchmarks/hook_cpu.py`` on the CaF2 example,
-        ``every=10``, +1.5 % process CPU against +3.9 % with a thread (handing the GIL back and forth
-        costs more than the work), and under ``mpirun -np 2`` on 2 cores +0.4 % wall against +20-100 %
-        (a third runnable thread beside two ranks makes both wait). ``"thread"``: a background thread,
-        which can overlap the writes with LAMMPS when a core is free. ``"process"``: a separate process
-        fed through a socket.
+        Where the work (matching ids, unwrapping, unit conversion, checksums and writing chunks) is done,
+        a block of frames at a time. ``"inline"`` (default): in the caller (the simulation's callback).
+        ``"thread"``: a background thread; the hook hands it whole blocks (:meth:`push_block`), so the
+        simulation's thread takes the GIL back once per block, not per frame. Side by side on the CaF2
+        example (``benchmarks/hook_cpu.py --worker``) the two cost the same within the run-to-run spread;
+        beside MPI ranks on every core a third runnable thread makes the ranks wait, hence inline by
+        default. ``"process"``: a separate process fed through
+        a socket.
     batch_frames : int
         Frames collected before they are handed to the worker in one message
         (or after 1 s, for slow simulations) and processed together, vectorised over
