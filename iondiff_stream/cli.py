@@ -529,7 +529,8 @@ def arrhenius(
     plot: Annotated[Optional[Path], typer.Option(help="Write the Arrhenius plot (PNG).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
 ) -> None:
-    """Activation energies and prefactors across runs from D*, D_sigma, the hop frequency nu and f*nu (no fit of sigma)."""
+    """Activation energies and prefactors across runs from D*, D_sigma, the hop frequency nu and f*nu (no fit of sigma), and of
+    the concerted modes' frequencies and the G_d(r~0, t) times."""
     from iondiff_stream.outputs.report import arrhenius_across_runs
 
     _setup_logging(verbose)

@@ -360,7 +360,7 @@ def _ea_text(f: dict[str, Any] | None) -> str:
 
 def _series_html(arrh: dict[str, Any]) -> str:
     """The temperature series: per-temperature table and the activation energies of the modes and of G_d."""
-    rows = arrh.get("series") or []
+    rows = sorted(arrh.get("series") or [], key=lambda r: r["T_K"])
     if not rows:
         return ""
     modes = sorted({k for r in rows for k in (r.get("mode_counts") or {})})
