@@ -335,6 +335,9 @@ def snippet(
     append: Annotated[bool, typer.Option("--append", help="Add to an existing store (new segment / restart).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store.")] = False,
     lmp: Annotated[Optional[str], typer.Option("--lmp", help="LAMMPS binary to check (default: 'lmp' on PATH).")] = None,
+    model_devi: Annotated[Optional[str], typer.Option(
+        "--model-devi", help="DeePMD's model deviation file (out_file of 'pair_style deepmd m0.pb m1.pb ...', "
+                             "relative to where lmp runs): stored beside the frames.")] = None,
 ) -> None:
     """Print input-script lines for `fix python/invoke` (LAMMPS with the PYTHON package, e.g. Debian's lmp).
 
@@ -345,7 +348,7 @@ def snippet(
 
     _check_store_flags(append, overwrite, capacity, every)
     mode = "append" if append else "overwrite" if overwrite else "new"
-    typer.echo(_snippet(mobile, every, store, mode=mode, capacity=capacity), nl=False)
+    typer.echo(_snippet(mobile, every, store, mode=mode, capacity=capacity, model_devi=model_devi), nl=False)
     found = check_lmp(lmp)
     typer.echo(("note: " if found["python"] else "warning: ") + found["message"], err=True)
 
@@ -361,6 +364,9 @@ def listen(
     capacity: Annotated[Optional[int], typer.Option(help="Ring size in frames (default: keep all).")] = None,
     append: Annotated[bool, typer.Option("--append", help="Add to an existing store (new segment / restart).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store.")] = False,
+    model_devi: Annotated[Optional[Path], typer.Option(
+        "--model-devi", help="DeePMD's model deviation file LAMMPS writes (same machine or shared file system): "
+                             "stored beside the frames.")] = None,
 ) -> None:
     """Receive frames from LAMMPS over IMDv3 and store them (`monitor` shows the live hops)."""
     from lammps_hooks.imd_listener import listen as _listen
@@ -378,7 +384,8 @@ def listen(
                 got.advance()
 
         res = _listen(address, str(topology), mobile, str(store), max_frames=max_frames, units=units,
-                      capacity=capacity, mode="a" if append else "w", overwrite=overwrite, on_frame=on_frame)
+                      capacity=capacity, mode="a" if append else "w", overwrite=overwrite, on_frame=on_frame,
+                      model_devi=str(model_devi) if model_devi is not None else None)
     typer.echo(json.dumps(res, indent=2))
 
 
@@ -522,7 +529,8 @@ def arrhenius(
     plot: Annotated[Optional[Path], typer.Option(help="Write the Arrhenius plot (PNG).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)] = False,
 ) -> None:
-    """Activation energies and prefactors across runs from D*, D_sigma, the hop frequency nu and f*nu (no fit of sigma)."""
+    """Activation energies and prefactors across runs from D*, D_sigma, the hop frequency nu and f*nu (no fit of sigma), and of
+    the concerted modes' frequencies and the G_d(r~0, t) times."""
     from iondiff_stream.outputs.report import arrhenius_across_runs
 
     _setup_logging(verbose)

@@ -26,6 +26,13 @@ number of MPI ranks; collective, so every rank calls the hook and rank 0 writes)
 Every ``run`` is a segment of the store; frames are flushed every 10 s, at every new run, and when
 the Python interpreter exits.
 
+DeePMD: with ``variable IONDIFF_MODEL_DEVI string PATH`` (``iondiff-stream snippet --model-devi PATH``, the
+``out_file`` of ``pair_style deepmd m0.pb m1.pb ... out_freq N [atomic]``) rank 0 also reads the new lines of
+that file at every stored frame and keeps them in ``STORE/model_devi/``, keyed by MD step, per atom for the
+stored ions with ``atomic`` (:class:`iondiff_stream.io.model_deviation.ModelDeviationFollower`, the library
+code of the ``fix external`` hook's ``follow_model_deviation``). The line of step s is written while the
+forces of step s are computed, before ``end_of_step``, so the frame of step s finds it.
+
 A hook that cannot store (the store already holds frames and ``IONDIFF_MODE`` is ``new``, it cannot be
 created, a stored ion disappeared, ...) stops LAMMPS with an error (non-zero exit status) naming the store and
 the fix, after closing the store with every frame received so far; ``variable IONDIFF_ON_ERROR string
@@ -171,8 +178,15 @@ def _at_exit(fn: Any) -> None:
 def _close() -> None:
     sink = _STATE.get("sink")
     _STATE["sink"] = None
+    devi = _STATE.pop("devi", None)
+    rep: dict[str, Any] = {}
+    try:
+        if sink is not None:
+            rep = sink.close()
+    finally:
+        if devi is not None:
+            rep.update(devi.close())  # the lines written after the last stored frame
     if sink is not None:
-        rep = sink.close()
         logger.info("iondiff_stream store closed: %s", rep)
 
 
@@ -318,6 +332,13 @@ def _store(lmp: CLammps, ids: np.ndarray, x: np.ndarray, img: np.ndarray, types:
             mode="w" if mode != "append" else "a", overwrite=mode == "overwrite",
             metadata={"source": "fix python/invoke", "lammps_version": lmp.version(), "natoms": len(ids)},
         )
+        devi = lmp.string_variable("IONDIFF_MODEL_DEVI")
+        if devi:  # DeePMD's model_devi.out, beside the frames (rank 0 reads it: LAMMPS writes it there)
+            from iondiff_stream.io.model_deviation import ModelDeviationFollower
+
+            _STATE["devi"] = ModelDeviationFollower(
+                devi, lmp.string_variable("IONDIFF_STORE") or "run.zarr", _STATE["sink"].ion_ids,
+                mode="a" if mode == "append" else "w", meta={"source": "fix python/invoke"})
         _at_exit(_close)
     sink = _STATE["sink"]
     if sink is None:
@@ -326,10 +347,13 @@ def _store(lmp: CLammps, ids: np.ndarray, x: np.ndarray, img: np.ndarray, types:
         sink.flush()
     t = lmp.global_double("atime") + (step - lmp.global_bigint("atimestep")) * lmp.global_double("dt")
     sink.push(step, t, x, lmp.box(), images=img, ids=ids, new_run=new_run)
+    devi = _STATE.get("devi")
+    if devi is not None:
+        devi.poll()
 
 
 def snippet(mobile: str, every: int, store: str, mode: str = "new", capacity: int | None = None,
-            fix_id: str = "iondiff") -> str:
+            fix_id: str = "iondiff", model_devi: str | None = None) -> str:
     """Input-script lines that make a LAMMPS binary with the PYTHON package fill ``store``.
 
     The lines put this interpreter's site-packages and the package's own directory on the
@@ -348,6 +372,11 @@ def snippet(mobile: str, every: int, store: str, mode: str = "new", capacity: in
     mode : {"new", "append", "overwrite"}
     capacity : int, optional
         Ring size in frames.
+    fix_id : str
+    model_devi : str, optional
+        DeePMD's model deviation file (``pair_style deepmd m0.pb m1.pb ... out_file PATH``, default name
+        ``model_devi.out``; relative to where ``lmp`` runs): followed at every stored frame and kept in
+        ``STORE/model_devi/`` (:class:`iondiff_stream.io.model_deviation.ModelDeviationFollower`).
 
     Returns
     -------
@@ -365,7 +394,7 @@ def snippet(mobile: str, every: int, store: str, mode: str = "new", capacity: in
         raise ValueError(f"mode must be new, append or overwrite, got {mode!r}")
     if capacity is not None and capacity < 1:
         raise ValueError(f"--capacity must be a positive number of frames, got {capacity}")
-    for name, v in (("--mobile", mobile), ("--store", store)):
+    for name, v in (("--mobile", mobile), ("--store", store), ("--model-devi", model_devi or "")):
         if '"' in v or "\n" in v:
             raise ValueError(f"{name} must not contain double quotes or newlines: {v!r}")
     paths: list[str] = []
@@ -383,6 +412,8 @@ def snippet(mobile: str, every: int, store: str, mode: str = "new", capacity: in
     ]
     if capacity is not None:
         lines.append(f"variable        IONDIFF_CAPACITY string {int(capacity)}")
+    if model_devi:
+        lines.append(f'variable        IONDIFF_MODEL_DEVI string "{model_devi}"   # DeePMD model deviation (out_file)')
     lines += [
         'python          iondiff_frame here """',
         "import sys",

@@ -42,6 +42,7 @@ def listen(
     mode: str = "a",
     overwrite: bool = False,
     on_frame: Any = None,
+    model_devi: str | None = None,
 ) -> dict[str, Any]:
     """Connect to an IMDv3 server at ``HOST:PORT`` and store frames until the simulation ends.
 
@@ -55,10 +56,16 @@ def listen(
     re-raises ``KeyboardInterrupt``. ``on_frame(n)``, if given, is called with the frames received so far
     after each frame (the command line's progress).
 
+    ``model_devi``: DeePMD's model deviation file (``pair_style deepmd m0.pb m1.pb ... out_file PATH``) when
+    the listener runs where LAMMPS writes it (same machine or a shared file system): its new lines are read
+    after every received frame and kept in ``STORE/model_devi/``, keyed by MD step
+    (:class:`iondiff_stream.io.model_deviation.ModelDeviationFollower`); IMD does not carry them. The lines
+    written after the last frame are stored when the simulation ends.
+
     Returns
     -------
     dict
-        ``frames`` received, the sink's report.
+        ``frames`` received, the sink's report (with ``model_devi_rows`` when following the deviation).
     """
     import MDAnalysis as mda
     from MDAnalysis.lib.mdamath import triclinic_vectors
@@ -82,6 +89,12 @@ def listen(
     sink = FrameSink(store, ids[order], types, mobile, elements, units=units, capacity=capacity,
                      chunk_frames=chunk_frames, metadata={"source": f"imd://{address}"}, worker="thread",
                      mode=mode, overwrite=overwrite)
+    devi = None
+    if model_devi is not None:
+        from iondiff_stream.io.model_deviation import ModelDeviationFollower
+
+        devi = ModelDeviationFollower(model_devi, store, sink.ion_ids, mode="w" if overwrite or mode == "w" else "a",
+                                      meta={"source": f"imd://{address}"})
     u = mda.Universe(topology, f"imd://{address}", topology_format="DATA", timeout=timeout,
                      **({"atom_style": style} if style else {}))
     n = 0
@@ -92,6 +105,8 @@ def listen(
             step = int(ts.data.get("step", n))
             # MDAnalysis hands over LAMMPS's numbers unchanged (its IMD units are Å and ps)
             sink.push(step, float(ts.time), np.array(u.atoms.positions, dtype=np.float64)[order], h)
+            if devi is not None:
+                devi.poll()
             n += 1
             if on_frame is not None:
                 on_frame(n)
@@ -101,7 +116,13 @@ def listen(
         interrupted = "SIGINT"
         raise
     finally:
-        report = sink.close(interrupted=interrupted)
+        try:
+            report = sink.close(interrupted=interrupted)
+        finally:
+            if devi is not None:
+                report_devi = devi.close()  # the lines written after the last frame
+        if devi is not None:
+            report.update(report_devi)
         try:
             u.trajectory.close()
         except Exception:  # noqa: BLE001

@@ -10,6 +10,7 @@ overhead: the same input with DeePMD forces and model deviation, with and withou
     python run_series.py --temperatures 1300,1500,1700 --steps 12000 --out runs
 
 Writes ``OUT/T*/`` (store, model_devi.out, monitor.json, analysis) and ``OUT/series.json``; prints a Markdown table.
+The concerted modes and G_d(r≈0, t) of the series, side by side with their Arrhenius fits: ``series_table.py``.
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ def one_temperature(models: list[str], temperature: float, steps: int, every: in
             "hop_max_devi_f_median_eV_A", "hop_devi_f_mean_eV_A", "rest_devi_f_mean_eV_A", "hop_to_rest_devi_ratio",
             "trusted_time_fraction", "n_trusted_stretches", "D_hops_all_cm2_s", "D_hops_trusted_cm2_s",
             "D_hops_trusted_change_percent", "D_msd_all_cm2_s", "D_msd_trusted_cm2_s",
-            "D_msd_trusted_change_percent", "D_msd_lags_ps", "D_msd_trusted_reason", "trust_note", "warnings")
+            "D_msd_trusted_change_percent", "D_msd_lags_ps", "D_msd_trusted_reason", "trust_note",
+            "concerted_mode_pairs", "concerted_mode_counts", "concerted_mode_frequency_per_ps", "Gd0_time_ps",
+            "Gd0_time_reason", "Gd0_onset_time_ps", "Gd0_ratio_at_longest_lag", "Gd0_longest_lag_ps", "warnings")
     return {"T_K": temperature, "steps": steps, "wall_s": rep["wall_s"], "frames": rep["frames"],
             "model_devi_rows": rep.get("model_devi_rows"), "model_devi_hook_s": rep.get("model_devi_hook_s"),
             "live_hops": mon.get("hops"), "live_final": mon.get("live_final"),

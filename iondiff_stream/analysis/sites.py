@@ -16,6 +16,8 @@
 * :func:`concerted_modes`: jumps between sites and the pairs "ion a moves A→B
   while ion b moves B→C within ``window_ps``" (Fu et al. 2022), with jump
   frequencies per mode.
+* :func:`hop_concerted_modes`: the same pairs on the hop detector's own sites and
+  hops (:class:`ConcertedModes`, part of every run's analysis).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -34,6 +37,7 @@ from iondiff_stream.core.pbc import minimum_image, wrap
 logger = logging.getLogger(__name__)
 
 __all__ = ["find_sites", "align_reference", "assign_sites", "site_statistics", "site_jumps", "concerted_modes",
+           "mode_pairs", "hop_concerted_modes", "ConcertedModes", "pair_geometry", "MIN_MODE_COUNT", "mode_arrhenius",
            "assign_polyhedra", "delaunay_tetrahedra", "analyse_sites",
            "SiteStatistics", "SiteMatch", "match_reference_sites"]
 
@@ -274,20 +278,9 @@ def concerted_modes(
     w = max(1, int(round(window_ps / frame_dt_ps)))
     single = Counter(f"{types[a]}->{types[b]}" for a, b in j[:, 2:4])
     modes: Counter[str] = Counter()
-    if len(j):
-        order = np.argsort(j[:, 1], kind="stable")
-        j = j[order]
-        frames = j[:, 1]
-        # leaver b: B->C ; follower a: A->B, |t_a - t_b| <= w, a != b
-        by_from: dict[int, list[int]] = {}
-        for k, row in enumerate(j):
-            by_from.setdefault(int(row[2]), []).append(k)
-        for ka, (ia, ta, A, B) in enumerate(j):
-            for kb in by_from.get(int(B), []):
-                ib, tb, _, C = j[kb]
-                if ib != ia and abs(int(tb) - int(ta)) <= w and C != A:
-                    modes[f"{types[A]}->{types[B]}+{types[B]}->{types[C]}"] += 1
-        del frames
+    for ka, kb in mode_pairs(j[:, 0], j[:, 1].astype(float), j[:, 2], j[:, 3], float(w)):
+        A, B, C = j[ka, 2], j[ka, 3], j[kb, 3]
+        modes[f"{types[A]}->{types[B]}+{types[B]}->{types[C]}"] += 1
     per = n * total_ps if total_ps > 0 else float("nan")
     return {
         "jumps_per_type_pair": dict(single),
@@ -297,6 +290,216 @@ def concerted_modes(
         "n_concerted_pairs": int(sum(modes.values())),
         "window_ps": window_ps,
     }
+
+
+def mode_pairs(ion: np.ndarray, time: np.ndarray, from_site: np.ndarray, to_site: np.ndarray,
+               window: float) -> list[tuple[int, int]]:
+    """The concerted pairs of a list of site changes: ion a moves A→B and ion b moves B→C, ``|t_a - t_b| <= window``.
+
+    The one counting rule of :func:`concerted_modes` (site assignments) and :func:`hop_concerted_modes` (the
+    hop detector's hops). A pair needs two different ions (a ≠ b) and C ≠ A (ion b does not take the site a
+    came from: that is an exchange, not a chain); b may move before or after a. Every such combination
+    counts once, so a change can be in several pairs.
+
+    Parameters
+    ----------
+    ion, from_site, to_site : ndarray of int, shape (m,)
+        Ion and sites of every change.
+    time : ndarray, shape (m,)
+        Time of every change (frames or ps; ``window`` in the same unit).
+    window : float
+
+    Returns
+    -------
+    list of (int, int)
+        ``(k_a, k_b)``: indices of the change into B (a) and of the change out of B (b).
+    """
+    ion = np.asarray(ion)
+    time = np.asarray(time, float)
+    to_site = np.asarray(to_site)
+    from_site = np.asarray(from_site)
+    by_from: dict[int, list[int]] = {}
+    for k, f in enumerate(from_site):
+        by_from.setdefault(int(f), []).append(k)
+    eps = 1e-9 * max(1.0, abs(float(window)))
+    out = []
+    for ka in range(len(ion)):
+        for kb in by_from.get(int(to_site[ka]), []):
+            if ion[kb] != ion[ka] and abs(time[kb] - time[ka]) <= window + eps and to_site[kb] != from_site[ka]:
+                out.append((ka, kb))
+    return out
+
+
+#: cos of the angle between a's move (A→B) and b's (B→C) above which a pair is "collinear", below minus which
+#: it is "reverse"; between the two it is "bent" (45°: on a simple cubic sublattice the nearest-neighbour pairs
+#: are 0°, 90° or 180° apart)
+MODE_COS = float(np.cos(np.pi / 4))
+#: fewest pairs of a mode at a temperature for its frequency to enter an Arrhenius fit (Poisson error <= 45 %)
+MIN_MODE_COUNT = 5
+
+
+@dataclass
+class ConcertedModes:
+    """Site-based concerted modes of one run, on the hop detector's sites.
+
+    Definition: every closed hop of the hop table is a site change of one ion, from site ``from_centre`` (A)
+    to site ``to_centre`` (B), at the time it reaches B's core (``end_time_ps``; the first frame in the
+    destination core, as :func:`site_jumps` dates a change of assigned site). A *concerted pair* is ion a
+    moving A→B and another ion b moving B→C (C ≠ A) with arrival times within ``window_ps`` of each other,
+    in either order (:func:`mode_pairs`; the seed study's rule, as in :func:`concerted_modes`). The sites are
+    the ones the hop analysis learnt (its ``SiteModel``), not a new site model: a run without a reference
+    structure gets no site types unless the site model carries labels (several species analysed together),
+    so a mode is named by the geometry of the pair, the angle between a's move (B − A, unwrapped site
+    positions) and b's (C − B): ``collinear`` (< 45°), ``bent`` (45–135°) or ``reverse`` (> 135°), prefixed
+    by ``TA->TB+TB->TC`` when the sites have types. Open hops (still in transit at the end) are left out.
+
+    Attributes
+    ----------
+    window_ps : float
+        Largest time between the two site changes of a pair, ps.
+    n_ions : int
+    total_time_ps : float
+    n_hops : int
+        Closed hops (site changes) considered.
+    site_types : list of str
+        The site types of the site model (``[]``: untyped).
+    counts : dict of str to int
+        Pairs per mode.
+    n_pairs : int
+        All pairs.
+    frequency_per_ps : dict of str to float
+        Pairs per mode per ion per ps (count / (n_ions · total_time_ps)).
+    frequency_std_per_ps : dict of str to float
+        Poisson standard error, frequency / sqrt(count).
+    """
+
+    window_ps: float
+    n_ions: int
+    total_time_ps: float
+    n_hops: int
+    site_types: list[str]
+    counts: dict[str, int]
+    n_pairs: int
+    frequency_per_ps: dict[str, float]
+    frequency_std_per_ps: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        """``summary.json`` keys (``concerted_mode_*``)."""
+        return {
+            "concerted_mode_window_ps": self.window_ps,
+            "concerted_mode_hops": self.n_hops,
+            "concerted_mode_site_types": list(self.site_types),
+            "concerted_mode_pairs": self.n_pairs,
+            "concerted_mode_counts": dict(self.counts),
+            "concerted_mode_frequency_per_ps": dict(self.frequency_per_ps),
+            "concerted_mode_frequency_std_per_ps": dict(self.frequency_std_per_ps),
+        }
+
+
+def pair_geometry(d_a: np.ndarray, d_b: np.ndarray) -> str:
+    """``collinear``, ``bent`` or ``reverse`` from the angle between two moves (vectors, Å); see :data:`MODE_COS`."""
+    c = float(np.dot(d_a, d_b) / (np.linalg.norm(d_a) * np.linalg.norm(d_b)))
+    return "collinear" if c >= MODE_COS else ("reverse" if c <= -MODE_COS else "bent")
+
+
+def hop_concerted_modes(hops: Any, n_ions: int, total_time_ps: float, window_ps: float = 1.0,
+                        site_types: np.ndarray | None = None) -> ConcertedModes:
+    """Concerted modes (A→B with B→C within ``window_ps``) of a hop table; see :class:`ConcertedModes`.
+
+    Parameters
+    ----------
+    hops : HopTable
+        Hops of the ``"sites"`` method (``from_centre``/``to_centre`` are shared site indices).
+    n_ions : int
+        Mobile ions (the frequencies are per ion).
+    total_time_ps : float
+        Length of the run, ps.
+    window_ps : float
+        Largest time between the two arrivals, ps.
+    site_types : ndarray of str, shape (n_sites,), optional
+        Type of every site; None or a single type: modes named by geometry only.
+
+    Returns
+    -------
+    ConcertedModes
+    """
+    c = hops.columns if hasattr(hops, "columns") else hops
+    keep = ~np.asarray(c["open"], bool)
+    ion = np.asarray(c["ion"])[keep]
+    t = np.asarray(c["end_time_ps"], float)[keep]
+    A = np.asarray(c["from_centre"])[keep]
+    B = np.asarray(c["to_centre"])[keep]
+    fr = np.column_stack([np.asarray(c[f"from_{x}_A"], float)[keep] for x in "xyz"])
+    to = np.column_stack([np.asarray(c[f"to_{x}_A"], float)[keep] for x in "xyz"])
+    typed = site_types is not None and len(set(np.asarray(site_types).astype(str).tolist())) > 1
+    types = np.asarray(site_types).astype(str) if typed else None
+    counts: Counter[str] = Counter()
+    for ka, kb in mode_pairs(ion, t, A, B, window_ps):
+        name = pair_geometry(to[ka] - fr[ka], to[kb] - fr[kb])
+        if types is not None:
+            name = f"{types[A[ka]]}->{types[B[ka]]}+{types[B[ka]]}->{types[B[kb]]} {name}"
+        counts[name] += 1
+    per = n_ions * total_time_ps
+    freq = {k: v / per for k, v in counts.items()} if per > 0 else {k: None for k in counts}
+    std = {k: (float(freq[k] / np.sqrt(v)) if freq[k] is not None else None) for k, v in counts.items()}
+    return ConcertedModes(float(window_ps), int(n_ions), float(total_time_ps), int(keep.sum()),
+                          sorted(set(types.tolist())) if types is not None else [], dict(sorted(counts.items())),
+                          int(sum(counts.values())), freq, std)
+
+
+def mode_arrhenius(temperatures_K: Sequence[float], counts: Sequence[dict[str, int] | None],
+                   frequencies: Sequence[dict[str, float] | None],
+                   min_count: int = MIN_MODE_COUNT, min_temperatures: int = 3) -> dict[str, dict[str, Any]]:
+    """Arrhenius fit of every concerted mode's frequency over a temperature series, and of all pairs (``"all"``).
+
+    ``ν_mode = ν0 exp(-Ea / k_B T)``, weighted least squares of ln ν against 1/T with the Poisson errors
+    ν/sqrt(count) (:func:`iondiff_stream.analysis.transport.arrhenius_fit`). A temperature enters a mode's
+    fit when the mode has at least ``min_count`` pairs there; with fewer than ``min_temperatures`` such
+    temperatures the mode's ``Ea_eV`` is None with the ``reason``.
+
+    Parameters
+    ----------
+    temperatures_K : sequence of float
+    counts, frequencies : sequence of dict or None
+        ``concerted_mode_counts`` and ``concerted_mode_frequency_per_ps`` (per ion per ps) of each run
+        (:class:`ConcertedModes`); None for a run without them.
+    min_count, min_temperatures : int
+
+    Returns
+    -------
+    dict
+        Mode → ``Ea_eV``, ``Ea_err_eV`` (1σ), ``Ea_ci95_eV`` ([low, high], ±1.96σ), ``prefactor_per_ps``,
+        ``n_points``, ``temperatures_K`` and ``counts`` used, ``reason`` (None when fitted).
+    """
+    from iondiff_stream.analysis.transport import arrhenius_fit
+
+    T = np.asarray(temperatures_K, float)
+    c_runs = [dict(c or {}) for c in counts]
+    f_runs = [dict(f or {}) for f in frequencies]
+    for c, f in zip(c_runs, f_runs):
+        total = sum(c.values())
+        if total:
+            per = next((c[k] / f[k] for k in c if f.get(k)), None)  # ions x time of the run
+            c["all"], f["all"] = total, (total / per if per else None)
+    names = sorted({k for c in c_runs for k in c if k != "all"}) + ["all"]
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        use = [i for i, (c, f) in enumerate(zip(c_runs, f_runs)) if c.get(name, 0) >= min_count and f.get(name)]
+        res: dict[str, Any] = {"Ea_eV": None, "Ea_err_eV": None, "Ea_ci95_eV": None, "prefactor_per_ps": None,
+                               "n_points": len(use), "temperatures_K": [float(T[i]) for i in use],
+                               "counts": [int(c_runs[i].get(name, 0)) for i in range(len(T))], "reason": None}
+        if len(use) < min_temperatures:
+            res["reason"] = (f"{len(use)} of {len(T)} temperatures have at least {min_count} pairs of this mode; "
+                             f"an activation energy needs {min_temperatures}")
+        else:
+            y = np.array([f_runs[i][name] for i in use], float)
+            n = np.array([c_runs[i][name] for i in use], float)
+            fit = arrhenius_fit(T[use], y, y / np.sqrt(n))
+            ea, err = fit["Ea_eV"], fit["Ea_err_eV"]
+            res.update({"Ea_eV": ea, "Ea_err_eV": err, "Ea_ci95_eV": [ea - 1.96 * err, ea + 1.96 * err],
+                        "prefactor_per_ps": fit["prefactor"]})
+        out[name] = res
+    return out
 
 
 def assign_polyhedra(

@@ -14,6 +14,8 @@ read_model_devi
     The whole file (a partial last line of a running LAMMPS is left out).
 ModelDeviationTail
     Follows a growing file: each :meth:`~ModelDeviationTail.poll` returns the lines completed since the last.
+ModelDeviationFollower
+    A tail feeding a writer: what a hook calls after every stored frame (``fix python/invoke``, IMD listener).
 ModelDeviationWriter
     Appends deviation rows to ``STORE/model_devi/`` beside the frames (the LAMMPS hook uses it); the per-atom
     deviation is kept for the store's ions only.
@@ -47,6 +49,7 @@ from iondiff_stream.core.errors import StoreCorruptError, TrajectoryFileNotFound
 logger = logging.getLogger(__name__)
 
 __all__ = ["ModelDeviation", "read_model_devi", "parse_model_devi", "ModelDeviationTail", "ModelDeviationWriter",
+           "ModelDeviationFollower",
            "read_store_deviation", "has_store_deviation", "rows_for_steps", "TRUST_LO_EV_A", "TRUST_HI_EV_A",
            "GROUP", "pair_style_model_devi"]
 
@@ -444,6 +447,59 @@ class ModelDeviationWriter:
         out: dict[str, Any] = {"model_devi_rows": int(self.commit.get("n_rows", 0))}
         if self.n_appended:
             out["model_devi_max_f_eV_A"] = self.max_devi_f
+        return out
+
+
+class ModelDeviationFollower:
+    """Follow LAMMPS's ``model_devi.out`` into a frame store: a :class:`ModelDeviationTail` feeding a
+    :class:`ModelDeviationWriter`, for hooks that store frames (the ``fix python/invoke`` hook and the IMD
+    listener call :meth:`poll` after every stored frame and :meth:`close` at the end).
+
+    Parameters
+    ----------
+    path : str
+        The file ``pair_style deepmd ... out_file PATH`` writes (it may not exist yet).
+    store : str
+        The frame store.
+    ion_ids : ndarray of int64, optional
+        Atom ids of the store's ions (per-atom deviation kept for these).
+    mode : {"w", "a"}
+        Replace the deviation rows in the store, or append (a restart onto an existing store).
+    meta : dict, optional
+        Kept in the commit record (``source``, ``out_freq`` ...); ``out_file`` is added.
+    flush_seconds : float or None
+        Commit held rows at least this often, s.
+
+    Attributes
+    ----------
+    seconds : float
+        Time spent in :meth:`poll` (reading, converting, committing), s.
+    """
+
+    def __init__(self, path: str, store: str, ion_ids: np.ndarray | None = None, mode: str = "w",
+                 meta: dict[str, Any] | None = None, flush_seconds: float | None = 5.0) -> None:
+        self.tail = ModelDeviationTail(path)
+        self.writer = ModelDeviationWriter(store, ion_ids=ion_ids, mode=mode, flush_seconds=flush_seconds,
+                                           meta={**(meta or {}), "out_file": os.path.abspath(path)})
+        self.seconds = 0.0
+
+    def poll(self) -> int:
+        """Store the lines completed since the last call; returns how many rows they were."""
+        t0 = time.perf_counter()
+        rows = self.tail.poll()
+        self.writer.append(rows)
+        self.seconds += time.perf_counter() - t0
+        return 0 if rows is None else len(rows)
+
+    def close(self) -> dict[str, Any]:
+        """Store the last lines and commit; returns ``model_devi_rows``, ``model_devi_max_f_eV_A`` and
+        ``model_devi_hook_s`` for the run's report."""
+        try:
+            self.poll()
+            out = self.writer.close()
+        finally:
+            self.tail.close()
+        out["model_devi_hook_s"] = self.seconds
         return out
 
 

@@ -17,7 +17,8 @@ from iondiff_stream.core.progress import stage
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["make_report", "render_report", "trust_checks", "check_verdict", "summary_sections", "arrhenius_across_runs", "CAPTIONS"]
+__all__ = ["make_report", "render_report", "trust_checks", "check_verdict", "summary_sections", "arrhenius_across_runs", "series_rows",
+           "CAPTIONS"]
 
 
 def _load(out_dir: str) -> tuple[dict[str, Any], Any]:
@@ -283,6 +284,8 @@ def summary_sections(summary: dict[str, Any]) -> list[tuple[str, list[tuple[str,
         if mech:
             conc.append(("pair mechanisms", ", ".join(f"{k.replace('_', ' ')} {n(v)}" for k, v in mech.items())))
         sections.append(("Concerted hops", conc))
+    if s.get("concerted_mode_window_ps") is not None or s.get("Gd0_r0_A") is not None:
+        sections.append(("Concerted modes and G_d(r≈0, t)", _mode_rows(s)))
     checks = [(k, lbl) for k, lbl in (("site_model", "site model"), ("site_check", "verdict"),
                                       ("resting_outside_fraction", "resting away from every site (share of time)"),
                                       ("transit_fraction", "in transit (share of time)"),
@@ -293,6 +296,94 @@ def summary_sections(summary: dict[str, Any]) -> list[tuple[str, list[tuple[str,
         sections.append(("Site-model self-checks", [(lbl, n(s[k], digits=3) if s[k] is not None else "not available")
                                                      for k, lbl in checks]))
     return sections
+
+
+def _mode_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
+    """Rows of the concerted modes (A→B with B→C) and of G_d(r≈0, t) of one run's summary."""
+    rows: list[tuple[str, str]] = []
+    if s.get("concerted_mode_window_ps") is not None:
+        w = s["concerted_mode_window_ps"]
+        rows.append((f"pairs A→B + B→C within {fmt(w, 'ps')}",
+                     f"{fmt(s.get('concerted_mode_pairs'))} from {fmt(s.get('concerted_mode_hops'))} hops"))
+        freq = s.get("concerted_mode_frequency_per_ps") or {}
+        std = s.get("concerted_mode_frequency_std_per_ps") or {}
+        for k, c in (s.get("concerted_mode_counts") or {}).items():
+            f = freq.get(k)
+            rows.append((f"mode {k}", f"{fmt(c)} pairs, {fmt(f, digits=3)} ± {fmt(std.get(k), digits=2)} per ion per ps"
+                         if f is not None else f"{fmt(c)} pairs"))
+    if s.get("Gd0_r0_A") is not None:
+        r0 = s["Gd0_r0_A"]
+        for key, fr in (("Gd0_time", "Gd0_fraction"), ("Gd0_onset_time", "Gd0_onset_fraction")):
+            label = f"G_d(r<{fmt(r0, 'Å')}, t) reaches {fmt(s.get(fr))} of its long-time value at"
+            v = s.get(f"{key}_ps")
+            rows.append((label, fmt(v, "ps") if v is not None else f"not resolved: {s.get(key + '_reason')}"))
+        if s.get("Gd0_long_time_over_rho") is not None:
+            rows.append(("G_d(r≈0, ∞)/ρ (long-time value)", fmt(s["Gd0_long_time_over_rho"], digits=3)))
+        if s.get("Gd0_ratio_at_longest_lag") is not None:
+            rows.append(("share of it reached at the longest lag",
+                         f"{fmt(s['Gd0_ratio_at_longest_lag'], digits=3)} at {fmt(s.get('Gd0_longest_lag_ps'), 'ps')}"))
+    return rows
+
+
+def series_rows(sums: Sequence[dict[str, Any]], temperatures_K: Sequence[float]) -> list[dict[str, Any]]:
+    """One row per temperature of a series: hops, untrusted share, concerted modes, G_d(r≈0, t) times.
+
+    Parameters
+    ----------
+    sums : sequence of dict
+        ``summary.json`` of each run.
+    temperatures_K : sequence of float
+
+    Returns
+    -------
+    list of dict
+        ``T_K``, ``n_hops``, ``hops_above_trust_hi_fraction`` (None without model deviation),
+        ``mode_counts``, ``mode_frequency_per_ps``, ``Gd0_time_ps``, ``Gd0_onset_time_ps`` and their reasons.
+    """
+    return [{"T_K": float(t), "n_hops": s.get("n_hops"),
+             "hops_above_trust_hi_fraction": s.get("hops_above_trust_hi_fraction"),
+             "mode_counts": s.get("concerted_mode_counts"), "mode_frequency_per_ps": s.get("concerted_mode_frequency_per_ps"),
+             "Gd0_time_ps": s.get("Gd0_time_ps"), "Gd0_time_reason": s.get("Gd0_time_reason"),
+             "Gd0_onset_time_ps": s.get("Gd0_onset_time_ps"), "Gd0_onset_time_reason": s.get("Gd0_onset_time_reason"),
+             "Gd0_ratio_at_longest_lag": s.get("Gd0_ratio_at_longest_lag"), "Gd0_longest_lag_ps": s.get("Gd0_longest_lag_ps")}
+            for s, t in zip(sums, temperatures_K)]
+
+
+def _ea_text(f: dict[str, Any] | None) -> str:
+    if not f:
+        return "not available"
+    if f.get("Ea_eV") is None:
+        return f"not resolved: {f.get('reason')}"
+    ci = f.get("Ea_ci95_eV")
+    return f"{fmt(f['Ea_eV'], 'eV', digits=3)}" + (f" (95 %: {fmt(ci[0], digits=3)} – {fmt(ci[1], digits=3)})" if ci else "")
+
+
+def _series_html(arrh: dict[str, Any]) -> str:
+    """The temperature series: per-temperature table and the activation energies of the modes and of G_d."""
+    rows = sorted(arrh.get("series") or [], key=lambda r: r["T_K"])
+    if not rows:
+        return ""
+    modes = sorted({k for r in rows for k in (r.get("mode_counts") or {})})
+    head = ["T (K)", "hops", "hops > trust hi"] + [f"{m}: pairs (per ion per ps)" for m in modes] + \
+        ["G_d time", "G_d onset time"]
+    body = []
+    for r in rows:
+        u = r.get("hops_above_trust_hi_fraction")
+        cells = [fmt(r["T_K"]), fmt(r.get("n_hops")), f"{fmt(100 * u, digits=2)} %" if u is not None else "n/a"]
+        for m in modes:
+            c = (r.get("mode_counts") or {}).get(m, 0)
+            f = (r.get("mode_frequency_per_ps") or {}).get(m)
+            cells.append(f"{c} ({fmt(f, digits=2)})" if f is not None else str(c))
+        for key in ("Gd0_time", "Gd0_onset_time"):
+            v = r.get(f"{key}_ps")
+            cells.append(fmt(v, "ps") if v is not None else "not reached")
+        body.append("<tr>" + "".join(f"<td>{_html_text(c)}</td>" for c in cells) + "</tr>")
+    fits = [(f"Ea of mode {k}", _ea_text(v)) for k, v in (arrh.get("concerted_modes") or {}).items()]
+    fits += [("Ea of the G_d time", _ea_text(arrh.get("Gd0_time"))),
+             ("Ea of the G_d onset time", _ea_text(arrh.get("Gd0_onset_time")))]
+    return ("<h2>Temperature series: concerted modes and G_d(r≈0, t)</h2><table><tr>"
+            + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>" + "".join(body) + "</table><table>"
+            + "".join(f"<tr><th>{html.escape(a)}</th><td>{_html_text(b)}</td></tr>" for a, b in fits) + "</table>")
 
 
 def _html_text(text: str) -> str:
@@ -445,6 +536,7 @@ def render_report(summary: dict[str, Any], figures: Sequence[str], notes: dict[s
         + _headline(s, arrhenius, arrhenius_error) + _story(s, checks)
         + f"<h2>Can these numbers be trusted?</h2><table class='trust'>{trust}</table>"
         + (f"<h2>Concerted hopping against chance</h2>{''.join(concert)}" if concert else "")
+        + (_series_html(arrhenius) if arrhenius else "")
         + f"<h2>Numbers</h2><div class='grid'>{tables}</div>{warn_html}"
         + f"<h2>Figures</h2>{''.join(rest)}</body></html>"
     )
@@ -574,7 +666,8 @@ def _remove_stale(out_dir: str, name: str) -> None:
 def arrhenius_across_runs(
     out_dirs: Sequence[str], temperatures_K: Sequence[float] | None = None, plot_path: str | None = None
 ) -> dict[str, Any]:
-    """Activation energies and prefactors from D*, D_σ, ν and f·ν over several analysed runs.
+    """Activation energies and prefactors from D*, D_σ, ν and f·ν over several analysed runs, and of the
+    concerted modes' frequencies and the G_d(r≈0, t) times.
 
     ``nu`` is the hop frequency (every hop); ``nu_eff`` is ``f ν`` with f the correlation factor of
     consecutive hops (the frequency of hops that carry transport): when back-hops are more common at
@@ -588,6 +681,15 @@ def arrhenius_across_runs(
         Default: ``temperature_K`` of each summary.json.
     plot_path : str, optional
         Write the Arrhenius plot there (PNG).
+
+    Returns
+    -------
+    dict
+        ``temperatures_K``, ``runs``; ``D_tracer``, ``D_sigma``, ``nu``, ``nu_eff`` (:func:`arrhenius_fit` results
+        or None); ``concerted_modes`` (mode → :func:`~iondiff_stream.analysis.sites.mode_arrhenius` result, Ea
+        None with a reason when fewer than 3 temperatures have enough pairs); ``Gd0_time`` and
+        ``Gd0_onset_time`` (:func:`~iondiff_stream.analysis.distinct.time_arrhenius`); ``series`` (one row per
+        run, :func:`series_rows`).
     """
     from iondiff_stream.analysis.transport import arrhenius_fit
 
@@ -616,6 +718,14 @@ def arrhenius_across_runs(
         except AnalysisError as exc:
             out[name] = None
             logger.warning("no Arrhenius fit for %s: %s", name, exc)
+    from iondiff_stream.analysis.distinct import time_arrhenius
+    from iondiff_stream.analysis.sites import mode_arrhenius
+
+    out["concerted_modes"] = mode_arrhenius(T, [s.get("concerted_mode_counts") for s in sums],
+                                            [s.get("concerted_mode_frequency_per_ps") for s in sums])
+    out["Gd0_time"] = time_arrhenius(T, [s.get("Gd0_time_ps") for s in sums])
+    out["Gd0_onset_time"] = time_arrhenius(T, [s.get("Gd0_onset_time_ps") for s in sums])
+    out["series"] = series_rows(sums, T.tolist())
     if plot_path:
         from iondiff_stream.outputs import plots  # Figure objects, no pyplot: no backend is set for the process
 

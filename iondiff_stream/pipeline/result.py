@@ -8,6 +8,9 @@ Each part carries its own units (in the names), statuses and intervals:
   summary alike;
 * :class:`HopStatistics` — counts, frequencies and the hop/MSD consistency check of the hop table;
 * :class:`~iondiff_stream.analysis.correlations.CorrelationResult` — concerted hops against the null;
+* :class:`~iondiff_stream.analysis.sites.ConcertedModes` — site-based concerted modes (A→B with B→C within a
+  window) on the hop detector's sites, with their frequencies;
+* :class:`~iondiff_stream.analysis.distinct.DistinctOrigin` — G_d(r≈0, t)/ρ and its characteristic time;
 * :class:`RunFacts` — what was analysed (frames, ions, time step, temperature, charge, inputs, store
   segments) and the run's warnings.
 """
@@ -18,7 +21,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from iondiff_stream.analysis.correlations import CorrelationResult
+from iondiff_stream.analysis.distinct import DistinctOrigin
 from iondiff_stream.analysis.hops import HopResults, JumpCorrelation, ResidenceTimes
+from iondiff_stream.analysis.sites import ConcertedModes
 from iondiff_stream.analysis.transport import TRANSPORT_QUANTITIES, TransportResult
 from iondiff_stream.analysis.trust import TrustResult
 from iondiff_stream.core.display import run_rows, summary_html, summary_text
@@ -183,6 +188,10 @@ class RunAnalysis:
     facts : RunFacts
     trust : TrustResult or None
         Hop-resolved trust of a DeePMD run (its model deviation joined to the hops), when the store holds one.
+    modes : ConcertedModes or None
+        Site-based concerted modes on the hop detector's sites (``"sites"`` method).
+    distinct : DistinctOrigin or None
+        G_d(r≈0, t)/ρ and its characteristic time (runs of 3 frames or more).
     """
 
     data: TrajectoryData
@@ -194,6 +203,8 @@ class RunAnalysis:
     statistics: HopStatistics
     facts: RunFacts
     trust: TrustResult | None = None
+    modes: ConcertedModes | None = None
+    distinct: DistinctOrigin | None = None
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -209,6 +220,10 @@ class RunAnalysis:
             out["correlations"] = self.correlations
         if self.trust is not None:
             out["trust"] = self.trust
+        if self.modes is not None:
+            out["modes"] = self.modes
+        if self.distinct is not None:
+            out["distinct"] = self.distinct
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -221,6 +236,10 @@ class RunAnalysis:
             s.update(self.correlations.summary())
         if self.trust is not None:
             s.update(self.trust.to_dict())
+        if self.modes is not None:
+            s.update(self.modes.to_dict())
+        if self.distinct is not None:
+            s.update(self.distinct.to_dict())
         return s
 
     _FOOTER = ".summary (dict of summary.json), .hops (HopResults; .hops.hops: the HopTable), .transport"

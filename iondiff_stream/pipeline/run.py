@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from iondiff_stream.analysis.correlations import CorrelationParameters, concerted_groups
+from iondiff_stream.analysis.distinct import distinct_origin
+from iondiff_stream.analysis.sites import hop_concerted_modes
 from iondiff_stream.model.framework import FrameworkFrames
 from iondiff_stream.analysis.hops import (HopParameters, HopResults, IonSubset, JumpCorrelation, ResidenceTimes, combine_hop_results,
                    find_hops, jump_correlation, parameters_dict, residence_times)
@@ -68,7 +70,8 @@ def summarise(
     correlations: bool = True,
     transport: Any = None,
 ) -> RunAnalysis:
-    """Residences, transport and correlations of an analysed run, and its summary numbers.
+    """Residences, transport, correlations, concerted modes and G_d(r≈0, t) of an analysed run, and its summary
+    numbers.
 
     Parameters
     ----------
@@ -114,12 +117,19 @@ def summarise(
     stats = _statistics((data, hops, res, tr, jumps), metastable_distance_A, warnings)
     if tr is not None:
         warnings += tr.warnings
+    modes = None
+    if hops.sites is not None and total_ps > 0:  # shared site indices: the "sites" method
+        modes = hop_concerted_modes(hops.hops, data.n_mobile, total_ps, site_types=hops.extra.get("site_label"))
+    distinct = None
+    if T >= 3 and data.n_mobile >= 2 and total_ps > 0 and data.box is not None and np.all(np.asarray(data.box)[:3] > 0):
+        distinct = distinct_origin(data.positions, data.times_ps, data.box)
+        warnings += distinct.warnings
     facts = RunFacts(n_frames=T, n_mobile=data.n_mobile, mobile_species=sorted({str(x) for x in data.species}),
                      timestep_ps=_finite(data.timestep_ps), total_time_ps=total_ps, temperature_K=temperature_K,
                      charge_e=charge, drift_removed=data.framework_drift is not None,
                      volume_A3=_finite(data.volume_A3), parameters=parameters_dict(hops.parameters),
                      warnings=warnings)
-    return RunAnalysis(data, hops, res, tr, corr, jumps, stats, facts)
+    return RunAnalysis(data, hops, res, tr, corr, jumps, stats, facts, modes=modes, distinct=distinct)
 
 
 def _charge_of(data: TrajectoryData, temperature_K: float | None, charge: float | None) -> float | None:

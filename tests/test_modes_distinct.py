@@ -1,0 +1,236 @@
+"""Concerted modes on the hop detector's sites (A→B with B→C within a window), their Arrhenius over a series,
+and G_d(r≈0, t) with its characteristic time (issue 20): known answers and a naive reference."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from iondiff_stream.analysis.distinct import distinct_origin, origin_counts, time_arrhenius
+from iondiff_stream.analysis.hops import HOP_COLUMNS, HopTable
+from iondiff_stream.analysis.sites import concerted_modes, hop_concerted_modes, mode_arrhenius
+from iondiff_stream.core.units import KB_EV_PER_K
+
+L, A = 4, 2.7  # a 4x4x4 simple cubic site lattice, spacing 2.7 Å
+
+
+def _site(x, y, z):
+    return (x % L) * L * L + (y % L) * L + (z % L)
+
+
+def _hop(ion, a, b, t, open_=False):
+    """A hop of ``ion`` from grid point a to grid point b (unwrapped, spacings), arriving at ``t`` ps."""
+    fa, fb = np.array(a, float) * A, np.array(b, float) * A
+    row = {"atom_index": ion, "atom_id": ion + 1, "ion": ion, "start_frame": int(round(t * 10)) - 1,
+           "end_frame": int(round(t * 10)), "start_time_ps": t - 0.1, "end_time_ps": t, "duration_ps": 0.1,
+           "length_A": float(np.linalg.norm(fb - fa)), "from_centre": _site(*a), "to_centre": _site(*b),
+           "open": open_, "back_hop": False}
+    for k, x in enumerate("xyz"):
+        row[f"from_{x}_A"], row[f"to_{x}_A"] = fa[k], fb[k]
+    return row
+
+
+#: (hops, expected pairs by mode); every case is commented with why it counts or not
+HOPS = [
+    _hop(1, (1, 0, 0), (2, 0, 0), 1.0), _hop(2, (0, 0, 0), (1, 0, 0), 1.5),  # collinear: 2 fills 1's site 0.5 ps later
+    _hop(3, (1, 2, 0), (1, 3, 0), 5.0), _hop(4, (0, 2, 0), (1, 2, 0), 5.8),  # bent (90°)
+    _hop(5, (3, 3, 0), (3, 3, 1), 10.0), _hop(6, (2, 3, 0), (3, 3, 0), 11.5),  # 1.5 ps apart: outside the window
+    _hop(7, (0, 0, 3), (1, 0, 3), 20.0), _hop(7, (1, 0, 3), (2, 0, 3), 20.3),  # one ion twice: not a pair
+    _hop(8, (3, 0, 3), (3, 1, 3), 30.0), _hop(9, (3, 1, 3), (3, 0, 3), 30.2),  # exchange (C = A): not a pair
+    _hop(10, (2, 2, 2), (3, 2, 2), 40.0, open_=True), _hop(11, (1, 2, 2), (2, 2, 2), 40.5),  # open hop: left out
+    _hop(12, (2, 1, 2), (0, 1, 2), 50.0), _hop(13, (1, 1, 2), (2, 1, 2), 50.5),  # reverse (180°, C two sites back)
+    _hop(14, (2, 3, 2), (3, 3, 2), 60.2), _hop(15, (1, 3, 2), (2, 3, 2), 60.0),  # b leaves B after a arrives:
+    _hop(16, (2, 2, 3), (2, 3, 2 + 1), 60.4),  # and 16 also arrives in (2, 3, 3): no link to B = (2, 3, 2)
+]
+EXPECTED = {"collinear": 2, "bent": 1, "reverse": 1}
+N_IONS, TOTAL_PS = 20, 100.0
+
+
+def test_hop_concerted_modes_known_pairs():
+    tab = HopTable.from_rows([{k: r[k] for k in HOP_COLUMNS} for r in HOPS])
+    m = hop_concerted_modes(tab, N_IONS, TOTAL_PS, window_ps=1.0)
+    assert m.counts == EXPECTED
+    assert m.n_pairs == 4 and m.n_hops == len(HOPS) - 1
+    per = N_IONS * TOTAL_PS
+    for k, c in EXPECTED.items():
+        assert m.frequency_per_ps[k] == pytest.approx(c / per, rel=1e-12)
+        assert m.frequency_std_per_ps[k] == pytest.approx(c / per / math.sqrt(c), rel=1e-12)
+    d = m.to_dict()
+    assert d["concerted_mode_counts"] == EXPECTED and d["concerted_mode_window_ps"] == 1.0
+    # a wider window takes the 1.5 ps pair: (2,3,0)->(3,3,0) with (3,3,0)->(3,3,1), bent (90°)
+    assert hop_concerted_modes(tab, N_IONS, TOTAL_PS, window_ps=1.6).counts == {"collinear": 2, "bent": 2,
+                                                                                "reverse": 1}
+    # typed sites: the mode name gains the types
+    types = np.array(["T"] * (L**3))
+    types[_site(2, 0, 0)] = "O"
+    typed = hop_concerted_modes(tab, N_IONS, TOTAL_PS, site_types=types).counts
+    assert typed["T->T+T->O collinear"] == 1 and sum(typed.values()) == 4
+
+
+def test_same_rule_as_site_assignment_modes():
+    """The hops as site assignments (one frame per 0.1 ps) give concerted_modes the same number of pairs."""
+    dt, T = 0.1, 1001
+    assigned = np.full((N_IONS, T), L**3 - 1, dtype=np.int64)  # ions without hops sit still
+    closed = [r for r in HOPS if not r["open"]]
+    for ion in range(N_IONS):
+        mine = sorted((r for r in closed if r["ion"] == ion), key=lambda r: r["end_time_ps"])
+        if mine:
+            assigned[ion, :] = mine[0]["from_centre"]
+            for r in mine:
+                assigned[ion, int(round(r["end_time_ps"] / dt)):] = r["to_centre"]
+    cm = concerted_modes(assigned, np.array(["s"] * L**3), dt, window_ps=1.0)
+    assert cm["n_concerted_pairs"] == sum(EXPECTED.values())
+
+
+def test_mode_arrhenius_known_slope():
+    """Frequencies built on ν = ν0 exp(-Ea/kT) exactly: the fit returns Ea, ν0, and the Poisson-weighted error."""
+    ea, nu0, n_ions = 0.3, 2.0, 100
+    T = np.array([1000.0, 1250.0, 1500.0])
+    c = np.array([8, 20, 40])
+    nu = nu0 * np.exp(-ea / (KB_EV_PER_K * T))
+    t_run = c / (n_ions * nu)  # the run lengths that give these counts exactly
+    counts = [{"bent": int(k), "collinear": int(j)} for k, j in zip(c, [3, 6, 9])]
+    freqs = [{"bent": k / (n_ions * t), "collinear": j / (n_ions * t)} for k, j, t in zip(c, [3, 6, 9], t_run)]
+    res = mode_arrhenius(T, counts, freqs)
+    b = res["bent"]
+    assert b["Ea_eV"] == pytest.approx(ea, rel=1e-9)
+    assert b["prefactor_per_ps"] == pytest.approx(nu0, rel=1e-9)
+    x = 1 / (KB_EV_PER_K * T)
+    w = c.astype(float)  # (ν / σ)² = count
+    xm = (w * x).sum() / w.sum()
+    assert b["Ea_err_eV"] == pytest.approx(1 / math.sqrt((w * (x - xm) ** 2).sum()), rel=1e-9)
+    assert b["Ea_ci95_eV"][0] < ea < b["Ea_ci95_eV"][1]
+    # collinear: 3 pairs at 1000 K is below 5, so 2 temperatures remain: no activation energy, and why
+    assert res["collinear"]["Ea_eV"] is None and "2 of 3 temperatures" in res["collinear"]["reason"]
+    assert res["all"]["counts"] == [11, 26, 49] and res["all"]["Ea_eV"] is not None
+
+
+def test_series_report_shows_modes_and_gd(monkeypatch):
+    from iondiff_stream.outputs import report
+
+    ea, nu0 = 0.25, 1.0
+    T = [1300.0, 1500.0, 1700.0]
+    sums = {}
+    for t, c in zip(T, [10, 20, 30]):
+        nu = nu0 * math.exp(-ea / (KB_EV_PER_K * t))
+        tau = 5.0 * math.exp(0.4 / (KB_EV_PER_K * t)) / math.exp(0.4 / (KB_EV_PER_K * 1500))
+        sums[f"run{int(t)}"] = {"temperature_K": t, "n_hops": 3 * c, "hops_above_trust_hi_fraction": 0.01,
+                                "concerted_mode_counts": {"bent": c}, "concerted_mode_frequency_per_ps": {"bent": nu},
+                                "Gd0_time_ps": tau, "Gd0_onset_time_ps": None, "Gd0_onset_time_reason": "x"}
+    monkeypatch.setattr(report, "_load", lambda d: (sums[d], None))
+    out = report.arrhenius_across_runs(list(sums))
+    assert out["concerted_modes"]["bent"]["Ea_eV"] == pytest.approx(ea, rel=1e-9)
+    assert out["Gd0_time"]["Ea_eV"] == pytest.approx(0.4, rel=1e-9)
+    assert out["Gd0_time"]["tau0_ps"] == pytest.approx(5.0 / math.exp(0.4 / (KB_EV_PER_K * 1500)), rel=1e-9)
+    assert out["Gd0_onset_time"]["Ea_eV"] is None and "0 of 3" in out["Gd0_onset_time"]["reason"]
+    assert [r["n_hops"] for r in out["series"]] == [30, 60, 90]
+    page = report.render_report(sums["run1500"], [], arrhenius=out)
+    assert "Temperature series: concerted modes" in page and "Ea of mode bent" in page and "0.25 eV" in page
+
+
+def test_time_arrhenius_needs_three():
+    r = time_arrhenius([1000, 1200], [3.0, 2.0])
+    assert r["Ea_eV"] is None and "2 of 2" in r["reason"]
+
+
+# --- G_d(r≈0, t) ------------------------------------------------------------------------------------------
+
+def _exchange_lattice(n_side=5, a=2.0, nu_bond=0.5, dt=0.02, n_frames=600, sigma=0.08, seed=3):
+    """Ions on every site of a simple cubic lattice swapping with a neighbour at ``nu_bond`` per bond per ps.
+
+    Each ion then walks the lattice at rate ``nu_bond`` towards each of its 6 neighbours, and its site is
+    always held by exactly one ion: G_d(r≈0, t) / its long-time value = 1 - P0(t),
+    P0 = (exp(-2 ν t) I0(2 ν t))³.
+    """
+    rng = np.random.default_rng(seed)
+    g = np.stack(np.meshgrid(*[np.arange(n_side)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    n = len(g)
+    index = {tuple(p): k for k, p in enumerate(g)}
+    bonds = np.array([(index[tuple(p)], index[tuple((p + e) % n_side)]) for p in g for e in np.eye(3, dtype=int)])
+    occ = np.arange(n)  # ion on each site
+    disp = np.zeros((n, 3))  # unwrapped displacement of each ion, lattice units
+    site_of = np.arange(n)
+    pos = np.empty((n_frames, n, 3))
+    for t in range(n_frames):
+        pos[t] = (g[site_of] + disp) * a + rng.normal(0, sigma, (n, 3))
+        chosen = np.flatnonzero(rng.random(len(bonds)) < nu_bond * dt)
+        for b in rng.permutation(chosen):
+            s0, s1 = bonds[b]
+            i, j = occ[s0], occ[s1]
+            step = (g[s1] - g[s0] + n_side // 2) % n_side - n_side // 2  # the bond's direction, periodic
+            disp[i] += step - (g[s1] - g[s0])  # unwrapped: the ion moves by `step`, its site index by g[s1]-g[s0]
+            disp[j] -= step - (g[s1] - g[s0])
+            occ[s0], occ[s1] = j, i
+            site_of[i], site_of[j] = s1, s0
+    box = np.array([n_side * a] * 3 + [90.0] * 3)
+    return pos, np.arange(n_frames) * dt, box
+
+
+def _p0_time(nu_bond, share):
+    from scipy.optimize import brentq
+    from scipy.special import ive
+
+    return brentq(lambda t: ive(0, 2 * nu_bond * t) ** 3 - share, 1e-6, 100.0)
+
+
+@pytest.fixture(scope="module")
+def lattice():
+    return _exchange_lattice()
+
+
+def test_gd_time_of_a_lattice_exchange_walk(lattice):
+    pos, times, box = lattice
+    r = distinct_origin(pos, times, box, r0_A=0.5)
+    assert r.long_time_spread < 0.02  # the total density around an ion's old spot does not change
+    # one ion per site: the long-time value is the site peak, n_sites / V per ion over rho V0 ... = 1/(rho V0) - 1/N
+    n, vol = pos.shape[1], box[0] ** 3
+    v0 = 4 / 3 * np.pi * 0.5**3
+    assert r.long_time_over_rho == pytest.approx(1 / (n / vol * v0) - 1 / n, rel=0.01)
+    assert r.tau_ps == pytest.approx(_p0_time(0.5, 0.5), rel=0.06)  # 0.245 ps
+    assert r.onset_ps == pytest.approx(_p0_time(0.5, 0.9), rel=0.08)
+    assert r.to_dict()["Gd0_time_ps"] == r.tau_ps and r.tau_reason is None
+
+
+def _naive_counts(a, b, box, r0):
+    """Pairs |b_j - a_i| < r0 over all 27 neighbouring images, by loops over i (no neighbour search)."""
+    h = np.diag(box[:3])
+    shifts = np.stack(np.meshgrid(*[[-1, 0, 1]] * 3, indexing="ij"), -1).reshape(-1, 3) @ h
+    aw = a - np.floor(a / box[:3]) * box[:3]
+    bw = b - np.floor(b / box[:3]) * box[:3]
+    dist, self_ = 0, 0
+    for i in range(len(a)):
+        d = np.linalg.norm(bw[None, :, :] + shifts[:, None, :] - aw[i], axis=2).min(0)
+        close = d < r0
+        self_ += int(close[i])
+        dist += int(close.sum() - close[i])
+    return dist, self_
+
+
+def test_gd_against_a_naive_count(lattice):
+    pos, times, box = lattice
+    n = pos.shape[1]
+    r = distinct_origin(pos, times, box, r0_A=0.5, n_lags=6, n_origins=5)
+    rho_v0 = n / box[0] ** 3 * 4 / 3 * np.pi * 0.5**3
+    lags = np.rint(r.lag_ps / 0.02).astype(int)
+    for j, lag in enumerate(lags):
+        starts = np.unique(np.linspace(0, len(times) - 1 - lag, 5).round().astype(int))
+        c = np.array([_naive_counts(pos[t0], pos[t0 + lag], box, 0.5) for t0 in starts]).sum(0)
+        assert r.gd_over_rho[j] == pytest.approx(c[0] / (len(starts) * n * rho_v0), rel=1e-12)
+        assert r.g_total_over_rho[j] == pytest.approx(c.sum() / (len(starts) * n * rho_v0), rel=1e-12)
+    assert origin_counts(pos[0], pos[0], box, 0.5) == (0, n)
+
+
+def test_gd_time_not_reached_is_null_with_reason():
+    pos, times, box = _exchange_lattice(nu_bond=0.02, n_frames=300)
+    r = distinct_origin(pos, times, box)
+    assert r.tau_ps is None and "longest lag" in r.tau_reason and r.to_dict()["Gd0_time_ps"] is None
+    # the share reached is 1 - P0 at the longest lag (3 ps): 0.29
+    assert r.ratio[-1] == pytest.approx(1 - _p0_share(0.02, r.lag_ps[-1]), abs=0.06)
+
+
+def _p0_share(nu_bond, t):
+    from scipy.special import ive
+
+    return ive(0, 2 * nu_bond * t) ** 3
