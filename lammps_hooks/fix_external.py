@@ -150,7 +150,10 @@ class Hook:
                                ctypes.c_double.from_address(ptrs[2]))
 
     def raw_callback(self, caller: Any, ntimestep: int, nlocal: int, tag_ptr: Any, x_ptr: Any, f_ptr: Any) -> None:
-        """The callback LAMMPS calls (C pointers): zero our forces, copy ids and positions, hand them on.
+        """The callback LAMMPS calls (C pointers): zero our forces, copy ids, positions and image flags.
+
+        Serial runs copy the frame into the current block (:meth:`_stage`); under MPI the copies wait for
+        the next gather (:meth:`_gather_pending`).
 
         Registered with the C library directly (``lammps_set_fix_external_callback``): the Python
         module's wrapper builds three NumPy arrays through its generic converters on every call,
@@ -174,21 +177,13 @@ class Hook:
                     tag, x = np.zeros(0, np.int64), np.zeros((0, 3))
                 self._frame(ntimestep, nlocal, tag, x)
                 return
-            if nlocal > 0:
-                ids = np.frombuffer(ctypes.string_at(tag_ptr, nlocal * np.dtype(self._tag_dtype).itemsize),
-                                    dtype=self._tag_dtype)
-                pos = np.frombuffer(ctypes.string_at(x_ptr[0], nlocal * 24), dtype=np.float64).reshape(nlocal, 3)
-                addr = self._lib.lammps_extract_atom(self.lmp.lmp, b"image")
-                img = np.frombuffer(ctypes.string_at(addr, nlocal * np.dtype(self._img_dtype).itemsize),
-                                    dtype=self._img_dtype)
-            else:
-                ids, pos, img = np.zeros(0, self._tag_dtype), np.zeros((0, 3)), np.zeros(0, self._img_dtype)
+            copied = self._copy_frame(nlocal, tag_ptr, x_ptr[0] if nlocal > 0 else None)
         except BaseException as exc:  # an exception must not unwind through LAMMPS's C stack
             if self.error is None:
                 logger.error("iondiff_stream hook failed at step %d: %s", ntimestep, exc)
             self.error = exc
             return
-        self._frame(ntimestep, nlocal, None, None, copied=(ids, pos, img))
+        self._frame(ntimestep, nlocal, None, None, copied=copied)
 
     def __call__(self, caller: Any, ntimestep: int, nlocal: int, tag: np.ndarray, x: np.ndarray, f: np.ndarray) -> None:
         """The callback in the form of ``lammps.set_fix_external_callback`` (NumPy arrays)."""
@@ -214,8 +209,7 @@ class Hook:
             h = self._read_box()
             if self._h is None:  # the box changes: per frame
                 self._push_staged()
-                pos = np.frombuffer(ctypes.string_at(x_ptr, nlocal * 24), dtype=np.float64).reshape(nlocal, 3)
-                self._frame(ntimestep, nlocal, None, None, copied=(*self._copy_ids_images(tag_ptr, nlocal), pos),
+                self._frame(ntimestep, nlocal, None, None, copied=self._copy_frame(nlocal, tag_ptr, x_ptr),
                             known=(t, new_run, h))
                 return
         ids_bytes = ctypes.string_at(tag_ptr, nlocal * self._tag_size)
@@ -252,11 +246,16 @@ class Hook:
         if self.sink.worker == "thread":  # the thread keeps the arrays: the next frames go to new ones
             self._staging = None
 
-    def _copy_ids_images(self, tag_ptr: Any, nlocal: int) -> tuple[np.ndarray, np.ndarray]:
+    def _copy_frame(self, nlocal: int, tag_ptr: Any, x_ptr: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Copies of the local ids, positions (``x_ptr``: LAMMPS's ``x[0]``) and packed image flags
+        (``ctypes.string_at``: keeps the GIL)."""
+        if nlocal == 0:
+            return np.zeros(0, self._tag_dtype), np.zeros((0, 3)), np.zeros(0, self._img_dtype)
         ids = np.frombuffer(ctypes.string_at(tag_ptr, nlocal * self._tag_size), dtype=self._tag_dtype)
+        pos = np.frombuffer(ctypes.string_at(x_ptr, nlocal * 24), dtype=np.float64).reshape(nlocal, 3)
         addr = self._lib.lammps_extract_atom(self.lmp.lmp, b"image")
         img = np.frombuffer(ctypes.string_at(addr, nlocal * np.dtype(self._img_dtype).itemsize), dtype=self._img_dtype)
-        return ids, img
+        return ids, pos, img
 
     def _read_box(self) -> np.ndarray:
         """The box now (LAMMPS length unit); remembered in ``_h`` unless LAMMPS may change it."""
@@ -300,9 +299,7 @@ class Hook:
                 h = self._h
                 if h is None or new_run:
                     h = self._read_box()
-            if copied is not None and known is not None:
-                ids, img, pos = copied
-            elif copied is not None:
+            if copied is not None:
                 ids, pos, img = copied
             elif self.world_size > 1 and self.comm is None:  # LAMMPS gathers (collective: every rank is here)
                 n = int(lmp.get_natoms())
