@@ -402,9 +402,9 @@ class ModelDeviationWriter:
                                         "(pair_style ... atomic): write to another store")
             return arrays
         g = zarr.open_group(self.path, mode="w")
-        g.attrs.update({"format": "iondiff_stream.model_devi", "columns": names,
-                        "units": {"devi_f": "eV/angstrom", "devi_v": "eV (per atom)", "devi_e": "eV"},
-                        "atom_ids": None if first.atom_ids is None else [int(i) for i in first.atom_ids]})
+        g.update_attributes({"format": "iondiff_stream.model_devi", "columns": names,
+                             "units": {"devi_f": "eV/angstrom", "devi_v": "eV (per atom)", "devi_e": "eV"},
+                             "atom_ids": None if first.atom_ids is None else [int(i) for i in first.atom_ids]})
         arrays = {"step": g.create_array("step", shape=(0,), chunks=(chunk,), dtype="int64", fill_value=-1),
                   "devi": g.create_array("devi", shape=(0, len(names)), chunks=(chunk, len(names)), dtype="float64",
                                          fill_value=np.nan)}

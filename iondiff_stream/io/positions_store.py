@@ -158,7 +158,7 @@ class PositionStore:
             path, shape=(n_frames, n_mobile, 3), chunks=(plan.frame_chunk, plan.ion_block, 3), dtype="float32",
             compressors=None, fill_value=np.nan, overwrite=True,
         )
-        self.array.attrs.update({
+        self.array.update_attributes({
             "units": "angstrom", "layout": "frame, ion, xyz",
             "description": "unwrapped (drift-corrected) positions of the mobile ions, float32",
         })

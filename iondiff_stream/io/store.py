@@ -232,6 +232,10 @@ def _codecs(name: str = "") -> dict[str, Any]:
     return {"compressors": (ZstdCodec(level=ZSTD_LEVEL), Crc32cCodec())}
 
 
+#: bytes per piece in which an uncompressed chunk is checksummed and written (:meth:`_ChunkFiles._write_file`)
+_CRC_PIECE = 1 << 16
+
+
 class _ChunkFiles:
     """Whole chunks of one array encoded and written directly, as Zarr would write them.
 
@@ -288,9 +292,32 @@ class _ChunkFiles:
         """The compressed chunk and its CRC32C (4 bytes, little-endian), to be written one after the other."""
         import google_crc32c
 
-        block = np.ascontiguousarray(block, dtype=self.dtype)
-        data = self._zstd.encode(block) if self._zstd is not None else block.tobytes()  # crc32c wants bytes
+        data = self._zstd.encode(np.ascontiguousarray(block, dtype=self.dtype))
         return data, int(google_crc32c.value(data)).to_bytes(4, "little")
+
+    def _write_file(self, fh: Any, block: np.ndarray) -> None:
+        """Write one chunk's bytes and its CRC32C to ``fh``.
+
+        An uncompressed chunk goes in 64 KiB pieces, each checksummed and written while it is in the cache
+        (google-crc32c takes only ``bytes``; the pieces reuse the same small buffer). One copy of the whole
+        chunk would be fresh memory every chunk (MBs at a frame every step), and on these virtual machines
+        a single write of 3-5 MB costs ~10x as much CPU as the same bytes in pieces
+        (``benchmarks/hook_cpu.py``; docs/performance.md).
+        """
+        import google_crc32c
+
+        if self._zstd is not None:
+            data, crc = self._encode(block)
+            fh.write(data)
+            fh.write(crc)
+            return
+        view = memoryview(np.ascontiguousarray(block, dtype=self.dtype).reshape(-1)).cast("B")
+        c = 0
+        for i in range(0, len(view), _CRC_PIECE):
+            piece = bytes(view[i : i + _CRC_PIECE])
+            c = google_crc32c.extend(c, piece)
+            fh.write(piece)
+        fh.write(int(c).to_bytes(4, "little"))
 
     def _decode(self, raw: bytes) -> np.ndarray:
         import google_crc32c
@@ -329,9 +356,7 @@ class _ChunkFiles:
                 self._dirs.add(d)
             tmp = f"{path}.{os.getpid()}.partial"
             with open(tmp, "wb") as fh:
-                data, crc = self._encode(block)
-                fh.write(data)
-                fh.write(crc)
+                self._write_file(fh, block)
             os.replace(tmp, path)
             # keep the chunk being filled (its later slots come with the next flush)
             self._open = (ci, block if block.base is None and block.flags.writeable else block.copy()) \
@@ -476,7 +501,7 @@ class FrameStoreWriter:
                     attrs["framework_species"] = [str(x) for x in framework[1]]
                     if framework[2] is not None:
                         attrs["framework_lammps_types"] = [int(t) for t in framework[2]]
-                self.group.attrs.update(attrs)
+                self.group.update_attributes(attrs)  # one metadata write (attrs.update writes once per key)
                 size = cap if cap is not None else 0
                 shapes = {
                     "positions": ((size, n, 3), "float64", (self.chunk, n, 3), "angstrom"),
@@ -489,10 +514,9 @@ class FrameStoreWriter:
                 if fw_ids is not None:
                     shapes["framework"] = ((size, len(fw_ids), 3), "float32", (self.chunk, len(fw_ids), 3), "angstrom")
                 for name, (shape, dt, ch, u) in shapes.items():
-                    a = self.group.create_array(name, shape=shape, dtype=dt, chunks=ch,
-                                                fill_value=np.nan if dt.startswith("float") else -1, **_codecs(name))
-                    if u:
-                        a.attrs["units"] = u
+                    self.group.create_array(name, shape=shape, dtype=dt, chunks=ch,
+                                            fill_value=np.nan if dt.startswith("float") else -1,
+                                            attributes={"units": u} if u else None, **_codecs(name))
                 self.commit = Commit()
                 self.commit.write(self.path)
         except BaseException as exc:
