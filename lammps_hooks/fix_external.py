@@ -80,6 +80,33 @@ class _Staging:
         self.started = 0.0
 
 
+class _FastState(ctypes.Structure):
+    """The C callback's state (``lammps_hooks/_stage.c``, ``stage_t``: the same fields in the same order)."""
+
+    _fields_ = [("every", ctypes.c_int64), ("enabled", ctypes.c_int64), ("slow", ctypes.c_void_p),
+                ("slow_ptr", ctypes.c_void_p), ("lmp", ctypes.c_void_p), ("extract_atom", ctypes.c_void_p),
+                ("atime", ctypes.c_void_p), ("atimestep", ctypes.c_void_p), ("dt", ctypes.c_void_p),
+                ("x", ctypes.c_void_p), ("img", ctypes.c_void_p), ("steps", ctypes.c_void_p),
+                ("times", ctypes.c_void_p), ("wall", ctypes.c_void_p), ("cap", ctypes.c_int64),
+                ("n", ctypes.c_int64), ("nlocal", ctypes.c_int64), ("img_size", ctypes.c_int64),
+                ("ids", ctypes.c_void_p), ("ids_bytes", ctypes.c_int64), ("last_step", ctypes.c_int64),
+                ("last_atimestep", ctypes.c_int64), ("started", ctypes.c_double), ("max_age", ctypes.c_double),
+                ("n_fast", ctypes.c_int64)]
+
+
+def _c_callback() -> int | None:
+    """Address of the C per-step callback (``lammps_hooks._stage``), or None when it was not built."""
+    try:
+        from lammps_hooks import _stage
+    except ImportError:
+        return None
+    if int(_stage.state_size) != ctypes.sizeof(_FastState):
+        logger.warning("lammps_hooks._stage was built from another version (state of %d bytes, expected %d): "
+                       "the hook copies frames in Python", int(_stage.state_size), ctypes.sizeof(_FastState))
+        return None
+    return int(_stage.callback)
+
+
 def _library_keeping_gil(lmp: Any) -> Any | None:
     """LAMMPS's C library loaded as a :class:`ctypes.PyDLL`: calls through it keep the GIL.
 
@@ -114,7 +141,7 @@ class Hook:
         self.comm = comm if comm is not None and comm.Get_size() > 1 else None
         self.world_size = world_size
         self.bits = bits
-        self.n_calls = 0
+        self._n_py = 0  # frames stored by the Python callback (:attr:`n_calls`)
         self.error: BaseException | None = None
         #: why a stop was asked for (e.g. "SIGINT"); see :meth:`request_stop`
         self.stop_reason: str | None = None
@@ -135,6 +162,11 @@ class Hook:
         self.devi_writer: Any = None
         self.devi_seconds = 0.0
         self.sink_store: str | None = None
+        #: the C per-step callback's state (:func:`attach` with ``lammps_hooks._stage`` built), else None
+        self._fast: _FastState | None = None
+        #: a block older than this (s) goes to the store at the next frame, so slow runs (DeePMD) reach it soon
+        self.max_age = 1.0
+        self._fast_refs: tuple[Any, ...] = ()
         self._img_type = lmp.extract_atom_datatype("image")  # looked up once: the callback stays cheap
         self._img_dtype = np.int64 if bits == 21 else np.int32
         self._tag_dtype = np.int64 if int(lmp.extract_setting("tagint")) == 8 else np.int32
@@ -148,6 +180,52 @@ class Hook:
             if all(ptrs):
                 self._clock = (ctypes.c_double.from_address(ptrs[0]), ctypes.c_int64.from_address(ptrs[1]),
                                ctypes.c_double.from_address(ptrs[2]))
+
+    @property
+    def n_calls(self) -> int:
+        """Frames handed to the store so far (by the Python and the C callback)."""
+        return self._n_py + (int(self._fast.n_fast) if self._fast is not None else 0)
+
+    @n_calls.setter
+    def n_calls(self, value: int) -> None:
+        self._n_py = int(value) - (int(self._fast.n_fast) if self._fast is not None else 0)
+
+    @property
+    def fast_frames(self) -> int:
+        """Frames copied by the C callback (``lammps_hooks._stage``); 0 without it."""
+        return int(self._fast.n_fast) if self._fast is not None else 0
+
+    def _use_c_callback(self, address: int, slow: Any) -> int:
+        """Let the C callback at ``address`` copy the frames that continue a block; ``slow`` (a ctypes
+        function pointer to :meth:`raw_callback`) gets every other frame. Returns the state's address,
+        LAMMPS's ``ptr`` for the callback."""
+        assert self._lib is not None and self._clock is not None
+        fs = _FastState()
+        fs.every, fs.enabled, fs.max_age = int(self.every), 0, float(self.max_age)
+        fs.slow, fs.slow_ptr = ctypes.cast(slow, ctypes.c_void_p).value, None
+        fs.lmp = self.lmp.lmp if isinstance(self.lmp.lmp, int) else ctypes.cast(self.lmp.lmp, ctypes.c_void_p).value
+        fs.extract_atom = ctypes.cast(self._lib.lammps_extract_atom, ctypes.c_void_p).value
+        fs.atime, fs.atimestep, fs.dt = (ctypes.addressof(c) for c in self._clock)
+        fs.img_size = np.dtype(self._img_dtype).itemsize
+        self._fast, self._fast_refs = fs, (slow,)
+        return ctypes.addressof(fs)
+
+    def _fast_sync_to(self, st: _Staging | None) -> None:
+        """After the Python callback stored a frame or handed a block over: the C callback continues from here."""
+        fs = self._fast
+        if fs is None:
+            return
+        if st is None or st.n == 0 or self.error is not None or self._h is None or self.devi_tail is not None:
+            fs.n, fs.enabled = 0 if st is None else st.n, 0
+            return
+        if fs.x != st.x_addr:  # a new block's arrays
+            fs.x, fs.img, fs.cap = st.x_addr, st.img_addr, st.cap
+            fs.steps, fs.times, fs.wall = st.steps.ctypes.data, st.times.ctypes.data, st.wall.ctypes.data
+        fs.n, fs.nlocal, fs.max_age = st.n, st.nlocal, self.max_age
+        fs.ids = ctypes.cast(ctypes.c_char_p(st.ids_bytes), ctypes.c_void_p).value
+        fs.ids_bytes = len(st.ids_bytes)
+        fs.started = st.started
+        fs.enabled = 1
 
     def raw_callback(self, caller: Any, ntimestep: int, nlocal: int, tag_ptr: Any, x_ptr: Any, f_ptr: Any) -> None:
         """The callback LAMMPS calls (C pointers): zero our forces, copy ids, positions and image flags.
@@ -182,6 +260,8 @@ class Hook:
             if self.error is None:
                 logger.error("iondiff_stream hook failed at step %d: %s", ntimestep, exc)
             self.error = exc
+            if self._fast is not None:
+                self._fast.enabled = 0
             return
         self._frame(ntimestep, nlocal, None, None, copied=copied)
 
@@ -199,10 +279,13 @@ class Hook:
         """Copy one frame of a serial run into the current block; hand the block to the sink when full.
 
         A block holds frames of one atom order and box: a new ``run``, atoms sorted or created by LAMMPS
-        (other ids in the rows) or a new box hand the block over first. It is also handed over after 1 s,
-        so slow runs (DeePMD) reach the store and the watcher soon. A box that changes every step (NPT)
+        (other ids in the rows) or a new box hand the block over first. It is also handed over after
+        :attr:`max_age` (1 s), so slow runs (DeePMD) reach the store and the watcher soon. A box that changes every step (NPT)
         goes frame by frame through :meth:`FrameSink.push`.
         """
+        st = self._staging
+        if self._fast is not None and st is not None:
+            st.n = int(self._fast.n)  # frames the C callback added
         t, new_run = self._time_and_run(ntimestep)
         h = self._h
         if h is None or new_run:
@@ -214,7 +297,8 @@ class Hook:
                 return
         ids_bytes = ctypes.string_at(tag_ptr, nlocal * self._tag_size)
         st = self._staging
-        if st is not None and st.n and (new_run or st.nlocal != nlocal or ids_bytes != st.ids_bytes or h is not st.h):
+        if st is not None and st.n and (st.n >= st.cap or new_run or st.nlocal != nlocal or ids_bytes != st.ids_bytes
+                                        or h is not st.h):
             self._push_staged()
             st = self._staging  # None when a thread keeps the block just handed over
         if st is None or st.nlocal != nlocal:
@@ -227,18 +311,26 @@ class Hook:
                           st.img_bytes)
         st.steps[k], st.times[k], st.wall[k], st.new_run[k] = ntimestep, t, time.time(), new_run
         st.n = k + 1
-        self.n_calls += 1
-        if st.n == st.cap or time.monotonic() - st.started > 1.0:
+        if self._fast is not None:
+            self._fast.n = st.n  # the count both callbacks go by
+        self._n_py += 1
+        if st.n == st.cap or time.monotonic() - st.started > self.max_age:
             self._push_staged()
+        else:
+            self._fast_sync_to(st)
         if self.devi_tail is not None:
             self._poll_model_deviation()
 
     def _push_staged(self) -> None:
         """Hand the frames staged so far to the sink as one block."""
         st = self._staging
+        if st is not None and self._fast is not None:
+            st.n = int(self._fast.n)  # frames the C callback added
         if st is None or st.n == 0:
             return
         n, st.n = st.n, 0
+        if self._fast is not None:
+            self._fast.n, self._fast.enabled = 0, 0  # the next frame starts a block (Python)
         assert self.sink is not None
         self.sink.push_block(st.steps[:n], st.times[:n], st.x[:n], st.h, images=st.img[:n], image_bits=self.bits,
                              ids=np.frombuffer(st.ids_bytes, dtype=self._tag_dtype), new_run=st.new_run[:n],
@@ -273,6 +365,9 @@ class Hook:
         every timestep change) moved.
         """
         lmp, lib = self.lmp, self._lib
+        fs = self._fast
+        if fs is not None and fs.n_fast:  # the C callback stored frames since
+            self._last_step = int(fs.last_step)
         if self._clock is not None:
             atime, atimestep, dt = self._clock[0].value, self._clock[1].value, self._clock[2].value
         else:
@@ -285,6 +380,8 @@ class Hook:
             new_run = first != self._run_first
             self._run_first = first
         self._last_atimestep, self._last_step = atimestep, ntimestep
+        if fs is not None:
+            fs.last_atimestep, fs.last_step = atimestep, ntimestep
         return atime + (ntimestep - atimestep) * dt, new_run
 
     def _frame(self, ntimestep: int, nlocal: int, tag: np.ndarray | None, x: np.ndarray | None,
@@ -497,6 +594,7 @@ def attach(
     store_framework: bool = True,
     model_devi: str | None = None,
     model_devi_meta: dict[str, Any] | None = None,
+    fast: bool = True,
 ) -> Hook:
     """Add ``fix ID all external pf/callback EVERY EVERY`` and stream every EVERY-th step into ``store``.
 
@@ -530,6 +628,12 @@ def attach(
     model_devi : str, optional
         DeePMD's model deviation file (``pair_style deepmd m0.pb m1.pb ... out_file PATH``): followed and stored
         beside the frames (:meth:`Hook.follow_model_deviation`); ``model_devi_meta`` goes with it.
+    fast : bool
+        Serial runs: let the C callback of ``lammps_hooks._stage`` (built with the package when a C compiler
+        is present) copy the frames that continue a block, so Python runs once per block of frames instead
+        of at every stored step; the stored frames are the same. False, or without the module: Python copies
+        every frame. Not used under MPI, with a box that changes every step (NPT) or while the DeePMD model
+        deviation is followed (those frames go through Python).
 
     Returns
     -------
@@ -574,7 +678,21 @@ def attach(
     # forces are applied only on the steps the callback runs, right after it zeroed them
     lmp.command(f"fix {fix_id} all external pf/callback {every} {every}")
     c_func = getattr(lmp, "FIX_EXTERNAL_CALLBACK_FUNC", None)
-    if c_func is not None and hasattr(lmp, "lib") and isinstance(getattr(lmp, "callback", None), dict):
+    c_address = _c_callback() if (world == 1 and sink is not None and hook._lib is not None
+                                  and hook._clock is not None and fast) else None
+    if c_address is not None and c_func is not None and isinstance(getattr(lmp, "callback", None), dict):
+        # C copies the frames that continue a block; Python gets the others (lammps_hooks/_stage.c)
+        tag = ctypes.c_int64 if hook._tag_size == 8 else ctypes.c_int32
+        slow = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.POINTER(tag),
+                                ctypes.POINTER(ctypes.POINTER(ctypes.c_double)),
+                                ctypes.POINTER(ctypes.POINTER(ctypes.c_double)))(hook.raw_callback)
+        state = hook._use_c_callback(c_address, slow)
+        lmp.callback[fix_id] = {"function": slow, "caller": hook._fast}  # kept alive with the instance
+        register = hook._lib.lammps_set_fix_external_callback
+        register.restype, register.argtypes = None, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p,
+                                                      ctypes.c_void_p]
+        register(lmp.lmp, fix_id.encode(), c_address, state)
+    elif c_func is not None and hasattr(lmp, "lib") and isinstance(getattr(lmp, "callback", None), dict):
         cb = c_func(hook.raw_callback)
         lmp.callback[fix_id] = {"function": cb, "caller": None}  # keeps the C callback alive with the instance
         lmp.lib.lammps_set_fix_external_callback(lmp.lmp, fix_id.encode(), cb, None)

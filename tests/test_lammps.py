@@ -181,17 +181,21 @@ def _assert_store_equals_dump(fr, dump, mobile):
         np.testing.assert_allclose(pos[i], f.positions, atol=2e-5)
 
 
-@pytest.mark.parametrize("worker", ["inline", "thread"])
-def test_every_step_equals_lammps_dump(tmp_path, worker):
+@pytest.mark.parametrize("worker,fast,max_age", [("inline", True, 1.0), ("thread", True, 1.0), ("inline", False, 1.0),
+                                                 ("inline", True, 0.004)])
+def test_every_step_equals_lammps_dump(tmp_path, worker, fast, max_age):
     """Frames copied every step into blocks (the hook's serial path) equal LAMMPS's own dump: through atom
     sorts inside a block (other ids in the rows), a second ``run`` and a box that changes every step; with
-    the sink inline (blocks reused) and in a thread (every block its own arrays)."""
+    the sink inline (blocks reused) and in a thread (every block its own arrays); with the C callback
+    copying the frames that continue a block (``fast``) and without it; with blocks handed over after
+    4 ms, so C and Python frames interleave in every block."""
     lmp = _setup()
     lmp.command("atom_modify sort 7 1.0")  # LAMMPS reorders its atoms every 7 steps
     lmp.command(f"write_data {tmp_path}/d.dump.data")
     lmp.command(f"dump dd all custom 1 {tmp_path}/d.dump id type xu yu zu")
     lmp.command("dump_modify dd sort id format float %.10f")
-    hook = attach(lmp, mobile="F", every=1, store=str(tmp_path / "s.zarr"), worker=worker)
+    hook = attach(lmp, mobile="F", every=1, store=str(tmp_path / "s.zarr"), worker=worker, fast=fast)
+    hook.max_age = max_age
     lmp.command("run 130")
     lmp.command("run 40")
     lmp.command("unfix nvt")
@@ -200,6 +204,15 @@ def test_every_step_equals_lammps_dump(tmp_path, worker):
     report = hook.close()
     lmp.close()
     assert report["frames"] == 201 and report["run_boundary_repeats"] == 2
+    # the C callback (built with the package: lammps_hooks/_stage.c) copied most frames of the NVT runs, which
+    # are sorted every 7 steps (Python starts each block); none of the NPT frames (Python, frame by frame)
+    fast_frames = hook.fast_frames
+    if fast and max_age >= 1:
+        assert 100 <= fast_frames <= 169, fast_frames  # the first frame of each run goes through Python
+    elif fast:  # blocks handed over after a few steps: more of them start in Python
+        assert fast_frames < 150, fast_frames
+    else:
+        assert fast_frames == 0
     r = FrameStoreReader(str(tmp_path / "s.zarr"))
     np.testing.assert_array_equal(r.read()["step"], np.arange(201))
     assert [s["n_frames"] for s in r.segments] == [131, 40, 30]
