@@ -59,7 +59,8 @@ def _children_cpu() -> float:
 
 
 def one(steps: int, every: int | None, store: str | None, worker: str = "inline",
-        chunk_frames: int | None = None, store_framework: bool = True) -> tuple[float, float, int, float]:
+        chunk_frames: int | None = None, store_framework: bool = True,
+        fast: bool = True) -> tuple[float, float, int, float]:
     """CPU seconds (process + children) and wall seconds of attach + ``run steps`` + close; frames stored;
     CPU seconds of the attach alone (store creation: one-off per run, whatever its length)."""
     from lammps_hooks import attach, load_lammps
@@ -72,7 +73,7 @@ def one(steps: int, every: int | None, store: str | None, worker: str = "inline"
     hook = None
     if every is not None and store is not None:
         hook = attach(lmp, mobile="F", every=every, store=store, chunk_frames=chunk_frames, worker=worker,
-                      store_framework=store_framework)
+                      store_framework=store_framework, fast=fast)
     c_attach = time.process_time() - c0
     lmp.command(f"run {steps}")
     frames = 0
@@ -105,16 +106,26 @@ def in_process(a: argparse.Namespace) -> None:
           f"{time.perf_counter() - w0:.3f} s wall")
     lmp.close()
     one(200, a.every[0], os.path.join(tmp, "warm.zarr"), a.worker, a.chunk_frames)
+    from lammps_hooks.fix_external import _c_callback
+
+    c_built = _c_callback() is not None
+    print(f"the C per-step copy (lammps_hooks._stage): {'built, used' if c_built else 'NOT built: Python copies'}"
+          + ("; the Python-only callback (fast=False) measured beside it" if a.python else ""))
     for every in a.every:
-        extra, extra_wall, plain_cpu, hooked_cpu, extra_run = [], [], [], [], []
+        extra, extra_wall, plain_cpu, hooked_cpu, extra_run, extra_py = [], [], [], [], [], []
         load0 = _load()
         for p in range(a.pairs):
             store = os.path.join(tmp, f"e{every}_{p}.zarr")
             runs = {}
-            for kind in (("plain", "hooked") if p % 2 == 0 else ("hooked", "plain")):
-                runs[kind] = one(a.steps, every if kind == "hooked" else None, store if kind == "hooked" else None,
-                                 a.worker, a.chunk_frames, not a.no_framework)
+            kinds = ("plain", "hooked") + (("python",) if a.python else ())
+            for kind in (kinds if p % 2 == 0 else kinds[::-1]):
+                hooked = kind != "plain"
+                runs[kind] = one(a.steps, every if hooked else None, store if hooked else None,
+                                 a.worker, a.chunk_frames, not a.no_framework, fast=kind == "hooked")
+                shutil.rmtree(store, ignore_errors=True)
             (cp, wp, _, _), (ch, wh, n, ca) = runs["plain"], runs["hooked"]
+            if a.python:
+                extra_py.append(100 * (runs["python"][0] / cp - 1))
             assert n == a.steps // every + 1, n
             plain_cpu.append(cp)
             hooked_cpu.append(ch)
@@ -131,6 +142,9 @@ def in_process(a: argparse.Namespace) -> None:
               f"extra CPU per stored frame {1e6 * (np.median(hooked_cpu) - np.median(plain_cpu)) / (a.steps // every + 1):.0f} µs; "
               f"wall extra (noisier) {np.median(extra_wall):+.1f} % median, pairs "
               + ", ".join(f"{x:+.1f}" for x in extra_wall) + " %")
+        if extra_py:
+            print(f"      Python-only callback (fast=False), same pairs: extra CPU {np.median(extra_py):+.2f} % median; "
+                  "pairs " + ", ".join(f"{x:+.2f}" for x in extra_py) + " %")
         print(f"      load average (1/5/15 min): {load0} before, {_load()} after")
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -227,6 +241,8 @@ def main() -> None:
                     help="the sink's worker (default: inline, the hook's default)")
     ap.add_argument("--chunk-frames", type=int, default=None, help="default: the hook's (100, or 1000 steps' worth)")
     ap.add_argument("--no-framework", action="store_true", help="store the mobile ions only (no framework positions)")
+    ap.add_argument("--python", action="store_true",
+                    help="also run the hook with its Python-only callback (fast=False) in every pair")
     ap.add_argument("--mpi", action="store_true", help="mpirun -np 2 hooked vs plain (wall), instead of in-process")
     ap.add_argument("--mpi-steps", type=int, default=8000)
     a = ap.parse_args()

