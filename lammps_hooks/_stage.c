@@ -47,6 +47,13 @@ typedef struct {
     double started;         /* CLOCK_MONOTONIC s at the block's first frame */
     double max_age;         /* a block older than this goes to the store */
     int64_t n_fast;         /* frames copied here */
+    /* flat mode (MPI ranks): frames of any local atoms one after the other, ids copied with them */
+    int64_t flat;           /* 1: flat mode */
+    char *ids_flat;         /* (atom_cap,) ids, ids_size bytes each */
+    int64_t *nl;            /* (cap,) atoms of every frame */
+    int64_t used;           /* atoms stored so far in the batch */
+    int64_t atom_cap;       /* atoms the flat arrays hold */
+    int64_t ids_size;       /* bytes per id */
 } stage_t;
 
 static double clock_s(clockid_t c) {
@@ -60,6 +67,35 @@ static void iondiff_stream_callback(void *ptr, int64_t step, int nlocal, void *t
     int64_t k = s->n;
     if (step % s->every) {
         if (nlocal > 0 && f && f[0]) memset(f[0], 0, (size_t)nlocal * 3 * sizeof(double));
+        return;
+    }
+    if (s->flat) {
+        /* MPI rank: the batch is gathered by Python when it holds `cap` frames (every rank at the same step) */
+        int64_t u = s->used;
+        if (!s->enabled || k <= 0 || k >= s->cap - 1 || nlocal < 0 || u + nlocal > s->atom_cap
+            || step != s->last_step + s->every || *s->atimestep != s->last_atimestep) {
+            s->slow(s->slow_ptr, step, nlocal, tag, x, f);
+            return;
+        }
+        void *img = nlocal > 0 ? s->extract_atom(s->lmp, "image") : NULL;
+        if (nlocal > 0 && (!img || !x || !x[0] || !tag)) {
+            s->slow(s->slow_ptr, step, nlocal, tag, x, f);
+            return;
+        }
+        if (nlocal > 0) {
+            if (f && f[0]) memset(f[0], 0, (size_t)nlocal * 3 * sizeof(double));
+            memcpy(s->x + (size_t)u * 3, x[0], (size_t)nlocal * 3 * sizeof(double));
+            memcpy(s->img + (size_t)u * (size_t)s->img_size, img, (size_t)nlocal * (size_t)s->img_size);
+            memcpy(s->ids_flat + (size_t)u * (size_t)s->ids_size, tag, (size_t)nlocal * (size_t)s->ids_size);
+        }
+        s->nl[k] = nlocal;
+        s->steps[k] = step;
+        s->times[k] = *s->atime + (double)(step - *s->atimestep) * *s->dt;
+        s->wall[k] = clock_s(CLOCK_REALTIME);
+        s->used = u + nlocal;
+        s->last_step = step;
+        s->n = k + 1;
+        s->n_fast += 1;
         return;
     }
     if (!s->enabled || k <= 0 || k >= s->cap || nlocal <= 0 || (int64_t)nlocal != s->nlocal

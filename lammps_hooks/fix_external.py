@@ -95,7 +95,9 @@ class _FastState(ctypes.Structure):
                 ("n", ctypes.c_int64), ("nlocal", ctypes.c_int64), ("img_size", ctypes.c_int64),
                 ("ids", ctypes.c_void_p), ("ids_bytes", ctypes.c_int64), ("last_step", ctypes.c_int64),
                 ("last_atimestep", ctypes.c_int64), ("started", ctypes.c_double), ("max_age", ctypes.c_double),
-                ("n_fast", ctypes.c_int64)]
+                ("n_fast", ctypes.c_int64), ("flat", ctypes.c_int64), ("ids_flat", ctypes.c_void_p),
+                ("nl", ctypes.c_void_p), ("used", ctypes.c_int64), ("atom_cap", ctypes.c_int64),
+                ("ids_size", ctypes.c_int64)]
 
 
 def _c_callback() -> int | None:
@@ -151,14 +153,16 @@ class Hook:
         self.stop_reason: str | None = None
         self._stop_var: str | None = None
         self._stop_set = False
-        #: frames each rank collects before one gather to rank 0 (mpi4py): :data:`GATHER_STEPS` steps' worth, at most 100
-        self.gather_frames = max(1, min(100, -(-GATHER_STEPS // max(int(every), 1)))) if self.comm is not None else 1
+        self._gather_frames = max(1, min(100, -(-GATHER_STEPS // max(int(every), 1)))) if self.comm is not None else 1
         self._pending: list[tuple[Any, ...]] = []
         #: every atom's id at attach, sorted (under MPI: the rows of the frames gathered to rank 0)
         self.all_ids: np.ndarray = np.zeros(0, np.int64)
         self._gx: np.ndarray | None = None
         self._gimg: np.ndarray | None = None
         self._gcount: np.ndarray | None = None
+        #: MPI ranks with the C callback: the batch's flat arrays, and box / new run of the frames Python stored
+        self._flat: dict[str, np.ndarray] = {}
+        self._flat_meta: dict[int, tuple[Any, bool]] = {}
         #: frames copied but not yet handed to the sink (serial runs); see :meth:`_stage`
         self._staging: _Staging | None = None
         self.stage_frames = int(getattr(sink, "batch_frames", 100) or 100)
@@ -191,6 +195,27 @@ class Hook:
                                ctypes.c_double.from_address(ptrs[2]))
 
     @property
+    def gather_frames(self) -> int:
+        """Frames each rank collects before one gather to rank 0 (mpi4py): :data:`GATHER_STEPS` steps' worth, at
+        most 100. Set it before the run."""
+        return self._gather_frames
+
+    @gather_frames.setter
+    def gather_frames(self, value: int) -> None:
+        self._gather_frames = max(1, int(value))
+        fs = self._fast
+        if fs is not None and fs.flat:  # the C callback hands the batch's last frame to Python
+            if len(self._flat["steps"]) < self._gather_frames:
+                m = self._gather_frames
+                for key, dtype in (("steps", np.int64), ("times", np.float64), ("wall", np.float64), ("nl", np.int64)):
+                    new = np.empty(m, dtype)
+                    new[: int(fs.n)] = self._flat[key][: int(fs.n)]
+                    self._flat[key] = new
+                fs.steps, fs.times = self._flat["steps"].ctypes.data, self._flat["times"].ctypes.data
+                fs.wall, fs.nl = self._flat["wall"].ctypes.data, self._flat["nl"].ctypes.data
+            fs.cap = self._gather_frames
+
+    @property
     def n_calls(self) -> int:
         """Frames handed to the store so far (by the Python and the C callback)."""
         return self._n_py + (int(self._fast.n_fast) if self._fast is not None else 0)
@@ -217,7 +242,43 @@ class Hook:
         fs.atime, fs.atimestep, fs.dt = (ctypes.addressof(c) for c in self._clock)
         fs.img_size = np.dtype(self._img_dtype).itemsize
         self._fast, self._fast_refs = fs, (slow,)
+        if self.comm is not None:  # MPI rank: frames of any local atoms one after the other (:meth:`_flat_store`)
+            fs.flat, fs.ids_size, fs.cap, fs.max_age = 1, self._tag_size, self.gather_frames, float("inf")
+            m = self.gather_frames
+            self._flat = {"steps": np.empty(m, np.int64), "times": np.empty(m), "wall": np.empty(m),
+                          "nl": np.empty(m, np.int64)}
+            fs.steps, fs.times = self._flat["steps"].ctypes.data, self._flat["times"].ctypes.data
+            fs.wall, fs.nl = self._flat["wall"].ctypes.data, self._flat["nl"].ctypes.data
+            self._flat_grow(m * (2 * int(self.lmp.get_natoms()) // max(self.world_size, 1) + 64))
         return ctypes.addressof(fs)
+
+    def _flat_grow(self, atoms: int) -> None:
+        """(Re)allocate the flat arrays of an MPI rank's batch for ``atoms`` atoms, keeping what they hold."""
+        fs, fl = self._fast, self._flat
+        assert fs is not None
+        used = int(fs.used)
+        for key, shape, dtype in (("x", (atoms, 3), np.float64), ("img", (atoms,), self._img_dtype),
+                                  ("ids", (atoms,), self._tag_dtype)):
+            new = np.empty(shape, dtype)
+            if key in fl:
+                new[:used] = fl[key][:used]
+            fl[key] = new
+        fs.x, fs.img, fs.ids_flat = fl["x"].ctypes.data, fl["img"].ctypes.data, fl["ids"].ctypes.data
+        fs.atom_cap = atoms
+
+    def _flat_store(self, ntimestep: int, t: float, h: np.ndarray, new_run: bool, ids: np.ndarray, pos: np.ndarray,
+                    img: np.ndarray) -> None:
+        """An MPI rank's frame stored by Python into the batch the C callback continues (flat mode)."""
+        fs, fl = self._fast, self._flat
+        assert fs is not None
+        k, u, nl = int(fs.n), int(fs.used), len(ids)
+        if u + nl > fs.atom_cap:
+            self._flat_grow(2 * (u + nl))
+        fl["x"][u : u + nl], fl["img"][u : u + nl], fl["ids"][u : u + nl] = pos, img, ids
+        fl["nl"][k], fl["steps"][k], fl["times"][k], fl["wall"][k] = nl, ntimestep, t, time.time()
+        self._flat_meta[k] = (h, new_run)
+        fs.used, fs.n = u + nl, k + 1
+        fs.enabled = int(self._h is not None and self.devi_tail is None and self.error is None)
 
     def _fast_sync_to(self, st: _Staging | None) -> None:
         """After the Python callback stored a frame or handed a block over: the C callback continues from here."""
@@ -420,6 +481,12 @@ class Hook:
                 pos = np.array(x[:nlocal], dtype=np.float64)
                 img = np.array(np.ctypeslib.as_array(lmp.extract_atom("image", self._img_type), shape=(nlocal,)))
             if self.comm is not None:  # every rank's local atoms to rank 0 (mpi4py), a batch of frames at a time
+                if self._fast is not None:
+                    self._flat_store(int(ntimestep), t, h, new_run, ids, pos, img)
+                    self._n_py += 1
+                    if int(self._fast.n) >= self.gather_frames:
+                        self._gather_pending()
+                    return
                 self._pending.append((int(ntimestep), t, h, new_run, ids, pos, img))
                 if len(self._pending) >= self.gather_frames:
                     self._gather_pending()
@@ -443,6 +510,17 @@ class Hook:
         """
         assert self.comm is not None
         pending, self._pending = self._pending, []
+        fs = self._fast
+        if fs is not None and fs.flat:  # the batch the C callback and :meth:`_flat_store` filled
+            n, used, fl = int(fs.n), int(fs.used), self._flat
+            h, meta = None, self._flat_meta
+            for k in range(n):  # the C callback takes only frames that continue the run and box of the one before
+                h, new_run = meta.get(k, (h, False))
+                pending.append((int(fl["steps"][k]), float(fl["times"][k]), h, new_run))
+            flat = (fl["ids"][:used].astype(np.int64), fl["x"][:used], fl["img"][:used], fl["nl"][:n].copy())
+            fs.n, fs.used, fs.enabled, self._flat_meta = 0, 0, 0, {}
+        else:
+            flat = None
         if self._stop_var is not None and not self._stop_set:
             if self.comm.allreduce(0 if self.stop_reason is None else 1):  # every rank stops at one step
                 self.stop_reason = self.stop_reason or "a signal on another rank"
@@ -460,11 +538,15 @@ class Hook:
             m = max(n, size)
             self._gx, self._gimg = np.zeros((m, len(all_ids), 3)), np.zeros((m, len(all_ids)), np.int64)
             self._gcount = np.zeros((m, len(all_ids)), np.int32)
-        ids = np.concatenate([p[4] for p in pending]).astype(np.int64, copy=False)
-        frame = np.repeat(np.arange(n), [len(p[4]) for p in pending])
+        if flat is not None:
+            ids, pos, img, counts = flat
+            frame = np.repeat(np.arange(n), counts)
+        else:
+            ids = np.concatenate([p[4] for p in pending]).astype(np.int64, copy=False)
+            frame = np.repeat(np.arange(n), [len(p[4]) for p in pending])
+            pos, img = np.concatenate([p[5] for p in pending]), np.concatenate([p[6] for p in pending])
         rows = np.minimum(np.searchsorted(all_ids, ids), len(all_ids) - 1)
         known = all_ids[rows] == ids
-        pos, img = np.concatenate([p[5] for p in pending]), np.concatenate([p[6] for p in pending])
         if not known.all():
             frame, rows, pos, img = frame[known], rows[known], pos[known], img[known]
         self._gx[frame, rows], self._gimg[frame, rows] = pos, img
@@ -718,7 +800,7 @@ def attach(
     # forces are applied only on the steps the callback runs, right after it zeroed them
     lmp.command(f"fix {fix_id} all external pf/callback {every} {every}")
     c_func = getattr(lmp, "FIX_EXTERNAL_CALLBACK_FUNC", None)
-    c_address = _c_callback() if (world == 1 and sink is not None and hook._lib is not None
+    c_address = _c_callback() if ((world == 1 and sink is not None or hook.comm is not None) and hook._lib is not None
                                   and hook._clock is not None and fast) else None
     if c_address is not None and c_func is not None and isinstance(getattr(lmp, "callback", None), dict):
         # C copies the frames that continue a block; Python gets the others (lammps_hooks/_stage.c)

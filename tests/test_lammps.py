@@ -379,6 +379,7 @@ hook = attach(lmp, mobile="type 2", every=10, store=sys.argv[2], comm=comm if sy
 hook.gather_frames = 3  # several gathers: atoms move between the ranks in between
 lmp.command("run 150")
 hook.close()
+print("C-COPIED", comm.Get_rank(), hook.fast_frames, flush=True)
 lmp.close()
 """
 
@@ -400,6 +401,9 @@ def test_mpi_two_ranks_any_ids(tmp_path, gather):
     fr = FrameStoreReader(store)
     assert fr.n_frames == 16 and fr.ion_ids.max() == 324
     _assert_store_equals_dump(fr, dump, "type 2")
+    if gather == "mpi4py":  # the C callback copied the middle frame of every batch of 3 on both ranks
+        copied = sorted(int(line.split()[2]) for line in r.stdout.splitlines() if line.startswith("C-COPIED"))
+        assert copied == [5, 5], r.stdout
 
 
 MPI_SCRIPT_CHANGES = """
