@@ -729,12 +729,12 @@ def attach(
         Steps between stored frames.
     store : str
     capacity, chunk_frames, flush_seconds
-        See :class:`iondiff_stream.io.sink.FrameSink`; ``chunk_frames`` None: 100, or enough frames for
-        1000 steps (:func:`iondiff_stream.io.sink.chunk_frames_for`).
+        See :class:`iondiff_stream.io.sink.FrameSink`; ``chunk_frames`` None: enough frames for 5000 steps, at
+        most 5 MB of positions, at least 100 (:func:`iondiff_stream.io.sink.chunk_frames_for`).
     comm : mpi4py communicator, optional
-        The communicator LAMMPS runs on (several ranks: frames are gathered to rank 0 with it, ~200
-        steps' worth at a time, so every rank must call :meth:`Hook.close`; without it LAMMPS's own
-        gather is used, every frame).
+        The communicator LAMMPS runs on (several ranks: frames are gathered to rank 0 with it, 500 steps'
+        worth at a time (:data:`GATHER_STEPS`), so every rank must call :meth:`Hook.close`; without it
+        LAMMPS's own gather is used, every frame).
     worker : {"inline", "thread", "process"}
         Where the storing work (matching ids, unwrapping, checksums, writing chunks) runs
         (:class:`iondiff_stream.io.sink.FrameSink`). Default inline (in the callback, on rank 0): with every
@@ -767,7 +767,7 @@ def attach(
         raise IonDiffStreamError("LAMMPS has no atoms yet: attach the hook after the box and atoms are created")
     ids, types = atoms_by_id(lmp)
     if chunk_frames is None:
-        chunk_frames = chunk_frames_for(every, capacity)
+        chunk_frames = chunk_frames_for(every, capacity, natoms)
     if type_elements is None:
         ntypes = int(lmp.extract_global("ntypes"))
         mass = np.array(lmp.numpy.extract_atom("mass"))[1 : ntypes + 1]

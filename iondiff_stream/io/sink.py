@@ -29,21 +29,27 @@ from iondiff_stream.core.units import lammps_factors
 logger = logging.getLogger(__name__)
 
 #: steps a store chunk covers at least when the hook picks the chunk size (:func:`chunk_frames_for`)
-CHUNK_STEPS = 1000
+CHUNK_STEPS = 5000
+#: bytes of stored positions a chunk picked by the hook holds at most (a frame every step: ~1000 frames of 214 ions)
+CHUNK_BYTES = 5_000_000
 
 __all__ = ["FrameSink", "chunk_frames_for", "box_from_lammps", "unwrap_with_images", "unwrap_block",
            "unpack_images", "box_lengths_angles"]
 
 
+def chunk_frames_for(every: int, capacity: int | None = None, n_atoms: int | None = None) -> int:
+    """Frames per store chunk for a frame every ``every`` steps: enough for :data:`CHUNK_STEPS` steps, at most
+    :data:`CHUNK_BYTES` of positions of ``n_atoms`` atoms, at least 100.
 
-def chunk_frames_for(every: int, capacity: int | None = None) -> int:
-    """Frames per store chunk for a frame every ``every`` steps: 100, or enough for :data:`CHUNK_STEPS` steps.
-
-    Every chunk written costs a few file writes in the simulation's process whatever its size; at a frame
-    every step, 100-frame chunks made those writes a large part of the hook's CPU. A ring (``capacity``)
-    gets chunks no larger than itself.
+    Every chunk written costs the simulation's process file creations and renames (one per stored array and
+    the commit record, ~10 ms of CPU together on these machines) whatever its size: chunks of 1000 steps made
+    them half of the hook's cost at a frame every 10 steps (``benchmarks/hook_cpu.py``). A chunk is committed
+    when full or after ``flush_seconds``, so the live view lags by up to one chunk's steps. A ring
+    (``capacity``) gets chunks no larger than itself.
     """
     n = max(100, -(-CHUNK_STEPS // max(int(every), 1)))
+    if n_atoms:
+        n = max(100, min(n, CHUNK_BYTES // (24 * int(n_atoms))))
     return min(n, int(capacity)) if capacity else n
 
 
