@@ -153,7 +153,7 @@ class Hook:
         self.stop_reason: str | None = None
         self._stop_var: str | None = None
         self._stop_set = False
-        self._gather_frames = max(1, min(100, -(-GATHER_STEPS // max(int(every), 1)))) if self.comm is not None else 1
+        self._gather_frames = 1 if self.comm is None else max(1, min(100, -(-GATHER_STEPS // max(int(every), 1))))
         self._pending: list[tuple[Any, ...]] = []
         #: every atom's id at attach, sorted (under MPI: the rows of the frames gathered to rank 0)
         self.all_ids: np.ndarray = np.zeros(0, np.int64)
@@ -206,14 +206,20 @@ class Hook:
         fs = self._fast
         if fs is not None and fs.flat:  # the C callback hands the batch's last frame to Python
             if len(self._flat["steps"]) < self._gather_frames:
-                m = self._gather_frames
-                for key, dtype in (("steps", np.int64), ("times", np.float64), ("wall", np.float64), ("nl", np.int64)):
-                    new = np.empty(m, dtype)
-                    new[: int(fs.n)] = self._flat[key][: int(fs.n)]
-                    self._flat[key] = new
-                fs.steps, fs.times = self._flat["steps"].ctypes.data, self._flat["times"].ctypes.data
-                fs.wall, fs.nl = self._flat["wall"].ctypes.data, self._flat["nl"].ctypes.data
+                self._flat_frames(self._gather_frames)
             fs.cap = self._gather_frames
+
+    def _flat_frames(self, m: int) -> None:
+        """(Re)allocate the per-frame arrays of an MPI rank's batch for ``m`` frames, keeping what they hold."""
+        fs, fl = self._fast, self._flat
+        assert fs is not None
+        n = int(fs.n)
+        for key, dtype in (("steps", np.int64), ("times", np.float64), ("wall", np.float64), ("nl", np.int64)):
+            new = np.empty(m, dtype)
+            if key in fl:
+                new[:n] = fl[key][:n]
+            fl[key] = new
+        fs.steps, fs.times, fs.wall, fs.nl = (fl[k].ctypes.data for k in ("steps", "times", "wall", "nl"))
 
     @property
     def n_calls(self) -> int:
@@ -245,10 +251,7 @@ class Hook:
         if self.comm is not None:  # MPI rank: frames of any local atoms one after the other (:meth:`_flat_store`)
             fs.flat, fs.ids_size, fs.cap, fs.max_age = 1, self._tag_size, self.gather_frames, float("inf")
             m = self.gather_frames
-            self._flat = {"steps": np.empty(m, np.int64), "times": np.empty(m), "wall": np.empty(m),
-                          "nl": np.empty(m, np.int64)}
-            fs.steps, fs.times = self._flat["steps"].ctypes.data, self._flat["times"].ctypes.data
-            fs.wall, fs.nl = self._flat["wall"].ctypes.data, self._flat["nl"].ctypes.data
+            self._flat_frames(m)
             self._flat_grow(m * (2 * int(self.lmp.get_natoms()) // max(self.world_size, 1) + 64))
         return ctypes.addressof(fs)
 
@@ -350,8 +353,9 @@ class Hook:
 
         A block holds frames of one atom order and box: a new ``run``, atoms sorted or created by LAMMPS
         (other ids in the rows) or a new box hand the block over first. It is also handed over after
-        :attr:`max_age` (1 s), so slow runs (DeePMD) reach the store and the watcher soon. A box that changes every step (NPT)
-        goes frame by frame through :meth:`FrameSink.push`.
+        :attr:`max_age` (1 s), so slow runs (DeePMD) reach the store and the watcher soon. A box that changes
+        every step (NPT) goes frame by frame through :meth:`FrameSink.push`. With the C callback
+        (``lammps_hooks._stage``) this runs only for the frames that C does not take (see :func:`attach`).
         """
         st = self._staging
         if self._fast is not None and st is not None:
@@ -657,6 +661,8 @@ class Hook:
             Why the run stopped early: recorded in the store's last segment.
         """
         report: dict[str, Any] = {}
+        if self._fast is not None:  # frames after the close go to Python, which stores nothing more
+            self._fast.enabled = 0
         try:
             self._push_staged()
         except BaseException as exc:  # noqa: BLE001 - re-raised below, after the store is closed
