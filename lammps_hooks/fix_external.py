@@ -805,6 +805,10 @@ def attach(
         hook.follow_model_deviation(model_devi, mode="a" if mode == "a" else "w", meta=model_devi_meta)
     # forces are applied only on the steps the callback runs, right after it zeroed them
     lmp.command(f"fix {fix_id} all external pf/callback {every} {every}")
+    try:  # it adds no forces: nor energy nor virial to tally (LAMMPS then skips the fix in those sums)
+        lmp.command(f"fix_modify {fix_id} energy no virial no")
+    except Exception as exc:  # noqa: BLE001 - an older LAMMPS without these keywords: harmless
+        logger.debug("fix_modify %s energy no virial no: %s", fix_id, exc)
     c_func = getattr(lmp, "FIX_EXTERNAL_CALLBACK_FUNC", None)
     c_address = _c_callback() if ((world == 1 and sink is not None or hook.comm is not None) and hook._lib is not None
                                   and hook._clock is not None and fast) else None
