@@ -124,6 +124,7 @@ def overhead(models: list[str], temperature: float, steps: int, every: int, out:
         head, tail = split_at_first_run(open(script()).read())
         for k in range(repeats):
             v = variables(models, temperature, steps, every, "model_devi_plain.out")
+            v.update(SYSTEM.get("overhead_vars") or {})  # e.g. a shorter (untimed) equilibration
             args = ["-log", f"plain{k}.log", "-screen", "none"]
             for name, val in v.items():
                 args += ["-var", name, val]
@@ -155,7 +156,7 @@ def main() -> None:
     ap.add_argument("--system", choices=sorted(SYSTEMS), default="caf2")
     ap.add_argument("--models", help="default: m0.pb,m1.pb in the system's directory")
     ap.add_argument("--temperatures", help="default: caf2 1300,1500,1700; agi 450,550,650")
-    ap.add_argument("--steps", type=int, default=12000)
+    ap.add_argument("--steps", default="12000", help="MD steps per temperature (one value, or one per temperature)")
     ap.add_argument("--every", type=int, default=10)
     ap.add_argument("--overhead-steps", type=int, default=2000)
     ap.add_argument("--overhead-repeats", type=int, default=2)
@@ -169,8 +170,12 @@ def main() -> None:
     out = os.path.abspath(a.out or os.path.join(SYSTEM["dir"], "runs"))
     temperatures = SYSTEM["temperatures"] if a.temperatures is None else a.temperatures
     res = {"models": models, "runs": []}
-    for t in (float(x) for x in temperatures.split(",") if x.strip()):
-        res["runs"].append(one_temperature(models, t, a.steps, a.every, out))
+    temps = [float(x) for x in temperatures.split(",") if x.strip()]
+    steps = [int(x) for x in a.steps.split(",")]
+    if len(steps) not in (1, len(temps)):
+        raise SystemExit(f"--steps: one value or one per temperature ({len(temps)}), got {a.steps}")
+    for t, n in zip(temps, steps * len(temps) if len(steps) == 1 else steps):
+        res["runs"].append(one_temperature(models, t, n, a.every, out))
         print(json.dumps(res["runs"][-1], indent=1), flush=True)
     if a.overhead_steps:
         res["overhead"] = overhead(models, a.overhead_temperature or SYSTEM["overhead_T"], a.overhead_steps, a.every, out, a.overhead_repeats)

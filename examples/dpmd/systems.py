@@ -40,5 +40,6 @@ SYSTEMS: dict[str, dict] = {
         "temperatures": "450,550,650",
         "eq_model_var": "eqmodel",                         # in.dpmd equilibrates with this model, unstored
         "overhead_T": 550.0,
+        "overhead_vars": {"neq": "250"},                   # 1 ps of equilibration before the timed runs
     },
 }
