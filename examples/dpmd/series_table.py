@@ -40,6 +40,7 @@ def main() -> None:
     for s in sums:
         c, fr = s.get("concerted_mode_counts") or {}, s.get("concerted_mode_frequency_per_ps") or {}
         cells = [f"{s['temperature_K']:.0f}", f"{s['total_time_ps']:.0f}", str(s["n_hops"]),
+                 "— (no model deviation)" if s.get("hops_above_trust_lo") is None else
                  f"{s.get('hops_above_trust_lo')} ({100 * (s.get('hops_above_trust_lo_fraction') or 0):.0f} %) / "
                  f"{s.get('hops_above_trust_hi')} ({100 * (s.get('hops_above_trust_hi_fraction') or 0):.1f} %)"]
         cells += [f"{c.get(m, 0)}, {_f(fr.get(m))}" for m in modes]
