@@ -38,10 +38,12 @@ def load(run: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     if os.path.exists(os.path.join(run, "dpmd.zarr")):
         import zarr
 
-        g = zarr.open_group(os.path.join(run, "dpmd.zarr"), mode="r")
-        ag, iod = np.asarray(g["positions"], float), np.asarray(g["framework"], float)
+        store = os.path.join(run, "dpmd.zarr")
+        nf = json.load(open(os.path.join(store, "commit.json")))["n_frames"]  # the arrays are allocated ahead
+        g = zarr.open_group(store, mode="r")
+        ag, iod = np.asarray(g["positions"][:nf], float), np.asarray(g["framework"][:nf], float)
         box = np.asarray(g["box"][0][:3], float)
-        t = np.asarray(g["time_ps"], float)
+        t = np.asarray(g["time_ps"][:nf], float)
         # the iodide does not diffuse: unwrap it by the minimum image from the first frame
         iod = iod[0] + (iod - iod[0] + box / 2) % box - box / 2
         pos = np.concatenate([ag, iod], axis=1)
