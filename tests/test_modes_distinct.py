@@ -184,10 +184,10 @@ def test_gd_time_of_a_lattice_exchange_walk(lattice):
     pos, times, box = lattice
     r = distinct_origin(pos, times, box, r0_A=0.5)
     assert r.long_time_spread < 0.02  # the total density around an ion's old spot does not change
-    # one ion per site: the long-time value is the site peak, n_sites / V per ion over rho V0 ... = 1/(rho V0) - 1/N
+    # one ion per site: the long-time value is the site peak, 1/(rho V0), less the ion's own share 1/N of it
     n, vol = pos.shape[1], box[0] ** 3
     v0 = 4 / 3 * np.pi * 0.5**3
-    assert r.long_time_over_rho == pytest.approx(1 / (n / vol * v0) - 1 / n, rel=0.01)
+    assert r.long_time_over_rho == pytest.approx(1 / (n / vol * v0) * (1 - 1 / n), rel=0.01)
     assert r.tau_ps == pytest.approx(_p0_time(0.5, 0.5), rel=0.06)  # 0.245 ps
     assert r.onset_ps == pytest.approx(_p0_time(0.5, 0.9), rel=0.08)
     assert r.to_dict()["Gd0_time_ps"] == r.tau_ps and r.tau_reason is None
@@ -234,3 +234,46 @@ def _p0_share(nu_bond, t):
     from scipy.special import ive
 
     return ive(0, 2 * nu_bond * t) ** 3
+
+
+def _exclusion_lattice(n_side=6, n_ions=36, a=2.0, nu=0.5, dt=0.05, n_frames=1200, sigma=0.08, seed=5):
+    """A partially occupied site lattice (like Ag in alpha-AgI: more sites than ions): ``n_ions`` on the
+    ``n_side``³ simple cubic sites, each trying a hop to each neighbour at ``nu`` per ps, done when it is empty.
+
+    At long times every site is held with probability n_ions / n_sites by any ion, so the total
+    G(r≈0, ∞)/ρ is a³ P(|Δ| < r0) / V0 (Δ the difference of two vibration displacements) and its distinct part
+    that times (1 − 1/N); at short times the ion's own memory of its site makes G(r≈0, t) much larger.
+    """
+    rng = np.random.default_rng(seed)
+    g = np.stack(np.meshgrid(*[np.arange(n_side)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    sites = rng.choice(len(g), n_ions, replace=False)
+    occupied = np.zeros(len(g), bool)
+    occupied[sites] = True
+    cell = g[sites].copy()  # unwrapped lattice position of each ion
+    moves = np.concatenate([np.eye(3, dtype=int), -np.eye(3, dtype=int)])
+    pos = np.empty((n_frames, n_ions, 3))
+    for t in range(n_frames):
+        pos[t] = cell * a + rng.normal(0, sigma, (n_ions, 3))
+        for i in rng.permutation(n_ions):
+            for e in moves[rng.random(6) < nu * dt]:
+                s0 = np.ravel_multi_index(tuple(cell[i] % n_side), (n_side,) * 3)
+                s1 = np.ravel_multi_index(tuple((cell[i] + e) % n_side), (n_side,) * 3)
+                if not occupied[s1]:
+                    occupied[s0], occupied[s1] = False, True
+                    cell[i] += e
+    box = np.array([n_side * a] * 3 + [90.0] * 3)
+    return pos, np.arange(n_frames) * dt, box
+
+
+def test_gd_long_time_value_of_a_partially_occupied_lattice():
+    """More sites than ions: the total G(r≈0, t) still carries the ion's memory of its own site well past the
+    vibrations; the long-time value is that of the late lags, not the mean over all lags past the vibrations."""
+    from scipy.stats import chi2
+
+    pos, times, box = _exclusion_lattice()
+    n, a, r0, sigma = pos.shape[1], 2.0, 0.5, 0.08
+    r = distinct_origin(pos, times, box, r0_A=r0)
+    expected = a**3 * chi2.cdf((r0 / (sigma * math.sqrt(2))) ** 2, 3) / (4 / 3 * math.pi * r0**3) * (1 - 1 / n)
+    assert r.g_total_over_rho[0] > 3 * expected  # the self memory at short lags
+    assert r.long_time_over_rho == pytest.approx(expected, rel=0.1)
+    assert r.tau_ps is not None and r.tau_ps < r.lag_ps[-1]

