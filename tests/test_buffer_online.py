@@ -301,12 +301,14 @@ RING_WRITER = textwrap.dedent("""
     path, stop, max_seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
     w = FrameStoreWriter(path, np.arange(1, 9), ["F"] * 8, capacity=60, chunk_frames=10, flush_frames=3,
                          flush_seconds=None)
-    t0, t = time.time(), 0
+    t0, t, pause = time.time(), 0, 0.0005
     # one frame per MD step, each frame's content = its step; until the reader has seen enough (stop file)
     while not os.path.exists(stop) and time.time() - t0 < max_seconds:
         w.append(t, 0.001 * t, np.full((8, 3), float(t)) + np.arange(8)[:, None], np.array([10, 10, 10, 90, 90, 90.0]))
         t += 1
-        time.sleep(0.0005)
+        if t % 50 == 0 and os.path.exists(stop + ".slower"):  # a slow reader asks for more time per frame
+            pause = float(open(stop + ".slower").read() or pause)
+        time.sleep(pause)
     w.close()
     print(t)
 """)
@@ -322,10 +324,15 @@ def _poll_ring(tmp_path, min_written, min_good, max_seconds=600.0):
     stop = str(tmp_path / "stop")
     p = subprocess.Popen([sys.executable, "-c", RING_WRITER, path, stop, str(max_seconds)], stdout=subprocess.PIPE,
                          text=True)
-    good = retries = 0
+    good = retries = in_a_row = 0
     last_step = -1
+    pause = 0.0005
     try:
         while p.poll() is None:
+            if in_a_row >= 20:  # this reader is slower than the ring's turnover (a busy machine): slow the writer
+                pause, in_a_row = min(2 * pause, 0.05), 0
+                with open(stop + ".slower", "w") as fh:
+                    fh.write(str(pause))
             if good >= min_good and last_step > min_written and not os.path.exists(stop):
                 open(stop, "w").close()
             if not os.path.exists(os.path.join(path, "commit.json")):
@@ -338,7 +345,9 @@ def _poll_ring(tmp_path, min_written, min_good, max_seconds=600.0):
                 d = r.read(names=("positions", "step", "time_ps"))
             except StoreOverwrittenError:
                 retries += 1
+                in_a_row += 1
                 continue
+            in_a_row = 0
             steps = d["step"]
             # no torn frame: every frame's rows are its own step, steps consecutive, times match
             np.testing.assert_array_equal(d["positions"][:, :, 0] - np.arange(8)[None, :], np.repeat(steps[:, None], 8, 1))
