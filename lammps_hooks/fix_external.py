@@ -735,7 +735,7 @@ def attach(
         Steps between stored frames.
     store : str
     capacity, chunk_frames, flush_seconds
-        See :class:`iondiff_stream.io.sink.FrameSink`; ``chunk_frames`` None: enough frames for 5000 steps, at
+        See :class:`iondiff_stream.io.sink.FrameSink`; ``chunk_frames`` None: enough frames for 1000 steps, at
         most 5 MB of positions, at least 100 (:func:`iondiff_stream.io.sink.chunk_frames_for`).
     comm : mpi4py communicator, optional
         The communicator LAMMPS runs on (several ranks: frames are gathered to rank 0 with it, 500 steps'

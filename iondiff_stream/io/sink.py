@@ -29,7 +29,7 @@ from iondiff_stream.core.units import lammps_factors
 logger = logging.getLogger(__name__)
 
 #: steps a store chunk covers at least when the hook picks the chunk size (:func:`chunk_frames_for`)
-CHUNK_STEPS = 5000
+CHUNK_STEPS = 1000
 #: bytes of stored positions a chunk picked by the hook holds at most (a frame every step: ~1000 frames of 214 ions)
 CHUNK_BYTES = 5_000_000
 
@@ -42,10 +42,12 @@ def chunk_frames_for(every: int, capacity: int | None = None, n_atoms: int | Non
     :data:`CHUNK_BYTES` of positions of ``n_atoms`` atoms, at least 100.
 
     Every chunk written costs the simulation's process file creations and renames (one per stored array and
-    the commit record, ~10 ms of CPU together on these machines) whatever its size: chunks of 1000 steps made
-    them half of the hook's cost at a frame every 10 steps (``benchmarks/hook_cpu.py``). A chunk is committed
-    when full or after ``flush_seconds``, so the live view lags by up to one chunk's steps. A ring
-    (``capacity``) gets chunks no larger than itself.
+    the commit record, ~10 ms of CPU together on these machines) whatever its size. A chunk is committed when
+    full or after ``flush_seconds``, so the live view lags by up to one chunk's steps: 5000-step chunks cut the
+    hook's own time at a frame every 10 steps from 11.3 to 6.2 µs per step, which the whole-run CPU could not
+    tell from its spread, and made the live view (and the tests that watch it) wait five times longer, so 1000
+    steps it is (``benchmarks/hook_cpu.py``, docs/performance.md). A ring (``capacity``) gets chunks no larger
+    than itself.
     """
     n = max(100, -(-CHUNK_STEPS // max(int(every), 1)))
     if n_atoms:
