@@ -23,7 +23,8 @@ CPU time is also steadier than wall time on a shared machine. Method:
 The machine's load average is printed beside every case: on a shared machine the numbers move with it.
 No number here is asserted by a test.
 
-Run: ``python benchmarks/hook_cpu.py [--steps 8000] [--pairs 3] [--every 10 1] [--mpi]``
+Run: ``python benchmarks/hook_cpu.py [--steps 8000] [--pairs 3] [--every 10 1] [--python] [--mpi]``
+(``--python``: the Python-only callback, ``fast=False``, measured in the same pairs)
 (the wheel's MPI needs ``LD_LIBRARY_PATH=$VENV/lib``).
 """
 

@@ -553,8 +553,8 @@ class Hook:
         known = all_ids[rows] == ids
         if not known.all():
             frame, rows, pos, img = frame[known], rows[known], pos[known], img[known]
-        self._gx[frame, rows], self._gimg[frame, rows] = pos, img
-        np.add.at(self._gcount, (frame, rows), 1)
+        # an id is once per rank and frame: the sum over the ranks counts an atom held twice (checked below)
+        self._gx[frame, rows], self._gimg[frame, rows], self._gcount[frame, rows] = pos, img, 1
         root = self.comm.Get_rank() == 0
         out = [np.empty_like(a[:n]) if root else None for a in (self._gx, self._gimg, self._gcount)]
         for a, o in zip((self._gx, self._gimg, self._gcount), out):
