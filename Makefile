@@ -7,7 +7,7 @@ ARGY   := $(SHARED)/argyrodite_Li6PS5Cl_morgan2021/data/Li6PS5Cl/50p
 
 .PHONY: venv demo test test-all test-dpmd bench clean debian-lammps debian-chromium
 
-$(VENV)/.installed: pyproject.toml constraints.txt lammps_hooks/_stage.c
+$(VENV)/.installed: pyproject.toml constraints.txt lammps_hooks/_stage.c iondiff_stream/io/_blocks.c
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -c constraints.txt -e '.[test]'

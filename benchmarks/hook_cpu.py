@@ -3,7 +3,14 @@
 On a node whose cores all run MPI ranks the hook costs what it burns in CPU, not what a spare core hides;
 CPU time is also steadier than wall time on a shared machine. Method:
 
-* in-process (default): the CaF2 example (``examples/caf2/in.caf2``, 321 atoms, 214 F stored) run for
+* in-process, slices (default, ``--slices 16``): every pair is two fresh LAMMPS instances of the CaF2 example in
+  this process, one plain and one hooked, that run ``--steps`` steps each as ``--slices`` ``run`` commands taken in
+  turns (which goes first alternates from pair to pair); the CPU time of every slice is added to its instance's
+  total, the hooked one's from before attach to after close. The host's speed drifts by several per cent in
+  waves of 5-10 s (1000-step slices of one plain run: +-5 %), so whole runs one after the other (below) differ by
+  +-3 % when nothing differs; slices in turns see the same waves (pairs then agree within ~0.3 %). Every slice
+  is a LAMMPS ``run``, a segment of the store: more work for the hook than one long run.
+* in-process, whole runs (``--slices 1``): the CaF2 example (``examples/caf2/in.caf2``, 321 atoms, 214 F stored) run for
   ``--steps`` steps on a fresh LAMMPS instance, plain and hooked, in alternating pairs (the order flips every
   pair) in this one process. The time counted is ``time.process_time()`` (user + system CPU of every thread
   of the process) plus the CPU of waited-for child processes (``RUSAGE_CHILDREN``, the ``worker="process"``
@@ -14,8 +21,9 @@ CPU time is also steadier than wall time on a shared machine. Method:
   pairs is printed for ``every`` = 10 and 1 (targets: <= 2 % and <= 5 %). The one-off cost of the first
   attach in a process (importing zarr, numpy's and the package's modules) is measured before the pairs
   and printed separately.
-* ``--mpi``: ``mpirun -np 2`` of the same input (frames gathered to rank 0 with mpi4py), plain and hooked in
-  alternating pairs; the wall time of attach + ``run`` + close on rank 0 between barriers (target: <= 3 %),
+* ``--mpi``: ``mpirun -np 2`` of the same input (frames gathered to rank 0 with mpi4py); by default one mpirun per
+  pair with a plain and a hooked instance on both ranks taking slices in turns, the wall of every slice on rank 0
+  between barriers (target: <= 3 %). ``--mpi --slices 1``: plain and hooked mpiruns in alternating pairs; the wall time of attach + ``run`` + close on rank 0 between barriers (target: <= 3 %),
   and the CPU of all ranks (``RUSAGE_CHILDREN`` of the mpirun process tree). Each mpirun is a new process:
   the one-off import of the store's writer (zarr, ~0.1 s) is done before the timing and printed apart, as
   the in-process case does with its first attach.
@@ -23,7 +31,7 @@ CPU time is also steadier than wall time on a shared machine. Method:
 The machine's load average is printed beside every case: on a shared machine the numbers move with it.
 No number here is asserted by a test.
 
-Run: ``python benchmarks/hook_cpu.py [--steps 8000] [--pairs 3] [--every 10 1] [--python] [--mpi]``
+Run: ``python benchmarks/hook_cpu.py [--steps 8000] [--pairs 3] [--every 10 1] [--slices 16] [--python] [--mpi]``
 (``--python``: the Python-only callback, ``fast=False``, measured in the same pairs)
 (the wheel's MPI needs ``LD_LIBRARY_PATH=$VENV/lib``).
 """
@@ -86,14 +94,9 @@ def one(steps: int, every: int | None, store: str | None, worker: str = "inline"
     return cpu, wall, frames, c_attach
 
 
-def in_process(a: argparse.Namespace) -> None:
-    tmp = tempfile.mkdtemp()
-    print(f"CaF2 example (321 atoms, 214 F stored), {a.steps} steps per run, fresh LAMMPS instance per run, "
-          f"{a.pairs} alternating plain/hooked pairs in one process, worker={a.worker}, "
-          f"chunk_frames={a.chunk_frames or 'the hook default'}; "
-          "CPU = process_time (all threads) + child processes, from before attach to after close")
-    print(f"machine: {os.cpu_count()} cores; load average (1/5/15 min) at start: {_load()}")
-    # the one-off cost of the first attach in a process (imports), then a hooked warm-up run
+def _first_attach(tmp: str) -> None:
+    """The one-off cost of the first attach in a process (imports of zarr, numpy's and the package's modules),
+    measured and printed apart, before any pair."""
     from lammps_hooks import load_lammps
 
     lmp = load_lammps(["-log", "none", "-screen", "none", "-var", "nsteps", "0", "-var", "T", "1500"])
@@ -102,10 +105,106 @@ def in_process(a: argparse.Namespace) -> None:
     from lammps_hooks import attach
 
     hook = attach(lmp, mobile="F", every=10, store=os.path.join(tmp, "first.zarr"))
+    lmp.command("run 100")
     hook.close()
     print(f"one-off, first attach + close in a process (imports, store creation): {time.process_time() - c0:.3f} s CPU, "
           f"{time.perf_counter() - w0:.3f} s wall")
     lmp.close()
+
+
+def interleaved(steps: int, slices: int, every: int, store: str, worker: str = "inline",
+                chunk_frames: int | None = None, store_framework: bool = True, fast: bool = True,
+                first: str = "plain") -> tuple[float, float, int, float]:
+    """One pair run side by side: two fresh LAMMPS instances in this process, plain and hooked, each running
+    ``steps`` steps as ``slices`` ``run`` commands taken in turns (plain, hooked, hooked, plain, ...: the one that
+    goes first alternates), the CPU time of every slice added to its instance's total.
+
+    The host's speed drifts by several per cent over seconds (the CPU time of 1000-step slices of one plain run
+    moves by +-5 % in waves of 5-10 s); whole runs one after the other each see another part of a wave. Slices
+    in turns see the same waves. The hooked instance's total counts its attach (store created) with its first
+    slice and its close (last chunk written) with its last, so the store's whole life is inside it; each slice is
+    a ``run`` command, so the store holds ``slices`` segments (LAMMPS runs), which costs the hook more than one
+    long run. Returns (plain CPU s, hooked CPU s, frames stored, attach CPU s).
+    """
+    from lammps_hooks import attach, load_lammps
+
+    args = ["-log", "none", "-screen", "none", "-var", "nsteps", "0", "-var", "T", "1500"]
+    lmps = {}
+    for kind in ("plain", "hooked"):
+        lmps[kind] = load_lammps(args)
+        lmps[kind].file(CAF2)
+        lmps[kind].command("run 200")  # untimed warm-up: neighbour lists, PPPM
+    cpu = {"plain": 0.0, "hooked": 0.0}
+    hook, c_attach, frames = None, 0.0, 0
+    per = steps // slices
+    order = [first, "hooked" if first == "plain" else "plain"]
+    for i in range(slices):
+        for kind in (order if i % 2 == 0 else order[::-1]):
+            gc.collect()  # untimed: no slice pays for the garbage of the one before
+            c0, k0 = time.process_time(), _children_cpu()
+            if kind == "hooked" and hook is None:
+                hook = attach(lmps[kind], mobile="F", every=every, store=store, chunk_frames=chunk_frames,
+                              worker=worker, store_framework=store_framework, fast=fast)
+                c_attach = time.process_time() - c0
+            # `pre no` after an instance's first slice: no re-setup of what did not change (its own atoms, fix list)
+            lmps[kind].command(f"run {per if i < slices - 1 else steps - per * (slices - 1)} "
+                               f"pre {'yes' if i == 0 else 'no'} post no")
+            if kind == "hooked" and i == slices - 1:
+                frames = hook.close()["frames"]
+            cpu[kind] += time.process_time() - c0 + _children_cpu() - k0
+    for lmp in lmps.values():
+        lmp.close()
+    return cpu["plain"], cpu["hooked"], frames, c_attach
+
+
+def in_process_interleaved(a: argparse.Namespace) -> None:
+    tmp = tempfile.mkdtemp()
+    print(f"CaF2 example (321 atoms, 214 F stored), {a.steps} steps per run in {a.slices} slices taken in turns by a "
+          f"plain and a hooked LAMMPS instance (fresh per pair) in one process, {a.pairs} pairs (the instance that "
+          f"goes first alternates), worker={a.worker}; CPU = process_time (all threads) + child processes per slice, "
+          "the hooked total from before attach to after close")
+    print(f"machine: {os.cpu_count()} cores; load average (1/5/15 min) at start: {_load()}")
+    _first_attach(tmp)
+    from lammps_hooks.fix_external import _c_callback
+
+    print(f"the C per-step copy (lammps_hooks._stage): {'built, used' if _c_callback() is not None else 'NOT built'}"
+          + ("; the Python-only hook (fast=False) measured in pairs of its own, taken in turns with them" if a.python
+             else ""))
+    for every in a.every:
+        rows: dict[str, list[float]] = {"hooked": [], "python": []}
+        attach_s: list[float] = []
+        load0 = _load()
+        for p in range(a.pairs):
+            for kind in (("hooked", "python") if a.python else ("hooked",)):
+                store = os.path.join(tmp, f"i{every}_{p}_{kind}.zarr")
+                cp, ch, n, ca = interleaved(a.steps, a.slices, every, store, a.worker, a.chunk_frames,
+                                            not a.no_framework, fast=kind == "hooked",
+                                            first="plain" if p % 2 == 0 else "hooked")
+                # each slice is a run: its first frame repeats the last one stored, and is skipped
+                assert n == a.steps // every + 1, n
+                rows[kind].append(100 * (ch / cp - 1))
+                if kind == "hooked":
+                    attach_s.append(ca)
+                shutil.rmtree(store, ignore_errors=True)
+        target = {10: " (target <= 2 %)", 1: " (target <= 5 %)"}.get(every, "")
+        x = rows["hooked"]
+        print(f"  every={every:3d} ({a.steps // every + 1} frames): extra CPU {np.median(x):+.2f} % median{target}; "
+              "pairs " + ", ".join(f"{v:+.2f}" for v in x) + f" %; attach ~{1e3 * np.median(attach_s):.0f} ms CPU")
+        if rows["python"]:
+            print(f"      Python-only hook (fast=False): extra CPU {np.median(rows['python']):+.2f} % median; pairs "
+                  + ", ".join(f"{v:+.2f}" for v in rows["python"]) + " %")
+        print(f"      load average (1/5/15 min): {load0} before, {_load()} after")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def in_process(a: argparse.Namespace) -> None:
+    tmp = tempfile.mkdtemp()
+    print(f"CaF2 example (321 atoms, 214 F stored), {a.steps} steps per run, fresh LAMMPS instance per run, "
+          f"{a.pairs} alternating plain/hooked pairs in one process, worker={a.worker}, "
+          f"chunk_frames={a.chunk_frames or 'the hook default'}; "
+          "CPU = process_time (all threads) + child processes, from before attach to after close")
+    print(f"machine: {os.cpu_count()} cores; load average (1/5/15 min) at start: {_load()}")
+    _first_attach(tmp)
     one(200, a.every[0], os.path.join(tmp, "warm.zarr"), a.worker, a.chunk_frames)
     from lammps_hooks.fix_external import _c_callback
 
@@ -180,6 +279,84 @@ MPI_SCRIPT = textwrap.dedent("""
 """)
 
 
+MPI_SLICES_SCRIPT = textwrap.dedent("""
+    import gc, json, sys, time
+    from mpi4py import MPI
+    sys.path.insert(0, sys.argv[5])
+    from lammps_hooks import attach, load_lammps
+    comm = MPI.COMM_WORLD
+    caf2, steps, every, store, slices, first = (sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4],
+                                                int(sys.argv[7]), sys.argv[8])
+    args = ["-log", "none", "-screen", "none", "-var", "nsteps", "0", "-var", "T", "1500"]
+    lmps = {}
+    for kind in ("plain", "hooked"):
+        lmps[kind] = load_lammps(args, comm=comm)
+        lmps[kind].file(caf2)
+        lmps[kind].command("run 200")
+    import zarr  # noqa: F401  the one-off import of the store's writer, before the timing
+    wall, cpu, hook, w_attach = {"plain": 0.0, "hooked": 0.0}, {"plain": 0.0, "hooked": 0.0}, None, 0.0
+    per = steps // slices
+    order = [first, "hooked" if first == "plain" else "plain"]
+    for i in range(slices):
+        for kind in (order if i % 2 == 0 else order[::-1]):
+            gc.collect()
+            comm.Barrier()
+            c0, w0 = time.process_time(), time.perf_counter()
+            if kind == "hooked" and hook is None:
+                hook = attach(lmps[kind], mobile="F", every=every, store=store, comm=comm, worker=sys.argv[6])
+                comm.Barrier()
+                w_attach = time.perf_counter() - w0
+            lmps[kind].command(f"run {per if i < slices - 1 else steps - per * (slices - 1)} "
+                               f"pre {'yes' if i == 0 else 'no'} post no")
+            if kind == "hooked" and i == slices - 1:
+                hook.close()
+            comm.Barrier()
+            wall[kind] += time.perf_counter() - w0
+            cpu[kind] += time.process_time() - c0
+    cpus = {k: comm.gather(v, root=0) for k, v in cpu.items()}
+    for lmp in lmps.values():
+        lmp.close()
+    if comm.Get_rank() == 0:
+        print(json.dumps({"wall": wall, "cpu": {k: sum(v) for k, v in cpus.items()}, "attach": w_attach}))
+""")
+
+
+def with_mpirun_interleaved(a: argparse.Namespace) -> None:
+    mpirun = os.path.join(os.path.dirname(sys.executable), "mpirun")
+    if not os.path.exists(mpirun):
+        mpirun = shutil.which("mpirun") or "mpirun"
+    tmp = tempfile.mkdtemp()
+    script = os.path.join(tmp, "mpi_slices.py")
+    with open(script, "w") as fh:
+        fh.write(MPI_SLICES_SCRIPT)
+    env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(sys.prefix, "lib"))
+    every = a.every[0]
+    print(f"mpirun -np 2, CaF2 example, {a.mpi_steps} steps, every={every}, frames gathered to rank 0 (mpi4py), "
+          f"worker={a.worker}; {a.pairs} pairs, each one mpirun with a plain and a hooked LAMMPS instance on both "
+          f"ranks taking {a.slices} slices in turns (the one that goes first alternates); wall of every slice on "
+          "rank 0 between barriers, the hooked total from before attach to after close")
+    print(f"machine: {os.cpu_count()} cores; load average (1/5/15 min) at start: {_load()}")
+    walls, cpus = [], []
+    for p in range(a.pairs):
+        store = os.path.join(tmp, f"mpi{p}.zarr")
+        r = subprocess.run([mpirun, "-np", "2", sys.executable, script, CAF2, str(a.mpi_steps), str(every), store,
+                            ROOT, a.worker, str(a.slices), "plain" if p % 2 == 0 else "hooked"],
+                           capture_output=True, text=True, env=env, timeout=3600)
+        if r.returncode != 0:
+            raise RuntimeError(r.stderr[-2000:])
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+        shutil.rmtree(store, ignore_errors=True)
+        walls.append(100 * (out["wall"]["hooked"] / out["wall"]["plain"] - 1))
+        cpus.append(100 * (out["cpu"]["hooked"] / out["cpu"]["plain"] - 1))
+        print(f"  pair {p + 1}: plain {out['wall']['plain']:.2f} s, hooked {out['wall']['hooked']:.2f} s wall "
+              f"(attach {out['attach']:.3f} s); load {_load()}")
+    print(f"  wall overhead {np.median(walls):+.2f} % median (target <= 3 %); pairs "
+          + ", ".join(f"{x:+.2f}" for x in walls) + " %")
+    print(f"  CPU of both ranks {np.median(cpus):+.2f} % median, pairs " + ", ".join(f"{x:+.2f}" for x in cpus) + " %")
+    print(f"  load average (1/5/15 min) at the end: {_load()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def with_mpirun(a: argparse.Namespace) -> None:
     mpirun = os.path.join(os.path.dirname(sys.executable), "mpirun")
     if not os.path.exists(mpirun):
@@ -246,9 +423,14 @@ def main() -> None:
                     help="also run the hook with its Python-only callback (fast=False) in every pair")
     ap.add_argument("--mpi", action="store_true", help="mpirun -np 2 hooked vs plain (wall), instead of in-process")
     ap.add_argument("--mpi-steps", type=int, default=8000)
+    ap.add_argument("--slices", type=int, default=16,
+                    help="run each pair as this many slices taken in turns by a plain and a hooked instance "
+                         "(default 16); 1: whole runs one after the other (a fresh instance or mpirun per run)")
     a = ap.parse_args()
     if a.mpi:
-        with_mpirun(a)
+        with_mpirun_interleaved(a) if a.slices > 1 else with_mpirun(a)
+    elif a.slices > 1:
+        in_process_interleaved(a)
     else:
         in_process(a)
 

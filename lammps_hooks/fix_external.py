@@ -158,8 +158,9 @@ class Hook:
         #: every atom's id at attach, sorted (under MPI: the rows of the frames gathered to rank 0)
         self.all_ids: np.ndarray = np.zeros(0, np.int64)
         self._gx: np.ndarray | None = None
-        self._gimg: np.ndarray | None = None
-        self._gcount: np.ndarray | None = None
+        self._gaux: np.ndarray | None = None
+        #: the batch's atoms into rows in C (``iondiff_stream.io._blocks.scatter_rows``) when built and ``fast``
+        self._compiled_blocks: Any = None
         #: MPI ranks with the C callback: the batch's flat arrays, and box / new run of the frames Python stored
         self._flat: dict[str, np.ndarray] = {}
         self._flat_meta: dict[int, tuple[Any, bool]] = {}
@@ -540,30 +541,35 @@ class Hook:
         all_ids, size = self.all_ids, self.gather_frames
         if self._gx is None or len(self._gx) < n:
             m = max(n, size)
-            self._gx, self._gimg = np.zeros((m, len(all_ids), 3)), np.zeros((m, len(all_ids)), np.int64)
-            self._gcount = np.zeros((m, len(all_ids)), np.int32)
+            # positions (m, N, 3); image flags and presence (2, m, N): two sums per batch
+            self._gx, self._gaux = np.zeros((m, len(all_ids), 3)), np.zeros((2, m, len(all_ids)), np.int64)
         if flat is not None:
             ids, pos, img, counts = flat
-            frame = np.repeat(np.arange(n), counts)
         else:
-            ids = np.concatenate([p[4] for p in pending]).astype(np.int64, copy=False)
-            frame = np.repeat(np.arange(n), [len(p[4]) for p in pending])
+            ids = np.concatenate([p[4] for p in pending])
+            counts = np.array([len(p[4]) for p in pending], np.int64)
             pos, img = np.concatenate([p[5] for p in pending]), np.concatenate([p[6] for p in pending])
-        rows = np.minimum(np.searchsorted(all_ids, ids), len(all_ids) - 1)
-        known = all_ids[rows] == ids
-        if not known.all():
-            frame, rows, pos, img = frame[known], rows[known], pos[known], img[known]
         # an id is once per rank and frame: the sum over the ranks counts an atom held twice (checked below)
-        self._gx[frame, rows], self._gimg[frame, rows], self._gcount[frame, rows] = pos, img, 1
+        if self._compiled_blocks is not None:  # one pass in C (iondiff_stream.io._blocks)
+            self._compiled_blocks.scatter_rows(np.ascontiguousarray(ids), np.ascontiguousarray(pos, np.float64),
+                                               np.ascontiguousarray(img), counts, all_ids, self._gx, self._gaux)
+        else:
+            ids = ids.astype(np.int64, copy=False)
+            frame = np.repeat(np.arange(n), counts)
+            rows = np.minimum(np.searchsorted(all_ids, ids), len(all_ids) - 1)
+            known = all_ids[rows] == ids
+            if not known.all():
+                frame, rows, pos, img = frame[known], rows[known], pos[known], img[known]
+            self._gx[frame, rows], self._gaux[0, frame, rows], self._gaux[1, frame, rows] = pos, img, 1
         root = self.comm.Get_rank() == 0
-        out = [np.empty_like(a[:n]) if root else None for a in (self._gx, self._gimg, self._gcount)]
-        for a, o in zip((self._gx, self._gimg, self._gcount), out):
-            self.comm.Reduce(a[:n], o, op=MPI.SUM, root=0)
-            a[:n] = 0
+        out = [np.empty_like(a) if root else None for a in (self._gx[:n], self._gaux[:, :n])]
+        for a, o in zip((self._gx[:n], np.ascontiguousarray(self._gaux[:, :n])), out):
+            self.comm.Reduce(a, o, op=MPI.SUM, root=0)
+        self._gx[:n], self._gaux[:, :n] = 0, 0
         if not root:
             return
         assert self.sink is not None
-        x, img, count = out
+        x, (img, count) = out[0], out[1]
         # frames of one box, one run and the same atoms present go to the sink as one block
         now, i = time.time(), 0
         while i < n:
@@ -760,7 +766,8 @@ def attach(
         is present) copy the frames that continue a block, so Python runs once per block of frames instead
         of at every stored step; the stored frames are the same. False, or without the module: Python copies
         every frame. Not used under MPI, with a box that changes every step (NPT) or while the DeePMD model
-        deviation is followed (those frames go through Python).
+        deviation is followed (those frames go through Python). Also the store's sink: True picks rows, unwraps
+        and converts units of a block in one pass in C (``iondiff_stream.io._blocks``), False with NumPy.
 
     Returns
     -------
@@ -789,7 +796,8 @@ def attach(
             sink = FrameSink(store, ids, types, mobile, type_elements, units=units, capacity=capacity,
                              chunk_frames=chunk_frames, flush_seconds=flush_seconds,
                              metadata={"every": every, "lammps_version": int(lmp.version()), "natoms": natoms},
-                             worker=worker, mode=mode, overwrite=overwrite, store_framework=store_framework)
+                             worker=worker, mode=mode, overwrite=overwrite, store_framework=store_framework,
+                             compiled=fast)
         except BaseException as exc:  # noqa: BLE001 - re-raised below (after telling the other ranks)
             err = exc
     if comm is not None and comm.Get_size() > 1:
@@ -800,6 +808,13 @@ def attach(
         raise err
     hook = Hook(lmp, sink, fix_id, every, comm, bits, world_size=world)
     hook.all_ids = ids
+    if fast:
+        try:  # an MPI batch's atoms into rows in one pass (iondiff_stream/io/_blocks.c); NumPy without it
+            from iondiff_stream.io import _blocks
+
+            hook._compiled_blocks = _blocks if hasattr(_blocks, "scatter_rows") else None
+        except ImportError:
+            pass
     hook.sink_store = store
     if model_devi is not None:
         hook.follow_model_deviation(model_devi, mode="a" if mode == "a" else "w", meta=model_devi_meta)

@@ -612,3 +612,110 @@ def test_sink_blocks_equal_frames(tmp_path, worker):
     assert c1 == c2 and c1[0] == 40 and len(s1) == len(s2) == 1
     for k in ("positions", "framework_centre", "framework", "step", "time_ps", "box"):
         np.testing.assert_array_equal(d1[k], d2[k])
+
+
+@pytest.mark.parametrize("bits,img_dtype,triclinic", [(10, np.int32, True), (10, np.int32, False),
+                                                       (21, np.int64, True)])
+def test_block_kernel_equals_naive_unwrap_and_numpy_sink(tmp_path, bits, img_dtype, triclinic):
+    """The C block kernel (``iondiff_stream.io._blocks``): rows picked from LAMMPS's order, unwrapped with packed
+    image flags and scaled equal a naive per-atom loop; a sink using it stores what the NumPy sink stores
+    (positions to 1e-12, framework float32 positions bit for bit, the framework centre)."""
+    from iondiff_stream.io import sink as sink_mod
+    from iondiff_stream.io.sink import FrameSink
+
+    if sink_mod._blocks is None:
+        pytest.skip("iondiff_stream.io._blocks was not built (no C compiler)")
+    rng = np.random.default_rng(11)
+    m, n = 9, 13
+    h = np.array([[10.0, 0, 0], [1.5, 11.0, 0], [0.5, -0.7, 12.0]]) if triclinic else np.diag([10.0, 11.0, 12.0])
+    imax = 1 << (bits - 1)
+    x = rng.random((m, n, 3)) * 10
+    img = rng.integers(-40, 41, (m, n, 3))
+    packed = ((img[..., 0] + imax) | ((img[..., 1] + imax) << bits) | ((img[..., 2] + imax) << (2 * bits))).astype(img_dtype)
+    rows = np.array([7, 2, 11, 0, 5], np.int64)
+    out = np.empty((m, len(rows), 3))
+    out32 = np.empty((m, len(rows), 3), np.float32)
+    centre = np.empty((m, 3))
+    sink_mod._blocks.unwrap_rows(x, packed, rows, h, bits, 0.5, out, centre)
+    sink_mod._blocks.unwrap_rows(x, packed, rows, h, bits, 0.5, out32, None)
+    naive = np.empty_like(out)
+    for k in range(m):
+        for j, a in enumerate(rows):
+            naive[k, j] = 0.5 * (x[k, a] + sum(img[k, a, d] * h[d] for d in range(3)))
+    np.testing.assert_allclose(out, naive, rtol=1e-13, atol=1e-12)
+    np.testing.assert_array_equal(out32, out.astype(np.float32))
+    np.testing.assert_allclose(centre, naive.mean(1), rtol=1e-13, atol=1e-12)
+    with pytest.raises(IndexError, match="row 13 out of range"):
+        sink_mod._blocks.unwrap_rows(x, packed, np.array([13]), h, bits, 1.0, None, None)
+    with pytest.raises(TypeError, match="images must be int32 or int64"):
+        sink_mod._blocks.unwrap_rows(x, packed.astype(np.float64), rows, h, bits, 1.0, None, None)
+    # the sink with and without it: same store
+    ids = np.array([3, 9, 4, 12, 7, 1, 20, 15, 8, 30, 2, 6, 11])
+    types = np.array([2, 1, 2, 1, 2, 1, 2, 1, 1, 2, 1, 2, 1])
+    order = rng.permutation(n)
+    stores = {}
+    for compiled in (True, False):
+        path = tmp_path / f"{compiled}.zarr"
+        with FrameSink(str(path), ids, types, "type 2", {1: "O", 2: "Li"}, units="real", worker="inline",
+                       compiled=compiled) as sink:
+            assert sink.compiled is compiled
+            k = np.arange(m)
+            sink.push_block(10 * k, 10.0 * k, np.ascontiguousarray(x[:, order]), h,
+                            images=np.ascontiguousarray(packed[:, order]), image_bits=bits, ids=ids[order],
+                            new_run=k == 0)
+        stores[compiled] = _store_contents(path)
+    (d1, s1, c1), (d2, s2, c2) = stores[True], stores[False]
+    assert c1 == c2 and c1[0] == m and s1 == s2
+    np.testing.assert_allclose(d1["positions"], d2["positions"], rtol=1e-13, atol=1e-12)
+    np.testing.assert_allclose(d1["framework_centre"], d2["framework_centre"], rtol=1e-13, atol=1e-12)
+    np.testing.assert_array_equal(d1["framework"], d2["framework"])
+    by_id = {int(i): c for c, i in enumerate(ids)}
+    li = sorted(int(i) for i, t in zip(ids, types) if t == 2)
+    want = np.stack([x[:, by_id[i]] + img[:, by_id[i]] @ h for i in li], axis=1)
+    np.testing.assert_allclose(d1["positions"], want, rtol=1e-12)  # real units: Å already
+
+
+def test_scatter_rows_equals_numpy_scatter():
+    """An MPI rank's atoms of a batch of frames into rows sorted by id, in C (``_blocks.scatter_rows``), equal the
+    NumPy scatter; ids not among the rows (atoms created later) are counted and left out; two ranks' halves sum to
+    the whole frames with every atom present once."""
+    from iondiff_stream.io import sink as sink_mod
+
+    if sink_mod._blocks is None or not hasattr(sink_mod._blocks, "scatter_rows"):
+        pytest.skip("iondiff_stream.io._blocks was not built (no C compiler)")
+    rng = np.random.default_rng(5)
+    all_ids = np.array([2, 5, 6, 9, 14, 15, 21, 30], np.int64)
+    m, N = 4, len(all_ids)
+    X = rng.random((m, N, 3))
+    IMG = rng.integers(1, 2**30, (m, N))
+    owner = rng.integers(0, 2, (m, N))  # which rank holds each atom in each frame
+    outs = []
+    for rank in range(2):
+        ids, pos, img, counts = [], [], [], []
+        for k in range(m):
+            sel = rng.permutation(np.flatnonzero(owner[k] == rank))  # in LAMMPS's local order
+            extra = [99] if k == 1 and rank == 1 else []  # an atom created after attach
+            ids.append(np.concatenate([all_ids[sel], extra]).astype(np.int32))
+            pos.append(np.concatenate([X[k, sel], rng.random((len(extra), 3))]))
+            img.append(np.concatenate([IMG[k, sel], np.full(len(extra), 7, np.int64)]))
+            counts.append(len(sel) + len(extra))
+        ids, pos, img = np.concatenate(ids), np.concatenate(pos), np.concatenate(img)
+        out_x, out_aux = np.zeros((m + 2, N, 3)), np.zeros((2, m + 2, N), np.int64)
+        unknown = sink_mod._blocks.scatter_rows(ids, pos, img, np.array(counts, np.int64), all_ids, out_x, out_aux)
+        assert unknown == (1 if rank == 1 else 0)
+        # the NumPy scatter of the hook's fallback
+        ref_x, ref_aux = np.zeros_like(out_x), np.zeros_like(out_aux)
+        frame = np.repeat(np.arange(m), counts)
+        rows = np.minimum(np.searchsorted(all_ids, ids), N - 1)
+        known = all_ids[rows] == ids
+        ref_x[frame[known], rows[known]] = pos[known]
+        ref_aux[0, frame[known], rows[known]], ref_aux[1, frame[known], rows[known]] = img[known], 1
+        np.testing.assert_array_equal(out_x, ref_x)
+        np.testing.assert_array_equal(out_aux, ref_aux)
+        outs.append((out_x, out_aux))
+    total_x, total_aux = outs[0][0] + outs[1][0], outs[0][1] + outs[1][1]
+    np.testing.assert_array_equal(total_x[:m], X)
+    np.testing.assert_array_equal(total_aux[0, :m], IMG)
+    assert (total_aux[1, :m] == 1).all() and not total_aux[:, m:].any()
+    with pytest.raises(ValueError, match="add up to"):
+        sink_mod._blocks.scatter_rows(ids, pos, img, np.array([1], np.int64), all_ids, out_x, out_aux)

@@ -28,6 +28,11 @@ from iondiff_stream.core.units import lammps_factors
 
 logger = logging.getLogger(__name__)
 
+try:  # the block of frames to stored rows in one pass, in C (iondiff_stream/io/_blocks.c); NumPy without it
+    from iondiff_stream.io import _blocks
+except ImportError:  # pragma: no cover - a machine without a C compiler
+    _blocks = None
+
 #: steps a store chunk covers at least when the hook picks the chunk size (:func:`chunk_frames_for`)
 CHUNK_STEPS = 1000
 #: bytes of stored positions a chunk picked by the hook holds at most (a frame every step: ~1000 frames of 214 ions)
@@ -204,6 +209,10 @@ class FrameSink:
     store_framework : bool
         Also store the framework atoms' positions (float32), so that the analysis of the store can attach
         sites to the framework (:mod:`iondiff_stream.model.framework`) as it does for a full trajectory.
+    compiled : bool
+        Pick rows, unwrap and convert units of a block of frames with packed image flags in one pass in C
+        (``iondiff_stream.io._blocks``, when it was built); ``False``: NumPy (the same numbers, more passes over
+        memory: ``benchmarks/hook_cpu.py --python``).
     """
 
     def __init__(
@@ -223,6 +232,7 @@ class FrameSink:
         mode: str = "a",
         overwrite: bool = False,
         store_framework: bool = True,
+        compiled: bool = True,
     ) -> None:
         if worker not in ("process", "thread", "inline"):
             raise ValueError(f"worker must be 'process', 'thread' or 'inline', got {worker!r}")
@@ -266,11 +276,12 @@ class FrameSink:
                 dict(store=store, ids=self.ids, types=self.types, mobile=mobile, type_elements=self.type_elements,
                      units=units, capacity=capacity, chunk_frames=chunk_frames, flush_seconds=flush_seconds,
                      metadata=metadata, worker="inline", mode=mode, overwrite=overwrite,
-                     store_framework=store_framework)
+                     store_framework=store_framework, compiled=compiled)
             )
             self.writer = None  # type: ignore[assignment]
             return
         self.store_framework = bool(store_framework)
+        self.compiled = bool(compiled) and _blocks is not None
         fw_types = self.types[~self.mask]
         framework = ((self.framework_ids, [self.type_elements.get(int(t), f"type{int(t)}") for t in fw_types],
                       fw_types) if self.store_framework else None)
@@ -521,6 +532,22 @@ class FrameSink:
         h, images, bits, ids = b.h, b.images, b.image_bits, b.ids
         rm, rf = self._rows_of(ids, int(b.steps[0])) if ids is not None else self._default_rows
         x = b.x if b.x.dtype == np.float64 else b.x.astype(np.float64)
+        m = len(b.steps)
+        if self.compiled and images is not None and images.ndim == 2 and images.dtype in (np.int32, np.int64):
+            # one pass in C: rows picked, unwrapped, in Å; the framework's mean and its float32 positions
+            x, images = np.ascontiguousarray(x), np.ascontiguousarray(images)
+            h = np.ascontiguousarray(h, dtype=np.float64)
+            pos = np.empty((m, len(rm), 3))
+            _blocks.unwrap_rows(x, images, rm, h, bits, self.length, pos, None)
+            fwp = fw = None
+            if len(rf):
+                keep = self.store_framework and len(rf) == self.writer.n_framework
+                fwp = np.empty((m, len(rf), 3), np.float32) if keep else None
+                fw = np.empty((m, 3))
+                _blocks.unwrap_rows(x, images, rf, h, bits, self.length, fwp, fw)
+            self.writer.append_many(b.steps, b.times * self.time, pos, np.broadcast_to(self._box(h), (m, 6)), fw,
+                                    b.new_run, b.wall_s, framework_positions=fwp)
+            return
         xm, xf = x[:, rm], x[:, rf]
         if images is not None:
             pos = unwrap_block(xm, images[:, rm], h, bits, in_place=True)  # xm, xf: copies (fancy indexing)
@@ -546,7 +573,6 @@ class FrameSink:
         if fwp is not None and fwp.shape[1] != self.writer.n_framework:
             fwp = None  # framework atoms gone or created since the store began: no framework positions
         box = self._box(h)
-        m = len(b.steps)
         self.writer.append_many(b.steps, b.times * self.time, pos, np.broadcast_to(box, (m, 6)), fw, b.new_run,
                                 b.wall_s, framework_positions=fwp)
 

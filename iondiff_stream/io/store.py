@@ -502,7 +502,9 @@ class FrameStoreWriter:
                     if framework[2] is not None:
                         attrs["framework_lammps_types"] = [int(t) for t in framework[2]]
                 self.group.update_attributes(attrs)  # one metadata write (attrs.update writes once per key)
-                size = cap if cap is not None else 0
+                # an archive starts at 16 chunks (what its first growth gave): no metadata rewrites in a short run
+                # (~1.5 ms of CPU per array); readers go by the commit record, never by the arrays' shape
+                size = cap if cap is not None else 16 * self.chunk
                 shapes = {
                     "positions": ((size, n, 3), "float64", (self.chunk, n, 3), "angstrom"),
                     "framework_centre": ((size, 3), "float64", (self.chunk, 3), "angstrom"),
