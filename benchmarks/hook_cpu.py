@@ -112,7 +112,7 @@ def _first_attach(tmp: str) -> None:
     lmp.close()
 
 
-def interleaved(steps: int, slices: int, every: int, store: str, worker: str = "inline",
+def interleaved(steps: int, slices: int, every: int | None, store: str, worker: str = "inline",
                 chunk_frames: int | None = None, store_framework: bool = True, fast: bool = True,
                 first: str = "plain") -> tuple[float, float, int, float]:
     """One pair run side by side: two fresh LAMMPS instances in this process, plain and hooked, each running
@@ -124,7 +124,8 @@ def interleaved(steps: int, slices: int, every: int, store: str, worker: str = "
     in turns see the same waves. The hooked instance's total counts its attach (store created) with its first
     slice and its close (last chunk written) with its last, so the store's whole life is inside it; each slice is
     a ``run`` command, so the store holds ``slices`` segments (LAMMPS runs), which costs the hook more than one
-    long run. Returns (plain CPU s, hooked CPU s, frames stored, attach CPU s).
+    long run. ``every=None``: no hook on either (the method's null result). Returns (plain CPU s, hooked CPU s,
+    frames stored, attach CPU s).
     """
     from lammps_hooks import attach, load_lammps
 
@@ -142,14 +143,14 @@ def interleaved(steps: int, slices: int, every: int, store: str, worker: str = "
         for kind in (order if i % 2 == 0 else order[::-1]):
             gc.collect()  # untimed: no slice pays for the garbage of the one before
             c0, k0 = time.process_time(), _children_cpu()
-            if kind == "hooked" and hook is None:
+            if kind == "hooked" and hook is None and every is not None:
                 hook = attach(lmps[kind], mobile="F", every=every, store=store, chunk_frames=chunk_frames,
                               worker=worker, store_framework=store_framework, fast=fast)
                 c_attach = time.process_time() - c0
             # `pre no` after an instance's first slice: no re-setup of what did not change (its own atoms, fix list)
             lmps[kind].command(f"run {per if i < slices - 1 else steps - per * (slices - 1)} "
                                f"pre {'yes' if i == 0 else 'no'} post no")
-            if kind == "hooked" and i == slices - 1:
+            if kind == "hooked" and i == slices - 1 and hook is not None:
                 frames = hook.close()["frames"]
             cpu[kind] += time.process_time() - c0 + _children_cpu() - k0
     for lmp in lmps.values():
@@ -170,6 +171,13 @@ def in_process_interleaved(a: argparse.Namespace) -> None:
     print(f"the C per-step copy (lammps_hooks._stage): {'built, used' if _c_callback() is not None else 'NOT built'}"
           + ("; the Python-only hook (fast=False) measured in pairs of its own, taken in turns with them" if a.python
              else ""))
+    if a.null:  # both instances plain: what the method reports when nothing differs
+        x = []
+        for p in range(a.pairs):
+            cp, ch, _, _ = interleaved(a.steps, a.slices, None, "", first="plain" if p % 2 == 0 else "hooked")
+            x.append(100 * (ch / cp - 1))
+        print(f"  null (both instances plain): {np.median(x):+.2f} % median; pairs " + ", ".join(f"{v:+.2f}" for v in x)
+              + f" %; load {_load()}")
     for every in a.every:
         rows: dict[str, list[float]] = {"hooked": [], "python": []}
         attach_s: list[float] = []
@@ -421,6 +429,8 @@ def main() -> None:
     ap.add_argument("--no-framework", action="store_true", help="store the mobile ions only (no framework positions)")
     ap.add_argument("--python", action="store_true",
                     help="also run the hook with its Python-only callback (fast=False) in every pair")
+    ap.add_argument("--null", action="store_true",
+                    help="also measure pairs of two plain instances (slices in turns): the method's null result")
     ap.add_argument("--mpi", action="store_true", help="mpirun -np 2 hooked vs plain (wall), instead of in-process")
     ap.add_argument("--mpi-steps", type=int, default=8000)
     ap.add_argument("--slices", type=int, default=16,

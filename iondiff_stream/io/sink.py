@@ -282,6 +282,7 @@ class FrameSink:
             return
         self.store_framework = bool(store_framework)
         self.compiled = bool(compiled) and _blocks is not None
+        self._scratch_bufs: dict[str, np.ndarray] = {}
         fw_types = self.types[~self.mask]
         framework = ((self.framework_ids, [self.type_elements.get(int(t), f"type{int(t)}") for t in fw_types],
                       fw_types) if self.store_framework else None)
@@ -524,6 +525,15 @@ class FrameSink:
                       np.asarray(h, dtype=np.float64), img, bits, ids, np.array([f[7] for f in frames], bool),
                       np.array([f[8] for f in frames], float))
 
+    def _scratch(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """A C-contiguous array of ``shape`` over memory reused from block to block (the writer copies what it
+        keeps): a fresh array per block is fresh pages, and page faults, every block."""
+        need = int(np.prod(shape))
+        buf = self._scratch_bufs.get(name)
+        if buf is None or buf.size < need:
+            buf = self._scratch_bufs[name] = np.empty(max(need, 1), dtype)
+        return buf[:need].reshape(shape)
+
     def _process_block(self, b: _Block) -> None:
         """Match ids, unwrap, convert units and hand a block of frames of one layout to the writer.
 
@@ -537,13 +547,13 @@ class FrameSink:
             # one pass in C: rows picked, unwrapped, in Å; the framework's mean and its float32 positions
             x, images = np.ascontiguousarray(x), np.ascontiguousarray(images)
             h = np.ascontiguousarray(h, dtype=np.float64)
-            pos = np.empty((m, len(rm), 3))
+            pos = self._scratch("pos", (m, len(rm), 3), np.float64)
             _blocks.unwrap_rows(x, images, rm, h, bits, self.length, pos, None)
             fwp = fw = None
             if len(rf):
                 keep = self.store_framework and len(rf) == self.writer.n_framework
-                fwp = np.empty((m, len(rf), 3), np.float32) if keep else None
-                fw = np.empty((m, 3))
+                fwp = self._scratch("fwp", (m, len(rf), 3), np.float32) if keep else None
+                fw = self._scratch("fw", (m, 3), np.float64)
                 _blocks.unwrap_rows(x, images, rf, h, bits, self.length, fwp, fw)
             self.writer.append_many(b.steps, b.times * self.time, pos, np.broadcast_to(self._box(h), (m, 6)), fw,
                                     b.new_run, b.wall_s, framework_positions=fwp)
