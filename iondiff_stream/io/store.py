@@ -448,6 +448,7 @@ class FrameStoreWriter:
         if fw_ids is not None and len(fw_ids) == 0:
             fw_ids = None
         self._lock: _WriterLock | None = None
+        created: dict[str, Any] = {}
         try:
             parent = os.path.dirname(os.path.abspath(self.path)) or "."
             os.makedirs(parent, exist_ok=True)
@@ -481,7 +482,6 @@ class FrameStoreWriter:
                             os.remove(full)
                 cap = None if capacity is None else int(np.ceil(int(capacity) / self.chunk) * self.chunk)
                 self.capacity = cap
-                self.group = zarr.open_group(self.path, mode="a")
                 attrs = {
                     "format": FORMAT,
                     "version": VERSION,
@@ -501,7 +501,8 @@ class FrameStoreWriter:
                     attrs["framework_species"] = [str(x) for x in framework[1]]
                     if framework[2] is not None:
                         attrs["framework_lammps_types"] = [int(t) for t in framework[2]]
-                self.group.update_attributes(attrs)  # one metadata write (attrs.update writes once per key)
+                # the group with its attributes: one metadata write (attrs.update writes once per key)
+                self.group = zarr.create_group(self.path, attributes=attrs)  # no overwrite: it would delete the lock
                 # an archive starts at 16 chunks (what its first growth gave): no metadata rewrites in a short run
                 # (~1.5 ms of CPU per array); readers go by the commit record, never by the arrays' shape
                 size = cap if cap is not None else 16 * self.chunk
@@ -516,7 +517,7 @@ class FrameStoreWriter:
                 if fw_ids is not None:
                     shapes["framework"] = ((size, len(fw_ids), 3), "float32", (self.chunk, len(fw_ids), 3), "angstrom")
                 for name, (shape, dt, ch, u) in shapes.items():
-                    self.group.create_array(name, shape=shape, dtype=dt, chunks=ch,
+                    created[name] = self.group.create_array(name, shape=shape, dtype=dt, chunks=ch,
                                             fill_value=np.nan if dt.startswith("float") else -1,
                                             attributes={"units": u} if u else None, **_codecs(name))
                 self.commit = Commit()
@@ -531,9 +532,13 @@ class FrameStoreWriter:
             raise
         if self._lock.stale:
             self.commit.unclean_exits.append(self._lock.stale)
-        self._names = _ARRAYS + (("framework",) if "framework" in self.group else ())
-        self.n_framework = int(self.group["framework"].shape[1]) if "framework" in self.group else 0
-        self._arrays = {k: self.group[k] for k in self._names}
+        if created:  # the arrays just created (opening them again costs a metadata read each)
+            self._arrays = {k: created[k] for k in _ARRAYS + (("framework",) if "framework" in created else ())}
+        else:
+            names = _ARRAYS + (("framework",) if "framework" in self.group else ())
+            self._arrays = {k: self.group[k] for k in names}
+        self._names = tuple(self._arrays)
+        self.n_framework = int(self._arrays["framework"].shape[1]) if "framework" in self._arrays else 0
         self._files = {k: _ChunkFiles.for_array(self.path, k, a) for k, a in self._arrays.items()}
         # frames held in memory until written: the first ``_n_buf`` rows of one array per stored array, reused
         # from flush to flush (no new memory per chunk; allocated at the first frame)
