@@ -144,9 +144,17 @@ def test_live_page_in_chromium_shows_frames_increasing(tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "iondiff_stream.cli", "monitor", store, "--html", str(page),
                                  "--serve", "0", "--interval", "0.3"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        line = _wait(lambda: proc.stderr.readline() if proc.poll() is None else pytest.fail("monitor exited"),
-                     what="the server's address")
-        url = re.search(r"http://127\.0\.0\.1:\d+/", line).group(0)
+        err: list[str] = []  # the monitor's stderr, drained so that it never blocks on a full pipe
+        drain = threading.Thread(target=lambda: err.extend(iter(proc.stderr.readline, "")), daemon=True)
+        drain.start()
+
+        def address():
+            if proc.poll() is not None:
+                pytest.fail(f"monitor exited ({proc.returncode}): {''.join(err)[-2000:]}")
+            m = re.search(r"http://127\.0\.0\.1:\d+/", "".join(err))
+            return m and m.group(0)
+
+        url = _wait(address, what="the server's address")
         _wait(lambda: page.exists() and (_frames_shown(page.read_text()) or 0) > 0, what="a page with frames")
         first = _frames_shown(_dump_dom(page.as_uri()))  # over the file system
         assert first and first > 0
@@ -166,7 +174,7 @@ def test_live_page_in_chromium_shows_frames_increasing(tmp_path):
                 proc.kill()
                 proc.wait()
     assert writer.error is None, writer.error
-    assert proc.returncode == 130  # Ctrl-C: stopped with the server
+    assert proc.returncode == 130, "".join(err)[-2000:]  # Ctrl-C: stopped with the server
 
 
 def test_notebook_view(tmp_path):
