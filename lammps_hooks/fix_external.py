@@ -589,7 +589,8 @@ class Hook:
             else:  # atoms lost: the sink says which stored ions are gone, or stores the framework still present
                 self.sink.push_block(steps, times, x[i:j][:, here], h, images=img[i:j][:, here], image_bits=self.bits,
                                      ids=self.all_ids[here], new_run=new_run, wall_s=np.full(j - i, now))
-            self.n_calls += j - i
+            if flat is None:  # frames of a flat batch were counted as they were collected (C or Python)
+                self.n_calls += j - i
             i = j
         if self.devi_tail is not None:
             self._poll_model_deviation()

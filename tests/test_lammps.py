@@ -144,7 +144,9 @@ lmp.command(f"dump dd all custom 10 {sys.argv[3]} id type xu yu zu")
 lmp.command("dump_modify dd sort id format float %.10f")
 hook = attach(lmp, mobile="F", every=10, store=sys.argv[2], comm=comm)
 lmp.command("run 300")
-hook.close()
+report = hook.close()
+if comm.Get_rank() == 0:  # frames handed to the store, counted once (the batches are counted as collected)
+    assert hook.n_calls == report["frames"] == 31, (hook.n_calls, report)
 lmp.close()
 """
 
