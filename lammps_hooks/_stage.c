@@ -70,9 +70,10 @@ static void iondiff_stream_callback(void *ptr, int64_t step, int nlocal, void *t
         return;
     }
     if (s->flat) {
-        /* MPI rank: the batch is gathered by Python when it holds `cap` frames (every rank at the same step) */
+        /* MPI rank: the batch is gathered by Python when it holds `cap` frames (every rank at the same step); a
+         * batch's first frame is taken here too when it continues the run and box of the batch before */
         int64_t u = s->used;
-        if (!s->enabled || k <= 0 || k >= s->cap - 1 || nlocal < 0 || u + nlocal > s->atom_cap
+        if (!s->enabled || k < 0 || k >= s->cap - 1 || nlocal < 0 || u + nlocal > s->atom_cap
             || step != s->last_step + s->every || *s->atimestep != s->last_atimestep) {
             s->slow(s->slow_ptr, step, nlocal, tag, x, f);
             return;

@@ -164,6 +164,7 @@ class Hook:
         #: MPI ranks with the C callback: the batch's flat arrays, and box / new run of the frames Python stored
         self._flat: dict[str, np.ndarray] = {}
         self._flat_meta: dict[int, tuple[Any, bool]] = {}
+        self._flat_h: np.ndarray | None = None  # the box of the last frame gathered (flat mode)
         #: frames copied but not yet handed to the sink (serial runs); see :meth:`_stage`
         self._staging: _Staging | None = None
         self.stage_frames = int(getattr(sink, "batch_frames", 100) or 100)
@@ -518,12 +519,16 @@ class Hook:
         fs = self._fast
         if fs is not None and fs.flat:  # the batch the C callback and :meth:`_flat_store` filled
             n, used, fl = int(fs.n), int(fs.used), self._flat
-            h, meta = None, self._flat_meta
+            h, meta = self._flat_h, self._flat_meta
             for k in range(n):  # the C callback takes only frames that continue the run and box of the one before
                 h, new_run = meta.get(k, (h, False))
                 pending.append((int(fl["steps"][k]), float(fl["times"][k]), h, new_run))
-            flat = (fl["ids"][:used].astype(np.int64), fl["x"][:used], fl["img"][:used], fl["nl"][:n].copy())
-            fs.n, fs.used, fs.enabled, self._flat_meta = 0, 0, 0, {}
+            flat = (fl["ids"][:used], fl["x"][:used], fl["img"][:used], fl["nl"][:n].copy())
+            # the next batch's first frame may be C's too: it continues this box (a fixed one) and run, or goes
+            # to Python (C checks the step and LAMMPS's clock)
+            self._flat_h, self._flat_meta = h, {}
+            fs.n, fs.used = 0, 0
+            fs.enabled = int(h is not None and self._h is not None and self.devi_tail is None and self.error is None)
         else:
             flat = None
         if self._stop_var is not None and not self._stop_set:
