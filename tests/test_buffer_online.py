@@ -279,14 +279,14 @@ def test_corrupt_chunk_is_named(tmp_path):
 
     p = tmp_path / "z.zarr"
     _write(p, _frames(50), chunk_frames=20).close()
-    chunk = p / "positions" / "c" / "1" / "0" / "0"
+    chunk = p / "positions" / "c.1.0.0"
     assert chunk.exists()
     chunk.write_bytes(b"\0" * chunk.stat().st_size)  # a zero-filled chunk (e.g. a crash of the file system)
     r = FrameStoreReader(str(p))
     r.read(0, 20)  # other chunks still read
     with pytest.raises(StoreCorruptError, match="'positions' in frames 20-39 failed its checksum"):
         r.read(20, 40)
-    flip = p / "time_ps" / "c" / "0"
+    flip = p / "time_ps" / "c.0"
     b = bytearray(flip.read_bytes())
     b[len(b) // 2] ^= 0xFF  # one flipped byte
     flip.write_bytes(bytes(b))
@@ -497,10 +497,10 @@ def test_missing_chunk_file_is_named_as_damage(tmp_path):
 
     p = tmp_path / "z.zarr"
     _write(p, _frames(50), chunk_frames=20).close()
-    (p / "positions" / "c" / "1" / "0" / "0").unlink()
+    (p / "positions" / "c.1.0.0").unlink()
     r = FrameStoreReader(str(p))
     r.read(0, 20)  # other chunks still read
-    with pytest.raises(StoreCorruptError, match=r"store damaged: missing chunk positions/c/1/0/0 \(frames 20-39\)"):
+    with pytest.raises(StoreCorruptError, match=r"store damaged: missing chunk positions/c\.1\.0\.0 \(frames 20-39\)"):
         r.read(0, 50)
     with pytest.raises(StoreCorruptError, match="missing chunk"):
         r.verify()
@@ -719,3 +719,27 @@ def test_scatter_rows_equals_numpy_scatter():
     assert (total_aux[1, :m] == 1).all() and not total_aux[:, m:].any()
     with pytest.raises(ValueError, match="add up to"):
         sink_mod._blocks.scatter_rows(ids, pos, img, np.array([1], np.int64), all_ids, out_x, out_aux)
+
+
+def test_store_with_slash_chunk_keys_reads_and_appends(tmp_path, monkeypatch):
+    """A store written with "/" chunk keys (``c/i/0/0``, before :data:`CHUNK_SEPARATOR` became ".") is read and
+    appended to in its own layout; a new store gets ``c.i.0.0`` files and no chunk directories."""
+    from iondiff_stream.io import store as store_mod
+
+    X = _frames(70)
+    monkeypatch.setattr(store_mod, "CHUNK_SEPARATOR", "/")
+    _write(tmp_path / "old.zarr", X[:33], chunk_frames=16).close()
+    monkeypatch.undo()
+    assert (tmp_path / "old.zarr" / "positions" / "c" / "1" / "0" / "0").is_file()
+    w = FrameStoreWriter(str(tmp_path / "old.zarr"), np.arange(1, 6), ["Li"] * 5, chunk_frames=16, mode="a")
+    assert all(f is not None and f.sep == "/" for f in w._files.values())
+    for t in range(33, 70):
+        w.append(10 * t, 0.01 * t, X[t], BOX)
+    w.close()
+    r = FrameStoreReader(str(tmp_path / "old.zarr"))
+    np.testing.assert_array_equal(r.read()["positions"], X)
+    assert r.verify() == 70 and not list((tmp_path / "old.zarr" / "positions").glob("c.*"))
+    _write(tmp_path / "new.zarr", X, chunk_frames=16).close()
+    names = sorted(p.name for p in (tmp_path / "new.zarr" / "positions").iterdir())
+    assert names == ["c.0.0.0", "c.1.0.0", "c.2.0.0", "c.3.0.0", "c.4.0.0", "zarr.json"]
+    np.testing.assert_array_equal(FrameStoreReader(str(tmp_path / "new.zarr")).read()["positions"], X)

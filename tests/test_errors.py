@@ -234,7 +234,7 @@ def synth_files(tmp_path_factory):
     chunks[0].write_bytes(bytes(chunks[0].stat().st_size))
     # and a copy with a position chunk file deleted (zarr would read it as NaN: the simulation got the blame)
     shutil.copytree(d / "s.zarr", d / "holes.zarr")
-    (d / "holes.zarr" / "positions" / "c" / "1" / "0" / "0").unlink()
+    (d / "holes.zarr" / "positions" / "c.1.0.0").unlink()
     # an analysed run, and one whose summary.json is damaged
     code, _, err = cli_main("analyze", str(d / "seven.dump"), "--topology", str(d / "run.data"), "--mobile", "Li",
                             "--md-timestep-ps", "0.005", "--out", str(d / "ana"), "--no-progress")
@@ -304,9 +304,9 @@ CASES = [
     ("garbage-extxyz", AN + ["{d}/garbage.extxyz", "--mobile", "Li"], "garbage.extxyz: frame 0 has 1 of 3 atom lines"),
     ("corrupt-store", AN + ["{d}/corrupt.zarr", "--mobile", "Li"], "store damaged: a chunk of 'positions' in frames 0-59 failed its checksum"),
     ("store-missing-chunk", AN + ["{d}/holes.zarr", "--mobile", "Li"],
-     "store damaged: missing chunk positions/c/1/0/0 (frames 20-39)"),
+     "store damaged: missing chunk positions/c.1.0.0 (frames 20-39)"),
     ("monitor-verify-missing-chunk", ["monitor", "{d}/holes.zarr", "--once", "--verify"],
-     "store damaged: missing chunk positions/c/1/0/0 (frames 20-39)"),
+     "store damaged: missing chunk positions/c.1.0.0 (frames 20-39)"),
     ("empty-dir-as-store", AN + ["{d}/emptydir", "--mobile", "Li"], "emptydir"),
     ("out-is-a-file", ["analyze", "--out", "{d}/a_file"] + DUMP + ["--md-timestep-ps", "0.005"], "not a directory"),
     ("out-not-empty", ["analyze", "--out", "{d}/nonempty"] + DUMP + ["--md-timestep-ps", "0.005"], "--overwrite"),

@@ -537,11 +537,11 @@ def test_monitor_fails_on_a_corrupt_store(tmp_path):
         for t in range(31):
             w.append(10 * t, 0.02 * t, rng.normal(size=(8, 3)), np.array([10, 10, 10, 90, 90, 90.0]))
     assert _cli("monitor", store, "--once").returncode == 0
-    chunk = store / "positions" / "c" / "3" / "0" / "0"  # frames 30
+    chunk = store / "positions" / "c.3.0.0"  # frames 30
     chunk.write_bytes(b"\0" * chunk.stat().st_size)
     m = _cli("monitor", store, "--once")
     assert m.returncode != 0 and "corrupt" in m.stderr and "Traceback" not in m.stderr
-    chunk = store / "step" / "c" / "1"
+    chunk = store / "step" / "c.1"
     chunk.write_bytes(b"\0" * chunk.stat().st_size)
     m = _cli("monitor", store, "--once")
     assert m.returncode != 0 and "'step'" in m.stderr and "corrupt" in m.stderr

@@ -220,6 +220,11 @@ ZSTD_LEVEL = -1
 #: compress (zstd's fast mode leaves them at 100 %, level 1-3 at 95 % for 2-6 µs of CPU per frame of 200 ions,
 #: paid in the simulation's process).
 UNCOMPRESSED = ("positions", "framework")
+#: chunk keys of the arrays a new store gets: ``c.i.0.0`` files in the array's directory (Zarr's default encoding
+#: with "." as separator). With "/" every chunk also needed its own directories (``c/i/0/``): two ``mkdir`` per
+#: chunk of a 3-d array, 0.1-0.4 ms each on a busy virtual disk, in the simulation's process
+#: (benchmarks/hook_cpu.py; docs/performance.md). Stores written with "/" are read and appended to as they are.
+CHUNK_SEPARATOR = "."
 
 
 def _codecs(name: str = "") -> dict[str, Any]:
@@ -242,7 +247,8 @@ class _ChunkFiles:
     Zarr's own write path costs ~1.5 ms of CPU per write whatever its size (indexing, its codec pipeline,
     a hop to its event-loop thread): six arrays per flush made the store's writes the largest cost of the
     hook in the simulation's process. For the layout the writer creates (``bytes`` little-endian, ``zstd``
-    without its own checksum or no compressor (:data:`UNCOMPRESSED`), ``crc32c``; chunk keys ``c/i/0/...``;
+    without its own checksum or no compressor (:data:`UNCOMPRESSED`), ``crc32c``; chunk keys ``c.i.0...``
+    (:data:`CHUNK_SEPARATOR`) or ``c/i/0/...``;
     regular chunks along the frame axis only) a chunk is encoded here in ~20 µs (small arrays) and
     written by write-then-rename, like Zarr's local store. The chunk being filled is kept in memory (and
     read back once when a session starts inside one), so every write is a whole chunk. Arrays of any
@@ -251,10 +257,11 @@ class _ChunkFiles:
     """
 
     def __init__(self, root: str, name: str, shape_tail: tuple[int, ...], chunk: int, dtype: np.dtype,
-                 fill: Any, level: int | None) -> None:
+                 fill: Any, level: int | None, separator: str = "/") -> None:
         from numcodecs.zstd import Zstd
 
-        self.dir = os.path.join(root, name, "c")
+        self.sep = separator
+        self.dir = os.path.join(root, name, "c") if separator == "/" else os.path.join(root, name)
         self.tail = shape_tail
         self.chunk = chunk
         self.dtype = np.dtype(dtype).newbyteorder("<")
@@ -272,7 +279,8 @@ class _ChunkFiles:
             zstd = len(codecs) == 3 and codecs[1].get("name") == "zstd"
             ok = (m.get("zarr_format") == 3 and m["chunk_grid"]["name"] == "regular"
                   and tuple(m["chunk_grid"]["configuration"]["chunk_shape"])[1:] == tuple(array.shape[1:])
-                  and m["chunk_key_encoding"] == {"name": "default", "configuration": {"separator": "/"}}
+                  and m["chunk_key_encoding"].get("name") == "default"
+                  and m["chunk_key_encoding"].get("configuration", {}).get("separator") in ("/", ".")
                   and len(codecs) in (2, 3) and codecs[0] == {"name": "bytes", "configuration": {"endian": "little"}}
                   and (len(codecs) == 2 or zstd and not codecs[1]["configuration"].get("checksum", False))
                   and codecs[-1].get("name") == "crc32c" and m["data_type"] in ("float64", "float32", "int64")
@@ -281,12 +289,15 @@ class _ChunkFiles:
                 return None
             chunk = int(m["chunk_grid"]["configuration"]["chunk_shape"][0])
             return cls(root, name, tuple(array.shape[1:]), chunk, np.dtype(m["data_type"]), array.fill_value,
-                       int(codecs[1]["configuration"].get("level", 0)) if zstd else None)
+                       int(codecs[1]["configuration"].get("level", 0)) if zstd else None,
+                       m["chunk_key_encoding"]["configuration"]["separator"])
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
 
     def _key(self, ci: int) -> str:
-        return os.path.join(self.dir, str(ci), *(["0"] * len(self.tail)))
+        if self.sep == "/":
+            return os.path.join(self.dir, str(ci), *(["0"] * len(self.tail)))
+        return os.path.join(self.dir, ".".join(["c", str(ci)] + ["0"] * len(self.tail)))
 
     def _encode(self, block: np.ndarray) -> tuple[bytes, bytes]:
         """The compressed chunk and its CRC32C (4 bytes, little-endian), to be written one after the other."""
@@ -518,6 +529,7 @@ class FrameStoreWriter:
                     shapes["framework"] = ((size, len(fw_ids), 3), "float32", (self.chunk, len(fw_ids), 3), "angstrom")
                 for name, (shape, dt, ch, u) in shapes.items():
                     created[name] = self.group.create_array(name, shape=shape, dtype=dt, chunks=ch,
+                                            chunk_key_encoding={"name": "default", "separator": CHUNK_SEPARATOR},
                                             fill_value=np.nan if dt.startswith("float") else -1,
                                             attributes={"units": u} if u else None, **_codecs(name))
                 self.commit = Commit()
