@@ -331,15 +331,21 @@ MPI_SLICES_SCRIPT = textwrap.dedent("""
 """)
 
 
-def with_mpirun_interleaved(a: argparse.Namespace) -> None:
+def _mpirun_setup(script_text: str, name: str) -> tuple[str, str, str, dict[str, str]]:
+    """The wheel's mpirun (else the one on PATH), a temporary directory holding ``script_text`` as ``name``,
+    and the environment its MPI library needs."""
     mpirun = os.path.join(os.path.dirname(sys.executable), "mpirun")
     if not os.path.exists(mpirun):
         mpirun = shutil.which("mpirun") or "mpirun"
     tmp = tempfile.mkdtemp()
-    script = os.path.join(tmp, "mpi_slices.py")
+    script = os.path.join(tmp, name)
     with open(script, "w") as fh:
-        fh.write(MPI_SLICES_SCRIPT)
-    env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(sys.prefix, "lib"))
+        fh.write(script_text)
+    return mpirun, tmp, script, dict(os.environ, LD_LIBRARY_PATH=os.path.join(sys.prefix, "lib"))
+
+
+def with_mpirun_interleaved(a: argparse.Namespace) -> None:
+    mpirun, tmp, script, env = _mpirun_setup(MPI_SLICES_SCRIPT, "mpi_slices.py")
     every = a.every[0]
     print(f"mpirun -np 2, CaF2 example, {a.mpi_steps} steps, every={every}, frames gathered to rank 0 (mpi4py), "
           f"worker={a.worker}; {a.pairs} pairs, each one mpirun with a plain and a hooked LAMMPS instance on both "
@@ -375,14 +381,7 @@ def with_mpirun_interleaved(a: argparse.Namespace) -> None:
 
 
 def with_mpirun(a: argparse.Namespace) -> None:
-    mpirun = os.path.join(os.path.dirname(sys.executable), "mpirun")
-    if not os.path.exists(mpirun):
-        mpirun = shutil.which("mpirun") or "mpirun"
-    tmp = tempfile.mkdtemp()
-    script = os.path.join(tmp, "mpi_run.py")
-    with open(script, "w") as fh:
-        fh.write(MPI_SCRIPT)
-    env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(sys.prefix, "lib"))
+    mpirun, tmp, script, env = _mpirun_setup(MPI_SCRIPT, "mpi_run.py")
     every = a.every[0]
     print(f"mpirun -np 2, CaF2 example, {a.mpi_steps} steps, every={every}, frames gathered to rank 0 (mpi4py), "
           f"worker={a.worker}; "

@@ -131,6 +131,21 @@ def _dump_dom(url):
     return r.stdout
 
 
+def _drained(proc):
+    """The lines ``proc`` writes on stderr, read by a thread so that it never blocks on a full pipe, and a
+    condition giving the server's address once announced (failing if the monitor exits first)."""
+    err: list[str] = []
+    threading.Thread(target=lambda: err.extend(iter(proc.stderr.readline, "")), daemon=True).start()
+
+    def address():
+        if proc.poll() is not None:
+            pytest.fail(f"monitor exited ({proc.returncode}): {''.join(err)[-2000:]}")
+        m = re.search(r"http://127\.0\.0\.1:\d+/", "".join(err))
+        return m and m.group(0)
+
+    return err, address
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make test installs Debian's chromium "
                                              "where apt-get works)")
 def test_live_page_in_chromium_shows_frames_increasing(tmp_path):
@@ -144,16 +159,7 @@ def test_live_page_in_chromium_shows_frames_increasing(tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "iondiff_stream.cli", "monitor", store, "--html", str(page),
                                  "--serve", "0", "--interval", "0.3"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        err: list[str] = []  # the monitor's stderr, drained so that it never blocks on a full pipe
-        drain = threading.Thread(target=lambda: err.extend(iter(proc.stderr.readline, "")), daemon=True)
-        drain.start()
-
-        def address():
-            if proc.poll() is not None:
-                pytest.fail(f"monitor exited ({proc.returncode}): {''.join(err)[-2000:]}")
-            m = re.search(r"http://127\.0\.0\.1:\d+/", "".join(err))
-            return m and m.group(0)
-
+        err, address = _drained(proc)
         url = _wait(address, what="the server's address")
         _wait(lambda: page.exists() and (_frames_shown(page.read_text()) or 0) > 0, what="a page with frames")
         first = _frames_shown(_dump_dom(page.as_uri()))  # over the file system
@@ -234,16 +240,7 @@ def test_live_page_in_chromium_while_lammps_run_writes(tmp_path):
         mon = subprocess.Popen([sys.executable, "-m", "iondiff_stream.cli", "monitor", store, "--html", str(page),
                                 "--serve", "0", "--interval", "0.5"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        err: list[str] = []  # the monitor's stderr, drained so that it never blocks on a full pipe
-        drain = threading.Thread(target=lambda: err.extend(iter(mon.stderr.readline, "")), daemon=True)
-        drain.start()
-
-        def address():
-            if mon.poll() is not None:
-                pytest.fail(f"monitor exited ({mon.returncode}): {''.join(err)[-2000:]}")
-            m = re.search(r"http://127\.0\.0\.1:\d+/", "".join(err))
-            return m and m.group(0)
-
+        err, address = _drained(mon)
         url = _wait(address, timeout=300, what="the server's address")
 
         def running():
