@@ -35,7 +35,7 @@ import numpy as np
 
 from iondiff_stream.core.errors import IonDiffStreamError
 from iondiff_stream.core.elements import elements_from_masses
-from iondiff_stream.io.sink import FrameSink, box_from_lammps, chunk_frames_for
+from iondiff_stream.io.sink import FrameSink, box_from_lammps, chunk_frames_for, compiled_kernels
 
 logger = logging.getLogger(__name__)
 
@@ -770,8 +770,9 @@ def attach(
     fast : bool
         Serial runs: let the C callback of ``lammps_hooks._stage`` (built with the package when a C compiler
         is present) copy the frames that continue a block, so Python runs once per block of frames instead
-        of at every stored step; the stored frames are the same. False, or without the module: Python copies
-        every frame. Not used under MPI, with a box that changes every step (NPT) or while the DeePMD model
+        of at every stored step; the stored frames are the same. Under MPI (mpi4py) it appends each rank's
+        local atoms to the batch that the next gather sums to rank 0. False, or without the module: Python
+        copies every frame. Not used with a box that changes every step (NPT) or while the DeePMD model
         deviation is followed (those frames go through Python). Also the store's sink: True picks rows, unwraps
         and converts units of a block in one pass in C (``iondiff_stream.io._blocks``), False with NumPy.
 
@@ -814,13 +815,8 @@ def attach(
         raise err
     hook = Hook(lmp, sink, fix_id, every, comm, bits, world_size=world)
     hook.all_ids = ids
-    if fast:
-        try:  # an MPI batch's atoms into rows in one pass (iondiff_stream/io/_blocks.c); NumPy without it
-            from iondiff_stream.io import _blocks
-
-            hook._compiled_blocks = _blocks if hasattr(_blocks, "scatter_rows") else None
-        except ImportError:
-            pass
+    if fast:  # an MPI batch's atoms into rows in one pass (iondiff_stream/io/_blocks.c); NumPy without it
+        hook._compiled_blocks = compiled_kernels
     hook.sink_store = store
     if model_devi is not None:
         hook.follow_model_deviation(model_devi, mode="a" if mode == "a" else "w", meta=model_devi_meta)

@@ -142,7 +142,7 @@ lmp.file(sys.argv[1])
 lmp.command(f"write_data {sys.argv[3]}.data")
 lmp.command(f"dump dd all custom 10 {sys.argv[3]} id type xu yu zu")
 lmp.command("dump_modify dd sort id format float %.10f")
-hook = attach(lmp, mobile="F", every=10, store=sys.argv[2], comm=comm)
+hook = attach(lmp, mobile="F", every=10, store=sys.argv[2], comm=comm, fast=sys.argv[4] == "fast")
 lmp.command("run 300")
 report = hook.close()
 if comm.Get_rank() == 0:  # frames handed to the store, counted once (the batches are counted as collected)
@@ -166,10 +166,12 @@ def _mpirun(tmp_path, script_text, *args):
     return r
 
 
-def test_mpi_two_ranks_gather_to_one_writer(tmp_path):
+@pytest.mark.parametrize("fast", ["fast", "python"])
+def test_mpi_two_ranks_gather_to_one_writer(tmp_path, fast):
+    """Two ranks, the C copies and scatter (``fast``) or Python and NumPy only: rank 0's store equals the dump."""
     store = str(tmp_path / "mpi.zarr")
     dump = str(tmp_path / "mpi.dump")
-    _mpirun(tmp_path, MPI_SCRIPT, CAF2, store, dump)
+    _mpirun(tmp_path, MPI_SCRIPT, CAF2, store, dump, fast)
     fr = FrameStoreReader(store)
     assert fr.n_frames == 31 and len(fr.ion_ids) == 214
     # the frames gathered from both ranks equal LAMMPS's own dump of the same run

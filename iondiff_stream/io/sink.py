@@ -32,6 +32,9 @@ try:  # the block of frames to stored rows in one pass, in C (iondiff_stream/io/
     from iondiff_stream.io import _blocks
 except ImportError:  # pragma: no cover - a machine without a C compiler
     _blocks = None
+#: the compiled block kernels (``unwrap_rows``, ``scatter_rows`` of iondiff_stream/io/_blocks.c), None when the
+#: extension was not built; the LAMMPS hook's MPI gather uses ``scatter_rows``
+compiled_kernels = _blocks
 
 #: steps a store chunk covers at least when the hook picks the chunk size (:func:`chunk_frames_for`)
 CHUNK_STEPS = 1000
@@ -555,9 +558,15 @@ class FrameSink:
                 fwp = self._scratch("fwp", (m, len(rf), 3), np.float32) if keep else None
                 fw = self._scratch("fw", (m, 3), np.float64)
                 _blocks.unwrap_rows(x, images, rf, h, bits, self.length, fwp, fw)
-            self.writer.append_many(b.steps, b.times * self.time, pos, np.broadcast_to(self._box(h), (m, 6)), fw,
-                                    b.new_run, b.wall_s, framework_positions=fwp)
-            return
+        else:
+            pos, fw, fwp = self._unwrapped_numpy(x, images, h, bits, rm, rf)
+        self.writer.append_many(b.steps, b.times * self.time, pos, np.broadcast_to(self._box(h), (m, 6)), fw,
+                                b.new_run, b.wall_s, framework_positions=fwp)
+
+    def _unwrapped_numpy(self, x: np.ndarray, images: np.ndarray | None, h: np.ndarray, bits: int, rm: np.ndarray,
+                         rf: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """:meth:`_process_block` with NumPy (no ``_blocks``, ``compiled=False``, or unpacked image flags): the
+        ions' unwrapped positions (m, r, 3), the framework centre (m, 3) and positions (m, q, 3), in Å."""
         xm, xf = x[:, rm], x[:, rf]
         if images is not None:
             pos = unwrap_block(xm, images[:, rm], h, bits, in_place=True)  # xm, xf: copies (fancy indexing)
@@ -582,9 +591,7 @@ class FrameSink:
                 fwp *= self.length
         if fwp is not None and fwp.shape[1] != self.writer.n_framework:
             fwp = None  # framework atoms gone or created since the store began: no framework positions
-        box = self._box(h)
-        self.writer.append_many(b.steps, b.times * self.time, pos, np.broadcast_to(box, (m, 6)), fw, b.new_run,
-                                b.wall_s, framework_positions=fwp)
+        return pos, fw, fwp
 
     def _work(self) -> None:
         assert self._queue is not None

@@ -223,7 +223,8 @@ UNCOMPRESSED = ("positions", "framework")
 #: chunk keys of the arrays a new store gets: ``c.i.0.0`` files in the array's directory (Zarr's default encoding
 #: with "." as separator). With "/" every chunk also needed its own directories (``c/i/0/``): two ``mkdir`` per
 #: chunk of a 3-d array, 0.1-0.4 ms each on a busy virtual disk, in the simulation's process
-#: (benchmarks/hook_cpu.py; docs/performance.md). Stores written with "/" are read and appended to as they are.
+#: (benchmarks/store_chunk_keys.py; docs/performance.md). Stores written with "/" are read and appended to as they
+#: are.
 CHUNK_SEPARATOR = "."
 
 
