@@ -159,6 +159,7 @@ class Hook:
         self.all_ids: np.ndarray = np.zeros(0, np.int64)
         self._gx: np.ndarray | None = None
         self._gaux: np.ndarray | None = None
+        self._gout: tuple[np.ndarray, np.ndarray] | None = None
         #: the batch's atoms into rows in C (``iondiff_stream.io._blocks.scatter_rows``) when built and ``fast``
         self._compiled_blocks: Any = None
         #: MPI ranks with the C callback: the batch's flat arrays, and box / new run of the frames Python stored
@@ -567,7 +568,11 @@ class Hook:
                 frame, rows, pos, img = frame[known], rows[known], pos[known], img[known]
             self._gx[frame, rows], self._gaux[0, frame, rows], self._gaux[1, frame, rows] = pos, img, 1
         root = self.comm.Get_rank() == 0
-        out = [np.empty_like(a) if root else None for a in (self._gx[:n], self._gaux[:, :n])]
+        # rank 0's sums: reused from batch to batch, but for a sink whose worker thread takes the arrays later
+        if root and (self._gout is None or len(self._gout[0]) < n or getattr(self.sink, "worker", "") == "thread"):
+            self._gout = (np.empty_like(self._gx), np.empty(self._gaux.size, np.int64))
+        n_all = len(all_ids)
+        out = (self._gout[0][:n], self._gout[1][: 2 * n * n_all].reshape(2, n, n_all)) if root else (None, None)
         for a, o in zip((self._gx[:n], np.ascontiguousarray(self._gaux[:, :n])), out):
             self.comm.Reduce(a, o, op=MPI.SUM, root=0)
         self._gx[:n], self._gaux[:, :n] = 0, 0
@@ -579,8 +584,9 @@ class Hook:
         now, i = time.time(), 0
         while i < n:
             h = pending[i][2]
+            same = (count[i:] == count[i]).all(1)  # the frames from i with the same atoms present
             j = i + 1
-            while j < n and pending[j][2] is h and not pending[j][3] and np.array_equal(count[j], count[i]):
+            while j < n and pending[j][2] is h and not pending[j][3] and same[j - i]:
                 j += 1
             here = count[i] > 0
             if int(count[i].max(initial=0)) > 1:

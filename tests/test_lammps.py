@@ -142,7 +142,14 @@ lmp.file(sys.argv[1])
 lmp.command(f"write_data {sys.argv[3]}.data")
 lmp.command(f"dump dd all custom 10 {sys.argv[3]} id type xu yu zu")
 lmp.command("dump_modify dd sort id format float %.10f")
-hook = attach(lmp, mobile="F", every=10, store=sys.argv[2], comm=comm, fast=sys.argv[4] == "fast")
+hook = attach(lmp, mobile="F", every=10, store=sys.argv[2], comm=comm, fast=sys.argv[4] != "python",
+              worker="thread" if sys.argv[4] == "thread" else "inline")
+if sys.argv[4] == "thread":  # many batches, each handed to a slow worker thread while the next are gathered
+    hook.gather_frames = 3
+    if hook.sink is not None:
+        import time
+        slow = hook.sink._process_block
+        hook.sink._process_block = lambda b: (time.sleep(0.05), slow(b))
 lmp.command("run 300")
 report = hook.close()
 if comm.Get_rank() == 0:  # frames handed to the store, counted once (the batches are counted as collected)
@@ -166,9 +173,10 @@ def _mpirun(tmp_path, script_text, *args):
     return r
 
 
-@pytest.mark.parametrize("fast", ["fast", "python"])
+@pytest.mark.parametrize("fast", ["fast", "python", "thread"])
 def test_mpi_two_ranks_gather_to_one_writer(tmp_path, fast):
-    """Two ranks, the C copies and scatter (``fast``) or Python and NumPy only: rank 0's store equals the dump."""
+    """Two ranks, the C copies and scatter (``fast``; ``thread``: batches of 3 frames to a worker thread) or Python
+    and NumPy only: rank 0's store equals the dump."""
     store = str(tmp_path / "mpi.zarr")
     dump = str(tmp_path / "mpi.dump")
     _mpirun(tmp_path, MPI_SCRIPT, CAF2, store, dump, fast)
