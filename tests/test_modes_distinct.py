@@ -10,7 +10,7 @@ import pytest
 
 from iondiff_stream.analysis.distinct import distinct_origin, origin_counts, time_arrhenius
 from iondiff_stream.analysis.hops import HOP_COLUMNS, HopTable
-from iondiff_stream.analysis.sites import concerted_modes, hop_concerted_modes, mode_arrhenius
+from iondiff_stream.analysis.sites import concerted_modes, hop_concerted_modes, mode_arrhenius, mode_pairs
 from iondiff_stream.core.units import KB_EV_PER_K
 
 L, A = 4, 2.7  # a 4x4x4 simple cubic site lattice, spacing 2.7 Å
@@ -67,6 +67,72 @@ def test_hop_concerted_modes_known_pairs():
     types[_site(2, 0, 0)] = "O"
     typed = hop_concerted_modes(tab, N_IONS, TOTAL_PS, site_types=types).counts
     assert typed["T->T+T->O collinear"] == 1 and sum(typed.values()) == 4
+
+
+def _naive_pairs(ion, t, fs, ts, w):
+    """The counting rule as a double loop over every pair of changes (the reference of the vectorised one)."""
+    return sorted((a, b) for a in range(len(ion)) for b in range(len(ion))
+                  if fs[b] == ts[a] and ion[a] != ion[b] and abs(t[a] - t[b]) <= w + 1e-9 and ts[b] != fs[a])
+
+
+def test_mode_pairs_equals_naive_loop():
+    """Random changes on small site sets (many ties of time and site, windows of 0 to 3): the same pairs."""
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        m, n_sites = int(rng.integers(0, 60)), int(rng.integers(2, 8))
+        ion, fs = rng.integers(0, 6, m), rng.integers(0, n_sites, m)
+        ts = (fs + rng.integers(1, n_sites, m)) % n_sites
+        t, w = np.round(rng.random(m) * 20, 1), float(rng.choice([0.0, 0.5, 1.0, 3.0]))
+        got = sorted(map(tuple, mode_pairs(ion, t, fs, ts, w).tolist()))
+        assert got == _naive_pairs(ion, t, fs, ts, w)
+
+
+def _walkers(rng, n_ions, n_hops, total_ps, chain_ps=None):
+    """Rows of ``n_ions`` independent random walkers on the L³ lattice (``n_hops`` hops each, uniform times);
+    with ``chain_ps``, every hop of an ion into a site is followed after ``chain_ps`` by the hop of another ion
+    out of it (a chain of two, the rest independent)."""
+    steps = np.array([(1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)])
+    rows, ion = [], 0
+    for _ in range(n_ions):
+        x = rng.integers(0, L, 3)
+        for t in np.sort(rng.uniform(1.0, total_ps - 2.0, n_hops)):
+            y = x + steps[rng.integers(6)]
+            rows.append(_hop(ion, tuple(x), tuple(y), round(float(t), 3)))
+            if chain_ps is not None:  # ion + 1000 leaves the site ion just reached, one step further on
+                z = y + (y - x)
+                rows.append(_hop(ion + 1000, tuple(y), tuple(z), round(float(t) + chain_ps, 3)))
+            x = y
+        ion += 1
+    return HopTable.from_rows([{k: r[k] for k in HOP_COLUMNS} for r in rows])
+
+
+def test_concerted_modes_chance_baseline():
+    """Independent walkers: the baseline's mean is the analytic chance count (every combination A→B, B→C of two
+    ions coincides with probability 2w/T - (w/T)² when each ion's times are shifted uniformly on the circle),
+    and the observed pairs are chance (p not small). Walkers with planted chains: the excess is the chains."""
+    rng = np.random.default_rng(7)
+    total, w, n_null = 200.0, 1.0, 300
+    tab = _walkers(rng, 30, 12, total)
+    m = hop_concerted_modes(tab, 30, total, window_ps=w, n_null=n_null, seed=3)
+    c = tab.columns
+    combos = len(_naive_pairs(c["ion"], np.zeros(len(c["ion"])), c["from_centre"], c["to_centre"], 0.0))
+    p = 2 * w / total - (w / total) ** 2
+    assert combos > 1000
+    assert m.null_pairs_mean == pytest.approx(combos * p, abs=4 * m.null_pairs_std / np.sqrt(n_null))
+    assert m.null_draws == n_null and m.null_reason is None
+    assert m.p_value > 0.01 and abs(m.excess_pairs) < 4 * m.null_pairs_std
+    assert sum(m.null_counts_mean.values()) == pytest.approx(m.null_pairs_mean, rel=1e-12)
+    # 20 ions whose every hop is followed 0.3 ps later by another ion leaving the site it reached (collinear)
+    chained = _walkers(np.random.default_rng(8), 20, 10, total, chain_ps=0.3)
+    mc = hop_concerted_modes(chained, 40, total, window_ps=w, n_null=n_null, seed=3)
+    assert mc.counts["collinear"] >= 200 and mc.p_value == pytest.approx(1 / (n_null + 1))
+    assert mc.excess_pairs == pytest.approx(200, abs=4 * mc.null_pairs_std + 0.1 * 200)
+    d = mc.to_dict()
+    assert d["concerted_mode_p_value"] == mc.p_value and d["concerted_mode_null_draws"] == n_null
+    # no baseline where the data cannot give one
+    one = hop_concerted_modes(HopTable.from_rows([{k: r[k] for k in HOP_COLUMNS} for r in HOPS[6:8]]), N_IONS,
+                              TOTAL_PS)
+    assert one.p_value is None and "fewer than two ions" in one.null_reason
 
 
 def test_same_rule_as_site_assignment_modes():

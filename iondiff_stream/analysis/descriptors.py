@@ -81,7 +81,9 @@ fraction of concerted hops, group-size decay constant ``b`` of
 ``f(n) = A e^{−b n}``) with their null from the run summary when the analysis
 provides one (``concert_p_value``, ``concert_p_value_mean_size``,
 ``null_fraction_hops_concerted_mean``, ``excess_fraction_hops_concerted``,
-``null_mean_correlated_ions``), else NaN.
+``null_mean_correlated_ions``), else NaN; and the site-based concerted modes (A→B with B→C): all pairs,
+the excess over their chance baseline and its p-value (``concerted_mode_pairs``,
+``concerted_mode_excess_pairs``, ``concerted_mode_p_value``).
 """
 
 from __future__ import annotations
@@ -857,7 +859,8 @@ def hop_descriptors(run: Any) -> dict[str, float]:
     for key in ("D_tracer_cm2_s", "D_sigma_cm2_s", "haven_ratio", "sigma_NE_mS_cm", "mean_correlated_ions",
                 "std_correlated_ions", "fraction_hops_concerted", "hop_frequency_ratio_groups_over_events",
                 "concert_p_value", "concert_p_value_mean_size", "null_fraction_hops_concerted_mean",
-                "excess_fraction_hops_concerted", "null_mean_correlated_ions"):
+                "excess_fraction_hops_concerted", "null_mean_correlated_ions", "concerted_mode_pairs",
+                "concerted_mode_excess_pairs", "concerted_mode_p_value"):
         out[key] = _num(s.get(key))
     # why a transport number is missing (too short, no long-range diffusion, zero charge, not resolved): the
     # database leaves such values out of its statistics and lists them with this status

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from collections.abc import Sequence
 from typing import Any
 
@@ -293,13 +293,17 @@ def concerted_modes(
 
 
 def mode_pairs(ion: np.ndarray, time: np.ndarray, from_site: np.ndarray, to_site: np.ndarray,
-               window: float) -> list[tuple[int, int]]:
+               window: float) -> np.ndarray:
     """The concerted pairs of a list of site changes: ion a moves A→B and ion b moves B→C, ``|t_a - t_b| <= window``.
 
     The one counting rule of :func:`concerted_modes` (site assignments) and :func:`hop_concerted_modes` (the
     hop detector's hops). A pair needs two different ions (a ≠ b) and C ≠ A (ion b does not take the site a
     came from: that is an exchange, not a chain); b may move before or after a. Every such combination
     counts once, so a change can be in several pairs.
+
+    Vectorised: the changes out of every site sorted by time, and for every change into a site the range of
+    changes out of it within the window found by one sort of both (``O(m log m)`` plus the pairs; the naive
+    double loop is the tests' reference).
 
     Parameters
     ----------
@@ -311,23 +315,34 @@ def mode_pairs(ion: np.ndarray, time: np.ndarray, from_site: np.ndarray, to_site
 
     Returns
     -------
-    list of (int, int)
-        ``(k_a, k_b)``: indices of the change into B (a) and of the change out of B (b).
+    ndarray of int, shape (n_pairs, 2)
+        ``(k_a, k_b)``: indices of the change into B (a) and of the change out of B (b), sorted by ``k_a``
+        then by the time of ``k_b``.
     """
     ion = np.asarray(ion)
     time = np.asarray(time, float)
-    to_site = np.asarray(to_site)
-    from_site = np.asarray(from_site)
-    by_from: dict[int, list[int]] = {}
-    for k, f in enumerate(from_site):
-        by_from.setdefault(int(f), []).append(k)
+    from_site = np.asarray(from_site, np.int64)
+    to_site = np.asarray(to_site, np.int64)
+    m = len(ion)
+    if m == 0:
+        return np.zeros((0, 2), np.int64)
     eps = 1e-9 * max(1.0, abs(float(window)))
-    out = []
-    for ka in range(len(ion)):
-        for kb in by_from.get(int(to_site[ka]), []):
-            if ion[kb] != ion[ka] and abs(time[kb] - time[ka]) <= window + eps and to_site[kb] != from_site[ka]:
-                out.append((ka, kb))
-    return out
+    order = np.lexsort((time, from_site))  # the changes out of each site, by time
+    # one sort of the departures and of every arrival's window ends (kind 0: before an equal departure,
+    # kind 2: after one): the departures before a window end are the index of that end in ``order``
+    site = np.concatenate([from_site, to_site, to_site])
+    t = np.concatenate([time, time - (window + eps), time + (window + eps)])
+    kind = np.repeat(np.array([1, 0, 2], np.int8), m)
+    pos = np.lexsort((kind, t, site))
+    before = np.cumsum(kind[pos] == 1) - (kind[pos] == 1)  # departures strictly before each position
+    at = np.empty(3 * m, np.int64)
+    at[pos] = before
+    lo, hi = at[m : 2 * m], at[2 * m :]
+    n = hi - lo
+    ka = np.repeat(np.arange(m), n)
+    kb = order[np.repeat(lo - np.cumsum(n) + n, n) + np.arange(int(n.sum()))]
+    keep = (ion[kb] != ion[ka]) & (to_site[kb] != from_site[ka])
+    return np.column_stack([ka[keep], kb[keep]]).astype(np.int64)
 
 
 #: cos of the angle between a's move (A→B) and b's (B→C) above which a pair is "collinear", below minus which
@@ -371,6 +386,26 @@ class ConcertedModes:
         Pairs per mode per ion per ps (count / (n_ions · total_time_ps)).
     frequency_std_per_ps : dict of str to float
         Poisson standard error, frequency / sqrt(count).
+    null_draws : int
+        Draws of the chance baseline (0: not computed).
+    null_pairs_mean, null_pairs_std : float or None
+        Pairs in a run whose ions hop as they did but independently of one another: every ion's closed hops
+        shifted together by its own random circular offset in time (uniform over the run), so each ion keeps
+        its sites, hop count and waiting times and only the timing between ions is lost (the null of
+        :func:`~iondiff_stream.analysis.correlations.concert_null`, here on site changes). Mean and standard
+        deviation over the draws; None without draws.
+    null_counts_mean : dict of str to float
+        Mean pairs per mode over the draws (every mode seen in the run or in a draw).
+    excess_pairs : float or None
+        ``n_pairs - null_pairs_mean``: the pairs that chance coincidences of independent hoppers do not
+        explain. On a crowded sublattice many "concerted" pairs are chance: the count alone grows as the
+        square of the hop rate whether or not the ions move together.
+    p_value : float or None
+        One-sided: ``(1 + draws with at least n_pairs pairs) / (1 + null_draws)``; None without draws or
+        closed hops (``null_reason`` says which).
+    null_reason : str or None
+        Why there is no baseline.
+    null_seed : int
     """
 
     window_ps: float
@@ -382,10 +417,25 @@ class ConcertedModes:
     n_pairs: int
     frequency_per_ps: dict[str, float]
     frequency_std_per_ps: dict[str, float]
+    null_draws: int = 0
+    null_pairs_mean: float | None = None
+    null_pairs_std: float | None = None
+    null_counts_mean: dict[str, float] = field(default_factory=dict)
+    excess_pairs: float | None = None
+    p_value: float | None = None
+    null_reason: str | None = "not computed"
+    null_seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """``summary.json`` keys (``concerted_mode_*``)."""
         return {
+            "concerted_mode_null_draws": self.null_draws,
+            "concerted_mode_null_pairs_mean": self.null_pairs_mean,
+            "concerted_mode_null_pairs_std": self.null_pairs_std,
+            "concerted_mode_null_counts_mean": dict(self.null_counts_mean),
+            "concerted_mode_excess_pairs": self.excess_pairs,
+            "concerted_mode_p_value": self.p_value,
+            "concerted_mode_null_reason": self.null_reason,
             "concerted_mode_window_ps": self.window_ps,
             "concerted_mode_hops": self.n_hops,
             "concerted_mode_site_types": list(self.site_types),
@@ -396,15 +446,45 @@ class ConcertedModes:
         }
 
 
+_GEOMETRIES = ("collinear", "bent", "reverse")
+
+
+def _geometry_codes(d_a: np.ndarray, d_b: np.ndarray) -> np.ndarray:
+    """0 (collinear), 1 (bent) or 2 (reverse) for rows of moves ``d_a``, ``d_b`` (shape (k, 3), Å)."""
+    c = np.einsum("ij,ij->i", d_a, d_b) / np.maximum(np.linalg.norm(d_a, axis=1) * np.linalg.norm(d_b, axis=1),
+                                                     1e-300)
+    return np.where(c >= MODE_COS, 0, np.where(c <= -MODE_COS, 2, 1))
+
+
 def pair_geometry(d_a: np.ndarray, d_b: np.ndarray) -> str:
     """``collinear``, ``bent`` or ``reverse`` from the angle between two moves (vectors, Å); see :data:`MODE_COS`."""
-    c = float(np.dot(d_a, d_b) / (np.linalg.norm(d_a) * np.linalg.norm(d_b)))
-    return "collinear" if c >= MODE_COS else ("reverse" if c <= -MODE_COS else "bent")
+    return _GEOMETRIES[int(_geometry_codes(np.reshape(d_a, (1, 3)), np.reshape(d_b, (1, 3)))[0])]
+
+
+def _mode_codes(ka: np.ndarray, kb: np.ndarray, move: np.ndarray, A: np.ndarray, B: np.ndarray,
+                type_idx: np.ndarray | None, n_types: int) -> np.ndarray:
+    """Integer code of every pair's mode: geometry (0 collinear, 1 bent, 2 reverse) and, with types, the
+    types of A, B and C (:func:`_mode_name` turns a code into the mode's name)."""
+    g = _geometry_codes(move[ka], move[kb])
+    if type_idx is None:
+        return g
+    return ((type_idx[A[ka]] * n_types + type_idx[B[ka]]) * n_types + type_idx[B[kb]]) * 3 + g
+
+
+def _mode_name(code: int, types: np.ndarray | None) -> str:
+    geom = _GEOMETRIES[code % 3]
+    if types is None:
+        return geom
+    nt = len(types)
+    t = code // 3
+    ta, tb, tc = t // (nt * nt), (t // nt) % nt, t % nt
+    return f"{types[ta]}->{types[tb]}+{types[tb]}->{types[tc]} {geom}"
 
 
 def hop_concerted_modes(hops: Any, n_ions: int, total_time_ps: float, window_ps: float = 1.0,
-                        site_types: np.ndarray | None = None) -> ConcertedModes:
-    """Concerted modes (A→B with B→C within ``window_ps``) of a hop table; see :class:`ConcertedModes`.
+                        site_types: np.ndarray | None = None, n_null: int = 200, seed: int = 0) -> ConcertedModes:
+    """Concerted modes (A→B with B→C within ``window_ps``) of a hop table and their chance baseline; see
+    :class:`ConcertedModes`.
 
     Parameters
     ----------
@@ -418,6 +498,11 @@ def hop_concerted_modes(hops: Any, n_ions: int, total_time_ps: float, window_ps:
         Largest time between the two arrivals, ps.
     site_types : ndarray of str, shape (n_sites,), optional
         Type of every site; None or a single type: modes named by geometry only.
+    n_null : int
+        Draws of the chance baseline (each ion's hops shifted in time by its own random circular offset);
+        0: none.
+    seed : int
+        Seed of the draws.
 
     Returns
     -------
@@ -427,24 +512,57 @@ def hop_concerted_modes(hops: Any, n_ions: int, total_time_ps: float, window_ps:
     keep = ~np.asarray(c["open"], bool)
     ion = np.asarray(c["ion"])[keep]
     t = np.asarray(c["end_time_ps"], float)[keep]
-    A = np.asarray(c["from_centre"])[keep]
-    B = np.asarray(c["to_centre"])[keep]
+    A = np.asarray(c["from_centre"], np.int64)[keep]
+    B = np.asarray(c["to_centre"], np.int64)[keep]
     fr = np.column_stack([np.asarray(c[f"from_{x}_A"], float)[keep] for x in "xyz"])
     to = np.column_stack([np.asarray(c[f"to_{x}_A"], float)[keep] for x in "xyz"])
+    move = to - fr
     typed = site_types is not None and len(set(np.asarray(site_types).astype(str).tolist())) > 1
-    types = np.asarray(site_types).astype(str) if typed else None
-    counts: Counter[str] = Counter()
-    for ka, kb in mode_pairs(ion, t, A, B, window_ps):
-        name = pair_geometry(to[ka] - fr[ka], to[kb] - fr[kb])
-        if types is not None:
-            name = f"{types[A[ka]]}->{types[B[ka]]}+{types[B[ka]]}->{types[B[kb]]} {name}"
-        counts[name] += 1
+    if typed:
+        types, type_idx = np.unique(np.asarray(site_types).astype(str), return_inverse=True)
+        type_idx = type_idx.ravel()
+    else:
+        types, type_idx = None, None
+    n_t = len(types) if types is not None else 1
+
+    def count(times: np.ndarray) -> np.ndarray:
+        pairs = mode_pairs(ion, times, A, B, window_ps)
+        return np.bincount(_mode_codes(pairs[:, 0], pairs[:, 1], move, A, B, type_idx, n_t),
+                           minlength=3 * n_t**3)
+
+    obs = count(t)
+    counts = {_mode_name(int(k), types): int(obs[k]) for k in np.flatnonzero(obs)}
     per = n_ions * total_time_ps
     freq = {k: v / per for k, v in counts.items()} if per > 0 else {k: None for k in counts}
     std = {k: (float(freq[k] / np.sqrt(v)) if freq[k] is not None else None) for k, v in counts.items()}
-    return ConcertedModes(float(window_ps), int(n_ions), float(total_time_ps), int(keep.sum()),
-                          sorted(set(types.tolist())) if types is not None else [], dict(sorted(counts.items())),
-                          int(sum(counts.values())), freq, std)
+    out = ConcertedModes(float(window_ps), int(n_ions), float(total_time_ps), int(keep.sum()),
+                         [str(x) for x in types] if types is not None else [], dict(sorted(counts.items())),
+                         int(obs.sum()), freq, std, null_seed=int(seed))
+    if n_null <= 0:
+        return out
+    if len(ion) < 2 or len(np.unique(ion)) < 2:
+        out.null_reason = "fewer than two ions with closed hops: no pairs, by chance or not"
+        return out
+    if not total_time_ps > 0:
+        out.null_reason = "run of zero length"
+        return out
+    rng = np.random.default_rng(seed)
+    _, ion_idx = np.unique(ion, return_inverse=True)
+    ion_idx = ion_idx.ravel()
+    t0 = t - t.min()
+    null = np.stack([count((t0 + rng.uniform(0.0, total_time_ps, ion_idx.max() + 1)[ion_idx]) % total_time_ps)
+                     for _ in range(int(n_null))])
+    tot = null.sum(1)
+    mean = null.mean(0)
+    out.null_draws = int(n_null)
+    out.null_pairs_mean = float(tot.mean())
+    out.null_pairs_std = float(tot.std(ddof=1)) if n_null > 1 else None
+    out.null_counts_mean = {_mode_name(int(k), types): float(mean[k]) for k in np.flatnonzero(mean + obs)}
+    out.null_counts_mean = dict(sorted(out.null_counts_mean.items()))
+    out.excess_pairs = float(out.n_pairs - tot.mean())
+    out.p_value = float((1 + np.count_nonzero(tot >= out.n_pairs)) / (1 + n_null))
+    out.null_reason = None
+    return out
 
 
 def mode_arrhenius(temperatures_K: Sequence[float], counts: Sequence[dict[str, int] | None],

@@ -305,6 +305,14 @@ def _mode_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
         w = s["concerted_mode_window_ps"]
         rows.append((f"pairs A→B + B→C within {fmt(w, 'ps')}",
                      f"{fmt(s.get('concerted_mode_pairs'))} from {fmt(s.get('concerted_mode_hops'))} hops"))
+        if s.get("concerted_mode_null_pairs_mean") is not None:
+            rows.append((f"by chance (each ion's hops shifted in time, {fmt(s.get('concerted_mode_null_draws'))} draws)",
+                         f"{fmt(s['concerted_mode_null_pairs_mean'], digits=3)} ± "
+                         f"{fmt(s.get('concerted_mode_null_pairs_std'), digits=2)} pairs; excess "
+                         f"{fmt(s.get('concerted_mode_excess_pairs'), digits=3)}, p = "
+                         f"{fmt(s.get('concerted_mode_p_value'), digits=2)}"))
+        elif s.get("concerted_mode_null_reason"):
+            rows.append(("by chance", f"not available: {s['concerted_mode_null_reason']}"))
         freq = s.get("concerted_mode_frequency_per_ps") or {}
         std = s.get("concerted_mode_frequency_std_per_ps") or {}
         for k, c in (s.get("concerted_mode_counts") or {}).items():
