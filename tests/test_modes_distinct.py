@@ -120,19 +120,38 @@ def test_concerted_modes_chance_baseline():
     assert combos > 1000
     assert m.null_pairs_mean == pytest.approx(combos * p, abs=4 * m.null_pairs_std / np.sqrt(n_null))
     assert m.null_draws == n_null and m.null_reason is None
-    assert m.p_value > 0.01 and abs(m.excess_pairs) < 4 * m.null_pairs_std
+    assert m.p_value > 0.01 and m.p_value_fewer > 0.01 and abs(m.excess_pairs) < 4 * m.null_pairs_std
     assert sum(m.null_counts_mean.values()) == pytest.approx(m.null_pairs_mean, rel=1e-12)
     # 20 ions whose every hop is followed 0.3 ps later by another ion leaving the site it reached (collinear)
     chained = _walkers(np.random.default_rng(8), 20, 10, total, chain_ps=0.3)
     mc = hop_concerted_modes(chained, 40, total, window_ps=w, n_null=n_null, seed=3)
     assert mc.counts["collinear"] >= 200 and mc.p_value == pytest.approx(1 / (n_null + 1))
     assert mc.excess_pairs == pytest.approx(200, abs=4 * mc.null_pairs_std + 0.1 * 200)
+    assert mc.p_value_fewer == pytest.approx(1.0)
+    # exclusion: ions 0..9 take turns (20 ps each) going round the square of sites (0,0,0) (1,0,0) (1,1,0)
+    # (0,1,0), coming from and leaving to sites of their own: only the hand-overs can pair, independent timing
+    # pairs them all the time
+    square = [(0, 0, 0), (1, 0, 0), (1, 1, 0), (0, 1, 0)]
+    rows = []
+    for i in range(10):
+        t0 = 20.0 * i
+        rows.append(_hop(i, (0, 0, 3), square[0], t0 + 0.5))
+        for k in range(1, 19):
+            rows.append(_hop(i, square[(k - 1) % 4], square[k % 4], t0 + 0.5 + k))
+        rows.append(_hop(i, square[18 % 4], (1, 1, 1), t0 + 19.6))
+    wait = hop_concerted_modes(HopTable.from_rows([{k: r[k] for k in HOP_COLUMNS} for r in rows]), 10, total,
+                               window_ps=w, n_null=n_null, seed=3)
+    assert wait.n_pairs <= 20 and wait.null_pairs_mean > 5 * wait.n_pairs
+    assert wait.p_value_fewer == pytest.approx(1 / (n_null + 1)) and wait.excess_pairs < 0
     d = mc.to_dict()
     assert d["concerted_mode_p_value"] == mc.p_value and d["concerted_mode_null_draws"] == n_null
     # no baseline where the data cannot give one
     one = hop_concerted_modes(HopTable.from_rows([{k: r[k] for k in HOP_COLUMNS} for r in HOPS[6:8]]), N_IONS,
                               TOTAL_PS)
     assert one.p_value is None and "fewer than two ions" in one.null_reason
+    apart = hop_concerted_modes(HopTable.from_rows([{k: r[k] for k in HOP_COLUMNS} for r in (HOPS[0], HOPS[4])]),
+                                N_IONS, TOTAL_PS)  # (1,0,0)->(2,0,0) and (3,3,0)->(3,3,1): no site in common
+    assert apart.p_value is None and "no two ions' hops share a site" in apart.null_reason
 
 
 def test_same_rule_as_site_assignment_modes():

@@ -306,13 +306,15 @@ def _mode_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append((f"pairs A→B + B→C within {fmt(w, 'ps')}",
                      f"{fmt(s.get('concerted_mode_pairs'))} from {fmt(s.get('concerted_mode_hops'))} hops"))
         if s.get("concerted_mode_null_pairs_mean") is not None:
-            rows.append((f"by chance (each ion's hops shifted in time, {fmt(s.get('concerted_mode_null_draws'))} draws)",
+            rows.append((f"if the ions hopped at independent times (each ion's hops shifted, "
+                         f"{fmt(s.get('concerted_mode_null_draws'))} draws; no site exclusion)",
                          f"{fmt(s['concerted_mode_null_pairs_mean'], digits=3)} ± "
                          f"{fmt(s.get('concerted_mode_null_pairs_std'), digits=2)} pairs; excess "
-                         f"{fmt(s.get('concerted_mode_excess_pairs'), digits=3)}, p = "
-                         f"{fmt(s.get('concerted_mode_p_value'), digits=2)}"))
+                         f"{fmt(s.get('concerted_mode_excess_pairs'), digits=3)} (p more "
+                         f"{fmt(s.get('concerted_mode_p_value'), digits=2)}, p fewer "
+                         f"{fmt(s.get('concerted_mode_p_value_fewer'), digits=2)})"))
         elif s.get("concerted_mode_null_reason"):
-            rows.append(("by chance", f"not available: {s['concerted_mode_null_reason']}"))
+            rows.append(("independent-timing baseline", f"not available: {s['concerted_mode_null_reason']}"))
         freq = s.get("concerted_mode_frequency_per_ps") or {}
         std = s.get("concerted_mode_frequency_std_per_ps") or {}
         for k, c in (s.get("concerted_mode_counts") or {}).items():
