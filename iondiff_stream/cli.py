@@ -420,15 +420,49 @@ def monitor(
         typer.echo(json.dumps(st, indent=2) if as_json else _format_status(st))
         return
     try:
-        if page is not None:
-            page.start(str(store), serve)
-        watch(str(store), interval, on_status=page, trust_lo=trust_lo, trust_hi=trust_hi)
+        with _TermAsInterrupt():
+            if page is not None:
+                page.start(str(store), serve)
+            watch(str(store), interval, on_status=page, trust_lo=trust_lo, trust_hi=trust_hi)
+    except _Terminated:
+        typer.echo("terminated", err=True)
+        raise typer.Exit(143) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None
     finally:
         if page is not None:
             page.stop()
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived while a command that cleans up after itself was running (a BaseException, like
+    KeyboardInterrupt, so that no ``except Exception`` on the way swallows it)."""
+
+
+class _TermAsInterrupt:
+    """For the length of a ``with``: SIGTERM raises :class:`_Terminated` in the main thread (so the command's
+    ``finally`` runs: server stopped, temporary page removed) instead of killing the process; the previous
+    handler is restored on exit. Outside the main thread nothing changes."""
+
+    def __enter__(self) -> _TermAsInterrupt:
+        import signal
+        import threading
+
+        self._old = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    @staticmethod
+    def _handle(signum: int, frame: object) -> None:
+        raise _Terminated()
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
 
 
 def _live_page(html_page: Optional[Path], serve: Optional[int], interval: float):

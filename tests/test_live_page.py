@@ -183,6 +183,36 @@ def test_live_page_in_chromium_shows_frames_increasing(tmp_path):
     assert proc.returncode == 130, "".join(err)[-2000:]  # Ctrl-C: stopped with the server
 
 
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_monitor_serve_stops_cleanly_on_a_signal(tmp_path, sig, code):
+    """monitor --serve (page in a temporary directory): Ctrl-C or SIGTERM stops the server, removes the temporary
+    page and exits 130 / 143."""
+    store = str(tmp_path / "s.zarr")
+    with FrameStoreWriter(store, np.arange(1, 5), ["Li"] * 4, chunk_frames=10) as w:
+        for t in range(30):
+            w.append(10 * t, 0.01 * t, np.full((4, 3), 0.1 * t), np.array([10, 10, 10, 90, 90, 90.0]))
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "iondiff_stream.cli", "monitor", store, "--serve", "0",
+                             "--interval", "0.2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TMPDIR": str(tmp)})
+    err, address = _drained(proc)
+    try:
+        url = _wait(address, what="the server's address")
+        _wait(lambda: list(tmp.glob("iondiff-live-*/live.html")), what="the temporary page")
+        assert b"iondiff" in urllib.request.urlopen(url, timeout=30).read()
+        proc.send_signal(sig)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == code, "".join(err)[-2000:]
+    assert list(tmp.iterdir()) == []  # the temporary page is gone
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url, timeout=10)
+
+
 def test_notebook_view(tmp_path):
     store = str(tmp_path / "nb.zarr")
     with FrameStoreWriter(store, np.arange(1, 5), ["Li"] * 4, chunk_frames=10) as w:
