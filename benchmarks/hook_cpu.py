@@ -129,6 +129,7 @@ def interleaved(steps: int, slices: int, every: int | None, store: str, worker: 
     """
     from lammps_hooks import attach, load_lammps
 
+    _inside.clear()
     args = ["-log", "none", "-screen", "none", "-var", "nsteps", "0", "-var", "T", "1500"]
     lmps = {}
     # created in the order they first run (it alternates with the pair): under MPI the instance created second
@@ -153,11 +154,40 @@ def interleaved(steps: int, slices: int, every: int | None, store: str, worker: 
             lmps[kind].command(f"run {per if i < slices - 1 else steps - per * (slices - 1)} "
                                f"pre {'yes' if i == 0 else 'no'} post no")
             if kind == "hooked" and i == slices - 1 and hook is not None:
+                c1 = time.process_time()
                 frames = hook.close()["frames"]
+                _inside["close"] = time.process_time() - c1
             cpu[kind] += time.process_time() - c0 + _children_cpu() - k0
+    _inside["attach"] = c_attach
     for lmp in lmps.values():
         lmp.close()
     return cpu["plain"], cpu["hooked"], frames, c_attach
+
+
+#: CPU seconds of the hook's own Python in the last pair's hooked instance: the Python callback (every frame the
+#: C callback passes on, with the blocks it hands to the sink and the store's writes), attach and close
+_inside: dict[str, float] = {}
+
+
+def _time_python_callback() -> None:
+    """Wrap :meth:`Hook.raw_callback` (before any attach takes it) to add its CPU time to ``_inside``: the hook's
+    own cost counted inside the hooked instance, which the host's drift does not blur as it blurs the
+    difference of two instances (the per-frame copy of the C callback is not in it)."""
+    from lammps_hooks.fix_external import Hook
+
+    if getattr(Hook.raw_callback, "_timed", False):
+        return
+    inner = Hook.raw_callback
+
+    def timed(self, *args):  # noqa: ANN001, ANN202 - the callback's own signature
+        c0 = time.process_time()
+        try:
+            return inner(self, *args)
+        finally:
+            _inside["callback"] = _inside.get("callback", 0.0) + time.process_time() - c0
+
+    timed._timed = True  # type: ignore[attr-defined]
+    Hook.raw_callback = timed
 
 
 def in_process_interleaved(a: argparse.Namespace) -> None:
@@ -173,6 +203,7 @@ def in_process_interleaved(a: argparse.Namespace) -> None:
     print(f"the C per-step copy (lammps_hooks._stage): {'built, used' if _c_callback() is not None else 'NOT built'}"
           + ("; the Python-only hook (fast=False) measured in pairs of its own, taken in turns with them" if a.python
              else ""))
+    _time_python_callback()
     if a.null:  # both instances plain: what the method reports when nothing differs
         x = []
         for p in range(a.pairs):
@@ -183,6 +214,8 @@ def in_process_interleaved(a: argparse.Namespace) -> None:
     for every in a.every:
         rows: dict[str, list[float]] = {"hooked": [], "python": []}
         attach_s: list[float] = []
+        inside: list[float] = []
+        inside_parts: list[dict[str, float]] = []
         load0 = _load()
         for p in range(a.pairs):
             for kind in (("hooked", "python") if a.python else ("hooked",)):
@@ -195,11 +228,18 @@ def in_process_interleaved(a: argparse.Namespace) -> None:
                 rows[kind].append(100 * (ch / cp - 1))
                 if kind == "hooked":
                     attach_s.append(ca)
+                    inside.append(100 * sum(_inside.values()) / cp)
+                    inside_parts.append(dict(_inside))
                 shutil.rmtree(store, ignore_errors=True)
         target = {10: " (target <= 2 %)", 1: " (target <= 5 %)"}.get(every, "")
         x = rows["hooked"]
         print(f"  every={every:3d} ({a.steps // every + 1} frames): extra CPU {np.median(x):+.2f} % median{target}; "
               "pairs " + ", ".join(f"{v:+.2f}" for v in x) + f" %; attach ~{1e3 * np.median(attach_s):.0f} ms CPU")
+        parts = {k: 1e3 * float(np.median([d.get(k, 0.0) for d in inside_parts])) for k in ("callback", "attach", "close")}
+        print(f"      inside the hooked instance, the hook's Python (callbacks {parts['callback']:.0f} ms, attach "
+              f"{parts['attach']:.0f} ms, close {parts['close']:.0f} ms; medians): {np.median(inside):.2f} % of the "
+              "plain instance's CPU; pairs " + ", ".join(f"{v:.2f}" for v in inside) + " % (the C callback's "
+              "per-frame copy not counted)")
         if rows["python"]:
             print(f"      Python-only hook (fast=False): extra CPU {np.median(rows['python']):+.2f} % median; pairs "
                   + ", ".join(f"{v:+.2f}" for v in rows["python"]) + " %")
