@@ -569,7 +569,7 @@ class Hook:
             self._gx[frame, rows], self._gaux[0, frame, rows], self._gaux[1, frame, rows] = pos, img, 1
         root = self.comm.Get_rank() == 0
         # rank 0's sums: reused from batch to batch, but for a sink whose worker thread takes the arrays later
-        if root and (self._gout is None or len(self._gout[0]) < n or getattr(self.sink, "worker", "") == "thread"):
+        if root and (self._gout is None or len(self._gout[0]) < n or self.sink.worker == "thread"):
             self._gout = (np.empty_like(self._gx), np.empty(self._gaux.size, np.int64))
         n_all = len(all_ids)
         out = (self._gout[0][:n], self._gout[1][: 2 * n * n_all].reshape(2, n, n_all)) if root else (None, None)
@@ -582,11 +582,12 @@ class Hook:
         x, (img, count) = out[0], out[1]
         # frames of one box, one run and the same atoms present go to the sink as one block
         now, i = time.time(), 0
+        changed = np.ones(n, bool)  # frames whose atoms present differ from the frame before (one pass per batch)
+        changed[1:] = (count[1:] != count[:-1]).any(1)
         while i < n:
             h = pending[i][2]
-            same = (count[i:] == count[i]).all(1)  # the frames from i with the same atoms present
             j = i + 1
-            while j < n and pending[j][2] is h and not pending[j][3] and same[j - i]:
+            while j < n and pending[j][2] is h and not pending[j][3] and not changed[j]:
                 j += 1
             here = count[i] > 0
             if int(count[i].max(initial=0)) > 1:
