@@ -554,9 +554,6 @@ def hop_concerted_modes(hops: Any, n_ions: int, total_time_ps: float, window_ps:
     if not total_time_ps > 0:
         out.null_reason = "run of zero length"
         return out
-    if not len(mode_pairs(ion, t, A, B, np.inf)):
-        out.null_reason = "no two ions' hops share a site: no pair at any timing"
-        return out
     n_null = int(min(n_null, max(20, 20_000_000 // len(ion))))
     rng = np.random.default_rng(seed)
     _, ion_idx = np.unique(ion, return_inverse=True)
@@ -565,6 +562,10 @@ def hop_concerted_modes(hops: Any, n_ions: int, total_time_ps: float, window_ps:
     null = np.stack([count((t0 + rng.uniform(0.0, total_time_ps, ion_idx.max() + 1)[ion_idx]) % total_time_ps)
                      for _ in range(n_null)])
     tot = null.sum(1)
+    if out.n_pairs == 0 and not tot.any():
+        out.null_reason = (f"no pair in the run or in any of {n_null} draws: no two ions' hops share a site, or "
+                           "too seldom to tell")
+        return out
     mean = null.mean(0)
     out.null_draws = int(n_null)
     out.null_pairs_mean = float(tot.mean())
